@@ -1,0 +1,19 @@
+//! bottle: a Nix-style build-then-run pipeline for coding-agent sandboxes.
+//!
+//! Data flows one way through one module per stage:
+//!
+//! ```text
+//! recipe (TOML → Recipe) → plan (Plan) → hash (BuildKey → BuildHash) → build → store (Manifest)
+//! ```
+//!
+//! `runtime/` talks to the engines (the Docker Engine API, the smolvm CLI); `cli` is the glue.
+
+pub mod build;
+pub mod cli;
+pub mod hash;
+pub mod manifest;
+pub mod plan;
+pub mod progress;
+pub mod recipe;
+pub mod runtime;
+pub mod store;

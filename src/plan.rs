@@ -1,0 +1,572 @@
+//! Plan: the resolved, normalized, secret-free form of a recipe.
+//!
+//! The plan is what the hash covers and what the build consumes. It owns the *meaning* of a
+//! recipe: defaults filled in, names checked, host lists lowercased, sorted and deduplicated,
+//! paths resolved against the recipe's folder and written relative to it (so the same recipe
+//! checked out in two places plans, and hashes, the same). A path that leaves the recipe's
+//! folder is refused. Secrets never enter a plan: tokens are held by the *name* of their host
+//! environment variable and identity keys by their host path.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::recipe::{self, Backend, Recipe, RecipeError, SmolvmStart};
+
+/// Guest env names the bottle sets itself (the placeholder credential, telemetry off, the
+/// proxy, the trust trio); a recipe may not set them.
+pub const FIXED_GUEST_ENV: &[&str] = &[
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "DISABLE_TELEMETRY",
+    "DISABLE_ERROR_REPORTING",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "HOME",
+    "USER",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Plan {
+    pub name: String,
+    pub guest: GuestPlan,
+    pub pipelock: PipelockPlan,
+    pub egress: EgressPlan,
+    pub git_gate: GitGatePlan,
+    pub supervise: SupervisePlan,
+    pub provision: ProvisionPlan,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestBackend {
+    Smolvm,
+    Docker,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestStart {
+    /// docker guests, and smolvm guests created with `--image ARCHIVE`.
+    Image,
+    /// smolvm guests created with `--from PACK`.
+    Pack,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GuestPlan {
+    pub backend: GuestBackend,
+    pub start: GuestStart,
+    pub image: ImagePlan,
+    pub user: String,
+    pub home: String,
+    pub command: Vec<String>,
+    /// The recipe's own guest env; the build adds the bottle's fixed entries.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Where the guest image comes from. Paths are relative to the recipe's folder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum ImagePlan {
+    Dockerfile { dockerfile: String, context: String },
+    Archive { archive: String },
+    Reference { reference: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PipelockPlan {
+    /// Sorted, deduplicated, lowercased; includes every egress route's host.
+    pub allow: Vec<String>,
+    pub dlp: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EgressPlan {
+    /// Sorted by host.
+    pub routes: Vec<RoutePlan>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RoutePlan {
+    pub host: String,
+    pub token_env: String,
+    pub header: String,
+    pub scheme: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GitGatePlan {
+    /// Sorted by name.
+    pub upstreams: Vec<UpstreamPlan>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpstreamPlan {
+    pub name: String,
+    pub url: String,
+    /// A host path, as written (a leading `~/` is expanded at run time). Never read at build.
+    pub identity: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SupervisePlan {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProvisionPlan {
+    pub prompt: Option<String>,
+    pub skills: Option<String>,
+    pub git_name: Option<String>,
+    pub git_email: Option<String>,
+}
+
+/// A plan together with the folder its relative paths are resolved against. The folder is not
+/// part of the plan (and so not of the hash).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub plan: Plan,
+    pub root: PathBuf,
+}
+
+impl Planned {
+    /// The host path of a plan-relative path.
+    pub fn host_path(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
+    }
+}
+
+/// Resolves a parsed recipe into a plan.
+pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
+    let root = recipe
+        .path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    let doc = &recipe.doc;
+    let r = Resolver {
+        recipe,
+        root: &root,
+    };
+
+    let name = doc.name.get_ref();
+    if !is_slug(name) {
+        return Err(recipe.error_at(
+            doc.name.span(),
+            format!("name {name:?} must be lowercase letters, digits and '-', starting with a letter or digit, at most 40 characters"),
+        ));
+    }
+
+    let guest = r.guest(&doc.guest)?;
+    let mut allow = Vec::new();
+    for host in &doc.pipelock.allow {
+        allow.push(r.host(host)?);
+    }
+    let mut routes = Vec::new();
+    for route in &doc.egress.routes {
+        let rt = route.get_ref();
+        let host = r.host(&rt.host)?;
+        if host.starts_with("*.") {
+            return Err(recipe.error_at(
+                rt.host.span(),
+                "an egress route needs an exact host, not a wildcard",
+            ));
+        }
+        r.env_name(&rt.token_env, "token_env")?;
+        let header = rt.header.get_ref().trim().to_string();
+        if header.is_empty()
+            || !header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(recipe.error_at(
+                rt.header.span(),
+                "header must be an HTTP header name such as \"Authorization\" or \"x-api-key\"",
+            ));
+        }
+        if routes.iter().any(|x: &RoutePlan| x.host == host) {
+            return Err(recipe.error_at(
+                route.span(),
+                format!("two egress routes for host {host:?}; keep one"),
+            ));
+        }
+        allow.push(host.clone());
+        routes.push(RoutePlan {
+            host,
+            token_env: rt.token_env.get_ref().clone(),
+            header,
+            scheme: rt.scheme.get_ref().trim().to_string(),
+        });
+    }
+    routes.sort_by(|a, b| a.host.cmp(&b.host));
+    allow.sort();
+    allow.dedup();
+
+    let mut upstreams = Vec::new();
+    for up in &doc.git_gate.upstreams {
+        let u = up.get_ref();
+        if !is_slug(u.name.get_ref()) {
+            return Err(recipe.error_at(
+                u.name.span(),
+                "upstream name must be lowercase letters, digits and '-'",
+            ));
+        }
+        if upstreams
+            .iter()
+            .any(|x: &UpstreamPlan| &x.name == u.name.get_ref())
+        {
+            return Err(recipe.error_at(
+                u.name.span(),
+                "two git-gate upstreams with this name; names must be unique",
+            ));
+        }
+        if u.url.get_ref().trim().is_empty() {
+            return Err(recipe.error_at(u.url.span(), "url must not be empty"));
+        }
+        if u.identity.get_ref().trim().is_empty() {
+            return Err(recipe.error_at(
+                u.identity.span(),
+                "identity must be the host path of an SSH key",
+            ));
+        }
+        upstreams.push(UpstreamPlan {
+            name: u.name.get_ref().clone(),
+            url: u.url.get_ref().trim().to_string(),
+            identity: u.identity.get_ref().trim().to_string(),
+        });
+    }
+    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let p = &doc.provision;
+    let provision = ProvisionPlan {
+        prompt: p.prompt.as_ref().map(|s| r.file(s)).transpose()?,
+        skills: p.skills.as_ref().map(|s| r.dir(s)).transpose()?,
+        git_name: p.git_name.as_ref().map(|s| s.get_ref().clone()),
+        git_email: p.git_email.as_ref().map(|s| s.get_ref().clone()),
+    };
+
+    Ok(Planned {
+        plan: Plan {
+            name: name.clone(),
+            guest,
+            pipelock: PipelockPlan {
+                allow,
+                dlp: doc.pipelock.dlp,
+            },
+            egress: EgressPlan { routes },
+            git_gate: GitGatePlan { upstreams },
+            supervise: SupervisePlan {
+                enabled: doc.supervise.enabled,
+            },
+            provision,
+        },
+        root,
+    })
+}
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+}
+
+struct Resolver<'a> {
+    recipe: &'a Recipe,
+    root: &'a Path,
+}
+
+impl Resolver<'_> {
+    fn guest(&self, g: &recipe::Guest) -> Result<GuestPlan, RecipeError> {
+        let recipe = self.recipe;
+        let backend = match g.backend {
+            Backend::Docker => GuestBackend::Docker,
+            Backend::Smolvm => GuestBackend::Smolvm,
+        };
+        let start = match (backend, &g.start) {
+            (GuestBackend::Docker, None) => GuestStart::Image,
+            (GuestBackend::Docker, Some(s)) => {
+                return Err(
+                    recipe.error_at(s.span(), "`start` applies to smolvm guests only; remove it")
+                );
+            }
+            (GuestBackend::Smolvm, None) => GuestStart::Pack,
+            (GuestBackend::Smolvm, Some(s)) => match s.get_ref() {
+                SmolvmStart::Pack => GuestStart::Pack,
+                SmolvmStart::Image => GuestStart::Image,
+            },
+        };
+        let image = self.image(&g.image)?;
+        let user = g.user.get_ref().clone();
+        if user.is_empty()
+            || !user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(recipe.error_at(
+                g.user.span(),
+                "user must be a plain user name such as \"node\"",
+            ));
+        }
+        let home = match &g.home {
+            Some(h) => {
+                let home = h.get_ref().clone();
+                if !home.starts_with('/') || home.contains("..") || home == "/" {
+                    return Err(recipe.error_at(
+                        h.span(),
+                        "home must be an absolute guest path such as \"/home/node\", not \"/\"",
+                    ));
+                }
+                home.trim_end_matches('/').to_string()
+            }
+            None => format!("/home/{user}"),
+        };
+        if g.command.get_ref().is_empty() {
+            return Err(recipe.error_at(
+                g.command.span(),
+                "command must name the agent to run, e.g. [\"claude\"]",
+            ));
+        }
+        for (key, value) in g.env.get_ref() {
+            if !is_env_name(key) {
+                return Err(recipe.error_at(
+                    g.env.span(),
+                    format!("guest env name {key:?} is not a valid variable name"),
+                ));
+            }
+            if FIXED_GUEST_ENV.contains(&key.as_str()) {
+                return Err(recipe.error_at(g.env.span(), format!("guest env {key} is set by bottle itself (proxy, trust and credential settings); remove it from the recipe")));
+            }
+            if value.contains('\0') {
+                return Err(
+                    recipe.error_at(g.env.span(), format!("guest env {key} holds a NUL byte"))
+                );
+            }
+        }
+        Ok(GuestPlan {
+            backend,
+            start,
+            image,
+            user,
+            home,
+            command: g.command.get_ref().clone(),
+            env: g.env.get_ref().clone(),
+        })
+    }
+
+    fn image(&self, s: &Spanned<recipe::ImageSource>) -> Result<ImagePlan, RecipeError> {
+        let src = s.get_ref();
+        let given = [
+            src.dockerfile.is_some(),
+            src.archive.is_some(),
+            src.reference.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(self.recipe.error_at(
+                s.span(),
+                "guest.image needs exactly one of `dockerfile`, `archive` or `reference`",
+            ));
+        }
+        if let Some(df) = &src.dockerfile {
+            let dockerfile = self.file(df)?;
+            let context = match &src.context {
+                Some(c) => self.dir(c)?,
+                None => parent_rel(&dockerfile),
+            };
+            return Ok(ImagePlan::Dockerfile {
+                dockerfile,
+                context,
+            });
+        }
+        if let Some(c) = &src.context {
+            return Err(self
+                .recipe
+                .error_at(c.span(), "`context` goes with `dockerfile` only; remove it"));
+        }
+        if let Some(a) = &src.archive {
+            return Ok(ImagePlan::Archive {
+                archive: self.file(a)?,
+            });
+        }
+        let reference = src.reference.as_ref().expect("one source is given");
+        let text = reference.get_ref().trim();
+        if !is_pinned_reference(text) {
+            return Err(self.recipe.error_at(
+                reference.span(),
+                format!("image reference {text:?} is not pinned: a tag can move, so the hash cannot pin it; use NAME@sha256:DIGEST (see `docker image inspect --format '{{{{.RepoDigests}}}}' IMAGE`)"),
+            ));
+        }
+        Ok(ImagePlan::Reference {
+            reference: text.to_string(),
+        })
+    }
+
+    fn host(&self, h: &Spanned<String>) -> Result<String, RecipeError> {
+        let host = h.get_ref().trim().to_ascii_lowercase();
+        let bare = host.strip_prefix("*.").unwrap_or(&host);
+        let ok = !bare.is_empty()
+            && bare.len() <= 253
+            && bare.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            return Err(self.recipe.error_at(
+                h.span(),
+                format!("{:?} is not a host name; write e.g. \"api.example.com\" or \"*.example.com\" (no scheme, port or path)", h.get_ref()),
+            ));
+        }
+        Ok(host)
+    }
+
+    fn env_name(&self, s: &Spanned<String>, what: &str) -> Result<(), RecipeError> {
+        if is_env_name(s.get_ref()) {
+            Ok(())
+        } else {
+            Err(self.recipe.error_at(
+                s.span(),
+                format!("{what} must be the NAME of an environment variable (letters, digits, '_'), not its value"),
+            ))
+        }
+    }
+
+    /// A path relative to the recipe's folder, checked to stay inside it.
+    fn rel(&self, s: &Spanned<String>) -> Result<String, RecipeError> {
+        let raw = s.get_ref();
+        let p = Path::new(raw);
+        let outside = || {
+            self.recipe.error_at(
+                s.span(),
+                format!(
+                    "path {raw:?} leaves the recipe's folder {}; inputs must live beside the recipe so the hash can pin them: move the file under that folder",
+                    self.root.display()
+                ),
+            )
+        };
+        if p.is_absolute() {
+            return Err(outside());
+        }
+        let mut parts: Vec<String> = Vec::new();
+        for c in p.components() {
+            match c {
+                Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    if parts.pop().is_none() {
+                        return Err(outside());
+                    }
+                }
+                _ => return Err(outside()),
+            }
+        }
+        let rel = parts.join("/");
+        // A symlink may still lead out of the folder.
+        if let Ok(real) = std::fs::canonicalize(self.root.join(&rel)) {
+            if !real.starts_with(self.root) {
+                return Err(outside());
+            }
+        }
+        Ok(rel)
+    }
+
+    fn file(&self, s: &Spanned<String>) -> Result<String, RecipeError> {
+        let rel = self.rel(s)?;
+        let host = self.root.join(&rel);
+        if !host.is_file() {
+            return Err(self.recipe.error_at(
+                s.span(),
+                format!(
+                    "input file {} does not exist (or is not a file); create it or fix the path",
+                    host.display()
+                ),
+            ));
+        }
+        Ok(rel)
+    }
+
+    fn dir(&self, s: &Spanned<String>) -> Result<String, RecipeError> {
+        let rel = self.rel(s)?;
+        let host = if rel.is_empty() {
+            self.root.to_path_buf()
+        } else {
+            self.root.join(&rel)
+        };
+        if !host.is_dir() {
+            return Err(self.recipe.error_at(
+                s.span(),
+                format!("input folder {} does not exist (or is not a folder); create it or fix the path", host.display()),
+            ));
+        }
+        Ok(rel)
+    }
+}
+
+fn parent_rel(rel: &str) -> String {
+    match rel.rfind('/') {
+        Some(i) => rel[..i].to_string(),
+        None => String::new(),
+    }
+}
+
+pub fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.as_bytes()[0].is_ascii_digit()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `NAME@sha256:<64 hex>`.
+pub fn is_pinned_reference(s: &str) -> bool {
+    match s.split_once("@sha256:") {
+        Some((name, digest)) => {
+            !name.is_empty()
+                && digest.len() == 64
+                && digest
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_references() {
+        let d = "a".repeat(64);
+        assert!(is_pinned_reference(&format!("node@sha256:{d}")));
+        assert!(!is_pinned_reference("node:20"));
+        assert!(!is_pinned_reference("node@sha256:abc"));
+        assert!(!is_pinned_reference(&format!("@sha256:{d}")));
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(is_env_name("ANTHROPIC_TOKEN"));
+        assert!(!is_env_name("1X"));
+        assert!(!is_env_name("sk-ant-123"));
+    }
+}

@@ -1,0 +1,306 @@
+//! Recipe: a bottle's TOML source, parsed into typed structs.
+//!
+//! This module owns the *syntax* of a recipe: which keys exist, their types, and where in the
+//! file each value came from. Unknown keys are refused. Every error names the file, the line
+//! and the column, and says what was expected. What the values *mean* (paths resolved against
+//! the recipe's folder, defaults filled in, lists normalized) is the plan's job.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A parsed recipe plus the text it came from, so later stages can point at a value.
+#[derive(Debug)]
+pub struct Recipe {
+    pub path: PathBuf,
+    pub source: String,
+    pub doc: RecipeDoc,
+}
+
+/// The recipe's schema. `#[serde(deny_unknown_fields)]` everywhere: a typo is an error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeDoc {
+    /// The bottle's name: `[a-z0-9][a-z0-9-]*`, used in resource names.
+    pub name: Spanned<String>,
+    pub guest: Guest,
+    #[serde(default)]
+    pub pipelock: Pipelock,
+    #[serde(default)]
+    pub egress: Egress,
+    #[serde(default, rename = "git-gate")]
+    pub git_gate: GitGate,
+    #[serde(default)]
+    pub supervise: Supervise,
+    #[serde(default)]
+    pub provision: Provision,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Smolvm,
+    Docker,
+}
+
+/// How a smolvm guest is created: from the `.smolmachine` pack (the default), or straight
+/// from the image archive, for hosts that cannot run `smolvm pack create`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmolvmStart {
+    #[default]
+    Pack,
+    Image,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guest {
+    pub backend: Backend,
+    /// smolvm only: `"pack"` (default) or `"image"`.
+    pub start: Option<Spanned<SmolvmStart>>,
+    pub image: Spanned<ImageSource>,
+    #[serde(default = "default_user")]
+    pub user: Spanned<String>,
+    /// Defaults to `/home/USER`.
+    pub home: Option<Spanned<String>>,
+    /// The agent command, run as `user` in `home`.
+    pub command: Spanned<Vec<String>>,
+    #[serde(default = "empty_env")]
+    pub env: Spanned<BTreeMap<String, String>>,
+}
+
+fn empty_env() -> Spanned<BTreeMap<String, String>> {
+    Spanned::new(0..0, BTreeMap::new())
+}
+
+fn default_user() -> Spanned<String> {
+    Spanned::new(0..0, "node".to_string())
+}
+
+/// Exactly one of: `dockerfile` (with an optional `context`, default the Dockerfile's folder),
+/// `archive` (a `docker save` tarball), or `reference` (a registry reference pinned by digest).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    pub dockerfile: Option<Spanned<String>>,
+    pub context: Option<Spanned<String>>,
+    pub archive: Option<Spanned<String>>,
+    pub reference: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Pipelock {
+    /// Hosts the guest may reach through the proxy (exact names, or `*.example.com`).
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// Scan outbound requests for secrets (DLP). On unless turned off.
+    #[serde(default = "yes")]
+    pub dlp: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Egress {
+    #[serde(default)]
+    pub routes: Vec<Spanned<Route>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub host: Spanned<String>,
+    /// The *name* of the host environment variable holding the token. Its value is read by
+    /// `bottle run`, never by `bottle build`.
+    pub token_env: Spanned<String>,
+    #[serde(default = "default_header")]
+    pub header: Spanned<String>,
+    /// Prefix before the token in the header, e.g. `Bearer`. Empty: the bare token.
+    #[serde(default = "default_scheme")]
+    pub scheme: Spanned<String>,
+}
+
+fn default_header() -> Spanned<String> {
+    Spanned::new(0..0, "Authorization".to_string())
+}
+fn default_scheme() -> Spanned<String> {
+    Spanned::new(0..0, "Bearer".to_string())
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GitGate {
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<Upstream>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: Spanned<String>,
+    pub url: Spanned<String>,
+    /// Host path of the SSH identity key. Referenced by path only: never read at build time,
+    /// mounted read-only into the bundle at run time.
+    pub identity: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Supervise {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Provision {
+    /// A file copied into the guest as the agent's prompt.
+    pub prompt: Option<Spanned<String>>,
+    /// A folder copied into the guest as the agent's skills.
+    pub skills: Option<Spanned<String>>,
+    pub git_name: Option<Spanned<String>>,
+    pub git_email: Option<Spanned<String>>,
+}
+
+/// An error located in a recipe file.
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("cannot read recipe {path}: {source}; check the path")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{col}: {message}")]
+    At {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+}
+
+/// A 1-based line and column for a byte offset of `source`.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+impl Recipe {
+    pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+        let source = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Recipe::parse(path, source)
+    }
+
+    pub fn parse(path: &Path, source: String) -> Result<Recipe, RecipeError> {
+        match toml::from_str::<RecipeDoc>(&source) {
+            Ok(doc) => Ok(Recipe {
+                path: path.to_path_buf(),
+                source,
+                doc,
+            }),
+            Err(e) => {
+                let offset = e.span().map(|s| s.start).unwrap_or(0);
+                let message = e.message().trim().to_string();
+                Err(RecipeError::At {
+                    path: path.to_path_buf(),
+                    line: line_col(&source, offset).0,
+                    col: line_col(&source, offset).1,
+                    message: explain(&message),
+                })
+            }
+        }
+    }
+
+    /// An error pointing at a value of this recipe.
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl fmt::Display,
+    ) -> RecipeError {
+        let (line, col) = line_col(&self.source, span.start);
+        RecipeError::At {
+            path: self.path.clone(),
+            line,
+            col,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Adds what to do to serde's terse messages where that helps.
+fn explain(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        format!("{message}; remove it or fix its spelling (see the recipe schema in README.md)")
+    } else if message.starts_with("missing field") {
+        format!("{message}; add it (see the recipe schema in README.md)")
+    } else {
+        message.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Recipe, RecipeError> {
+        Recipe::parse(Path::new("r.toml"), s.to_string())
+    }
+
+    const MIN: &str = r#"
+name = "x"
+[guest]
+backend = "docker"
+image = { archive = "img.tar" }
+command = ["sh"]
+"#;
+
+    #[test]
+    fn minimal_recipe_parses_with_defaults() {
+        let r = parse(MIN).unwrap();
+        assert_eq!(r.doc.guest.user.get_ref(), "node");
+        assert!(r.doc.pipelock.dlp);
+        assert!(!r.doc.supervise.enabled);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let err = parse(&format!("{MIN}colour = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("r.toml:6:1: unknown field `colour`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_column() {
+        let err = parse(&MIN.replace(r#"command = ["sh"]"#, "command = 3"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("r.toml:6:11:"), "{err}");
+        assert!(err.contains("expected a sequence"), "{err}");
+    }
+
+    #[test]
+    fn line_col_counts_chars() {
+        assert_eq!(line_col("ab\ncé\nx", 7), (3, 1));
+        assert_eq!(line_col("ab\ncé\nx", 4), (2, 2));
+    }
+}

@@ -1,0 +1,4 @@
+//! The engines bottle drives: the Docker Engine (API) and smolvm (CLI).
+
+pub mod docker;
+pub mod smolvm;
