@@ -92,7 +92,7 @@ pub struct ImageSource {
     pub reference: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pipelock {
     /// Hosts the guest may reach through the proxy (exact names, or `*.example.com`).
@@ -105,6 +105,15 @@ pub struct Pipelock {
 
 fn yes() -> bool {
     true
+}
+
+impl Default for Pipelock {
+    fn default() -> Self {
+        Pipelock {
+            allow: Vec::new(),
+            dlp: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -284,7 +293,8 @@ command = ["sh"]
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("r.toml:6:1: unknown field `colour`"),
+            err.starts_with("r.toml:7:1: unknown field `colour`")
+                && err.contains("fix its spelling"),
             "{err}"
         );
     }
