@@ -91,6 +91,9 @@ pub enum Command {
     },
     /// Which recipe fields and input files differ between two entries ("why did CI rebuild?")
     Diff { a: String, b: String },
+    /// The bundle's entry point: runs the listed daemons until SIGTERM (inside the bundle)
+    #[command(hide = true)]
+    Sidecar(crate::sidecar::SidecarArgs),
 }
 
 /// What `main` should exit with.
@@ -193,6 +196,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 );
                 println!("command   {}", m.guest.command.join(" "));
                 println!("image     {} ({})", m.guest.image_archive, m.guest.image_id);
+                println!(
+                    "bundle    {} ({})",
+                    m.bundle.image_archive, m.bundle.image_id
+                );
                 println!("daemons   {}", m.bundle.daemons.join(", "));
                 if !m.bundle.env_from_host.is_empty() {
                     println!(
@@ -283,6 +290,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
                 );
             }
         }
+        Command::Sidecar(args) => crate::sidecar::main(args.clone()).await?,
         Command::Diff { a, b } => {
             let (ha, hb) = (store.resolve(a)?, store.resolve(b)?);
             let (ka, kb) = (store.key(&ha)?, store.key(&hb)?);

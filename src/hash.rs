@@ -4,7 +4,7 @@
 //!
 //! | goes into the hash | why |
 //! | --- | --- |
-//! | `builder`: the build format version ([`BUILDER`]) | a builder that makes different artifacts must not reuse old entries |
+//! | `builder` ([`BUILDER`]): the build format version and a blake3 of the crate's sources (every file under `src/`, `Cargo.lock`, `Cargo.toml`, `build.rs`), computed by `build.rs` at compile time | a builder that makes different artifacts must not reuse old entries; the bundle image holds the `bottle` binary itself, so its sources are an input of every build (a compile-time constant: `bottle hash` never reads the executable) |
 //! | `plan`: the whole [`Plan`] (serde JSON; struct fields in declaration order, maps sorted) | every recipe field that changes what is built |
 //! | `inputs`: a sorted map from each referenced file's path (relative to the recipe's folder) to its blake3 digest and executable bit, or a symlink's target | the Dockerfile and *every* file of its context, an image archive, the prompt, every file of the skills folder |
 //!
@@ -34,9 +34,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{ImagePlan, Plan, Planned};
 
-/// The build format. Bump it whenever the build would make different artifacts from the same
-/// plan and inputs.
-pub const BUILDER: &str = "bottle-build/1";
+/// The builder: the build format and a digest of the sources of the `bottle` binary doing the
+/// build (computed by `build.rs` at compile time). The binary itself goes into the bundle
+/// image, so a different binary must make a different hash. Bump the format whenever the
+/// build would make different artifacts from the same plan and inputs.
+pub const BUILDER: &str = concat!("bottle-build/1+", env!("BOTTLE_SOURCE_DIGEST"));
 
 /// Files at least this large are hashed with memory mapping across all cores.
 const MMAP_THRESHOLD: u64 = 1 << 20;

@@ -6,7 +6,8 @@
 //! recipe (TOML → Recipe) → plan (Plan) → hash (BuildKey → BuildHash) → build → store (Manifest)
 //! ```
 //!
-//! `runtime/` talks to the engines (the Docker Engine API, the smolvm CLI); `cli` is the glue.
+//! `runtime/` talks to the engines (the Docker Engine API, the smolvm CLI); `sidecar/` holds the
+//! bundle's daemons (`bottle sidecar`, run inside the bundle image); `cli` is the glue.
 
 pub mod build;
 pub mod cli;
@@ -16,4 +17,5 @@ pub mod plan;
 pub mod progress;
 pub mod recipe;
 pub mod runtime;
+pub mod sidecar;
 pub mod store;

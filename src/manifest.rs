@@ -92,6 +92,11 @@ pub struct ProvisionSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BundleSpec {
+    /// The `docker save` archive of the bundle image (an entry path): `FROM scratch`, holding
+    /// the `bottle` binary that built the entry, entry point `/bottle sidecar`.
+    pub image_archive: String,
+    /// The engine's image id of that archive, so a run can skip loading it.
+    pub image_id: String,
     /// The daemons `bottle sidecar` starts, in order.
     pub daemons: Vec<String>,
     /// Fixed, non-secret `NAME=VALUE` entries.
@@ -187,6 +192,12 @@ impl Manifest {
                     "guest spec names {r:?}, which is not an artifact"
                 )));
             }
+        }
+        if !listed(&m.bundle.image_archive) {
+            return Err(bad(format!(
+                "bundle spec names image {:?}, which is not an artifact",
+                m.bundle.image_archive
+            )));
         }
         if let Some(skills) = &g.provision.skills {
             if !is_entry_path(skills) {

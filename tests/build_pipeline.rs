@@ -18,7 +18,11 @@ fn same_recipe_twice_gives_same_hash_and_the_second_build_does_no_work() {
     assert_eq!(first["cached"], false);
     let hash = first["hash"].as_str().unwrap().to_string();
     ctx.remember(&hash);
-    assert_eq!(hash, ctx.hash(&r), "`bottle hash` must agree with `bottle build`");
+    assert_eq!(
+        hash,
+        ctx.hash(&r),
+        "`bottle hash` must agree with `bottle build`"
+    );
     let manifest_before = std::fs::read(ctx.entry(&hash).join("manifest.json")).unwrap();
 
     // With no engine reachable at all, the second build must still succeed: it does no work.
@@ -32,9 +36,15 @@ fn same_recipe_twice_gives_same_hash_and_the_second_build_does_no_work() {
     let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(second["hash"], hash.as_str());
     assert_eq!(second["cached"], true);
-    assert_eq!(std::fs::read(ctx.entry(&hash).join("manifest.json")).unwrap(), manifest_before);
+    assert_eq!(
+        std::fs::read(ctx.entry(&hash).join("manifest.json")).unwrap(),
+        manifest_before
+    );
     assert!(
-        std::fs::read_dir(ctx.store.join("v1/tmp")).unwrap().next().is_none(),
+        std::fs::read_dir(ctx.store.join("v1/tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
         "no temporary leftovers"
     );
 }
@@ -53,7 +63,12 @@ fn changing_any_input_file_or_recipe_field_changes_the_hash() {
     // Input files: a context file, the Dockerfile, the prompt, a new skills file, an
     // executable bit.
     let restore = |p: &std::path::Path, bytes: &[u8]| std::fs::write(p, bytes).unwrap();
-    for rel in ["guest/passwd", "guest/Dockerfile", "prompt.md", "skills/one/SKILL.md"] {
+    for rel in [
+        "guest/passwd",
+        "guest/Dockerfile",
+        "prompt.md",
+        "skills/one/SKILL.md",
+    ] {
         let p = ctx.recipes.join(rel);
         let orig = std::fs::read(&p).unwrap();
         let mut changed = orig.clone();
@@ -80,7 +95,11 @@ fn changing_any_input_file_or_recipe_field_changes_the_hash() {
         ("guest.command", "\"id -un\"", "\"id -u\""),
         ("guest.env", "EDITOR = \"vi\"", "EDITOR = \"nano\""),
         ("pipelock.allow", "\"example.com\",", "\"example.net\","),
-        ("provision.git_name", "git_name = \"Agent\"", "git_name = \"Other\""),
+        (
+            "provision.git_name",
+            "git_name = \"Agent\"",
+            "git_name = \"Other\"",
+        ),
     ];
     for (field, from, to) in edits {
         assert!(text.contains(from), "{from}");
@@ -131,7 +150,10 @@ backend = "docker"
 name = "reorder"
 "#;
     // Top-level `name` after tables would belong to [guest]: keep TOML's rules by moving it up.
-    let reordered = format!("name = \"reorder\"\n{}", reordered.replace("\nname = \"reorder\"\n", "\n"));
+    let reordered = format!(
+        "name = \"reorder\"\n{}",
+        reordered.replace("\nname = \"reorder\"\n", "\n")
+    );
     let r2 = ctx.write_recipe("r2.toml", &reordered);
     assert_eq!(ctx.hash(&r2), base);
 
@@ -176,8 +198,16 @@ fn eight_concurrent_builds_of_one_recipe_build_once() {
         ctx.remember(h);
     }
     assert_eq!(hashes.len(), 1, "all eight print the same hash");
-    assert_eq!(built, 1, "exactly one process built; the others found its entry");
-    assert!(std::fs::read_dir(ctx.store.join("v1/tmp")).unwrap().next().is_none());
+    assert_eq!(
+        built, 1,
+        "exactly one process built; the others found its entry"
+    );
+    assert!(
+        std::fs::read_dir(ctx.store.join("v1/tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
     let h = hashes.into_iter().next().unwrap();
     let v = ctx.run(&["verify", &h]);
     assert!(v.status.success(), "{}", stdout(&v));
@@ -222,7 +252,10 @@ fn sigkill_at_random_moments_never_leaves_a_partial_entry() {
         if let Ok(rd) = std::fs::read_dir(&builds) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                assert!(e.path().join("manifest.json").is_file(), "trial {trial}: partial entry {name}");
+                assert!(
+                    e.path().join("manifest.json").is_file(),
+                    "trial {trial}: partial entry {name}"
+                );
                 let v = ctx.run(&["verify", &name]);
                 assert!(v.status.success(), "trial {trial}: {}", stdout(&v));
             }
@@ -231,10 +264,16 @@ fn sigkill_at_random_moments_never_leaves_a_partial_entry() {
             ctx.ok(&["gc"]);
         }
     }
-    assert!(killed_mid_build >= 5, "only {killed_mid_build} of 24 kills landed during a build");
+    assert!(
+        killed_mid_build >= 5,
+        "only {killed_mid_build} of 24 kills landed during a build"
+    );
     // The next build succeeds, cleans the leftovers of killed builds, and verifies.
     assert_eq!(ctx.build(&r), hash);
-    let tmp: Vec<_> = std::fs::read_dir(ctx.store.join("v1/tmp")).unwrap().flatten().collect();
+    let tmp: Vec<_> = std::fs::read_dir(ctx.store.join("v1/tmp"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert!(tmp.is_empty(), "leftovers of killed builds remain: {tmp:?}");
     assert!(ctx.run(&["verify", &hash]).status.success());
 }
@@ -251,7 +290,10 @@ fn verify_names_each_flipped_truncated_or_deleted_artifact() {
         .iter()
         .map(|a| a["path"].as_str().unwrap().to_string())
         .collect();
-    assert!(artifacts.iter().any(|a| a == "guest/image.tar"), "{artifacts:?}");
+    assert!(
+        artifacts.iter().any(|a| a == "guest/image.tar"),
+        "{artifacts:?}"
+    );
     assert!(artifacts.iter().any(|a| a == "key.json"));
     assert!(artifacts.iter().any(|a| a == "provision/prompt.md"));
 
@@ -284,12 +326,16 @@ fn verify_names_each_flipped_truncated_or_deleted_artifact() {
             assert_eq!(out.status.code(), Some(3), "{how} {rel}: {}", stdout(&out));
             let text = stdout(&out);
             assert!(
-                text.lines().any(|l| l.contains("damaged") && l.contains(&format!(" {rel}:"))),
+                text.lines()
+                    .any(|l| l.contains("damaged") && l.contains(&format!(" {rel}:"))),
                 "{how} {rel} not named:\n{text}"
             );
             std::fs::write(&path, &pristine).unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-            assert!(ctx.run(&["verify", &hash]).status.success(), "restored {rel}");
+            assert!(
+                ctx.run(&["verify", &hash]).status.success(),
+                "restored {rel}"
+            );
         }
     }
     // A file slipped into the entry is named too.
@@ -319,7 +365,12 @@ fn ca_keys_are_private_machine_local_and_configs_name_no_token_value() {
     let hash = stdout(&out).lines().last().unwrap().to_string();
     ctx.remember(&hash);
     assert!(!stdout(&out).contains(&secret) && !stderr(&out).contains(&secret));
-    let show = ctx.cmd().env("BOTTLE_TEST_TOKEN", &secret).args(["show", "--json", &hash]).output().unwrap();
+    let show = ctx
+        .cmd()
+        .env("BOTTLE_TEST_TOKEN", &secret)
+        .args(["show", "--json", &hash])
+        .output()
+        .unwrap();
     assert!(!stdout(&show).contains(&secret));
     for (path, bytes) in ctx.snapshot() {
         assert!(
@@ -328,13 +379,26 @@ fn ca_keys_are_private_machine_local_and_configs_name_no_token_value() {
         );
     }
     let m = ctx.manifest(&hash);
-    assert_eq!(m["bundle"]["env_from_host"], serde_json::json!(["BOTTLE_TEST_TOKEN"]));
-    let daemons: Vec<&str> = m["bundle"]["daemons"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert_eq!(
+        m["bundle"]["env_from_host"],
+        serde_json::json!(["BOTTLE_TEST_TOKEN"])
+    );
+    let daemons: Vec<&str> = m["bundle"]["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
     assert_eq!(daemons, ["egress", "pipelock", "git-gate", "supervise"]);
     for key in ["ca/pipelock.key", "ca/egress.key"] {
         let meta = std::fs::metadata(ctx.entry(&hash).join(key)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{key}");
-        let a = m["artifacts"].as_array().unwrap().iter().find(|a| a["path"] == key).unwrap();
+        let a = m["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["path"] == key)
+            .unwrap();
         assert_eq!(a["machine_local"], true, "{key}");
         assert_eq!(a["mode"], 0o600);
     }
@@ -344,7 +408,12 @@ fn ca_keys_are_private_machine_local_and_configs_name_no_token_value() {
     for k in ["NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
         assert_eq!(env[k], m["guest"]["ca_guest_path"], "{k}");
     }
-    assert!(env["HTTPS_PROXY"].as_str().unwrap().contains("{{bundle_ip}}"));
+    assert!(
+        env["HTTPS_PROXY"]
+            .as_str()
+            .unwrap()
+            .contains("{{bundle_ip}}")
+    );
 
     // Without routes, there is no egress CA.
     let plain = ctx.build(&ctx.write_recipe("p.toml", &common::base_recipe("secrets-plain")));
@@ -359,20 +428,64 @@ fn bad_input_gives_a_located_error_and_leaves_the_store_unchanged() {
     let before = ctx.snapshot();
     let base = common::base_recipe("bad");
     let cases: Vec<(&str, String, &str)> = vec![
-        ("malformed TOML", base.replace("backend = \"docker\"", "backend = docker\""), "r.toml:4:"),
-        ("unknown key", format!("{base}\ncolour = \"red\"\n"), "unknown field `colour`"),
-        ("wrong type", base.replace("user = \"node\"", "user = 7"), "r.toml:6:8"),
-        ("path outside the folder", base.replace("prompt = \"prompt.md\"", "prompt = \"../outside.md\""), "leaves the recipe's folder"),
-        ("absolute path", base.replace("prompt = \"prompt.md\"", "prompt = \"/etc/passwd\""), "leaves the recipe's folder"),
-        ("missing input file", base.replace("prompt = \"prompt.md\"", "prompt = \"nope.md\""), "does not exist"),
+        (
+            "malformed TOML",
+            base.replace("backend = \"docker\"", "backend = docker\""),
+            "r.toml:4:",
+        ),
+        (
+            "unknown key",
+            format!("{base}\ncolour = \"red\"\n"),
+            "unknown field `colour`",
+        ),
+        (
+            "wrong type",
+            base.replace("user = \"node\"", "user = 7"),
+            "r.toml:6:8",
+        ),
+        (
+            "path outside the folder",
+            base.replace("prompt = \"prompt.md\"", "prompt = \"../outside.md\""),
+            "leaves the recipe's folder",
+        ),
+        (
+            "absolute path",
+            base.replace("prompt = \"prompt.md\"", "prompt = \"/etc/passwd\""),
+            "leaves the recipe's folder",
+        ),
+        (
+            "missing input file",
+            base.replace("prompt = \"prompt.md\"", "prompt = \"nope.md\""),
+            "does not exist",
+        ),
         (
             "unpinned image reference",
-            base.replace("{ dockerfile = \"guest/Dockerfile\" }", "{ reference = \"node:22\" }"),
+            base.replace(
+                "{ dockerfile = \"guest/Dockerfile\" }",
+                "{ reference = \"node:22\" }",
+            ),
             "is not pinned",
         ),
-        ("token value instead of a name", format!("{base}\n[[egress.routes]]\nhost = \"a.example\"\ntoken_env = \"sk-ant-123\"\n"), "NAME of an environment variable"),
-        ("reserved guest env", base.replace("EDITOR = \"vi\"", "HTTPS_PROXY = \"http://x\""), "set by bottle itself"),
-        ("two image sources", base.replace("{ dockerfile = \"guest/Dockerfile\" }", "{ dockerfile = \"guest/Dockerfile\", archive = \"x.tar\" }"), "exactly one of"),
+        (
+            "token value instead of a name",
+            format!(
+                "{base}\n[[egress.routes]]\nhost = \"a.example\"\ntoken_env = \"sk-ant-123\"\n"
+            ),
+            "NAME of an environment variable",
+        ),
+        (
+            "reserved guest env",
+            base.replace("EDITOR = \"vi\"", "HTTPS_PROXY = \"http://x\""),
+            "set by bottle itself",
+        ),
+        (
+            "two image sources",
+            base.replace(
+                "{ dockerfile = \"guest/Dockerfile\" }",
+                "{ dockerfile = \"guest/Dockerfile\", archive = \"x.tar\" }",
+            ),
+            "exactly one of",
+        ),
     ];
     for (what, text, expect) in &cases {
         let r = ctx.write_recipe("r.toml", text);
@@ -380,20 +493,38 @@ fn bad_input_gives_a_located_error_and_leaves_the_store_unchanged() {
             let out = ctx.run(&[cmd, r.to_str().unwrap()]);
             assert_eq!(out.status.code(), Some(1), "{what}: {cmd} should fail");
             let err = stderr(&out);
-            assert!(err.contains(expect), "{what}: {cmd}: expected {expect:?} in:\n{err}");
-            assert!(err.contains("r.toml:"), "{what}: the error names the file: {err}");
+            assert!(
+                err.contains(expect),
+                "{what}: {cmd}: expected {expect:?} in:\n{err}"
+            );
+            assert!(
+                err.contains("r.toml:"),
+                "{what}: the error names the file: {err}"
+            );
             assert!(stdout(&out).is_empty(), "{what}: nothing on stdout");
         }
     }
     let _ = std::fs::remove_file(ctx.recipes.join("x.tar"));
 
     // Hash prefixes: not hex, unknown, ambiguous.
-    let fake = |c: char| ctx.store.join("v1/builds").join(format!("{}{}", "ab", c.to_string().repeat(62)));
+    let fake = |c: char| {
+        ctx.store
+            .join("v1/builds")
+            .join(format!("{}{}", "ab", c.to_string().repeat(62)))
+    };
     let out = ctx.run(&["show", "xyz"]);
-    assert!(stderr(&out).contains("is not a hash or hash prefix"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a hash or hash prefix"),
+        "{}",
+        stderr(&out)
+    );
     let other = if good.starts_with('0') { "1" } else { "0" };
     let out = ctx.run(&["show", other]);
-    assert!(stderr(&out).contains("no store entry matches"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no store entry matches"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(ctx.snapshot(), before, "the store changed");
 
     std::fs::create_dir_all(fake('1')).unwrap();
@@ -401,8 +532,15 @@ fn bad_input_gives_a_located_error_and_leaves_the_store_unchanged() {
     let out = ctx.run(&["show", "ab"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("matches 2 entries") || err.contains("matches 3 entries"), "{err}");
-    assert!(err.contains(&format!("ab{}", "1".repeat(62))) && err.contains(&format!("ab{}", "2".repeat(62))), "{err}");
+    assert!(
+        err.contains("matches 2 entries") || err.contains("matches 3 entries"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("ab{}", "1".repeat(62)))
+            && err.contains(&format!("ab{}", "2".repeat(62))),
+        "{err}"
+    );
     std::fs::remove_dir(fake('1')).unwrap();
     std::fs::remove_dir(fake('2')).unwrap();
     assert_eq!(ctx.snapshot(), before, "the store changed");
@@ -421,17 +559,32 @@ fn a_recipe_error_never_creates_a_store() {
 #[test]
 fn unpinned_from_is_a_warning_and_refused_under_pure() {
     let ctx = Ctx::new("impure");
-    std::fs::write(ctx.recipes.join("guest/Dockerfile"), "FROM debian:bookworm\nRUN true\n").unwrap();
+    std::fs::write(
+        ctx.recipes.join("guest/Dockerfile"),
+        "FROM debian:bookworm\nRUN true\n",
+    )
+    .unwrap();
     let r = ctx.recipe();
     let out = ctx.run(&["hash", r.to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(stderr(&out).contains("guest/Dockerfile:1: FROM debian:bookworm names a tag"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("guest/Dockerfile:1: FROM debian:bookworm names a tag"),
+        "{}",
+        stderr(&out)
+    );
     let out = ctx.run(&["hash", "--pure", r.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("pin it as debian@sha256:DIGEST"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pin it as debian@sha256:DIGEST"),
+        "{}",
+        stderr(&out)
+    );
     let out = ctx.run(&["build", "--pure", r.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(!ctx.store.exists(), "a refused build leaves no store behind");
+    assert!(
+        !ctx.store.exists(),
+        "a refused build leaves no store behind"
+    );
 }
 
 #[test]
@@ -450,20 +603,39 @@ fn shipped_recipes_hash_and_claude_is_pure() {
 #[test]
 fn smolvm_pack_failure_is_clear_and_leaves_nothing_behind() {
     let ctx = Ctx::new("smolpack");
-    let text = common::base_recipe("smolpack").replace("backend = \"docker\"", "backend = \"smolvm\"\nstart = \"pack\"");
+    let text = common::base_recipe("smolpack").replace(
+        "backend = \"docker\"",
+        "backend = \"smolvm\"\nstart = \"pack\"",
+    );
     let r = ctx.write_recipe("r.toml", &text);
     let hash = ctx.hash(&r);
     ctx.remember(&hash);
     let out = ctx.run(&["build", r.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "pack create cannot succeed on this machine");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "pack create cannot succeed on this machine"
+    );
     let err = stderr(&out);
     assert!(err.contains("smolvm pack create failed"), "{err}");
-    assert!(err.contains("start = \"image\""), "the error says what to do: {err}");
+    assert!(
+        err.contains("start = \"image\""),
+        "the error says what to do: {err}"
+    );
     assert!(!ctx.entry(&hash).exists());
-    assert!(std::fs::read_dir(ctx.store.join("v1/tmp")).unwrap().next().is_none(), "leftovers in tmp/");
+    assert!(
+        std::fs::read_dir(ctx.store.join("v1/tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "leftovers in tmp/"
+    );
 
     // The way out the error names works: a smolvm guest created from the image archive.
-    let r2 = ctx.write_recipe("r2.toml", &text.replace("start = \"pack\"", "start = \"image\""));
+    let r2 = ctx.write_recipe(
+        "r2.toml",
+        &text.replace("start = \"pack\"", "start = \"image\""),
+    );
     let h2 = ctx.build(&r2);
     let m = ctx.manifest(&h2);
     assert_eq!(m["guest"]["backend"], "smolvm");
@@ -480,11 +652,19 @@ fn gc_removes_unrooted_entries_leftovers_and_old_layouts_and_says_what_it_freed(
     let loose = ctx.build(&ctx.write_recipe("b.toml", &common::base_recipe("gc-loose")));
     let kept_by_flag = ctx.build(&ctx.write_recipe("c.toml", &common::base_recipe("gc-flag")));
     std::fs::create_dir_all(ctx.store.join(format!("v1/tmp/{loose}.abc123/guest"))).unwrap();
-    std::fs::write(ctx.store.join(format!("v1/tmp/{loose}.abc123/guest/image.tar")), vec![0u8; 4096]).unwrap();
+    std::fs::write(
+        ctx.store
+            .join(format!("v1/tmp/{loose}.abc123/guest/image.tar")),
+        vec![0u8; 4096],
+    )
+    .unwrap();
     std::fs::create_dir_all(ctx.store.join("v0/builds")).unwrap();
 
     let dry = ctx.ok(&["gc", "--dry-run", "--keep", &kept_by_flag[..12]]);
-    assert!(dry.contains(&format!("would remove entry {loose}")), "{dry}");
+    assert!(
+        dry.contains(&format!("would remove entry {loose}")),
+        "{dry}"
+    );
     assert!(ctx.entry(&loose).exists(), "--dry-run removes nothing");
 
     let out = ctx.run(&["gc", "--json", "--keep", &kept_by_flag[..12]]);
@@ -510,7 +690,10 @@ fn diff_says_which_fields_and_inputs_made_a_new_hash() {
     let b = ctx.build(&ctx.write_recipe("r.toml", &text));
     assert_ne!(a, b);
     let out = ctx.ok(&["diff", &a[..8], &b[..8]]);
-    assert!(out.contains("field  guest.env.EDITOR: \"vi\" → \"ed\""), "{out}");
+    assert!(
+        out.contains("field  guest.env.EDITOR: \"vi\" → \"ed\""),
+        "{out}"
+    );
     assert!(out.contains("input  prompt.md: content changed"), "{out}");
     assert_eq!(out.lines().count(), 2, "{out}");
     let same = ctx.ok(&["diff", &a, &a]);
@@ -525,11 +708,15 @@ fn ls_and_show_list_entries_for_people_and_scripts() {
     assert!(ls.starts_with(&h) && ls.contains("listing"), "{ls}");
     let v: serde_json::Value = serde_json::from_str(&ctx.ok(&["ls", "--json"])).unwrap();
     assert_eq!(v[0]["hash"], h.as_str());
-    let show: serde_json::Value = serde_json::from_str(&ctx.ok(&["show", "--json", &h[..6]])).unwrap();
+    let show: serde_json::Value =
+        serde_json::from_str(&ctx.ok(&["show", "--json", &h[..6]])).unwrap();
     assert_eq!(show["hash"], h.as_str());
     assert_eq!(show["guest"]["user"], "node");
     let text = ctx.ok(&["show", &h[..6]]);
-    assert!(text.contains("ca/pipelock.key") && text.contains("machine-local"), "{text}");
+    assert!(
+        text.contains("ca/pipelock.key") && text.contains("machine-local"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -539,7 +726,11 @@ fn a_new_builder_version_gives_a_new_hash() {
     let planned = bottle::plan::plan(&recipe).unwrap();
     let (now, _) = bottle::hash::key(&planned).unwrap();
     let (next, _) = bottle::hash::key_with_builder(&planned, "bottle-build/999").unwrap();
-    assert_eq!(now.hash().to_string(), ctx.hash(&ctx.recipe()), "the CLI hashes with the current builder");
+    assert_eq!(
+        now.hash().to_string(),
+        ctx.hash(&ctx.recipe()),
+        "the CLI hashes with the current builder"
+    );
     assert_ne!(now.hash(), next.hash());
     assert_eq!(now.plan, next.plan);
     assert_eq!(now.inputs, next.inputs);

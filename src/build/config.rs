@@ -40,6 +40,7 @@ pub mod paths {
     pub const EGRESS_KEY: &str = "ca/egress.key";
     pub const IMAGE_ARCHIVE: &str = "guest/image.tar";
     pub const PACK: &str = "guest/guest.smolmachine";
+    pub const BUNDLE_IMAGE_ARCHIVE: &str = "bundle/image.tar";
     pub const PROMPT: &str = "provision/prompt.md";
     pub const SKILLS: &str = "provision/skills";
 }
@@ -113,8 +114,8 @@ done
 exit $status
 "#;
 
-/// Which daemons run, their env and mounts.
-pub fn bundle_spec(plan: &Plan) -> BundleSpec {
+/// The bundle image, which daemons run, their env and mounts.
+pub fn bundle_spec(plan: &Plan, image_id: String) -> BundleSpec {
     let mut daemons = vec!["egress".to_string(), "pipelock".to_string()];
     let mut env = vec!["EGRESS_LISTEN_HOST=127.0.0.1".to_string()];
     let mut env_from_host = Vec::new();
@@ -193,6 +194,8 @@ pub fn bundle_spec(plan: &Plan) -> BundleSpec {
         ports.insert("supervise".to_string(), SUPERVISE_PORT);
     }
     BundleSpec {
+        image_archive: paths::BUNDLE_IMAGE_ARCHIVE.to_string(),
+        image_id,
         daemons,
         env,
         env_from_host,

@@ -7,11 +7,14 @@
 //!   a pack, `smolvm pack create` from it);
 //! - `CAs`: pipelock's CA always, egress's with routes; keys mode 0600, machine-local;
 //! - `configs`: the daemons' config files; the bundle and guest specs go into the manifest;
-//! - `provision`: the prompt and skills copied into the entry.
+//! - `provision`: the prompt and skills copied into the entry;
+//! - `bundle image`: the bundle's `FROM scratch` image holding this very executable (run there
+//!   as `bottle sidecar`), saved as an archive.
 //!
 //! A failed or interrupted build leaves no entry: its temporary folder is dropped (or, after a
 //! SIGKILL, removed by the next build of the hash or by `bottle gc`).
 
+pub mod bundle;
 pub mod ca;
 pub mod config;
 pub mod image;
@@ -113,7 +116,12 @@ pub async fn build(
         .and_then(|r| r);
         step.finish(r)
     };
-    let (image_id, ()) = tokio::try_join!(image, small)?;
+    let bundle = async {
+        let step = progress.step("bundle image");
+        let r = bundle::bundle_archive(&hash, &plan.name, &entry, &step).await;
+        step.finish(r)
+    };
+    let (image_id, (), bundle_id) = tokio::try_join!(image, small, bundle)?;
 
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
@@ -125,7 +133,7 @@ pub async fn build(
             .map(|d| d.as_secs())
             .unwrap_or(0),
         guest: config::guest_spec(plan, image_id),
-        bundle: config::bundle_spec(plan),
+        bundle: config::bundle_spec(plan, bundle_id),
         artifacts: Vec::new(),
     };
     let manifest = store.publish(tmp, key, manifest, &machine_local)?;

@@ -39,7 +39,12 @@ impl Ctx {
         std::fs::create_dir_all(recipes.join("skills/one")).unwrap();
         std::fs::write(recipes.join("skills/one/SKILL.md"), "a skill\n").unwrap();
         std::fs::write(recipes.join("prompt.md"), "be careful\n").unwrap();
-        let ctx = Ctx { dir, store, recipes, hashes: Mutex::new(BTreeSet::new()) };
+        let ctx = Ctx {
+            dir,
+            store,
+            recipes,
+            hashes: Mutex::new(BTreeSet::new()),
+        };
         ctx.write_recipe("r.toml", &base_recipe(name));
         ctx
     }
@@ -56,7 +61,9 @@ impl Ctx {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
-        c.env("BOTTLE_STORE", &self.store).env_remove("BOTTLE_LOG").arg("--no-progress");
+        c.env("BOTTLE_STORE", &self.store)
+            .env_remove("BOTTLE_LOG")
+            .arg("--no-progress");
         c
     }
 
@@ -89,7 +96,9 @@ impl Ctx {
     }
 
     pub fn hash(&self, recipe: &Path) -> String {
-        self.ok(&["hash", recipe.to_str().unwrap()]).trim().to_string()
+        self.ok(&["hash", recipe.to_str().unwrap()])
+            .trim()
+            .to_string()
     }
 
     pub fn remember(&self, hash: &str) {
@@ -111,7 +120,8 @@ impl Ctx {
     }
 
     pub fn manifest(&self, hash: &str) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.entry(hash).join("manifest.json")).unwrap()).unwrap()
+        serde_json::from_slice(&std::fs::read(self.entry(hash).join("manifest.json")).unwrap())
+            .unwrap()
     }
 
     /// Every file of the store with its content, for "the store is unchanged" checks.
@@ -131,12 +141,25 @@ impl Drop for Ctx {
 /// Removes every image labelled with this build hash.
 pub fn remove_images_of(hash: &str) {
     let out = Command::new("docker")
-        .args(["image", "ls", "-q", "--filter", &format!("label=bottle.hash={hash}")])
+        .args([
+            "image",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=bottle.hash={hash}"),
+        ])
         .output();
     if let Ok(out) = out {
-        let ids: BTreeSet<String> = String::from_utf8_lossy(&out.stdout).lines().map(|s| s.to_string()).collect();
+        let ids: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|s| s.to_string())
+            .collect();
         if !ids.is_empty() {
-            let _ = Command::new("docker").arg("rmi").arg("-f").args(&ids).output();
+            let _ = Command::new("docker")
+                .arg("rmi")
+                .arg("-f")
+                .args(&ids)
+                .output();
         }
     }
 }
@@ -145,7 +168,9 @@ pub fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
