@@ -1,0 +1,63 @@
+//! Digests the crate's own sources into `BOTTLE_SOURCE_DIGEST`, which `hash::BUILDER` carries.
+//!
+//! The bundle image holds the very `bottle` binary that built it, so a build hash must change
+//! whenever that binary could: every file under `src/`, `Cargo.lock`, `Cargo.toml` and this
+//! script (dotfiles skipped), in sorted order, each as its `/`-separated relative path, its length and its bytes.
+//! Computed at compile time, so `bottle hash` never reads the executable.
+
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let mut files = Vec::new();
+    walk(&root, Path::new("src"), &mut files);
+    for f in ["Cargo.lock", "Cargo.toml", "build.rs"] {
+        if root.join(f).is_file() {
+            files.push(f.to_string());
+        }
+    }
+    files.sort();
+    let mut hasher = blake3::Hasher::new();
+    for rel in &files {
+        let bytes = std::fs::read(root.join(rel))
+            .unwrap_or_else(|e| panic!("build.rs cannot read {rel}: {e}"));
+        hasher.update(&(rel.len() as u64).to_le_bytes());
+        hasher.update(rel.as_bytes());
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    println!(
+        "cargo:rustc-env=BOTTLE_SOURCE_DIGEST={}",
+        hasher.finalize().to_hex()
+    );
+    println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    println!("cargo:rerun-if-changed=Cargo.toml");
+    println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Every regular file below `rel` (symlinks followed as cargo compiles them), as
+/// `/`-separated paths relative to `root`.
+fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
+    let dir = root.join(rel);
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("build.rs cannot read {}: {e}", dir.display()));
+    for ent in entries {
+        let ent = ent.expect("readable folder entry");
+        // Editors' swap and lock files are not sources.
+        if ent.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let child = rel.join(ent.file_name());
+        let path = root.join(&child);
+        if path.is_dir() {
+            walk(root, &child, out);
+        } else if path.is_file() {
+            let parts: Vec<String> = child
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(parts.join("/"));
+        }
+    }
+}
