@@ -320,7 +320,7 @@ async fn pipelock_forwards_allowed_hosts_and_refuses_others() {
     let reply = tls_through_connect(proxy, tls_port, &ca_der).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(
-        reply.ends_with(&format!("tls ok host=localhost proxy-auth=false")),
+        reply.ends_with("tls ok host=localhost proxy-auth=false"),
         "{reply}"
     );
 

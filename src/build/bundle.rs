@@ -70,13 +70,20 @@ pub async fn bundle_archive(
 /// The context tarball: the Dockerfile and the running executable as `bottle` (mode 0755,
 /// mtime 0, owned by root).
 fn context_tar() -> Result<Vec<u8>> {
-    let exe = std::env::current_exe().context("cannot locate the running bottle executable")?;
-    let bytes = std::fs::read(&exe).with_context(|| {
-        format!(
-            "cannot read the running bottle executable {} to put it into the bundle image",
-            exe.display()
-        )
-    })?;
+    // /proc/self/exe is the running file even when a rebuild has replaced it on disk since.
+    let bytes = match std::fs::read("/proc/self/exe") {
+        Ok(b) => b,
+        Err(_) => {
+            let exe =
+                std::env::current_exe().context("cannot locate the running bottle executable")?;
+            std::fs::read(&exe).with_context(|| {
+                format!(
+                    "cannot read the running bottle executable {} to put it into the bundle image",
+                    exe.display()
+                )
+            })?
+        }
+    };
     let mut tar = tar::Builder::new(Vec::new());
     for (name, data, mode) in [
         ("Dockerfile", DOCKERFILE.as_bytes(), 0o644),

@@ -101,7 +101,7 @@ impl Allowlist {
         if host.is_empty() || (!ipv6 && host.split('.').any(|label| label.is_empty())) {
             return false;
         }
-        self.exact.iter().any(|e| *e == host)
+        self.exact.contains(&host)
             || self
                 .suffixes
                 .iter()
