@@ -17,7 +17,9 @@ Exit codes:
   0  success
   1  failure: bad input (recipe, hash prefix, manifest) or a failed build; the message says which
   2  usage error (unknown flag, missing argument)
-  3  `bottle verify` found a damaged or incomplete entry";
+  3  `bottle verify` found a damaged or incomplete entry
+  N  `bottle run` and `bottle exec`: the guest command's exit code (128+N after signal N);
+     1 when a step of the run failed (the message names the step)";
 
 /// Nix-style build-then-run pipeline for coding-agent sandboxes (bottles).
 ///
@@ -91,6 +93,35 @@ pub enum Command {
     },
     /// Which recipe fields and input files differ between two entries ("why did CI rebuild?")
     Diff { a: String, b: String },
+    /// Run a bottle: network, bundle, guest, chown, provision, the agent; then tear it all down
+    Run {
+        /// A hash (or unique prefix) of a store entry, or a recipe file to build first
+        target: String,
+        /// The pool the run's subnets are carved from (in /28s)
+        #[arg(long, env = "BOTTLE_SUBNET_POOL", default_value = crate::run::net::DEFAULT_POOL, value_name = "CIDR")]
+        subnet_pool: String,
+        /// The command to run in the guest instead of the recipe's
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// List the runs of this store (live, and stale ones a killed run left)
+    Ps,
+    /// Run a command in a live run's guest, as its user, with the whole guest env
+    Exec {
+        /// A run id or unique prefix (`bottle ps`)
+        run: String,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Remove what a run left behind (a live run is asked to stop first)
+    Down {
+        /// A run id or unique prefix (`bottle ps`)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        run: Option<String>,
+        /// Every run of this store, and anything else labelled with it
+        #[arg(long)]
+        all: bool,
+    },
     /// The bundle's entry point: runs the listed daemons until SIGTERM (inside the bundle)
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
@@ -100,6 +131,8 @@ pub enum Command {
 pub enum Outcome {
     Success,
     Damaged,
+    /// The exit code of a guest command (`bottle run`, `bottle exec`).
+    Exit(u8),
 }
 
 pub fn store_of(global: &Global) -> Store {
@@ -291,6 +324,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             }
         }
         Command::Sidecar(args) => crate::sidecar::main(args.clone()).await?,
+        Command::Run { .. } | Command::Ps | Command::Exec { .. } | Command::Down { .. } => {
+            return run_commands(&cli, &store).await;
+        }
         Command::Diff { a, b } => {
             let (ha, hb) = (store.resolve(a)?, store.resolve(b)?);
             let (ka, kb) = (store.key(&ha)?, store.key(&hb)?);
@@ -427,5 +463,103 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// `bottle run`, `ps`, `exec` and `down`: the glue to [`crate::run`].
+async fn run_commands(cli: &Cli, store: &Store) -> Result<Outcome> {
+    use crate::run::{self, ops};
+    let g = &cli.global;
+    match &cli.command {
+        Command::Run {
+            target,
+            subnet_pool,
+            command,
+        } => {
+            let path = Path::new(target);
+            let hash = if target.ends_with(".toml") || path.is_file() {
+                let progress = Progress::new(g.quiet > 0 || g.json, g.no_progress);
+                let (planned, key) = keyed(path, false, g)?;
+                let built = tokio::select! {
+                    r = build::build(store, &planned, &key, &progress) => r?,
+                    _ = interrupted() => bail!("interrupted; nothing was added to the store"),
+                };
+                built.hash
+            } else {
+                store.resolve(target)?
+            };
+            let report = run::run(
+                store,
+                &hash,
+                run::RunOptions {
+                    subnet_pool: subnet_pool.clone(),
+                    command: command.clone(),
+                    quiet: g.quiet > 0 || g.json,
+                },
+            )
+            .await?;
+            if g.json {
+                print_json(&serde_json::to_value(&report)?);
+            }
+            Ok(Outcome::Exit(report.exit_code.clamp(0, 255) as u8))
+        }
+        Command::Ps => {
+            let rows = ops::ps(store)?;
+            if g.json {
+                print_json(&serde_json::to_value(&rows)?);
+            } else if rows.is_empty() {
+                if g.quiet == 0 {
+                    eprintln!("no runs in {}", store.root().display());
+                }
+            } else {
+                println!(
+                    "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  {}",
+                    "RUN", "NAME", "HASH", "GUEST", "PID", "STATE", "BUNDLE"
+                );
+                for r in rows {
+                    println!(
+                        "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  {}",
+                        r.run_id,
+                        r.name,
+                        &r.hash[..r.hash.len().min(12)],
+                        format!("{:?}", r.backend).to_lowercase(),
+                        r.pid,
+                        if r.live { "live" } else { "dead" },
+                        r.bundle_ip.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(Outcome::Success)
+        }
+        Command::Exec { run, command } => {
+            let code = ops::exec(store, run, command).await?;
+            Ok(Outcome::Exit((code & 0xff) as u8))
+        }
+        Command::Down { run, all } => {
+            let rows = ops::down(store, run.as_deref(), *all).await?;
+            let failed = rows.iter().any(|r| r.error.is_some());
+            if g.json {
+                print_json(&serde_json::to_value(&rows)?);
+            } else {
+                for r in &rows {
+                    match &r.error {
+                        Some(e) => println!("{}  incomplete: {e}", r.run_id),
+                        None if r.torn_down_by_run => {
+                            println!("{}  stopped (the run tore itself down)", r.run_id)
+                        }
+                        None if r.orphan => println!("{}  removed (no record)", r.run_id),
+                        None => println!("{}  removed", r.run_id),
+                    }
+                }
+                if rows.is_empty() && g.quiet == 0 {
+                    eprintln!("nothing to remove");
+                }
+            }
+            if failed {
+                bail!("some runs could not be removed entirely; see above");
+            }
+            Ok(Outcome::Success)
+        }
+        _ => unreachable!("run_commands handles run, ps, exec and down"),
     }
 }

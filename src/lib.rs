@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! recipe (TOML → Recipe) → plan (Plan) → hash (BuildKey → BuildHash) → build → store (Manifest)
+//!   → run (network → bundle → guest → chown → provision → command; an undo stack tears it down)
 //! ```
 //!
 //! `runtime/` talks to the engines (the Docker Engine API, the smolvm CLI); `sidecar/` holds the
@@ -16,6 +17,7 @@ pub mod manifest;
 pub mod plan;
 pub mod progress;
 pub mod recipe;
+pub mod run;
 pub mod runtime;
 pub mod sidecar;
 pub mod store;

@@ -56,11 +56,14 @@ impl Smolvm {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(args);
+        // The global flags go before a `--`: what follows it is the guest's command line.
+        let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        cmd.args(&args[..split]);
         cmd.arg("--error-format").arg("json");
         if let Some(dir) = &self.state_dir {
             cmd.arg("--state-dir").arg(dir);
         }
+        cmd.args(&args[split..]);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -93,6 +96,227 @@ impl Smolvm {
         .await
         .map(|_| ())
     }
+}
+
+/// Where a machine's root filesystem comes from.
+pub enum MachineSource<'a> {
+    /// A `docker save` archive (`--image ARCHIVE`).
+    Image(&'a Path),
+    /// A `.smolmachine` pack (`--from PACK`).
+    Pack(&'a Path),
+}
+
+/// `smolvm machine create`: the guest restricted to `allow_cidr`, with `env` on its workload.
+pub struct MachineCreate<'a> {
+    pub name: &'a str,
+    pub source: MachineSource<'a>,
+    pub allow_cidr: &'a str,
+    pub env: &'a [(String, String)],
+    pub labels: &'a [(String, String)],
+}
+
+/// What an exec printed and its exit code.
+pub struct ExecOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Smolvm {
+    pub async fn machine_create(&self, c: &MachineCreate<'_>) -> Result<()> {
+        let mut args: Vec<String> = vec![
+            "machine".into(),
+            "create".into(),
+            "--name".into(),
+            c.name.into(),
+        ];
+        match c.source {
+            MachineSource::Image(p) => {
+                args.push("--image".into());
+                args.push(p.to_string_lossy().into_owned());
+            }
+            MachineSource::Pack(p) => {
+                args.push("--from".into());
+                args.push(p.to_string_lossy().into_owned());
+            }
+        }
+        args.push("--allow-cidr".into());
+        args.push(c.allow_cidr.into());
+        for (k, v) in c.env {
+            args.push("-e".into());
+            args.push(format!("{k}={v}"));
+        }
+        for (k, v) in c.labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run("machine create", &refs).await.map(|_| ())
+    }
+
+    pub async fn machine_start(&self, name: &str) -> Result<()> {
+        self.run("machine start", &["machine", "start", "--name", name])
+            .await
+            .map(|_| ())
+    }
+
+    /// Stops a machine at once; a machine that is gone or not running is no error.
+    pub async fn machine_stop(&self, name: &str) -> Result<()> {
+        match self
+            .run(
+                "machine stop",
+                &["machine", "stop", "--name", name, "--timeout", "0"],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a machine; a machine that is gone is no error.
+    pub async fn machine_delete(&self, name: &str) -> Result<()> {
+        match self
+            .run(
+                "machine delete",
+                &["machine", "delete", "--name", name, "--force"],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `machine ls --json`: one JSON object per machine.
+    pub async fn machine_ls(&self) -> Result<Vec<serde_json::Value>> {
+        let out = self.run("machine ls", &["machine", "ls", "--json"]).await?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())
+            .map_err(|e| anyhow!("smolvm machine ls --json printed no JSON list: {e}"))?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    fn exec_args(
+        name: &str,
+        user: &str,
+        workdir: Option<&str>,
+        env: &[(String, String)],
+    ) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "machine".into(),
+            "exec".into(),
+            "--name".into(),
+            name.into(),
+            "--user".into(),
+            user.into(),
+        ];
+        if let Some(w) = workdir {
+            args.push("--workdir".into());
+            args.push(w.into());
+        }
+        // Env given at create time does not reach exec'd processes: the whole guest env, always.
+        for (k, v) in env {
+            args.push("-e".into());
+            args.push(format!("{k}={v}"));
+        }
+        args
+    }
+
+    /// Runs a command in a machine to completion, collecting its output. A failure of smolvm
+    /// itself (its JSON error on stderr) is an error; the command's own exit code is not.
+    pub async fn machine_exec(
+        &self,
+        name: &str,
+        user: &str,
+        workdir: Option<&str>,
+        env: &[(String, String)],
+        cmd: &[String],
+    ) -> Result<ExecOutput> {
+        let mut args = Smolvm::exec_args(name, user, workdir, env);
+        args.push("--".into());
+        args.extend(cmd.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self
+            .command(&refs)
+            .output()
+            .await
+            .with_context(|| format!("cannot run {} for machine exec", self.bin.display()))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() && json_error(&stderr).is_some() {
+            return Err(anyhow!("smolvm machine exec failed: {}", explain(&stderr)));
+        }
+        Ok(ExecOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        })
+    }
+
+    /// Runs a command in a machine with bottle's stdin, stdout and stderr (`-i`, and `-t` when
+    /// `tty`); returns its exit code.
+    pub async fn machine_exec_attached(
+        &self,
+        name: &str,
+        user: &str,
+        workdir: Option<&str>,
+        env: &[(String, String)],
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<i32> {
+        let mut args = Smolvm::exec_args(name, user, workdir, env);
+        args.push("--interactive".into());
+        if tty {
+            args.push("--tty".into());
+        }
+        args.push("--".into());
+        args.extend(cmd.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = self.command(&refs);
+        command
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        let status = command
+            .status()
+            .await
+            .with_context(|| format!("cannot run {} for machine exec", self.bin.display()))?;
+        Ok(status.code().unwrap_or(-1))
+    }
+
+    /// Copies a host file into a machine at `guest_path`, owned by root with `mode`.
+    pub async fn machine_cp(
+        &self,
+        local: &Path,
+        name: &str,
+        guest_path: &str,
+        mode: u32,
+    ) -> Result<()> {
+        let src = local.to_string_lossy();
+        let dst = format!("{name}:{guest_path}");
+        let mode = format!("{mode:o}");
+        self.run(
+            "machine cp",
+            &["machine", "cp", "--mode", &mode, &src, &dst],
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Whether an error says the machine is gone or not running.
+fn gone(e: &anyhow::Error) -> bool {
+    let text = e.to_string();
+    text.contains("[NOT_FOUND]") || text.contains("not running") || text.contains("not found")
+}
+
+/// smolvm's JSON error document on stderr, if there is one.
+fn json_error(stderr: &str) -> Option<ErrorDoc> {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<ErrorDoc>(l.trim()).ok())
 }
 
 /// A message for smolvm's stderr: its JSON error, with advice for the stable codes.

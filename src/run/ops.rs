@@ -1,0 +1,355 @@
+//! Acting on runs by their records: `bottle ps`, `bottle exec`, `bottle down`, and the sweep
+//! that removes whatever a run left behind.
+//!
+//! A run is found by its record in the store (`bottle ps` lists them) and its resources by the
+//! record and by the `bottle.run` label, so a run whose process died by SIGKILL is cleaned as
+//! well as one that is merely stale. `bottle down` asks a live run's process to stop (SIGTERM,
+//! so it tears down itself, in order) before sweeping.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bollard::Docker;
+use serde::Serialize;
+
+use super::net::{self, LABEL_RUN, LABEL_STORE};
+use super::record::{self, Resource, RunRecord};
+use super::{Guest, store_label};
+use crate::hash::BuildHash;
+use crate::plan::GuestBackend;
+use crate::runtime::docker;
+use crate::runtime::docker_run as engine;
+use crate::runtime::smolvm::Smolvm;
+use crate::store::Store;
+
+/// How long `bottle down` waits for a live run to tear itself down after SIGTERM.
+const DOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// Removes everything of a run that may still exist: its machines (from the record), then
+/// the containers and networks carrying its label.
+pub async fn sweep(docker: &Docker, smolvm: Option<&Smolvm>, record: &RunRecord) -> Result<()> {
+    let mut errors: Vec<String> = Vec::new();
+    let machines: Vec<&str> = record
+        .created
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Machine { name } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !machines.is_empty() {
+        let located;
+        let smolvm = match smolvm {
+            Some(s) => Some(s),
+            None => match Smolvm::locate() {
+                Ok(mut s) => {
+                    if record.smolvm_state_dir.is_some() {
+                        s.state_dir = record.smolvm_state_dir.clone();
+                    }
+                    located = s;
+                    Some(&located)
+                }
+                Err(e) => {
+                    errors.push(format!("cannot remove machines {machines:?}: {e:#}"));
+                    None
+                }
+            },
+        };
+        if let Some(s) = smolvm {
+            for m in machines {
+                let _ = s.machine_stop(m).await;
+                if let Err(e) = s.machine_delete(m).await {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+    }
+    let (mut containers, mut networks) =
+        engine::by_label(docker, LABEL_RUN, &record.run_id).await?;
+    for r in &record.created {
+        match r {
+            Resource::Container { name } if !containers.contains(name) => {
+                containers.push(name.clone())
+            }
+            Resource::Network { name } if !networks.contains(name) => networks.push(name.clone()),
+            _ => {}
+        }
+    }
+    // Guest before bundle, then the networks they were on.
+    containers.sort_by_key(|c| !c.ends_with("-guest"));
+    for c in &containers {
+        if let Err(e) = engine::remove_container(docker, c).await {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    for n in &networks {
+        let mut last = None;
+        for attempt in 0..20 {
+            match engine::remove_network(docker, n).await {
+                Ok(()) => {
+                    last = None;
+                    break;
+                }
+                // An endpoint still going away: give the engine a moment.
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+                }
+            }
+        }
+        if let Some(e) = last {
+            errors.push(format!("{e:#}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", errors.join("; "))
+    }
+}
+
+/// One row of `bottle ps`.
+#[derive(Debug, Serialize)]
+pub struct PsRow {
+    pub run_id: String,
+    pub name: String,
+    pub hash: String,
+    pub backend: GuestBackend,
+    pub pid: u32,
+    /// Whether the process that made the run still runs; a dead one left a stale record.
+    pub live: bool,
+    pub started: u64,
+    pub subnet: Option<String>,
+    pub bundle_ip: Option<String>,
+    pub guest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teardown_error: Option<String>,
+}
+
+pub fn ps(store: &Store) -> Result<Vec<PsRow>> {
+    let mut rows = Vec::new();
+    for r in RunRecord::list(store)? {
+        match r {
+            Ok(r) => rows.push(PsRow {
+                live: r.is_live(),
+                run_id: r.run_id,
+                name: r.name,
+                hash: r.hash,
+                backend: r.backend,
+                pid: r.pid,
+                started: r.started,
+                subnet: r.subnet,
+                bundle_ip: r.bundle_ip,
+                guest: r.guest,
+                teardown_error: r.teardown_error,
+            }),
+            Err((id, e)) => tracing::warn!("run {id}: {e:#}"),
+        }
+    }
+    Ok(rows)
+}
+
+/// The record of the run `id` names (a run id or a unique prefix of one).
+pub fn find(store: &Store, id: &str) -> Result<RunRecord> {
+    let all: Vec<RunRecord> = RunRecord::list(store)?
+        .into_iter()
+        .filter_map(|r| r.ok())
+        .filter(|r| r.run_id.starts_with(id.trim()))
+        .collect();
+    match all.len() {
+        0 => bail!(
+            "no run {id:?} in {}; `bottle ps` lists the runs",
+            store.root().display()
+        ),
+        1 => Ok(all.into_iter().next().expect("one")),
+        n => bail!("{id:?} matches {n} runs; give more of the run id (`bottle ps`)"),
+    }
+}
+
+/// `bottle exec RUN -- CMD`: runs CMD in a live run's guest as its user, in its home, with the
+/// whole guest env; returns its exit code.
+pub async fn exec(store: &Store, id: &str, cmd: &[String]) -> Result<i64> {
+    let rec = find(store, id)?;
+    if !rec.is_live() {
+        bail!(
+            "run {} is not live (its process {} ended); `bottle down {}` removes what it left",
+            rec.run_id,
+            rec.pid,
+            rec.run_id
+        );
+    }
+    let hash = BuildHash::parse(&rec.hash).context("the run record names no valid hash")?;
+    let m = store
+        .manifest(&hash)?
+        .with_context(|| format!("the entry {hash} of run {} is gone", rec.run_id))?;
+    let bundle_ip = rec
+        .bundle_ip
+        .clone()
+        .context("the run has no network yet; wait for it to come up")?;
+    let guest_name = rec
+        .guest
+        .clone()
+        .context("the run has no guest yet; wait for it to come up")?;
+    let env = net::fill_guest_env(&m.guest.env, &bundle_ip);
+    let guest = match rec.backend {
+        GuestBackend::Docker => Guest::Docker {
+            docker: docker::connect().await?,
+            container: guest_name,
+        },
+        GuestBackend::Smolvm => {
+            let mut s = Smolvm::locate()?;
+            if rec.smolvm_state_dir.is_some() {
+                s.state_dir = rec.smolvm_state_dir.clone();
+            }
+            Guest::Smolvm {
+                smolvm: s,
+                machine: guest_name,
+            }
+        }
+    };
+    if cmd.is_empty() {
+        bail!("give the command to run after `--`, e.g. `bottle exec RUN -- sh`");
+    }
+    guest
+        .exec_attached(&m.guest.user, Some(&m.guest.home), &env, cmd)
+        .await
+}
+
+/// What `bottle down` did to one run.
+#[derive(Debug, Serialize)]
+pub struct DownRow {
+    pub run_id: String,
+    /// The run's process was alive and was asked to stop (SIGTERM).
+    pub signalled: bool,
+    /// The process tore the run down itself.
+    pub torn_down_by_run: bool,
+    /// No record: found by its `bottle.store` label only.
+    pub orphan: bool,
+    pub error: Option<String>,
+}
+
+/// `bottle down RUN` / `bottle down --all`.
+pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<DownRow>> {
+    let docker = docker::connect().await?;
+    let mut rows = Vec::new();
+    let mut targets: Vec<RunRecord> = Vec::new();
+    let mut unreadable: Vec<String> = Vec::new();
+    if all {
+        for r in RunRecord::list(store)? {
+            match r {
+                Ok(r) => targets.push(r),
+                Err((run_id, _)) => unreadable.push(run_id),
+            }
+        }
+    } else if let Some(id) = id {
+        targets.push(find(store, id)?);
+    } else {
+        bail!("name a run (`bottle ps` lists them) or give --all");
+    }
+    for rec in targets {
+        let mut row = DownRow {
+            run_id: rec.run_id.clone(),
+            signalled: false,
+            torn_down_by_run: false,
+            orphan: false,
+            error: None,
+        };
+        if rec.is_live() && rec.pid != std::process::id() {
+            // SAFETY: kill(2) on a pid whose start time matches the record's: that process.
+            unsafe {
+                libc::kill(rec.pid as i32, libc::SIGTERM);
+            }
+            row.signalled = true;
+            let dir = record::run_dir(store, &rec.run_id);
+            let deadline = Instant::now() + DOWN_WAIT;
+            while dir.exists() && rec.is_live() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !dir.exists() {
+                row.torn_down_by_run = true;
+                rows.push(row);
+                continue;
+            }
+        }
+        match sweep(&docker, None, &rec).await {
+            Ok(()) => {
+                if let Err(e) = RunRecord::remove(store, &rec.run_id) {
+                    row.error = Some(format!("{e:#}"));
+                }
+            }
+            Err(e) => row.error = Some(format!("{e:#}")),
+        }
+        rows.push(row);
+    }
+    if all {
+        // Resources of this store whose run left no (readable) record.
+        let known: Vec<String> = rows.iter().map(|r| r.run_id.clone()).collect();
+        let mut orphans =
+            engine::label_values(&docker, LABEL_STORE, &store_label(store), LABEL_RUN).await?;
+        orphans.extend(unreadable);
+        orphans.sort();
+        orphans.dedup();
+        for run_id in orphans.into_iter().filter(|r| !known.contains(r)) {
+            let rec = orphan_record(&run_id);
+            let error = sweep(&docker, None, &rec)
+                .await
+                .err()
+                .map(|e| format!("{e:#}"));
+            if error.is_none() {
+                let _ = RunRecord::remove(store, &run_id);
+            }
+            rows.push(DownRow {
+                run_id,
+                signalled: false,
+                torn_down_by_run: false,
+                orphan: true,
+                error,
+            });
+        }
+        sweep_machines(store, &mut rows).await;
+    }
+    Ok(rows)
+}
+
+/// smolvm machines labelled with this store whose run is gone (best effort: skipped when the
+/// smolvm CLI is not installed).
+async fn sweep_machines(store: &Store, rows: &mut Vec<DownRow>) {
+    let Ok(smolvm) = Smolvm::locate() else {
+        return;
+    };
+    let Ok(machines) = smolvm.machine_ls().await else {
+        return;
+    };
+    let label = store_label(store);
+    for m in machines {
+        let labels = &m["labels"];
+        if labels[LABEL_STORE].as_str() != Some(label.as_str()) {
+            continue;
+        }
+        let (Some(name), Some(run_id)) = (m["name"].as_str(), labels[LABEL_RUN].as_str()) else {
+            continue;
+        };
+        let _ = smolvm.machine_stop(name).await;
+        let error = smolvm
+            .machine_delete(name)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"));
+        if !rows.iter().any(|r| r.run_id == run_id) {
+            rows.push(DownRow {
+                run_id: run_id.to_string(),
+                signalled: false,
+                torn_down_by_run: false,
+                orphan: true,
+                error,
+            });
+        }
+    }
+}
+
+fn orphan_record(run_id: &str) -> RunRecord {
+    let mut r = record::new_record(run_id, "", "", GuestBackend::Docker, None);
+    r.pid = 0;
+    r.pid_start = None;
+    r
+}

@@ -1,0 +1,653 @@
+//! What a run asks of the Docker Engine, through its API (bollard): networks, image loads by
+//! id, containers, execs with env, file uploads by tar, and finding a run's resources by label.
+//!
+//! Every function here is one engine operation with an error that names it; ordering, undo and
+//! naming are the run module's business. Removing something that is already gone succeeds, so
+//! teardown and `bottle down` can run twice.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read, Write};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig, Mount,
+    MountTypeEnum, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::run::net::Ipv4Net;
+
+pub type Labels = HashMap<String, String>;
+
+/// Keeps a container guest alive without depending on its image's entry point; exits on TERM.
+pub const KEEPALIVE: &[&str] = &[
+    "/bin/sh",
+    "-c",
+    "trap 'exit 0' TERM; while :; do sleep 1; done",
+];
+
+/// The docker bridge option that leaves the bridge without an address: the host is then no
+/// peer of the network (no gateway to reach the host or, through it, anything else).
+const INHIBIT_IPV4: &str = "com.docker.network.bridge.inhibit_ipv4";
+
+fn status(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn is_not_found(e: &DockerError) -> bool {
+    status(e) == Some(404)
+}
+
+/// Subnets of every docker network on the engine.
+pub async fn used_subnets(docker: &Docker) -> Result<Vec<Ipv4Net>> {
+    let nets = docker
+        .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+        .await
+        .map_err(|e| anyhow!("cannot list docker networks: {e}"))?;
+    let mut out = Vec::new();
+    for n in nets {
+        for c in n.ipam.and_then(|i| i.config).unwrap_or_default() {
+            if let Some(s) = c.subnet.as_deref().and_then(|s| Ipv4Net::parse(s).ok()) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub enum NetworkCreated {
+    Created,
+    /// The engine refused the subnet because another network holds it.
+    Overlap(String),
+}
+
+/// Creates a bridge network pinned to `subnet` (gateway `.1`). `internal`: no way out, and the
+/// host holds no address on it, so its members reach only each other.
+pub async fn create_network(
+    docker: &Docker,
+    name: &str,
+    subnet: Ipv4Net,
+    internal: bool,
+    labels: &Labels,
+) -> Result<NetworkCreated> {
+    let mut options = HashMap::new();
+    if internal {
+        options.insert(INHIBIT_IPV4.to_string(), "true".to_string());
+    }
+    let req = NetworkCreateRequest {
+        name: name.to_string(),
+        driver: Some("bridge".to_string()),
+        internal: Some(internal),
+        ipam: Some(Ipam {
+            driver: Some("default".to_string()),
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.to_string()),
+                gateway: Some(subnet.gateway().to_string()),
+                ..Default::default()
+            }]),
+            options: None,
+        }),
+        options: Some(options),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    match docker.create_network(req).await {
+        Ok(_) => Ok(NetworkCreated::Created),
+        Err(e) if e.to_string().contains("overlaps") => Ok(NetworkCreated::Overlap(e.to_string())),
+        Err(e) => Err(anyhow!("cannot create network {name} ({subnet}): {e}")),
+    }
+}
+
+pub async fn remove_network(docker: &Docker, name: &str) -> Result<()> {
+    match docker.remove_network(name).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(anyhow!("cannot remove network {name}: {e}")),
+    }
+}
+
+/// Makes sure the engine holds image `id`, loading `archive` only when it does not. Returns
+/// whether it loaded.
+pub async fn ensure_image(docker: &Docker, id: &str, archive: &Path) -> Result<bool> {
+    match docker.inspect_image(id).await {
+        Ok(_) => return Ok(false),
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => bail!("cannot inspect image {id}: {e}"),
+    }
+    let file = tokio::fs::File::open(archive)
+        .await
+        .with_context(|| format!("cannot open image archive {}", archive.display()))?;
+    let body = bollard::body_try_stream(tokio_util_stream(file));
+    let mut stream = docker.import_image(ImportImageOptionsBuilder::new().build(), body, None);
+    while let Some(item) = stream.next().await {
+        item.map_err(|e| anyhow!("cannot load {}: {e}", archive.display()))?;
+    }
+    match docker.inspect_image(id).await {
+        Ok(_) => Ok(true),
+        Err(_) => bail!(
+            "loaded {} but the engine has no image {id}; the entry is damaged: `bottle verify` checks it",
+            archive.display()
+        ),
+    }
+}
+
+/// A file as a stream of chunks, without pulling in tokio-util.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    use tokio::io::AsyncReadExt;
+    futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 1 << 20];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+/// A bind mount of a host path.
+pub struct Bind {
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// `K=V` entries. They travel in the create body only, never on an argv.
+    pub env: Vec<String>,
+    pub binds: Vec<Bind>,
+    pub user: Option<String>,
+    /// The network it is created on, and its pinned address there.
+    pub network: String,
+    pub ip: Option<Ipv4Addr>,
+    pub labels: Labels,
+    pub cap_drop: Vec<String>,
+    /// `no-new-privileges`: right for the bundle; wrong for a guest whose image runs as a
+    /// user, since root execs into it (chown, provisioning) would then hold no capability.
+    pub no_new_privileges: bool,
+}
+
+pub async fn create_container(docker: &Docker, spec: ContainerSpec) -> Result<String> {
+    let endpoint = EndpointSettings {
+        ipam_config: spec.ip.map(|ip| EndpointIpamConfig {
+            ipv4_address: Some(ip.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mounts: Vec<Mount> = spec
+        .binds
+        .iter()
+        .map(|b| Mount {
+            target: Some(b.target.clone()),
+            source: Some(b.source.clone()),
+            typ: Some(MountTypeEnum::BIND),
+            read_only: Some(b.read_only),
+            ..Default::default()
+        })
+        .collect();
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: spec.entrypoint,
+        cmd: spec.cmd,
+        env: Some(spec.env),
+        user: spec.user,
+        labels: Some(spec.labels),
+        host_config: Some(HostConfig {
+            network_mode: Some(spec.network.clone()),
+            mounts: Some(mounts),
+            cap_drop: (!spec.cap_drop.is_empty()).then_some(spec.cap_drop),
+            security_opt: spec
+                .no_new_privileges
+                .then(|| vec!["no-new-privileges".to_string()]),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(spec.network.clone(), endpoint)])),
+        }),
+        ..Default::default()
+    };
+    let options = CreateContainerOptionsBuilder::new()
+        .name(&spec.name)
+        .build();
+    let created = docker
+        .create_container(Some(options), body)
+        .await
+        .map_err(|e| anyhow!("cannot create container {}: {e}", spec.name))?;
+    Ok(created.id)
+}
+
+/// Attaches a (created, not yet started) container to another network.
+pub async fn connect(docker: &Docker, container: &str, network: &str) -> Result<()> {
+    docker
+        .connect_network(
+            network,
+            NetworkConnectRequest {
+                container: Some(container.to_string()),
+                endpoint_config: Some(EndpointSettings::default()),
+            },
+        )
+        .await
+        .map_err(|e| anyhow!("cannot attach {container} to network {network}: {e}"))
+}
+
+pub async fn start(docker: &Docker, name: &str) -> Result<()> {
+    docker
+        .start_container(
+            name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(|e| anyhow!("cannot start container {name}: {e}"))
+}
+
+/// Removes a container, killing it first if it runs.
+pub async fn remove_container(docker: &Docker, name: &str) -> Result<()> {
+    let options = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(name, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        // "removal already in progress": someone else (bottle down, the engine) is on it.
+        Err(e) if status(&e) == Some(409) => Ok(()),
+        Err(e) => Err(anyhow!("cannot remove container {name}: {e}")),
+    }
+}
+
+/// Whether a container runs, and its exit code when it does not.
+pub async fn state(docker: &Docker, name: &str) -> Result<(bool, Option<i64>)> {
+    let c = docker
+        .inspect_container(
+            name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .map_err(|e| anyhow!("cannot inspect container {name}: {e}"))?;
+    let s = c.state.unwrap_or_default();
+    Ok((s.running.unwrap_or(false), s.exit_code))
+}
+
+/// A container's address on a network.
+pub async fn address(docker: &Docker, name: &str, network: &str) -> Result<Option<Ipv4Addr>> {
+    let c = docker
+        .inspect_container(
+            name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .map_err(|e| anyhow!("cannot inspect container {name}: {e}"))?;
+    Ok(c.network_settings
+        .and_then(|n| n.networks)
+        .and_then(|mut n| n.remove(network))
+        .and_then(|e| e.ip_address)
+        .and_then(|ip| ip.parse().ok()))
+}
+
+/// The last `lines` lines a container printed.
+pub async fn logs_tail(docker: &Docker, name: &str, lines: usize) -> String {
+    let options = LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .tail(&lines.to_string())
+        .build();
+    let mut stream = docker.logs(name, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    text
+}
+
+/// What a command printed and how it ended.
+pub struct Captured {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// An exec into a running container.
+pub struct ExecSpec<'a> {
+    pub container: &'a str,
+    pub user: &'a str,
+    pub workdir: Option<&'a str>,
+    /// The whole guest env, `K=V`, re-passed on every exec.
+    pub env: &'a [String],
+    pub cmd: &'a [String],
+}
+
+/// Runs a command to completion, collecting its output.
+pub async fn exec_capture(docker: &Docker, spec: &ExecSpec<'_>) -> Result<Captured> {
+    let created = docker
+        .create_exec(
+            spec.container,
+            CreateExecOptions {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                env: Some(spec.env.to_vec()),
+                cmd: Some(spec.cmd.to_vec()),
+                user: Some(spec.user.to_string()),
+                working_dir: spec.workdir.map(str::to_string),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow!("cannot exec in {}: {e}", spec.container))?;
+    let mut captured = Captured {
+        code: -1,
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    if let StartExecResults::Attached { mut output, .. } = docker
+        .start_exec(&created.id, None)
+        .await
+        .map_err(|e| anyhow!("cannot exec in {}: {e}", spec.container))?
+    {
+        while let Some(item) = output.next().await {
+            match item.map_err(|e| anyhow!("exec in {}: {e}", spec.container))? {
+                LogOutput::StdErr { message } => {
+                    captured.stderr.push_str(&String::from_utf8_lossy(&message))
+                }
+                other => captured
+                    .stdout
+                    .push_str(&String::from_utf8_lossy(&other.into_bytes())),
+            }
+        }
+    }
+    captured.code = exit_code(docker, &created.id).await?;
+    Ok(captured)
+}
+
+async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64> {
+    for _ in 0..100 {
+        let info = docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|e| anyhow!("cannot inspect exec {exec_id}: {e}"))?;
+        if info.running != Some(true) {
+            if let Some(code) = info.exit_code {
+                return Ok(code);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("the engine reported no exit code for exec {exec_id}")
+}
+
+/// Runs a command with bottle's stdin, stdout and stderr attached (a TTY when stdin is one);
+/// returns its exit code.
+pub async fn exec_attached(docker: &Docker, spec: &ExecSpec<'_>) -> Result<i64> {
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let created = docker
+        .create_exec(
+            spec.container,
+            CreateExecOptions {
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(tty),
+                env: Some(spec.env.to_vec()),
+                cmd: Some(spec.cmd.to_vec()),
+                user: Some(spec.user.to_string()),
+                working_dir: spec.workdir.map(str::to_string),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow!("cannot exec in {}: {e}", spec.container))?;
+    let started = docker
+        .start_exec(
+            &created.id,
+            Some(StartExecOptions {
+                detach: false,
+                tty,
+                output_capacity: None,
+            }),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot exec in {}: {e}", spec.container))?;
+    let StartExecResults::Attached { mut output, input } = started else {
+        bail!("the engine started the exec detached");
+    };
+    let _raw = if tty { RawMode::enter() } else { None };
+    if tty {
+        resize(docker, &created.id).await;
+    }
+    let pump = tokio::spawn(pump_stdin(input));
+    let winch = tty.then(|| {
+        let docker = docker.clone();
+        let id = created.id.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut s) = signal(SignalKind::window_change()) else {
+                return;
+            };
+            while s.recv().await.is_some() {
+                resize(&docker, &id).await;
+            }
+        })
+    });
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    while let Some(item) = output.next().await {
+        match item {
+            Ok(LogOutput::StdErr { message }) => {
+                let _ = stderr.write_all(&message);
+                let _ = stderr.flush();
+            }
+            Ok(other) => {
+                let _ = stdout.write_all(&other.into_bytes());
+                let _ = stdout.flush();
+            }
+            Err(e) => bail!("lost the command's output: {e}"),
+        }
+    }
+    pump.abort();
+    if let Some(w) = winch {
+        w.abort();
+    }
+    exit_code(docker, &created.id).await
+}
+
+/// Copies bottle's stdin into the exec; closes the exec's stdin at EOF. Reads on a plain
+/// thread (a blocked read must never hold up the process's exit).
+async fn pump_stdin(mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut stdin = std::io::stdin();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    while let Some(chunk) = rx.recv().await {
+        if input.write_all(&chunk).await.is_err() || input.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = input.shutdown().await;
+}
+
+async fn resize(docker: &Docker, exec_id: &str) {
+    if let Some((w, h)) = terminal_size() {
+        let _ = docker
+            .resize_exec(
+                exec_id,
+                bollard::query_parameters::ResizeExecOptionsBuilder::new()
+                    .w(w as i32)
+                    .h(h as i32)
+                    .build(),
+            )
+            .await;
+    }
+}
+
+fn terminal_size() -> Option<(u16, u16)> {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0 {
+            Some((ws.ws_col, ws.ws_row))
+        } else {
+            None
+        }
+    }
+}
+
+/// The terminal in raw mode while the guest owns it; restored on drop.
+struct RawMode {
+    saved: libc::termios,
+}
+
+impl RawMode {
+    fn enter() -> Option<RawMode> {
+        // SAFETY: tcgetattr/tcsetattr on stdin with termios structs we own.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            Some(RawMode { saved })
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `enter`.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved);
+        }
+    }
+}
+
+/// Extracts a tar archive at `/` in a container.
+pub async fn upload(docker: &Docker, container: &str, tar: Vec<u8>) -> Result<()> {
+    let options = UploadToContainerOptionsBuilder::new().path("/").build();
+    docker
+        .upload_to_container(container, Some(options), bollard::body_full(tar.into()))
+        .await
+        .map_err(|e| anyhow!("cannot copy files into {container}: {e}"))
+}
+
+/// Names of the containers and networks carrying label `key=value`.
+pub async fn by_label(
+    docker: &Docker,
+    key: &str,
+    value: &str,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let filter = HashMap::from([("label", vec![format!("{key}={value}")])]);
+    let containers = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+        .map_err(|e| anyhow!("cannot list containers: {e}"))?
+        .into_iter()
+        .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+        .map(|n| n.trim_start_matches('/').to_string())
+        .collect();
+    let networks = docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+        .map_err(|e| anyhow!("cannot list networks: {e}"))?
+        .into_iter()
+        .filter_map(|n| n.name)
+        .collect();
+    Ok((containers, networks))
+}
+
+/// Values of `key` on every container and network that carries label `filter_key=filter_value`.
+pub async fn label_values(
+    docker: &Docker,
+    filter_key: &str,
+    filter_value: &str,
+    key: &str,
+) -> Result<Vec<String>> {
+    let filter = HashMap::from([("label", vec![format!("{filter_key}={filter_value}")])]);
+    let mut out = Vec::new();
+    for c in docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filter)
+                .build(),
+        ))
+        .await
+        .map_err(|e| anyhow!("cannot list containers: {e}"))?
+    {
+        out.extend(c.labels.and_then(|mut l| l.remove(key)));
+    }
+    for n in docker
+        .list_networks(Some(
+            ListNetworksOptionsBuilder::new().filters(&filter).build(),
+        ))
+        .await
+        .map_err(|e| anyhow!("cannot list networks: {e}"))?
+    {
+        out.extend(n.labels.and_then(|mut l| l.remove(key)));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// A tar archive (in memory) of files to extract at `/`: guest path → (bytes, mode). It holds
+/// no folder entries: the engine creates missing parents, and an entry for an existing folder
+/// (say the guest's home) would reset its owner and mode.
+pub fn tar_of(files: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, bytes, mode) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(*mode);
+        h.set_size(bytes.len() as u64);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, path.trim_start_matches('/'), bytes.as_slice())?;
+    }
+    Ok(b.into_inner()?)
+}
