@@ -2,7 +2,8 @@
 //!
 //! The bundle image holds the very `bottle` binary that built it, so a build hash must change
 //! whenever that binary could: every file under `src/`, `Cargo.lock`, `Cargo.toml` and this
-//! script (dotfiles skipped), in sorted order, each as its `/`-separated relative path, its length and its bytes.
+//! script (dotfiles skipped), in sorted order, each as its `/`-separated relative path, its length
+//! and its bytes; then the profile, target, rustflags and `rustc -vV`, which change the binary too.
 //! Computed at compile time, so `bottle hash` never reads the executable.
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,22 @@ fn main() {
         hasher.update(rel.as_bytes());
         hasher.update(&(bytes.len() as u64).to_le_bytes());
         hasher.update(&bytes);
+    }
+    // The same sources make a different binary under another profile, compiler or flags.
+    for var in [
+        "PROFILE",
+        "TARGET",
+        "OPT_LEVEL",
+        "DEBUG",
+        "CARGO_ENCODED_RUSTFLAGS",
+    ] {
+        let v = std::env::var(var).unwrap_or_default();
+        hasher.update(&(v.len() as u64).to_le_bytes());
+        hasher.update(v.as_bytes());
+    }
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    if let Ok(out) = std::process::Command::new(rustc).arg("-vV").output() {
+        hasher.update(&out.stdout);
     }
     println!(
         "cargo:rustc-env=BOTTLE_SOURCE_DIGEST={}",

@@ -4,7 +4,7 @@
 //!
 //! | goes into the hash | why |
 //! | --- | --- |
-//! | `builder` ([`BUILDER`]): the build format version and a blake3 of the crate's sources (every file under `src/`, `Cargo.lock`, `Cargo.toml`, `build.rs`), computed by `build.rs` at compile time | a builder that makes different artifacts must not reuse old entries; the bundle image holds the `bottle` binary itself, so its sources are an input of every build (a compile-time constant: `bottle hash` never reads the executable) |
+//! | `builder` ([`BUILDER`]): the build format version and a blake3 of the crate's sources (every file under `src/`, `Cargo.lock`, `Cargo.toml`, `build.rs`) with the profile, target, rustflags and `rustc -vV`, computed by `build.rs` at compile time | a builder that makes different artifacts must not reuse old entries; the bundle image holds the `bottle` binary itself, so its sources are an input of every build (a compile-time constant: `bottle hash` never reads the executable) |
 //! | `plan`: the whole [`Plan`] (serde JSON; struct fields in declaration order, maps sorted) | every recipe field that changes what is built |
 //! | `inputs`: a sorted map from each referenced file's path (relative to the recipe's folder) to its blake3 digest and executable bit, or a symlink's target | the Dockerfile and *every* file of its context, an image archive, the prompt, every file of the skills folder |
 //!
@@ -45,8 +45,21 @@ const MMAP_THRESHOLD: u64 = 1 << 20;
 
 /// A 64-hex blake3 digest naming one build.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "String", try_from = "String")]
 pub struct BuildHash(String);
+
+impl TryFrom<String> for BuildHash {
+    type Error = String;
+    fn try_from(s: String) -> Result<BuildHash, String> {
+        BuildHash::parse(&s).ok_or_else(|| format!("{s:?} is not a 64-hex build hash"))
+    }
+}
+
+impl From<BuildHash> for String {
+    fn from(h: BuildHash) -> String {
+        h.0
+    }
+}
 
 impl BuildHash {
     pub fn parse(s: &str) -> Option<BuildHash> {

@@ -182,6 +182,12 @@ impl Manifest {
             return Err(bad("an artifact is listed twice".to_string()));
         }
         let listed = |p: &str| paths.contains(&p);
+        for id in [&m.guest.image_id, &m.bundle.image_id] {
+            let hex = id.strip_prefix("sha256:").unwrap_or_default();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!("image id {id:?} is not sha256:<64 hex>")));
+            }
+        }
         let g = &m.guest;
         let mut refs: Vec<&str> = vec![&g.image_archive, &g.ca];
         refs.extend(g.pack.as_deref());
@@ -214,9 +220,9 @@ impl Manifest {
                 }
                 _ => {}
             }
-            if !mount.target.starts_with('/') {
+            if !mount.target.starts_with('/') || mount.target.split('/').any(|c| c == "..") {
                 return Err(bad(format!(
-                    "mount target {:?} is not absolute",
+                    "mount target {:?} is not an absolute path without ..",
                     mount.target
                 )));
             }
