@@ -1073,7 +1073,10 @@ async fn teardown(ctx: &Ctx, record: &mut RunRecord, undo: &mut UndoStack) -> Re
         .iter()
         .map(|(what, e)| format!("{what}: {e:#}"))
         .collect();
-    if let Err(e) = ops::sweep(&ctx.docker, ctx.smolvm.as_ref(), record).await {
+    // The machine's undos ran unless one failed; docker resources are swept by label always
+    // (one list call each), which catches a create cut short by a signal.
+    let machines = !unwound.failed.is_empty();
+    if let Err(e) = ops::sweep(&ctx.docker, ctx.smolvm.as_ref(), record, machines).await {
         problems.push(format!("{e:#}"));
     }
     if problems.is_empty() {

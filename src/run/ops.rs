@@ -25,9 +25,15 @@ use crate::store::Store;
 /// How long `bottle down` waits for a live run to tear itself down after SIGTERM.
 const DOWN_WAIT: Duration = Duration::from_secs(30);
 
-/// Removes everything of a run that may still exist: its machines (from the record), then
-/// the containers and networks carrying its label.
-pub async fn sweep(docker: &Docker, smolvm: Option<&Smolvm>, record: &RunRecord) -> Result<()> {
+/// Removes everything of a run that may still exist: its machines (from the record; skipped
+/// when `machines` is false, after an undo stack that deleted them), then the containers and
+/// networks carrying its label.
+pub async fn sweep(
+    docker: &Docker,
+    smolvm: Option<&Smolvm>,
+    record: &RunRecord,
+    machines: bool,
+) -> Result<()> {
     let mut errors: Vec<String> = Vec::new();
     let machines: Vec<&str> = record
         .created
@@ -36,6 +42,7 @@ pub async fn sweep(docker: &Docker, smolvm: Option<&Smolvm>, record: &RunRecord)
             Resource::Machine { name } => Some(name.as_str()),
             _ => None,
         })
+        .filter(|_| machines)
         .collect();
     if !machines.is_empty() {
         let located;
@@ -271,7 +278,7 @@ pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<Down
                 continue;
             }
         }
-        match sweep(&docker, None, &rec).await {
+        match sweep(&docker, None, &rec, true).await {
             Ok(()) => {
                 if let Err(e) = RunRecord::remove(store, &rec.run_id) {
                     row.error = Some(format!("{e:#}"));
@@ -291,7 +298,7 @@ pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<Down
         orphans.dedup();
         for run_id in orphans.into_iter().filter(|r| !known.contains(r)) {
             let rec = orphan_record(&run_id);
-            let error = sweep(&docker, None, &rec)
+            let error = sweep(&docker, None, &rec, true)
                 .await
                 .err()
                 .map(|e| format!("{e:#}"));
