@@ -260,3 +260,106 @@ fn a_recipe_is_built_first() {
     ctx.build(&ctx.recipe());
     ctx.assert_nothing_left();
 }
+
+#[test]
+fn provisioning_and_bundle_mounts() {
+    let ctx = RunCtx::new("run-provision");
+    let key = ctx.dir.path().join("id_test");
+    std::fs::write(&key, "not a real key\n").unwrap();
+    ctx.write_recipe(
+        "r.toml",
+        &recipe(
+            "run-provision",
+            &format!(
+                r#"
+[[git-gate.upstreams]]
+name = "origin"
+url = "git@example.invalid:x/y.git"
+identity = "{}"
+
+[supervise]
+enabled = true
+
+[provision]
+prompt = "prompt.md"
+skills = "skills"
+git_name = "Agent"
+git_email = "agent@bottle.invalid"
+"#,
+                key.display()
+            ),
+        ),
+    );
+    let hash = ctx.build(&ctx.recipe());
+    let script = "head -1 $SSL_CERT_FILE; cat ~/.claude/CLAUDE.md; cat ~/.claude/skills/one/SKILL.md; cat ~/.gitconfig; cat ~/.bottle/supervise.json; ls -ln ~/.claude/CLAUDE.md ~/.gitconfig ~/.bottle/supervise.json ~/.claude/skills/one/SKILL.md | awk '{print \"own \" $3 \":\" $4}'; echo \"EOF\"";
+    let out = ctx.ok(&["run", "--json", &hash, "--", "sh", "-c", script]);
+    let (text, json) = out.split_at(out.find("EOF").unwrap());
+    let report: serde_json::Value = serde_json::from_str(json.trim_start_matches("EOF")).unwrap();
+    let ip = report["bundle_ip"].as_str().unwrap();
+    assert!(text.contains("-----BEGIN CERTIFICATE-----"), "{text}");
+    assert!(text.contains("be careful"), "{text}");
+    assert!(text.contains("a skill"), "{text}");
+    assert!(text.contains("name = \"Agent\""), "{text}");
+    assert!(text.contains("email = \"agent@bottle.invalid\""), "{text}");
+    assert!(
+        text.contains(&format!("url = git://{ip}:9418/origin")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\"url\": \"http://{ip}:7777\"")),
+        "{text}"
+    );
+    let owners: Vec<&str> = text.lines().filter(|l| l.starts_with("own ")).collect();
+    assert_eq!(owners, vec!["own 1000:1000"; 4], "{text}");
+    ctx.assert_nothing_left();
+
+    // The bundle's mounts: read-only but for the supervise queue; the key in the bundle only.
+    let (child, _) = ctx.spawn_paused("command", &["run", &hash, "--", "true"], &[]);
+    let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
+    let run_id = ps[0]["run_id"].as_str().unwrap().to_string();
+    let mounts: serde_json::Value = serde_json::from_str(&docker(&[
+        "inspect",
+        "--format",
+        "{{json .Mounts}}",
+        &format!("bottle-{run_id}-bundle"),
+    ]))
+    .unwrap();
+    let mut rw = Vec::new();
+    let mut seen_key = false;
+    for m in mounts.as_array().unwrap() {
+        if m["RW"] == true {
+            rw.push(m["Destination"].as_str().unwrap().to_string());
+        }
+        if m["Source"].as_str() == key.to_str() {
+            seen_key = true;
+            assert_eq!(m["Destination"], "/etc/bottle/git-gate/keys/origin");
+        }
+    }
+    assert!(seen_key, "{mounts}");
+    assert_eq!(rw, vec!["/var/lib/bottle/supervise"], "{mounts}");
+    let cmd = docker(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Cmd}}",
+        &format!("bottle-{run_id}-bundle"),
+    ]);
+    assert_eq!(
+        cmd.trim(),
+        r#"["--daemons","egress,pipelock,git-gate,supervise"]"#
+    );
+    let guest_mounts = docker(&[
+        "inspect",
+        "--format",
+        "{{json .Mounts}}",
+        &format!("bottle-{run_id}-guest"),
+    ]);
+    assert_eq!(
+        guest_mounts.trim(),
+        "[]",
+        "the guest mounts nothing of the host"
+    );
+    signal(&child, libc::SIGTERM);
+    let (code, _, stderr) = finish(child, Duration::from_secs(60));
+    assert_eq!(code, Some(143), "{stderr}");
+    ctx.assert_nothing_left();
+}

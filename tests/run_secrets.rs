@@ -1,0 +1,133 @@
+//! Secrets: a token value given in the host env of `bottle run` reaches the bundle's daemon
+//! process, and appears in no process's argv (every `/proc/*/cmdline`, scanned during the
+//! run), no file of the store, no line bottle prints (even at `-vv`), and nowhere in the guest.
+
+mod run_support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use run_support::*;
+
+fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                if let Ok(bytes) = std::fs::read(&p) {
+                    if bytes.windows(needle.len()).any(|w| w == needle) {
+                        hits.push(p.display().to_string());
+                    }
+                }
+            }
+        }
+    }
+    hits
+}
+
+fn cmdlines_containing(needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(bytes) = std::fs::read(e.path().join("cmdline")) {
+            if bytes.windows(needle.len()).any(|w| w == needle) {
+                hits.push(format!("{name}: {}", String::from_utf8_lossy(&bytes)));
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn a_token_reaches_the_bundle_and_nothing_else() {
+    let ctx = RunCtx::new("run-secrets");
+    let var = format!("BOTTLE_TEST_TOKEN_{}", std::process::id());
+    // Built from pieces so that this test's own argv never holds it.
+    let value = format!(
+        "tok{}-{}",
+        "en-value",
+        blake3::hash(var.as_bytes()).to_hex()
+    );
+    ctx.write_recipe(
+        "r.toml",
+        &recipe(
+            "run-secrets",
+            &format!(
+                "\n[[egress.routes]]\nhost = \"api.example.com\"\ntoken_env = \"{var}\"\nheader = \"Authorization\"\nscheme = \"Bearer\"\n"
+            ),
+        ),
+    );
+    let hash = ctx.build(&ctx.recipe());
+    let (child, _) = ctx.spawn_paused(
+        "command",
+        &["-vv", "run", &hash, "--", "true"],
+        &[(&var, &value)],
+    );
+    let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
+    let run_id = ps[0]["run_id"].as_str().unwrap().to_string();
+    let bundle = format!("bottle-{run_id}-bundle");
+    let guest = format!("bottle-{run_id}-guest");
+
+    // The bundle's daemon process holds it in its environment.
+    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", &bundle]);
+    let environ = std::fs::read(format!("/proc/{}/environ", pid.trim())).unwrap();
+    let want = format!("{var}={value}");
+    assert!(
+        environ.split(|b| *b == 0).any(|e| e == want.as_bytes()),
+        "the bundle's daemon lacks {var}"
+    );
+    // No argv anywhere on this machine holds it (the bundle's and the guest's included).
+    let hits = cmdlines_containing(value.as_bytes());
+    assert!(hits.is_empty(), "the token is on an argv: {hits:?}");
+    // Nowhere in the guest: its env, its processes' env, its files.
+    let out = docker(&[
+        "exec",
+        "-u",
+        "0",
+        &guest,
+        "sh",
+        "-c",
+        "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; echo FILES; grep -rlF \"$1\" /etc /home /tmp /root 2>/dev/null; echo END",
+        "scan",
+        &value,
+    ]);
+    let files = out.split("FILES").nth(1).unwrap_or_default().trim();
+    assert_eq!(files, "END", "guest files hold the token: {files}");
+    let out = out.split("FILES").next().unwrap_or_default().to_string();
+    assert!(!out.contains(&value), "the guest holds the token:\n{out}");
+    assert!(
+        !out.contains(&var),
+        "the guest holds the token's name:\n{out}"
+    );
+    let inspect = docker(&["inspect", "--format", "{{json .Config.Env}}", &guest]);
+    assert!(!inspect.contains(&value), "{inspect}");
+    // No file of the store (entry, run record, run folders).
+    let hits = files_containing(&ctx.store, value.as_bytes());
+    assert!(hits.is_empty(), "the token is in store files: {hits:?}");
+
+    signal(&child, libc::SIGTERM);
+    let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
+    assert_eq!(code, Some(143), "{stderr}");
+    assert!(
+        !stdout.contains(&value) && !stderr.contains(&value),
+        "bottle printed the token"
+    );
+    assert!(
+        stderr.contains("DEBUG") || stderr.contains("paused"),
+        "{stderr}"
+    );
+    ctx.assert_nothing_left();
+    let hits = files_containing(&ctx.store, value.as_bytes());
+    assert!(hits.is_empty(), "the token is in store files: {hits:?}");
+}
