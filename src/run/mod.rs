@@ -15,10 +15,17 @@
 //! | `provision` | the CA (at the trust-trio path and in the trust store when the guest has one), prompt, skills, git identity and remotes, supervise client config | same, by `machine cp` |
 //! | `command` | the agent command (or the CMD after `--`) as the guest user in its home, attached to the terminal | same |
 //!
+//! `bundle start` runs alongside `guest create` → `guest start` → `chown` → `provision`: the
+//! guest needs the bundle's address (fixed by the network step; the container guest is pinned
+//! at `.3` so it never takes the bundle's `.2`), not the bundle itself; the command waits for
+//! both. That takes a third off the bring-up (see `benches/run_bringup.sh`).
+//!
 //! Every exec re-passes the whole guest env. Each step pushes the undo of what it created on
 //! an [`undo::UndoStack`]; on an error, on a normal exit, on SIGINT, SIGTERM and SIGHUP the
-//! stack unwinds in reverse (guest, bundle, networks), then a sweep by the `bottle.run` label
-//! removes anything a step was interrupted in the middle of creating. The run record goes
+//! stack unwinds in reverse: the guest (a machine: stopped, then deleted) and the bundle —
+//! at once, since neither needs the other gone first and without its bundle the guest has no
+//! way out at all —, then the networks. After a run cut short, a sweep by the `bottle.run`
+//! label removes anything a step was interrupted in the middle of creating. The run record goes
 //! last. `bottle run` exits with the command's exit code (128+N after signal N).
 //!
 //! Test hooks (environment variables, for the integration tests; harmless otherwise):
@@ -39,7 +46,7 @@ pub mod undo;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -55,7 +62,7 @@ use crate::runtime::smolvm::{MachineCreate, MachineSource, Smolvm};
 use crate::store::Store;
 use net::{Ipv4Net, LABEL_HASH, LABEL_RUN, LABEL_STORE, Names, SubnetPool};
 use record::{Resource, RunRecord};
-use undo::UndoStack;
+use undo::{UndoFuture, UndoStack};
 
 /// The steps of a run, in order.
 pub const STEPS: &[&str] = &[
@@ -225,7 +232,7 @@ fn kv(env: &[(String, String)]) -> Vec<String> {
     env.iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// Everything a run needs, fixed before the first step.
+/// Everything a run needs, fixed before the first step, and what the steps note as they go.
 struct Ctx {
     store: Store,
     entry: PathBuf,
@@ -236,8 +243,13 @@ struct Ctx {
     docker: Docker,
     smolvm: Option<Smolvm>,
     quiet: bool,
-    /// The step under way, for messages about signals.
-    current: Arc<Mutex<&'static str>>,
+    /// The run record; steps running at once add to it.
+    record: Mutex<RunRecord>,
+    /// The steps under way, for messages about signals.
+    active: Mutex<Vec<&'static str>>,
+    /// Step name → milliseconds, as they finish.
+    timings: Mutex<Vec<(String, u128)>>,
+    images_loaded: Mutex<Vec<String>>,
 }
 
 impl Ctx {
@@ -245,6 +257,30 @@ impl Ctx {
         if !self.quiet {
             eprintln!("bottle run: {line}");
         }
+    }
+
+    /// Notes in the record something about to be created.
+    fn note(&self, r: Resource) -> Result<()> {
+        self.record.lock().expect("record lock").add(&self.store, r)
+    }
+}
+
+/// The undo stacks of a run. The bundle's and the guest's steps run at once, each pushing on
+/// its own stack; joined, the two unwind at once (each in its own order: a machine is stopped,
+/// then deleted), and the networks go after both. Neither container needs the other gone
+/// first: without its bundle the guest has no way out at all.
+#[derive(Default)]
+struct Stacks {
+    networks: UndoStack,
+    bundle: UndoStack,
+    guest: UndoStack,
+}
+
+impl Stacks {
+    fn joined(self) -> UndoStack {
+        let mut all = self.networks;
+        all.push_stacks(vec![self.guest, self.bundle]);
+        all
     }
 }
 
@@ -307,19 +343,19 @@ pub async fn run(store: &Store, hash: &BuildHash, opts: RunOptions) -> Result<Ru
 
     let run_id = net::new_run_id();
     let names = Names::new(&run_id);
-    let store_label = store_label(store);
     let labels = HashMap::from([
         (LABEL_RUN.to_string(), run_id.clone()),
         (LABEL_HASH.to_string(), hash.to_string()),
-        (LABEL_STORE.to_string(), store_label),
+        (LABEL_STORE.to_string(), store_label(store)),
     ]);
-    let mut record = record::new_record(
+    let record = record::new_record(
         &run_id,
         hash.as_str(),
         &manifest.name,
         manifest.guest.backend,
         smolvm.as_ref().and_then(|s| s.state_dir.clone()),
     );
+    // Written before anything is created.
     record.save(store)?;
 
     let ctx = Ctx {
@@ -332,7 +368,10 @@ pub async fn run(store: &Store, hash: &BuildHash, opts: RunOptions) -> Result<Ru
         docker,
         smolvm,
         quiet: opts.quiet,
-        current: Arc::new(Mutex::new("network")),
+        record: Mutex::new(record),
+        active: Mutex::new(Vec::new()),
+        timings: Mutex::new(Vec::new()),
+        images_loaded: Mutex::new(Vec::new()),
     };
     ctx.say(format!(
         "run {run_id} of {} ({})",
@@ -347,32 +386,16 @@ pub async fn run(store: &Store, hash: &BuildHash, opts: RunOptions) -> Result<Ru
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
 
-    let mut undo = UndoStack::new();
-    let mut report = RunReport {
-        run_id: run_id.clone(),
-        hash: hash.to_string(),
-        exit_code: 1,
-        subnet: None,
-        bundle_ip: None,
-        images_loaded: Vec::new(),
-        steps: Vec::new(),
-        bring_up_ms: 0,
-        command_ms: None,
-        teardown_ms: 0,
-        signal: None,
-        error: None,
-    };
-
+    let mut stacks = Stacks::default();
+    let mut bring_up_ms = 0;
+    let mut command_ms = None;
     let outcome: Result<Result<i64>, (&str, i32)> = {
         let work = async {
-            let live = bring_up(&ctx, &mut record, &mut undo, &mut report).await?;
-            report.bring_up_ms = started.elapsed().as_millis();
+            let live = bring_up(&ctx, &mut stacks).await?;
+            bring_up_ms = started.elapsed().as_millis();
             let t = Instant::now();
             let code = command_step(&ctx, &live, &opts.command).await;
-            report.command_ms = Some(t.elapsed().as_millis());
-            report
-                .steps
-                .push(("command".into(), t.elapsed().as_millis()));
+            command_ms = Some(t.elapsed().as_millis());
             code
         };
         tokio::select! {
@@ -382,8 +405,29 @@ pub async fn run(store: &Store, hash: &BuildHash, opts: RunOptions) -> Result<Ru
             _ = sighup.recv() => Err(("SIGHUP", 1)),
         }
     };
-    let failed_step = *ctx.current.lock().expect("step lock");
+    let mut report = RunReport {
+        run_id: run_id.clone(),
+        hash: hash.to_string(),
+        exit_code: 1,
+        subnet: None,
+        bundle_ip: None,
+        images_loaded: ctx.images_loaded.lock().expect("lock").clone(),
+        steps: Vec::new(),
+        bring_up_ms,
+        command_ms,
+        teardown_ms: 0,
+        signal: None,
+        error: None,
+    };
+    {
+        let rec = ctx.record.lock().expect("record lock");
+        report.subnet = rec.subnet.clone();
+        report.bundle_ip = rec.bundle_ip.clone();
+    }
     let mut error = None;
+    // Every step ran to its end (none was cut short by a signal or a failing sibling), so the
+    // undo stack names all there is.
+    let complete = matches!(outcome, Ok(Ok(_)));
     match outcome {
         Ok(Ok(code)) => report.exit_code = (code & 0xff) as i32,
         Ok(Err(e)) => {
@@ -393,13 +437,23 @@ pub async fn run(store: &Store, hash: &BuildHash, opts: RunOptions) -> Result<Ru
         Err((name, n)) => {
             report.exit_code = 128 + n;
             report.signal = Some(name.to_string());
-            ctx.say(format!("{name} during step '{failed_step}': tearing down"));
+            let active = ctx.active.lock().expect("lock").clone();
+            let during = if active.is_empty() {
+                "between steps".to_string()
+            } else {
+                let steps: Vec<String> = active.iter().map(|s| format!("step '{s}'")).collect();
+                format!("during {}", steps.join(", "))
+            };
+            // Said even under -q: the run ends early, and why must be visible.
+            eprintln!("bottle run: {name} {during}: tearing down");
         }
     }
 
     let t = Instant::now();
-    let teardown = teardown(&ctx, &mut record, &mut undo).await;
+    let mut undo = stacks.joined();
+    let teardown = teardown(&ctx, &mut undo, complete).await;
     report.teardown_ms = t.elapsed().as_millis();
+    report.steps = ctx.timings.lock().expect("lock").clone();
     match teardown {
         Ok(()) => ctx.say(format!(
             "run {run_id} torn down in {:.2}s",
@@ -424,11 +478,10 @@ pub async fn run(store: &Store, hash: &BuildHash, opts: RunOptions) -> Result<Ru
 /// Marks the step under way, honours the test hooks, runs it, names it in its error.
 async fn step<T>(
     ctx: &Ctx,
-    report: &mut RunReport,
     name: &'static str,
     work: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    *ctx.current.lock().expect("step lock") = name;
+    ctx.active.lock().expect("lock").push(name);
     pause_at(name).await;
     let t = Instant::now();
     let r = async {
@@ -437,9 +490,11 @@ async fn step<T>(
         Ok(v)
     }
     .await;
-    report
-        .steps
+    ctx.timings
+        .lock()
+        .expect("lock")
         .push((name.to_string(), t.elapsed().as_millis()));
+    ctx.active.lock().expect("lock").retain(|s| *s != name);
     r.map_err(|e: anyhow::Error| e.context(format!("bottle run: step '{name}' failed")))
 }
 
@@ -463,36 +518,27 @@ fn failpoint(name: &str) -> Result<()> {
     Ok(())
 }
 
-async fn bring_up(
-    ctx: &Ctx,
-    record: &mut RunRecord,
-    undo: &mut UndoStack,
-    report: &mut RunReport,
-) -> Result<Live> {
+/// Network and image load; then the bundle's start alongside the guest's steps (create,
+/// start, chown, provision), which need the bundle's address but not the bundle itself. The
+/// command waits for both.
+async fn bring_up(ctx: &Ctx, stacks: &mut Stacks) -> Result<Live> {
     let m = &ctx.manifest;
     let docker_guest = m.guest.backend == GuestBackend::Docker;
 
-    // network
-    let (subnet, outbound) = step(ctx, report, "network", async {
-        let mut used = engine::used_subnets(&ctx.docker).await?;
-        let seed = net::seed_of(&ctx.names.run_id);
-        let guest_net = ctx.names.guest_net();
-        let subnet = allocate(ctx, record, undo, &guest_net, docker_guest, seed, &mut used).await?;
-        let outbound = if docker_guest {
-            let out = ctx.names.outbound_net();
-            Some(allocate(ctx, record, undo, &out, false, seed + 1, &mut used).await?)
-        } else {
-            None
-        };
-        Ok((subnet, outbound))
-    })
+    let (subnet, outbound) = step(
+        ctx,
+        "network",
+        networks(ctx, &mut stacks.networks, docker_guest),
+    )
     .await?;
     let bundle_ip = subnet.bundle_ip();
-    record.subnet = Some(subnet.to_string());
-    record.bundle_ip = Some(bundle_ip.to_string());
-    record.save(&ctx.store)?;
-    report.subnet = Some(subnet.to_string());
-    report.bundle_ip = Some(bundle_ip.to_string());
+    {
+        let mut rec = ctx.record.lock().expect("record lock");
+        rec.subnet = Some(subnet.to_string());
+        rec.bundle_ip = Some(bundle_ip.to_string());
+        rec.guest = Some(ctx.names.guest());
+        rec.save(&ctx.store)?;
+    }
     ctx.say(format!(
         "network {subnet}{}, bundle at {bundle_ip}",
         outbound
@@ -500,8 +546,7 @@ async fn bring_up(
             .unwrap_or_default()
     ));
 
-    // image load
-    let loaded = step(ctx, report, "image load", async {
+    let loaded = step(ctx, "image load", async {
         let bundle_archive = ctx.entry.join(&m.bundle.image_archive);
         let bundle = engine::ensure_image(&ctx.docker, &m.bundle.image_id, &bundle_archive);
         let guest = async {
@@ -530,27 +575,35 @@ async fn bring_up(
     if !loaded.is_empty() {
         ctx.say(format!("loaded {} image(s) into the engine", loaded.len()));
     }
-    report.images_loaded = loaded;
-
-    // bundle start
-    step(ctx, report, "bundle start", async {
-        start_bundle(ctx, record, undo, bundle_ip, docker_guest).await
-    })
-    .await?;
+    *ctx.images_loaded.lock().expect("lock") = loaded;
 
     let env = net::fill_guest_env(&m.guest.env, &bundle_ip.to_string());
-    let guest_name = ctx.names.guest();
-    record.guest = Some(guest_name.clone());
+    let bundle = step(
+        ctx,
+        "bundle start",
+        start_bundle(ctx, &mut stacks.bundle, bundle_ip, docker_guest),
+    );
+    let guest = guest_steps(ctx, &mut stacks.guest, &env, subnet, docker_guest);
+    let ((), guest) = tokio::try_join!(bundle, guest)?;
+    Ok(Live { guest, env })
+}
 
-    // guest create
-    let guest = step(ctx, report, "guest create", async {
+/// The guest's steps, in order: create, start, chown, provision.
+async fn guest_steps(
+    ctx: &Ctx,
+    undo: &mut UndoStack,
+    env: &[(String, String)],
+    subnet: Ipv4Net,
+    docker_guest: bool,
+) -> Result<Guest> {
+    let m = &ctx.manifest;
+    let guest_name = ctx.names.guest();
+    let bundle_ip = subnet.bundle_ip();
+    let guest = step(ctx, "guest create", async {
         if docker_guest {
-            record.add(
-                &ctx.store,
-                Resource::Container {
-                    name: guest_name.clone(),
-                },
-            )?;
+            ctx.note(Resource::Container {
+                name: guest_name.clone(),
+            })?;
             let mut labels = ctx.labels.clone();
             labels.insert("bottle.role".into(), "guest".into());
             engine::create_container(
@@ -560,11 +613,12 @@ async fn bring_up(
                     image: m.guest.image_id.clone(),
                     entrypoint: Some(engine::KEEPALIVE.iter().map(|s| s.to_string()).collect()),
                     cmd: None,
-                    env: kv(&env),
+                    env: kv(env),
                     binds: Vec::new(),
                     user: None,
                     network: ctx.names.guest_net(),
-                    ip: None,
+                    // Pinned too: created while the bundle starts, it must not take `.2`.
+                    ip: Some(subnet.host(3)),
                     labels,
                     cap_drop: vec!["NET_RAW".into()],
                     no_new_privileges: false,
@@ -584,12 +638,9 @@ async fn bring_up(
                 .smolvm
                 .clone()
                 .expect("smolvm located for a smolvm guest");
-            record.add(
-                &ctx.store,
-                Resource::Machine {
-                    name: guest_name.clone(),
-                },
-            )?;
+            ctx.note(Resource::Machine {
+                name: guest_name.clone(),
+            })?;
             let source_path = match m.guest.start {
                 GuestStart::Image => ctx.entry.join(&m.guest.image_archive),
                 GuestStart::Pack => ctx.entry.join(
@@ -618,7 +669,7 @@ async fn bring_up(
                     name: &guest_name,
                     source,
                     allow_cidr: &format!("{bundle_ip}/32"),
-                    env: &env,
+                    env,
                     labels: &labels,
                 })
                 .await?;
@@ -630,8 +681,7 @@ async fn bring_up(
     })
     .await?;
 
-    // guest start
-    step(ctx, report, "guest start", async {
+    step(ctx, "guest start", async {
         match &guest {
             Guest::Docker { docker, container } => engine::start(docker, container).await,
             Guest::Smolvm { smolvm, machine } => {
@@ -645,17 +695,16 @@ async fn bring_up(
     })
     .await?;
 
-    // chown
     let user = &m.guest.user;
     let home = &m.guest.home;
-    step(ctx, report, "chown", async {
+    step(ctx, "chown", async {
         let cmd = vec![
             "chown".to_string(),
             "-R".to_string(),
             format!("{user}:{user}"),
             home.clone(),
         ];
-        let (code, _, err) = guest.exec("0", None, &env, &cmd).await?;
+        let (code, _, err) = guest.exec("0", None, env, &cmd).await?;
         if code != 0 {
             bail!(
                 "`chown -R {user}:{user} {home}` exited {code} in the guest: {}; the guest image must have the user {user} and the folder {home}",
@@ -666,20 +715,90 @@ async fn bring_up(
     })
     .await?;
 
-    // provision
-    step(ctx, report, "provision", async {
-        provision(ctx, &guest, &env, bundle_ip).await
-    })
-    .await?;
+    step(ctx, "provision", provision(ctx, &guest, env, bundle_ip)).await?;
+    Ok(guest)
+}
 
-    *ctx.current.lock().expect("step lock") = "command";
-    Ok(Live { guest, env })
+/// The run's networks: the guest's (internal for a docker guest) and, for a docker guest, the
+/// bundle's outbound one, on two free blocks of the pool, created at once; their undos go
+/// together.
+async fn networks(
+    ctx: &Ctx,
+    undo: &mut UndoStack,
+    docker_guest: bool,
+) -> Result<(Ipv4Net, Option<Ipv4Net>)> {
+    let mut used = engine::used_subnets(&ctx.docker).await?;
+    let seed = net::seed_of(&ctx.names.run_id);
+    let mut wanted = vec![(ctx.names.guest_net(), docker_guest)];
+    if docker_guest {
+        wanted.push((ctx.names.outbound_net(), false));
+    }
+    let picks: Vec<Ipv4Net> = ctx
+        .pool
+        .candidates(seed)
+        .filter(|c| !used.iter().any(|u| u.overlaps(c)))
+        .take(wanted.len())
+        .collect();
+    if picks.len() < wanted.len() {
+        return Err(no_free_subnet(ctx, 0));
+    }
+    for (name, _) in &wanted {
+        ctx.note(Resource::Network { name: name.clone() })?;
+    }
+    let created = futures_util::future::join_all(wanted.iter().zip(&picks).map(
+        |((name, internal), subnet)| {
+            engine::create_network(&ctx.docker, name, *subnet, *internal, &ctx.labels)
+        },
+    ))
+    .await;
+    used.extend(picks.iter().copied());
+    let mut together: Vec<(String, UndoFuture)> = Vec::new();
+    let mut retry = Vec::new();
+    let mut first_error = None;
+    let mut got: Vec<Option<Ipv4Net>> = vec![None; wanted.len()];
+    for (i, r) in created.into_iter().enumerate() {
+        let name = wanted[i].0.clone();
+        match r {
+            Ok(NetworkCreated::Created) => {
+                got[i] = Some(picks[i]);
+                let docker = ctx.docker.clone();
+                together.push((
+                    format!("remove network {name}"),
+                    Box::pin(async move { engine::remove_network(&docker, &name).await }),
+                ));
+            }
+            // Taken since we listed (another run starting at this moment): try further on.
+            Ok(NetworkCreated::Overlap(_)) => retry.push(i),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    undo.push_together(together);
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    for i in retry {
+        let (name, internal) = &wanted[i];
+        got[i] = Some(allocate(ctx, undo, name, *internal, seed, &mut used).await?);
+    }
+    let subnet = got[0].expect("the guest's network exists");
+    Ok((subnet, got.get(1).copied().flatten()))
+}
+
+fn no_free_subnet(ctx: &Ctx, overlaps: usize) -> anyhow::Error {
+    anyhow!(
+        "no free /{} subnet left in pool {} ({} blocks; {} taken while choosing): docker networks use them; remove stale runs with `bottle down --all`, or give another pool with --subnet-pool or BOTTLE_SUBNET_POOL",
+        net::SUBNET_PREFIX,
+        ctx.pool.net,
+        ctx.pool.blocks(),
+        overlaps
+    )
 }
 
 /// Takes the next free block of the pool and creates network `name` on it; pushes its undo.
 async fn allocate(
     ctx: &Ctx,
-    record: &mut RunRecord,
     undo: &mut UndoStack,
     name: &str,
     internal: bool,
@@ -691,12 +810,6 @@ async fn allocate(
         if used.iter().any(|u| u.overlaps(&cand)) {
             continue;
         }
-        record.add(
-            &ctx.store,
-            Resource::Network {
-                name: name.to_string(),
-            },
-        )?;
         match engine::create_network(&ctx.docker, name, cand, internal, &ctx.labels).await? {
             NetworkCreated::Created => {
                 let (docker, n) = (ctx.docker.clone(), name.to_string());
@@ -707,24 +820,16 @@ async fn allocate(
                 return Ok(cand);
             }
             NetworkCreated::Overlap(_) => {
-                // Another run (or anyone) took it since we listed: try the next block.
                 overlaps += 1;
                 used.push(cand);
             }
         }
     }
-    bail!(
-        "no free /{} subnet left in pool {} ({} blocks; {} taken while choosing): docker networks use them all; remove stale runs with `bottle down --all`, or give another pool with --subnet-pool or BOTTLE_SUBNET_POOL",
-        net::SUBNET_PREFIX,
-        ctx.pool.net,
-        ctx.pool.blocks(),
-        overlaps
-    )
+    Err(no_free_subnet(ctx, overlaps))
 }
 
 async fn start_bundle(
     ctx: &Ctx,
-    record: &mut RunRecord,
     undo: &mut UndoStack,
     bundle_ip: Ipv4Addr,
     docker_guest: bool,
@@ -770,7 +875,7 @@ async fn start_bundle(
         });
     }
     let name = ctx.names.bundle();
-    record.add(&ctx.store, Resource::Container { name: name.clone() })?;
+    ctx.note(Resource::Container { name: name.clone() })?;
     let mut labels = ctx.labels.clone();
     labels.insert("bottle.role".into(), "bundle".into());
     engine::create_container(
@@ -1011,9 +1116,10 @@ async fn command_step(ctx: &Ctx, live: &Live, command: &[String]) -> Result<i64>
     } else {
         command.to_vec()
     };
-    *ctx.current.lock().expect("step lock") = "command";
+    ctx.active.lock().expect("lock").push("command");
     pause_at("command").await;
     ctx.say(format!("running {} as {}", shell_words(&cmd), m.guest.user));
+    let started = Instant::now();
     let r = async {
         let code = live
             .guest
@@ -1043,6 +1149,11 @@ async fn command_step(ctx: &Ctx, live: &Live, command: &[String]) -> Result<i64>
         Ok(code)
     }
     .await;
+    ctx.timings
+        .lock()
+        .expect("lock")
+        .push(("command".to_string(), started.elapsed().as_millis()));
+    ctx.active.lock().expect("lock").retain(|s| *s != "command");
     r.map_err(|e: anyhow::Error| e.context("bottle run: step 'command' failed"))
 }
 
@@ -1064,7 +1175,7 @@ fn shell_words(cmd: &[String]) -> String {
 
 /// Unwinds the undo stack, then sweeps whatever still carries the run's label, then removes
 /// the run record. The record stays (marked) when something could not be removed.
-async fn teardown(ctx: &Ctx, record: &mut RunRecord, undo: &mut UndoStack) -> Result<()> {
+async fn teardown(ctx: &Ctx, undo: &mut UndoStack, complete: bool) -> Result<()> {
     let unwound = undo
         .unwind(|what, e| eprintln!("bottle run: undo '{what}' failed: {e:#}"))
         .await;
@@ -1073,11 +1184,15 @@ async fn teardown(ctx: &Ctx, record: &mut RunRecord, undo: &mut UndoStack) -> Re
         .iter()
         .map(|(what, e)| format!("{what}: {e:#}"))
         .collect();
-    // The machine's undos ran unless one failed; docker resources are swept by label always
-    // (one list call each), which catches a create cut short by a signal.
-    let machines = !unwound.failed.is_empty();
-    if let Err(e) = ops::sweep(&ctx.docker, ctx.smolvm.as_ref(), record, machines).await {
-        problems.push(format!("{e:#}"));
+    // After a run cut short (a signal, a failing step), whatever still carries the run's label
+    // goes too: a create interrupted half-way pushed no undo. The machine's undos ran unless
+    // one failed (a machine's delete is pushed before its create).
+    let mut record = ctx.record.lock().expect("record lock").clone();
+    if !complete || !unwound.failed.is_empty() {
+        let machines = !unwound.failed.is_empty();
+        if let Err(e) = ops::sweep(&ctx.docker, ctx.smolvm.as_ref(), &record, machines).await {
+            problems.push(format!("{e:#}"));
+        }
     }
     if problems.is_empty() {
         RunRecord::remove(&ctx.store, &record.run_id)?;

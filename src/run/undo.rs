@@ -4,6 +4,12 @@
 //! [`UndoStack::unwind`] runs the undos in reverse order; it runs on an error, on a normal exit,
 //! on Ctrl-C and on SIGTERM alike. An undo that fails is reported and the rest still run: a
 //! network that cannot be removed must not keep the container before it from going.
+//!
+//! Things created by steps that ran at once, or by one step and independent of each other,
+//! are undone at once: [`UndoStack::push_together`] pushes undos that run concurrently, and
+//! [`UndoStack::push_stacks`] pushes whole stacks (filled by concurrent steps) that unwind
+//! concurrently, each in its own reverse order. What was pushed before them still waits for
+//! all of them: a run's networks go only after both of its containers.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,7 +17,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-type UndoFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+pub type UndoFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 /// One undo: what it removes, and the (lazy) future that removes it.
 struct Undo {
@@ -19,9 +25,15 @@ struct Undo {
     action: UndoFuture,
 }
 
+enum Entry {
+    One(Undo),
+    /// Stacks that unwind concurrently.
+    Together(Vec<UndoStack>),
+}
+
 #[derive(Default)]
 pub struct UndoStack {
-    items: Vec<Undo>,
+    items: Vec<Entry>,
 }
 
 /// What an unwind did.
@@ -45,10 +57,30 @@ impl UndoStack {
         what: impl Into<String>,
         action: impl Future<Output = Result<()>> + Send + 'static,
     ) {
-        self.items.push(Undo {
+        self.items.push(Entry::One(Undo {
             what: what.into(),
             action: Box::pin(action),
-        });
+        }));
+    }
+
+    /// Pushes undos of independent things, to run concurrently when unwound.
+    pub fn push_together(&mut self, undos: Vec<(String, UndoFuture)>) {
+        let stacks = undos
+            .into_iter()
+            .map(|(what, action)| UndoStack {
+                items: vec![Entry::One(Undo { what, action })],
+            })
+            .collect();
+        self.push_stacks(stacks);
+    }
+
+    /// Pushes stacks to unwind concurrently (each in its own reverse order) before anything
+    /// pushed earlier on this one.
+    pub fn push_stacks(&mut self, stacks: Vec<UndoStack>) {
+        let stacks: Vec<UndoStack> = stacks.into_iter().filter(|s| !s.is_empty()).collect();
+        if !stacks.is_empty() {
+            self.items.push(Entry::Together(stacks));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -59,22 +91,45 @@ impl UndoStack {
         self.items.is_empty()
     }
 
-    /// Runs every undo, last pushed first. `report` sees each failure as it happens.
+    /// Runs every undo, last pushed first; `report` then sees each failure.
     pub async fn unwind(&mut self, mut report: impl FnMut(&str, &anyhow::Error)) -> Unwound {
         let started = Instant::now();
         let mut out = Unwound::default();
-        while let Some(undo) = self.items.pop() {
-            tracing::debug!("undo: {}", undo.what);
-            match undo.action.await {
-                Ok(()) => out.done.push(undo.what),
+        for (what, r) in std::mem::take(self).run().await {
+            match r {
+                Ok(()) => out.done.push(what),
                 Err(e) => {
-                    report(&undo.what, &e);
-                    out.failed.push((undo.what, e));
+                    report(&what, &e);
+                    out.failed.push((what, e));
                 }
             }
         }
         out.millis = started.elapsed().as_millis();
         out
+    }
+
+    /// Unwinds, collecting each undo's result (boxed: `Together` recurses).
+    fn run(mut self) -> Pin<Box<dyn Future<Output = Vec<(String, Result<()>)>> + Send>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            while let Some(entry) = self.items.pop() {
+                match entry {
+                    Entry::One(u) => {
+                        let t = Instant::now();
+                        let r = u.action.await;
+                        tracing::debug!("undo: {} ({} ms)", u.what, t.elapsed().as_millis());
+                        out.push((u.what, r));
+                    }
+                    Entry::Together(stacks) => {
+                        let all =
+                            futures_util::future::join_all(stacks.into_iter().map(UndoStack::run))
+                                .await;
+                        out.extend(all.into_iter().flatten());
+                    }
+                }
+            }
+            out
+        })
     }
 }
 
@@ -106,6 +161,42 @@ mod tests {
         assert_eq!(out.failed.len(), 1);
         assert_eq!(reported, vec!["remove bundle: engine said no"]);
         assert!(stack.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stacks_unwind_together_before_what_came_first() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let entry = |name: &'static str| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(name);
+                Ok(())
+            }
+        };
+        let mut networks = UndoStack::new();
+        networks.push_together(vec![
+            ("net a".to_string(), Box::pin(entry("net a")) as UndoFuture),
+            ("net b".to_string(), Box::pin(entry("net b")) as UndoFuture),
+        ]);
+        let mut bundle = UndoStack::new();
+        bundle.push("bundle", entry("bundle"));
+        let mut guest = UndoStack::new();
+        guest.push("guest delete", entry("guest delete"));
+        guest.push("guest stop", entry("guest stop"));
+        networks.push_stacks(vec![bundle, guest, UndoStack::new()]);
+        assert_eq!(networks.len(), 2);
+        let out = networks.unwind(|_, _| {}).await;
+        let got = log.lock().unwrap().clone();
+        assert_eq!(got.len(), 5);
+        let at = |n: &str| got.iter().position(|g| *g == n).unwrap();
+        assert!(at("guest stop") < at("guest delete"));
+        for net in ["net a", "net b"] {
+            assert!(
+                at(net) > at("guest delete") && at(net) > at("bundle"),
+                "{got:?}"
+            );
+        }
+        assert_eq!(out.done.len(), 5);
     }
 
     #[tokio::test]
