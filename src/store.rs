@@ -95,8 +95,11 @@ pub struct GcReport {
 }
 
 impl Store {
+    /// A store at `root`, made absolute against the current folder: its paths are handed to
+    /// the engine (bind mounts), which resolves nothing relative.
     pub fn new(root: impl Into<PathBuf>) -> Store {
-        Store { root: root.into() }
+        let root = root.into();
+        Store { root: std::path::absolute(&root).unwrap_or(root) }
     }
 
     pub fn root(&self) -> &Path {
