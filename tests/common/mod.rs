@@ -28,7 +28,7 @@ impl Ctx {
             .expect("/bin/busybox (Debian's busybox-static; run scripts/setup)");
         std::fs::write(
             recipes.join("guest/Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY passwd /etc/passwd\nRUN mkdir -p /home/node && chown 1000:1000 /home/node\nUSER node\n",
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY passwd group /etc/\nRUN mkdir -p /home/node && chown 1000:1000 /home/node\nUSER node\n",
         )
         .unwrap();
         std::fs::write(
@@ -36,6 +36,7 @@ impl Ctx {
             "root:x:0:0::/root:/bin/sh\nnode:x:1000:1000::/home/node:/bin/sh\n",
         )
         .unwrap();
+        std::fs::write(recipes.join("guest/group"), "root:x:0:\nnode:x:1000:\n").unwrap();
         std::fs::create_dir_all(recipes.join("skills/one")).unwrap();
         std::fs::write(recipes.join("skills/one/SKILL.md"), "a skill\n").unwrap();
         std::fs::write(recipes.join("prompt.md"), "be careful\n").unwrap();
