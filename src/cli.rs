@@ -513,8 +513,8 @@ async fn run_commands(cli: &Cli, store: &Store) -> Result<Outcome> {
                 }
             } else {
                 println!(
-                    "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  {}",
-                    "RUN", "NAME", "HASH", "GUEST", "PID", "STATE", "BUNDLE"
+                    "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  BUNDLE",
+                    "RUN", "NAME", "HASH", "GUEST", "PID", "STATE"
                 );
                 for r in rows {
                     println!(

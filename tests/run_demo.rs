@@ -89,13 +89,15 @@ fn demo_end_to_end_user_home_env_exit_codes() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let (run_id, bundle_ip) = loop {
         let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
-        if let Some(r) = ps.as_array().and_then(|a| a.first()) {
-            if r["live"] == true && r["guest"].is_string() && r["bundle_ip"].is_string() {
-                break (
-                    r["run_id"].as_str().unwrap().to_string(),
-                    r["bundle_ip"].as_str().unwrap().to_string(),
-                );
-            }
+        if let Some(r) = ps.as_array().and_then(|a| a.first())
+            && r["live"] == true
+            && r["guest"].is_string()
+            && r["bundle_ip"].is_string()
+        {
+            break (
+                r["run_id"].as_str().unwrap().to_string(),
+                r["bundle_ip"].as_str().unwrap().to_string(),
+            );
         }
         assert!(Instant::now() < deadline, "the run did not come up");
         std::thread::sleep(Duration::from_millis(100));
@@ -361,5 +363,43 @@ git_email = "agent@bottle.invalid"
     signal(&child, libc::SIGTERM);
     let (code, _, stderr) = finish(child, Duration::from_secs(60));
     assert_eq!(code, Some(143), "{stderr}");
+    ctx.assert_nothing_left();
+}
+
+#[test]
+fn a_run_rehashes_small_artifacts_only() {
+    let ctx = RunCtx::new("run-rehash");
+    let hash = ctx.build(&ctx.recipe());
+    let entry = ctx.store.join("v1/builds").join(&hash);
+    // A byte changed in the middle of the (> 1 MiB) guest archive, size kept: not rehashed,
+    // and not read either while the engine holds the image.
+    let archive = entry.join("guest/image.tar");
+    let original = std::fs::read(&archive).unwrap();
+    assert!(original.len() > 1 << 20);
+    let mut changed = original.clone();
+    let mid = changed.len() / 2;
+    changed[mid] ^= 0xff;
+    std::fs::write(&archive, &changed).unwrap();
+    let out = ctx.output(&["run", &hash, "--", "true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&archive, &original).unwrap();
+    // A changed config (small, mounted into the bundle) is caught before anything is created.
+    let config = entry.join("config/pipelock.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("example.com", "example.org")).unwrap();
+    let out = ctx.output(&["run", &hash, "--", "true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("artifact config/pipelock.json")
+            && stderr.contains("differs from its manifest"),
+        "{stderr}"
+    );
+    std::fs::write(&config, text).unwrap();
     ctx.assert_nothing_left();
 }

@@ -21,12 +21,10 @@ fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 stack.push(p);
-            } else if ft.is_file() {
-                if let Ok(bytes) = std::fs::read(&p) {
-                    if bytes.windows(needle.len()).any(|w| w == needle) {
-                        hits.push(p.display().to_string());
-                    }
-                }
+            } else if ft.is_file()
+                && std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                hits.push(p.display().to_string());
             }
         }
     }
@@ -40,10 +38,10 @@ fn cmdlines_containing(needle: &[u8]) -> Vec<String> {
         if !name.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        if let Ok(bytes) = std::fs::read(e.path().join("cmdline")) {
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                hits.push(format!("{name}: {}", String::from_utf8_lossy(&bytes)));
-            }
+        if let Ok(bytes) = std::fs::read(e.path().join("cmdline"))
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            hits.push(format!("{name}: {}", String::from_utf8_lossy(&bytes)));
         }
     }
     hits

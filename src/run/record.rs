@@ -171,6 +171,36 @@ pub fn process_start(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
+/// A new record for a run about to start, owned by this process.
+pub fn new_record(
+    run_id: &str,
+    hash: &str,
+    name: &str,
+    backend: GuestBackend,
+    smolvm_state_dir: Option<PathBuf>,
+) -> RunRecord {
+    let pid = std::process::id();
+    RunRecord {
+        format: RECORD_FORMAT,
+        run_id: run_id.to_string(),
+        hash: hash.to_string(),
+        name: name.to_string(),
+        backend,
+        pid,
+        pid_start: process_start(pid),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        subnet: None,
+        bundle_ip: None,
+        guest: None,
+        smolvm_state_dir,
+        created: Vec::new(),
+        teardown_error: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,35 +274,5 @@ mod tests {
                 teardown_error: None,
             }
         }
-    }
-}
-
-/// A new record for a run about to start, owned by this process.
-pub fn new_record(
-    run_id: &str,
-    hash: &str,
-    name: &str,
-    backend: GuestBackend,
-    smolvm_state_dir: Option<PathBuf>,
-) -> RunRecord {
-    let pid = std::process::id();
-    RunRecord {
-        format: RECORD_FORMAT,
-        run_id: run_id.to_string(),
-        hash: hash.to_string(),
-        name: name.to_string(),
-        backend,
-        pid,
-        pid_start: process_start(pid),
-        started: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        subnet: None,
-        bundle_ip: None,
-        guest: None,
-        smolvm_state_dir,
-        created: Vec::new(),
-        teardown_error: None,
     }
 }

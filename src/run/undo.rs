@@ -19,6 +19,9 @@ use anyhow::Result;
 
 pub type UndoFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
+/// Each undo's name and result, in the order they ran.
+type Results = Vec<(String, Result<()>)>;
+
 /// One undo: what it removes, and the (lazy) future that removes it.
 struct Undo {
     what: String,
@@ -109,7 +112,7 @@ impl UndoStack {
     }
 
     /// Unwinds, collecting each undo's result (boxed: `Together` recurses).
-    fn run(mut self) -> Pin<Box<dyn Future<Output = Vec<(String, Result<()>)>> + Send>> {
+    fn run(mut self) -> Pin<Box<dyn Future<Output = Results> + Send>> {
         Box::pin(async move {
             let mut out = Vec::new();
             while let Some(entry) = self.items.pop() {

@@ -390,10 +390,8 @@ async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64> {
             .inspect_exec(exec_id)
             .await
             .map_err(|e| anyhow!("cannot inspect exec {exec_id}: {e}"))?;
-        if info.running != Some(true) {
-            if let Some(code) = info.exit_code {
-                return Ok(code);
-            }
+        if let (false, Some(code)) = (info.running == Some(true), info.exit_code) {
+            return Ok(code);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
