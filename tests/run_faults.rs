@@ -216,3 +216,20 @@ fn down_stops_a_live_run_which_tears_itself_down() {
     assert_eq!(code, Some(143));
     ctx.assert_nothing_left();
 }
+
+#[test]
+fn down_all_finds_what_a_run_left_without_its_record() {
+    let ctx = RunCtx::new("run-orphan");
+    let hash = ctx.build(&ctx.recipe());
+    let (mut child, _) = ctx.spawn_paused("command", &["run", &hash, "--", "true"], &[]);
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+    // The record is lost (say, the store folder was cleaned by hand): the labels remain.
+    std::fs::remove_dir_all(ctx.store.join("v1/runs")).unwrap();
+    let left = ctx.leftovers();
+    assert!(left.iter().any(|l| l.starts_with("network")), "{left:?}");
+    let out = ctx.ok(&["down", "--all", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["orphan"], true, "{out}");
+    ctx.assert_nothing_left();
+}
