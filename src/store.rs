@@ -14,7 +14,8 @@
 //!     │   └── provision/      prompt and skills copied into the guest
 //!     ├── tmp/HASH.XXXXXX/    builds under way; published by one rename into builds/
 //!     ├── locks/HASH.lock     one lock per hash: concurrent builds of one recipe build once
-//!     └── roots/NAME          a file holding a hash that `bottle gc` keeps
+//!     ├── roots/NAME          a file holding a hash that `bottle gc` keeps
+//!     └── runs/RUNID/         a run's record until its teardown completes (see `run::record`)
 //! ```
 //!
 //! An entry appears by one `rename(2)` of a finished temporary folder, so a reader sees a whole
@@ -99,7 +100,9 @@ impl Store {
     /// the engine (bind mounts), which resolves nothing relative.
     pub fn new(root: impl Into<PathBuf>) -> Store {
         let root = root.into();
-        Store { root: std::path::absolute(&root).unwrap_or(root) }
+        Store {
+            root: std::path::absolute(&root).unwrap_or(root),
+        }
     }
 
     pub fn root(&self) -> &Path {

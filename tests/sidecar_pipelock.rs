@@ -444,3 +444,30 @@ fn an_unknown_daemon_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Regression: a client that half-closes after sending its request (busybox `nc` does) got
+/// no answer for an allowed host: hyper closed the connection on the read side's EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = free_port();
+    write_config(dir.path(), proxy, &["localhost"]);
+    let http_port = plain_server().await;
+    let mut sidecar = Sidecar::start(dir.path(), "pipelock");
+    sidecar
+        .wait_for(&format!("listening on 127.0.0.1:{proxy}"))
+        .await;
+    let mut s = TcpStream::connect(("127.0.0.1", proxy)).await.unwrap();
+    s.write_all(get("localhost", http_port).as_bytes())
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap(); // half-close: no more bytes from the client
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy answers within 20 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(text.contains("plain ok"), "{text:?}");
+}

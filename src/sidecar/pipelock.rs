@@ -194,8 +194,10 @@ impl Pipelock {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(state.handle(req, peer.ip()).await) }
                 });
-                // A client that goes away mid-request is not worth a log line.
+                // A client that goes away mid-request is not worth a log line. One that only
+                // half-closes after its request (busybox nc does) still gets its answer.
                 let _ = http1::Builder::new()
+                    .half_close(true)
                     .preserve_header_case(true)
                     .title_case_headers(true)
                     .serve_connection(TokioIo::new(stream), svc)
