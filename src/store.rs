@@ -455,13 +455,31 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes entries kept neither by a root nor by `keep`, leftovers of killed builds, and
+    /// Hashes named by run records (`runs/RUNID/record.json`): a run, live or left behind by
+    /// a killed process, mounts files of its entry, so gc keeps the entry until `bottle down`.
+    fn run_hashes(&self) -> Vec<BuildHash> {
+        let Ok(rd) = fs::read_dir(self.layout().join("runs")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| fs::read(e.path().join("record.json")).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter_map(|v| {
+                v.get("hash")
+                    .and_then(|h| h.as_str())
+                    .and_then(BuildHash::parse)
+            })
+            .collect()
+    }
+
+    /// Removes entries kept neither by a root, nor by a run record, nor by `keep`, leftovers of killed builds, and
     /// folders of other layout versions. Entries whose lock is held (a build or run is using
     /// them) are left alone.
     pub fn gc(&self, keep: &[BuildHash], dry_run: bool) -> Result<GcReport, StoreError> {
         let mut report = GcReport::default();
         let mut kept: BTreeSet<BuildHash> = keep.iter().cloned().collect();
         kept.extend(self.roots_list()?.into_iter().map(|(_, h)| h));
+        kept.extend(self.run_hashes());
         let remove = |path: &Path, report: &mut GcReport| -> Result<(), StoreError> {
             report.freed_bytes += du(path);
             if !dry_run {

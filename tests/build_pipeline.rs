@@ -735,3 +735,18 @@ fn a_new_builder_version_gives_a_new_hash() {
     assert_eq!(now.plan, next.plan);
     assert_eq!(now.inputs, next.inputs);
 }
+
+#[test]
+fn gc_keeps_the_entry_of_a_run_until_the_run_is_down() {
+    let ctx = Ctx::new("gc-run");
+    let h = ctx.build(&ctx.recipe());
+    let run = ctx.store.join("v1/runs/0123456789");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("record.json"), format!("{{\"hash\": \"{h}\"}}")).unwrap();
+    let out = ctx.ok(&["gc"]);
+    assert!(out.contains("removed 0 entries"), "{out}");
+    assert!(ctx.entry(&h).exists());
+    std::fs::remove_dir_all(&run).unwrap();
+    ctx.ok(&["gc"]);
+    assert!(!ctx.entry(&h).exists());
+}
