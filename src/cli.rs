@@ -24,7 +24,9 @@ Exit codes:
 /// Nix-style build-then-run pipeline for coding-agent sandboxes (bottles).
 ///
 /// `bottle build RECIPE` hashes every input of a recipe before building, then builds the
-/// artifact set for that hash once into an immutable store entry.
+/// artifact set for that hash once into an immutable store entry. `bottle run HASH` brings
+/// that entry up (network, bundle, guest, chown, provisioning), runs the agent, and tears
+/// everything down in reverse order whatever happens.
 #[derive(Debug, Parser)]
 #[command(name = "bottle", version, after_help = EXIT_CODES)]
 pub struct Cli {
