@@ -225,41 +225,38 @@ impl Store {
 
     /// Takes the hash's lock, waiting (and saying so) while another process holds it.
     pub fn lock(&self, hash: &BuildHash) -> Result<HashLock, StoreError> {
-        let path = self.lock_path(hash);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                tracing::info!(
-                    "Waiting for another build of {} (lock {})",
-                    hash.short(),
-                    path.display()
-                );
-                file.lock().map_err(io(&path))?;
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
+        if let Some(lock) = self.try_lock(hash)? {
+            return Ok(lock);
         }
+        let path = self.lock_path(hash);
+        tracing::info!(
+            "Waiting for another build of {} (lock {})",
+            hash.short(),
+            path.display()
+        );
+        let file = self.lock_file(&path)?;
+        file.lock().map_err(io(&path))?;
         Ok(HashLock { _file: file })
     }
 
+    /// The hash's lock if no other process holds it.
     fn try_lock(&self, hash: &BuildHash) -> Result<Option<HashLock>, StoreError> {
         let path = self.lock_path(hash);
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let file = self.lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(HashLock { _file: file })),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(io(&path)(e)),
         }
+    }
+
+    fn lock_file(&self, path: &Path) -> Result<File, StoreError> {
+        File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io(path))
     }
 
     /// A fresh temporary folder for building `hash`. The caller holds the hash's lock, so any

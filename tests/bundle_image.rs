@@ -34,7 +34,7 @@ impl Drop for Cleanup {
             let ids: Vec<&str> = ids.lines().collect();
             if !ids.is_empty() {
                 let _ = Command::new("docker")
-                    .args(["rmi", "-f"])
+                    .args(["rmi", "-f", "--no-prune"])
                     .args(&ids)
                     .output();
             }

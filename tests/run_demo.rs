@@ -221,7 +221,7 @@ fn a_second_run_loads_no_image() {
     let guest = m["guest"]["image_id"].as_str().unwrap().to_string();
     let bundle = m["bundle"]["image_id"].as_str().unwrap().to_string();
     // The images are this test's own (its hash labels them): take them out of the engine.
-    docker(&["rmi", "-f", &guest, &bundle]);
+    docker(&["rmi", "-f", "--no-prune", &guest, &bundle]);
     let first: serde_json::Value =
         serde_json::from_str(&ctx.ok(&["run", "--json", &hash, "--", "true"])).unwrap();
     let loaded: Vec<&str> = first["images_loaded"]

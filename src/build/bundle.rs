@@ -7,10 +7,9 @@
 //! hash names.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::config::paths;
 use crate::hash::BuildHash;
@@ -52,19 +51,17 @@ pub async fn bundle_archive(
         ("bottle.role".to_string(), "bundle".to_string()),
     ]);
     step.message("building the bundle image");
-    let id = docker::build_image(&engine, tarball, "Dockerfile", &tag, labels, |line| {
-        step.message(line)
-    })
+    docker::build_and_save(
+        &engine,
+        tarball,
+        "Dockerfile",
+        &tag,
+        labels,
+        &dest,
+        |line| step.message(line),
+    )
     .await
-    .context("cannot build the bundle image")?;
-    step.message("saving the bundle image");
-    docker::save_image(&engine, &tag, &dest).await?;
-    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644))?;
-    let saved = docker::archive_image_id(&dest)?;
-    if saved != id {
-        bail!("the engine built bundle image {id} but saved {saved}; build again");
-    }
-    Ok(id)
+    .context("cannot build the bundle image")
 }
 
 /// The context tarball: the Dockerfile and the running executable as `bottle` (mode 0755,

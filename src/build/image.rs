@@ -59,28 +59,23 @@ pub async fn guest_archive(
                 ("bottle.hash".to_string(), hash.to_string()),
                 ("bottle.name".to_string(), planned.plan.name.clone()),
             ]);
-            let id =
-                docker::build_image(&engine, tarball, DOCKERFILE_IN_TAR, &tag, labels, |line| {
-                    step.message(line)
-                })
-                .await?;
-            step.message("saving image");
-            docker::save_image(&engine, &tag, &dest).await?;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644))?;
-            let saved = docker::archive_image_id(&dest)?;
-            if saved != id {
-                bail!("the engine built image {id} but saved {saved}; build again");
-            }
-            Ok(id)
+            docker::build_and_save(
+                &engine,
+                tarball,
+                DOCKERFILE_IN_TAR,
+                &tag,
+                labels,
+                &dest,
+                |line| step.message(line),
+            )
+            .await
         }
         ImagePlan::Reference { reference } => {
             let engine = docker::connect().await?;
             step.message(&format!("pulling {reference}"));
             docker::pull(&engine, reference).await?;
-            step.message("saving image");
-            docker::save_image(&engine, reference, &dest).await?;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644))?;
-            docker::archive_image_id(&dest)
+            step.message("saving the image");
+            docker::save_archive(&engine, reference, &dest).await
         }
     }
 }

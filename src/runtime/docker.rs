@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -77,6 +78,34 @@ pub async fn build_image(
                 .ok_or_else(|| anyhow!("the engine reports no id for {tag}"))
         }
     }
+}
+
+/// Builds an image (as [`build_image`]), saves it into `dest` (as [`save_archive`]), and checks
+/// that the archive holds the image that was built. Returns its id.
+pub async fn build_and_save(
+    docker: &Docker,
+    tarball: Vec<u8>,
+    dockerfile: &str,
+    tag: &str,
+    labels: HashMap<String, String>,
+    dest: &Path,
+    mut on_line: impl FnMut(&str),
+) -> Result<String> {
+    let id = build_image(docker, tarball, dockerfile, tag, labels, &mut on_line).await?;
+    on_line("saving the image");
+    let saved = save_archive(docker, tag, dest).await?;
+    if saved != id {
+        bail!("the engine built image {id} but saved {saved}; build again");
+    }
+    Ok(id)
+}
+
+/// Streams `docker save IMAGE` into `dest` (mode 0644); returns the image id the archive
+/// records.
+pub async fn save_archive(docker: &Docker, image: &str, dest: &Path) -> Result<String> {
+    save_image(docker, image, dest).await?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o644))?;
+    archive_image_id(dest)
 }
 
 /// Pulls `reference` (pinned by digest) into the engine.

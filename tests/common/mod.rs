@@ -139,7 +139,9 @@ impl Drop for Ctx {
     }
 }
 
-/// Removes every image labelled with this build hash.
+/// Removes every image labelled with this build hash. `--no-prune`: the untagged parent layers
+/// are the engine's build cache, shared by tests building at the same moment; pruning them
+/// under a build in flight fails that build ("failed to get digest …").
 pub fn remove_images_of(hash: &str) {
     let out = Command::new("docker")
         .args([
@@ -157,8 +159,7 @@ pub fn remove_images_of(hash: &str) {
             .collect();
         if !ids.is_empty() {
             let _ = Command::new("docker")
-                .arg("rmi")
-                .arg("-f")
+                .args(["rmi", "-f", "--no-prune"])
                 .args(&ids)
                 .output();
         }

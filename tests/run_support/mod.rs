@@ -373,7 +373,7 @@ impl Drop for RunCtx {
             uniq.sort();
             uniq.dedup();
             if !uniq.is_empty() {
-                let mut args = vec!["rmi", "-f"];
+                let mut args = vec!["rmi", "-f", "--no-prune"];
                 args.extend(uniq.iter().map(String::as_str));
                 docker(&args);
             }
