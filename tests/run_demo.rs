@@ -266,31 +266,9 @@ fn a_recipe_is_built_first() {
 #[test]
 fn provisioning_and_bundle_mounts() {
     let ctx = RunCtx::new("run-provision");
-    let key = ctx.dir.path().join("id_test");
-    std::fs::write(&key, "not a real key\n").unwrap();
     ctx.write_recipe(
         "r.toml",
-        &recipe(
-            "run-provision",
-            &format!(
-                r#"
-[[git-gate.upstreams]]
-name = "origin"
-url = "git@example.invalid:x/y.git"
-identity = "{}"
-
-[supervise]
-enabled = true
-
-[provision]
-prompt = "prompt.md"
-skills = "skills"
-git_name = "Agent"
-git_email = "agent@bottle.invalid"
-"#,
-                key.display()
-            ),
-        ),
+        &recipe("run-provision", &ctx.provisioning_extra()),
     );
     let hash = ctx.build(&ctx.recipe());
     let script = "head -1 $SSL_CERT_FILE; cat ~/.claude/CLAUDE.md; cat ~/.claude/skills/one/SKILL.md; cat ~/.gitconfig; cat ~/.bottle/supervise.json; ls -ln ~/.claude/CLAUDE.md ~/.gitconfig ~/.bottle/supervise.json ~/.claude/skills/one/SKILL.md | awk '{print \"own \" $3 \":\" $4}'; echo \"EOF\"";
@@ -315,6 +293,7 @@ git_email = "agent@bottle.invalid"
     assert_eq!(owners, vec!["own 1000:1000"; 4], "{text}");
     ctx.assert_nothing_left();
 
+    let key = ctx.dir.path().join("id_test");
     // The bundle's mounts: read-only but for the supervise queue; the key in the bundle only.
     let (child, _) = ctx.spawn_paused("command", &["run", &hash, "--", "true"], &[]);
     let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();

@@ -188,31 +188,9 @@ exit 0
 #[test]
 fn smolvm_success_path_against_a_stand_in_that_records_argv() {
     let ctx = RunCtx::new("run-smolvm-stand-in");
-    let key = ctx.dir.path().join("id_test");
-    std::fs::write(&key, "not a real key\n").unwrap();
     ctx.write_recipe(
         "r.toml",
-        &smolvm_recipe(
-            "run-smolvm-stand-in",
-            &format!(
-                r#"
-[[git-gate.upstreams]]
-name = "origin"
-url = "git@example.invalid:x/y.git"
-identity = "{}"
-
-[supervise]
-enabled = true
-
-[provision]
-prompt = "prompt.md"
-skills = "skills"
-git_name = "Agent"
-git_email = "agent@bottle.invalid"
-"#,
-                key.display()
-            ),
-        ),
+        &smolvm_recipe("run-smolvm-stand-in", &ctx.provisioning_extra()),
     );
     let hash = ctx.build(&ctx.recipe());
     let log = ctx.dir.path().join("argv.log");

@@ -342,21 +342,24 @@ pub struct ExecSpec<'a> {
     pub cmd: &'a [String],
 }
 
+/// An exec of `spec` with stdout and stderr attached, and stdin when `stdin`.
+fn exec_options(spec: &ExecSpec<'_>, stdin: bool) -> CreateExecOptions<String> {
+    CreateExecOptions {
+        attach_stdin: Some(stdin),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        env: Some(spec.env.to_vec()),
+        cmd: Some(spec.cmd.to_vec()),
+        user: Some(spec.user.to_string()),
+        working_dir: spec.workdir.map(str::to_string),
+        ..Default::default()
+    }
+}
+
 /// Runs a command to completion, collecting its output.
 pub async fn exec_capture(docker: &Docker, spec: &ExecSpec<'_>) -> Result<Captured> {
     let created = docker
-        .create_exec(
-            spec.container,
-            CreateExecOptions {
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                env: Some(spec.env.to_vec()),
-                cmd: Some(spec.cmd.to_vec()),
-                user: Some(spec.user.to_string()),
-                working_dir: spec.workdir.map(str::to_string),
-                ..Default::default()
-            },
-        )
+        .create_exec(spec.container, exec_options(spec, false))
         .await
         .map_err(|e| anyhow!("cannot exec in {}: {e}", spec.container))?;
     let mut captured = Captured {
@@ -402,21 +405,10 @@ async fn exit_code(docker: &Docker, exec_id: &str) -> Result<i64> {
 /// returns its exit code.
 pub async fn exec_attached(docker: &Docker, spec: &ExecSpec<'_>) -> Result<i64> {
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let mut options = exec_options(spec, true);
+    options.tty = Some(tty);
     let created = docker
-        .create_exec(
-            spec.container,
-            CreateExecOptions {
-                attach_stdin: Some(true),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                tty: Some(tty),
-                env: Some(spec.env.to_vec()),
-                cmd: Some(spec.cmd.to_vec()),
-                user: Some(spec.user.to_string()),
-                working_dir: spec.workdir.map(str::to_string),
-                ..Default::default()
-            },
-        )
+        .create_exec(spec.container, options)
         .await
         .map_err(|e| anyhow!("cannot exec in {}: {e}", spec.container))?;
     let started = docker

@@ -95,6 +95,31 @@ impl RunCtx {
         self.recipes.join("r.toml")
     }
 
+    /// Recipe tables for every provisioning part: a git-gate upstream (with a dummy identity
+    /// file of this test), supervise, prompt, skills and git identity.
+    pub fn provisioning_extra(&self) -> String {
+        let key = self.dir.path().join("id_test");
+        std::fs::write(&key, "not a real key\n").unwrap();
+        format!(
+            r#"
+[[git-gate.upstreams]]
+name = "origin"
+url = "git@example.invalid:x/y.git"
+identity = "{}"
+
+[supervise]
+enabled = true
+
+[provision]
+prompt = "prompt.md"
+skills = "skills"
+git_name = "Agent"
+git_email = "agent@bottle.invalid"
+"#,
+            key.display()
+        )
+    }
+
     pub fn write_recipe(&self, file: &str, text: &str) -> PathBuf {
         let p = self.recipes.join(file);
         std::fs::write(&p, text).unwrap();
