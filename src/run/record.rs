@@ -211,20 +211,9 @@ mod tests {
         let start = process_start(me);
         assert!(start.is_some());
         let r = RunRecord {
-            format: RECORD_FORMAT,
-            run_id: "abc".into(),
-            hash: "00".into(),
-            name: "demo".into(),
-            backend: GuestBackend::Docker,
             pid: me,
             pid_start: start,
-            started: 0,
-            subnet: None,
-            bundle_ip: None,
-            guest: None,
-            smolvm_state_dir: None,
-            created: vec![],
-            teardown_error: None,
+            ..RunRecord::new_for_test("abc")
         };
         assert!(r.is_live());
         let other = RunRecord {

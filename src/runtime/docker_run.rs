@@ -558,12 +558,15 @@ pub async fn upload(docker: &Docker, container: &str, tar: Vec<u8>) -> Result<()
         .map_err(|e| anyhow!("cannot copy files into {container}: {e}"))
 }
 
-/// Names of the containers and networks carrying label `key=value`.
-pub async fn by_label(
+/// A resource's name and labels.
+type Labelled = (String, HashMap<String, String>);
+
+/// The containers (stopped ones too) and the networks carrying label `key=value`.
+async fn labelled(
     docker: &Docker,
     key: &str,
     value: &str,
-) -> Result<(Vec<String>, Vec<String>)> {
+) -> Result<(Vec<Labelled>, Vec<Labelled>)> {
     let filter = HashMap::from([("label", vec![format!("{key}={value}")])]);
     let containers = docker
         .list_containers(Some(
@@ -575,8 +578,13 @@ pub async fn by_label(
         .await
         .map_err(|e| anyhow!("cannot list containers: {e}"))?
         .into_iter()
-        .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
-        .map(|n| n.trim_start_matches('/').to_string())
+        .filter_map(|c| {
+            let name = c.names?.into_iter().next()?;
+            Some((
+                name.trim_start_matches('/').to_string(),
+                c.labels.unwrap_or_default(),
+            ))
+        })
         .collect();
     let networks = docker
         .list_networks(Some(
@@ -585,9 +593,20 @@ pub async fn by_label(
         .await
         .map_err(|e| anyhow!("cannot list networks: {e}"))?
         .into_iter()
-        .filter_map(|n| n.name)
+        .filter_map(|n| Some((n.name?, n.labels.unwrap_or_default())))
         .collect();
     Ok((containers, networks))
+}
+
+/// Names of the containers and networks carrying label `key=value`.
+pub async fn by_label(
+    docker: &Docker,
+    key: &str,
+    value: &str,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let (containers, networks) = labelled(docker, key, value).await?;
+    let names = |v: Vec<Labelled>| v.into_iter().map(|(name, _)| name).collect();
+    Ok((names(containers), names(networks)))
 }
 
 /// Values of `key` on every container and network that carries label `filter_key=filter_value`.
@@ -597,29 +616,12 @@ pub async fn label_values(
     filter_value: &str,
     key: &str,
 ) -> Result<Vec<String>> {
-    let filter = HashMap::from([("label", vec![format!("{filter_key}={filter_value}")])]);
-    let mut out = Vec::new();
-    for c in docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filter)
-                .build(),
-        ))
-        .await
-        .map_err(|e| anyhow!("cannot list containers: {e}"))?
-    {
-        out.extend(c.labels.and_then(|mut l| l.remove(key)));
-    }
-    for n in docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::new().filters(&filter).build(),
-        ))
-        .await
-        .map_err(|e| anyhow!("cannot list networks: {e}"))?
-    {
-        out.extend(n.labels.and_then(|mut l| l.remove(key)));
-    }
+    let (containers, networks) = labelled(docker, filter_key, filter_value).await?;
+    let mut out: Vec<String> = containers
+        .into_iter()
+        .chain(networks)
+        .filter_map(|(_, mut labels)| labels.remove(key))
+        .collect();
     out.sort();
     out.dedup();
     Ok(out)
