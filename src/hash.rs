@@ -1,103 +1,270 @@
-//! BuildHash: the name of a build, computed from its inputs *before* anything is built.
+//! Hash: the keys of an entry's components and of the entry itself, computed from a plan and
+//! its inputs *before* anything is built.
 //!
-//! The hash is blake3 over the canonical JSON encoding of a [`BuildKey`]:
+//! An entry is a closure of three components, each named by blake3 over the canonical JSON of
+//! its own key (tagged with its kind), which holds only what changes that component's bytes:
 //!
-//! | goes into the hash | why |
-//! | --- | --- |
-//! | `builder` ([`BUILDER`]): the build format version and a blake3 of the crate's sources (every file under `src/`, `Cargo.lock`, `Cargo.toml`, `build.rs`) with the profile, target, rustflags and `rustc -vV`, computed by `build.rs` at compile time | a builder that makes different artifacts must not reuse old entries; the bundle image holds the `bottle` binary itself, so its sources are an input of every build (a compile-time constant: `bottle hash` never reads the executable) |
-//! | `plan`: the whole [`Plan`] (serde JSON; struct fields in declaration order, maps sorted) | every recipe field that changes what is built |
-//! | `inputs`: a sorted map from each referenced file's path (relative to the recipe's folder) to its blake3 digest and executable bit, or a symlink's target | the Dockerfile and *every* file of its context, an image archive, the prompt, every file of the skills folder |
+//! | component | its key holds | stays out |
+//! | --- | --- | --- |
+//! | `guest` ([`GuestKey`]) | [`GUEST_FORMAT`]; backend and start mode; the image source: the Dockerfile's digest and every path of its build context that `.dockerignore` keeps (files by digest and executable bit, symlinks by target, folders, so an empty one counts), or an archive's digest, or a reference pinned by digest; for a smolvm pack, `smolvm --version` | bottle's own sources, the recipe's name, user, env, command, allowlist, routes, where the recipe lies |
+//! | `bundle` ([`BundleKey`]) | [`BUNDLE_FORMAT`] and [`BUILDER`]: a digest of bottle's sources (every file under `src/`, `Cargo.lock`, `Cargo.toml`, `build.rs`) with the profile, target, rustflags and `rustc -vV`, computed by `build.rs` at compile time, since the bundle image holds this very binary | everything of the recipe: one bundle per build of bottle, shared by all recipes |
+//! | `config` ([`ConfigKey`]) | [`CONFIG_FORMAT`]; the guest's user, home, command and env; pipelock, egress, git-gate and supervise as planned; the prompt's digest and each skills file's digest; git identity | the recipe's name, the image, bottle's sources (the config files' shape is versioned by [`CONFIG_FORMAT`] instead) |
 //!
-//! | stays out of the hash | why |
-//! | --- | --- |
-//! | the recipe's text (key order, whitespace, comments) | only its meaning, the plan, counts |
-//! | the recipe's folder on this machine | paths are relative, so checkouts in two places agree |
-//! | mtimes, owners, permission bits other than executable | they do not change what is built |
-//! | token values | the plan holds only the *names* of token env vars; values are read by `bottle run` |
-//! | identity keys | referenced by host path only, never read at build time |
-//! | CA keys | minted fresh by the build; they are outputs, not inputs |
+//! The entry's hash ([`BuildHash`]) is blake3 over the canonical JSON of its [`Manifest`]: the
+//! manifest format, the recipe's name (what runs and `bottle ls` call it) and the three
+//! component hashes. So adding a host to an allowlist makes a new `config` and a new entry
+//! that shares the old `guest` and `bundle`; upgrading bottle makes only a new `bundle`.
+//!
+//! Never hashed: mtimes, owners and permission bits other than the executable bit; the
+//! recipe's text (key order, whitespace, comments) and its folder on this machine (paths are
+//! relative); token values (the plan holds env var *names*); identity keys (host paths only,
+//! never read at build time); CA keys (minted on the machine that runs, per run).
 //!
 //! Some inputs cannot be pinned by content: a Dockerfile `FROM` of a tag without a digest, a
 //! `FROM` whose name comes from an `ARG`, an `ADD` of a URL. Each is an [`Impurity`]: a warning
 //! by default and an error under `--pure`; its message says how to pin it. (A registry
-//! `reference` in the recipe without a digest is refused outright by the plan.) What a `RUN`
-//! step downloads cannot be seen from outside at all: recipes meant to be reproducible build
-//! from vendored files.
+//! `reference` without a digest is refused outright by the plan.) What a `RUN` step downloads
+//! or writes cannot be seen from outside: recipes meant to be reproducible build from vendored
+//! files, and `bottle build` says when a Dockerfile has `RUN` steps.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{ImagePlan, Plan, Planned};
+use crate::digest::{Digest, InputDigest, file_digest};
+use crate::manifest::{Components, MANIFEST_FORMAT, Manifest};
+use crate::plan::{
+    EgressPlan, GitGatePlan, GuestBackend, GuestStart, ImagePlan, PipelockPlan, Planned,
+    SupervisePlan,
+};
 
-/// The builder: the build format and a digest of the sources of the `bottle` binary doing the
-/// build (computed by `build.rs` at compile time). The binary itself goes into the bundle
-/// image, so a different binary must make a different hash. Bump the format whenever the
-/// build would make different artifacts from the same plan and inputs.
-pub const BUILDER: &str = concat!("bottle-build/1+", env!("BOTTLE_SOURCE_DIGEST"));
+/// A digest of the sources and build settings of the `bottle` binary doing the build
+/// (computed by `build.rs` at compile time): the bundle image holds that binary.
+pub const BUILDER: &str = env!("BOTTLE_SOURCE_DIGEST");
 
-/// Files at least this large are hashed with memory mapping across all cores.
-const MMAP_THRESHOLD: u64 = 1 << 20;
+/// Bump when the guest artifact would differ for the same key (archive normalization, pack).
+pub const GUEST_FORMAT: u32 = 1;
+/// Bump when the bundle image archive's layout changes.
+pub const BUNDLE_FORMAT: u32 = 1;
+/// Bump when the config component's files (daemon configs, specs) change shape.
+pub const CONFIG_FORMAT: u32 = 1;
 
-/// A 64-hex blake3 digest naming one build.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct BuildHash(String);
+/// The name of an entry: blake3 of its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BuildHash(pub Digest);
 
-impl TryFrom<String> for BuildHash {
-    type Error = String;
-    fn try_from(s: String) -> Result<BuildHash, String> {
-        BuildHash::parse(&s).ok_or_else(|| format!("{s:?} is not a 64-hex build hash"))
+/// The name of a component: blake3 of its kind-tagged key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ComponentHash(pub Digest);
+
+macro_rules! hash_type {
+    ($t:ident) => {
+        impl $t {
+            pub fn parse(s: &str) -> Option<$t> {
+                Digest::parse(s).map($t)
+            }
+            pub fn hex(&self) -> String {
+                self.0.hex()
+            }
+            /// The first 12 hex digits, for resource names and messages.
+            pub fn short(&self) -> String {
+                self.0.short()
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+hash_type!(BuildHash);
+hash_type!(ComponentHash);
+
+/// The three components of every entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentKind {
+    Guest,
+    Bundle,
+    Config,
+}
+
+impl ComponentKind {
+    pub const ALL: [ComponentKind; 3] = [
+        ComponentKind::Guest,
+        ComponentKind::Bundle,
+        ComponentKind::Config,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            ComponentKind::Guest => "guest",
+            ComponentKind::Bundle => "bundle",
+            ComponentKind::Config => "config",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ComponentKind> {
+        ComponentKind::ALL.into_iter().find(|k| k.name() == s)
     }
 }
 
-impl From<BuildHash> for String {
-    fn from(h: BuildHash) -> String {
-        h.0
-    }
-}
-
-impl BuildHash {
-    pub fn parse(s: &str) -> Option<BuildHash> {
-        (s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| BuildHash(s.to_string()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    /// The first 12 hex digits, for resource names and messages.
-    pub fn short(&self) -> &str {
-        &self.0[..12]
-    }
-}
-
-impl fmt::Display for BuildHash {
+impl fmt::Display for ComponentKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.name())
     }
 }
 
-/// Everything the hash covers; kept beside each store entry as `key.json` so `bottle diff` can
-/// say why two builds differ.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BuildKey {
-    pub builder: String,
-    pub plan: Plan,
-    /// Relative path → `b3:HEX` (regular file), `b3x:HEX` (executable file) or `link:TARGET`.
-    pub inputs: BTreeMap<String, String>,
+/// A component: its kind and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ComponentId {
+    pub kind: ComponentKind,
+    pub hash: ComponentHash,
 }
 
-impl BuildKey {
-    /// The canonical encoding the hash is taken over.
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.hash.short())
+    }
+}
+
+/// What the guest artifact is made from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GuestKey {
+    pub format: u32,
+    pub backend: GuestBackend,
+    pub start: GuestStart,
+    pub source: GuestSource,
+    /// `smolvm --version`, for guests started from a `.smolmachine` pack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smolvm: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum GuestSource {
+    /// The Dockerfile's content and the build context (paths relative to the context).
+    Dockerfile {
+        dockerfile: Digest,
+        context: BTreeMap<String, InputDigest>,
+    },
+    /// A `docker save` archive's content.
+    Archive { archive: Digest },
+    /// A registry reference pinned by digest.
+    Reference { reference: String },
+}
+
+/// What the bundle image is made from: this very binary.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BundleKey {
+    pub format: u32,
+    pub builder: String,
+}
+
+/// What the config component is rendered from (see `crate::config`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigKey {
+    pub format: u32,
+    pub guest: GuestConfig,
+    pub pipelock: PipelockPlan,
+    pub egress: EgressPlan,
+    pub git_gate: GitGatePlan,
+    pub supervise: SupervisePlan,
+    pub provision: ProvisionKey,
+}
+
+/// The guest's own settings: who runs what, with which env.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    pub user: String,
+    pub home: String,
+    pub command: Vec<String>,
+    /// The recipe's own guest env; the config adds the bottle's fixed entries.
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionKey {
+    /// The prompt file's content.
+    pub prompt: Option<Digest>,
+    /// Each regular file of the skills folder, relative to it (symlinks are not copied into
+    /// the guest, so they are not part of the key).
+    pub skills: Option<BTreeMap<String, InputDigest>>,
+    pub git_name: Option<String>,
+    pub git_email: Option<String>,
+}
+
+/// A component key, tagged with its kind: what a component's name is the hash of.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ComponentKey {
+    Guest(GuestKey),
+    Bundle(BundleKey),
+    Config(ConfigKey),
+}
+
+impl ComponentKey {
+    pub fn kind(&self) -> ComponentKind {
+        match self {
+            ComponentKey::Guest(_) => ComponentKind::Guest,
+            ComponentKey::Bundle(_) => ComponentKind::Bundle,
+            ComponentKey::Config(_) => ComponentKind::Config,
+        }
+    }
+    /// The canonical encoding the component's hash is taken over.
     pub fn canonical(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a BuildKey always serializes")
+        serde_json::to_vec(self).expect("a component key always serializes")
+    }
+    pub fn hash(&self) -> ComponentHash {
+        ComponentHash(Digest::of(&self.canonical()))
+    }
+    pub fn id(&self) -> ComponentId {
+        ComponentId {
+            kind: self.kind(),
+            hash: self.hash(),
+        }
+    }
+}
+
+/// The keys of one recipe: everything `bottle hash` computes and `bottle build` builds from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    pub name: String,
+    pub guest: GuestKey,
+    pub bundle: BundleKey,
+    pub config: ConfigKey,
+}
+
+impl Keys {
+    pub fn component(&self, kind: ComponentKind) -> ComponentKey {
+        match kind {
+            ComponentKind::Guest => ComponentKey::Guest(self.guest.clone()),
+            ComponentKind::Bundle => ComponentKey::Bundle(self.bundle.clone()),
+            ComponentKind::Config => ComponentKey::Config(self.config.clone()),
+        }
+    }
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            name: self.name.clone(),
+            components: Components {
+                guest: self.component(ComponentKind::Guest).hash(),
+                bundle: self.component(ComponentKind::Bundle).hash(),
+                config: self.component(ComponentKind::Config).hash(),
+            },
+        }
     }
     pub fn hash(&self) -> BuildHash {
-        BuildHash(blake3::hash(&self.canonical()).to_hex().to_string())
+        self.manifest().hash()
     }
 }
 
@@ -117,7 +284,7 @@ impl fmt::Display for Impurity {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
-    #[error("cannot read input {path}: {source}; check that it exists and is readable")]
+    #[error("cannot read input {path}; check that it exists and is readable")]
     Read {
         path: PathBuf,
         #[source]
@@ -127,87 +294,148 @@ pub enum HashError {
         "input {path} is neither a file, a folder nor a symlink; remove it from the recipe's inputs"
     )]
     Special { path: PathBuf },
+    #[error(
+        "a smolvm guest started from a pack depends on the smolvm CLI's version, and it cannot be read"
+    )]
+    Smolvm {
+        #[source]
+        source: anyhow::Error,
+    },
 }
 
-/// The key of a plan: reads and digests every file the plan references.
-pub fn key(planned: &Planned) -> Result<(BuildKey, Vec<Impurity>), HashError> {
-    key_with_builder(planned, BUILDER)
+/// The keys of a plan: reads and digests every file the plan references.
+pub fn keys(planned: &Planned) -> Result<(Keys, Vec<Impurity>), HashError> {
+    keys_with_builder(planned, BUILDER)
 }
 
-pub fn key_with_builder(
+/// [`keys`] with another builder identity (as a different build of bottle would compute).
+pub fn keys_with_builder(
     planned: &Planned,
     builder: &str,
-) -> Result<(BuildKey, Vec<Impurity>), HashError> {
+) -> Result<(Keys, Vec<Impurity>), HashError> {
     let plan = &planned.plan;
-    let mut inputs = BTreeMap::new();
-    let mut impurities = Vec::new();
-    match &plan.guest.image {
+    let (source, impurities) = guest_source(planned)?;
+    let smolvm = match plan.guest.start {
+        GuestStart::Pack => Some(smolvm_version()?),
+        GuestStart::Image => None,
+    };
+    let guest = GuestKey {
+        format: GUEST_FORMAT,
+        backend: plan.guest.backend,
+        start: plan.guest.start,
+        source,
+        smolvm,
+    };
+    let p = &plan.provision;
+    let prompt = match &p.prompt {
+        Some(rel) => Some(content_digest(&planned.host_path(rel))?),
+        None => None,
+    };
+    let skills = match &p.skills {
+        Some(rel) => Some(
+            tree(&planned.host_path(rel))?
+                .into_iter()
+                .filter(|(_, d)| matches!(d, InputDigest::File { .. }))
+                .collect(),
+        ),
+        None => None,
+    };
+    let g = &plan.guest;
+    let config = ConfigKey {
+        format: CONFIG_FORMAT,
+        guest: GuestConfig {
+            user: g.user.clone(),
+            home: g.home.clone(),
+            command: g.command.clone(),
+            env: g.env.clone(),
+        },
+        pipelock: plan.pipelock.clone(),
+        egress: plan.egress.clone(),
+        git_gate: plan.git_gate.clone(),
+        supervise: plan.supervise.clone(),
+        provision: ProvisionKey {
+            prompt,
+            skills,
+            git_name: p.git_name.clone(),
+            git_email: p.git_email.clone(),
+        },
+    };
+    let keys = Keys {
+        name: plan.name.clone(),
+        guest,
+        bundle: BundleKey {
+            format: BUNDLE_FORMAT,
+            builder: builder.to_string(),
+        },
+        config,
+    };
+    Ok((keys, impurities))
+}
+
+fn guest_source(planned: &Planned) -> Result<(GuestSource, Vec<Impurity>), HashError> {
+    match &planned.plan.guest.image {
         ImagePlan::Dockerfile {
             dockerfile,
             context,
         } => {
-            add_tree(planned, context, &mut inputs)?;
-            add_file(planned, dockerfile, &mut inputs)?;
             let path = planned.host_path(dockerfile);
             let text = std::fs::read_to_string(&path).map_err(|source| HashError::Read {
                 path: path.clone(),
                 source,
             })?;
-            impurities.extend(dockerfile_impurities(&path, &text));
+            let impurities = dockerfile_impurities(&path, &text);
+            let source = GuestSource::Dockerfile {
+                dockerfile: Digest::of(text.as_bytes()),
+                context: tree(&planned.host_path(context))?,
+            };
+            Ok((source, impurities))
         }
-        ImagePlan::Archive { archive } => add_file(planned, archive, &mut inputs)?,
-        ImagePlan::Reference { .. } => {}
+        ImagePlan::Archive { archive } => Ok((
+            GuestSource::Archive {
+                archive: content_digest(&planned.host_path(archive))?,
+            },
+            Vec::new(),
+        )),
+        ImagePlan::Reference { reference } => Ok((
+            GuestSource::Reference {
+                reference: reference.clone(),
+            },
+            Vec::new(),
+        )),
     }
-    if let Some(prompt) = &plan.provision.prompt {
-        add_file(planned, prompt, &mut inputs)?;
-    }
-    if let Some(skills) = &plan.provision.skills {
-        add_tree(planned, skills, &mut inputs)?;
-    }
-    Ok((
-        BuildKey {
-            builder: builder.to_string(),
-            plan: plan.clone(),
-            inputs,
-        },
-        impurities,
-    ))
 }
 
-fn add_file(
-    planned: &Planned,
-    rel: &str,
-    inputs: &mut BTreeMap<String, String>,
-) -> Result<(), HashError> {
-    let path = planned.host_path(rel);
-    let meta = std::fs::symlink_metadata(&path).map_err(|source| HashError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    inputs.insert(rel.to_string(), entry_digest(&path, &meta)?);
-    Ok(())
+fn smolvm_version() -> Result<String, HashError> {
+    let smolvm =
+        crate::runtime::smolvm::Smolvm::locate().map_err(|source| HashError::Smolvm { source })?;
+    smolvm
+        .version()
+        .map_err(|source| HashError::Smolvm { source })
 }
 
-/// Every file below `rel`, in sorted order, symlinks recorded by their target (not followed).
-fn add_tree(
-    planned: &Planned,
-    rel: &str,
-    inputs: &mut BTreeMap<String, String>,
-) -> Result<(), HashError> {
-    let dir = planned.host_path(rel);
-    let mut stack = vec![(dir, rel.to_string())];
+fn content_digest(path: &Path) -> Result<Digest, HashError> {
+    file_digest(path)
+        .map(|(d, _)| d)
+        .map_err(|source| HashError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Every path below `dir` (folders too), relative and `/`-separated; symlinks recorded by
+/// their target, never followed.
+pub fn tree(dir: &Path) -> Result<BTreeMap<String, InputDigest>, HashError> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
-        let rd = std::fs::read_dir(&dir).map_err(|source| HashError::Read {
+        let read = |source| HashError::Read {
             path: dir.clone(),
             source,
-        })?;
-        for ent in rd {
-            let ent = ent.map_err(|source| HashError::Read {
-                path: dir.clone(),
-                source,
-            })?;
+        };
+        for ent in std::fs::read_dir(&dir).map_err(read)? {
+            let ent = ent.map_err(read)?;
             let name = ent.file_name().to_string_lossy().into_owned();
-            let child_rel = if rel.is_empty() {
+            let child = if rel.is_empty() {
                 name
             } else {
                 format!("{rel}/{name}")
@@ -217,52 +445,38 @@ fn add_tree(
                 path: path.clone(),
                 source,
             })?;
-            if meta.is_dir() {
-                stack.push((path, child_rel));
+            let digest = if meta.is_dir() {
+                stack.push((path, child.clone()));
+                InputDigest::Dir
             } else {
-                inputs.insert(child_rel, entry_digest(&path, &meta)?);
-            }
+                entry_digest(&path, &meta)?
+            };
+            out.insert(child, digest);
         }
     }
-    Ok(())
+    Ok(out)
 }
 
-fn entry_digest(path: &Path, meta: &std::fs::Metadata) -> Result<String, HashError> {
+fn entry_digest(path: &Path, meta: &std::fs::Metadata) -> Result<InputDigest, HashError> {
     let ft = meta.file_type();
     if ft.is_symlink() {
         let target = std::fs::read_link(path).map_err(|source| HashError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        return Ok(format!("link:{}", target.to_string_lossy()));
+        return Ok(InputDigest::Symlink {
+            target: target.to_string_lossy().into_owned(),
+        });
     }
     if !ft.is_file() {
         return Err(HashError::Special {
             path: path.to_path_buf(),
         });
     }
-    let (digest, _) = file_digest(path).map_err(|source| HashError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let exec = meta.permissions().mode() & 0o111 != 0;
-    Ok(format!("{}:{}", if exec { "b3x" } else { "b3" }, digest))
-}
-
-/// blake3 of a file's content and its size; large files are memory-mapped and hashed on all
-/// cores (as `b3sum` does), small ones read.
-pub fn file_digest(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let size = file.metadata()?.len();
-    let mut hasher = blake3::Hasher::new();
-    if size >= MMAP_THRESHOLD {
-        hasher.update_mmap_rayon(path)?;
-    } else {
-        let mut buf = Vec::with_capacity(size as usize);
-        file.read_to_end(&mut buf)?;
-        hasher.update(&buf);
-    }
-    Ok((hasher.finalize().to_hex().to_string(), size))
+    Ok(InputDigest::File {
+        digest: content_digest(path)?,
+        executable: meta.permissions().mode() & 0o111 != 0,
+    })
 }
 
 /// `FROM` lines whose image the hash cannot pin, and `ADD`s of URLs.
@@ -311,6 +525,20 @@ pub fn dockerfile_impurities(path: &Path, text: &str) -> Vec<Impurity> {
     out
 }
 
+/// Line numbers of a Dockerfile's `RUN` steps: what they write is up to them, so the guest
+/// artifact is bit-identical across builds only if they are deterministic.
+pub fn dockerfile_run_lines(text: &str) -> Vec<usize> {
+    logical_lines(text)
+        .into_iter()
+        .filter(|(_, l)| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("RUN"))
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Joins backslash-continued lines and drops comments; yields (first line number, text).
 fn logical_lines(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
@@ -344,19 +572,28 @@ mod tests {
     fn dockerfile_from_lines() {
         let d = "b".repeat(64);
         let text = format!(
-            "# c\nFROM scratch\nFROM node:20 AS base\nFROM base\nFROM alpine@sha256:{d}\nARG X\nFROM $X\nADD https://x/y /y\n"
+            "# c\nFROM scratch\nFROM node:20 AS base\nFROM base\nFROM alpine@sha256:{d}\nARG X\nFROM $X\nADD https://x/y /y\nRUN a \\\n  b\n"
         );
         let got: Vec<usize> = dockerfile_impurities(Path::new("D"), &text)
             .iter()
             .map(|i| i.line)
             .collect();
         assert_eq!(got, vec![3, 7, 8]);
+        assert_eq!(dockerfile_run_lines(&text), vec![9]);
     }
 
     #[test]
-    fn build_hash_parse() {
-        assert!(BuildHash::parse(&"0".repeat(64)).is_some());
-        assert!(BuildHash::parse(&"0".repeat(63)).is_none());
-        assert!(BuildHash::parse(&"A".repeat(64)).is_none());
+    fn component_hashes_depend_on_kind_and_key() {
+        let bundle = |b: &str| {
+            ComponentKey::Bundle(BundleKey {
+                format: BUNDLE_FORMAT,
+                builder: b.into(),
+            })
+        };
+        assert_eq!(bundle("a").hash(), bundle("a").hash());
+        assert_ne!(bundle("a").hash(), bundle("b").hash());
+        let back: ComponentKey =
+            serde_json::from_slice(&bundle("a").canonical()).expect("round trip");
+        assert_eq!(back, bundle("a"));
     }
 }

@@ -3,15 +3,21 @@
 //! Data flows one way through one module per stage:
 //!
 //! ```text
-//! recipe (TOML → Recipe) → plan (Plan) → hash (BuildKey → BuildHash) → build → store (Manifest)
+//! recipe (TOML → Recipe) → plan (Plan) → hash (Keys → component hashes → BuildHash)
+//!   → builder (the components the store lacks) → store (entries, components, verify, gc)
 //!   → run (network → bundle → guest → chown → provision → command; an undo stack tears it down)
 //! ```
 //!
-//! `runtime/` talks to the engines (the Docker Engine API, the smolvm CLI); `sidecar/` holds the
-//! bundle's daemons (`bottle sidecar`, run inside the bundle image); `cli` is the glue.
+//! `digest` holds the typed blake3 values; `manifest` the contract between build and run (an
+//! entry's manifest, component records, specs); `config` renders the config component from
+//! its key; `diff` compares entries. `runtime/` talks to the engines (the Docker Engine API,
+//! the smolvm CLI) and holds the guest either runs; `sidecar/` holds the bundle's daemons
+//! (`bottle sidecar`, run inside the bundle image); `cli` is the glue; `progress` draws it.
 
-pub mod build;
+pub mod builder;
 pub mod cli;
+pub mod config;
+pub mod diff;
 pub mod digest;
 pub mod hash;
 pub mod manifest;

@@ -35,6 +35,8 @@ fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Damaged) => ExitCode::from(3),
         Ok(Outcome::Exit(code)) => ExitCode::from(code),
+        // A closed stdout (`bottle ls | head -1`) is a quiet success.
+        Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -1,77 +1,116 @@
-//! Manifest: what a store entry holds and how to run it.
+//! Manifest: the contract between the build and the run — an entry's manifest, each
+//! component's record, and the specs the config component carries.
 //!
-//! The build writes one `manifest.json` per entry, last; `bottle run` consumes it. It lists
-//! every artifact with its blake3, size and mode (machine-local secrets marked), and carries
-//! the specs the run phase needs: the guest spec (image artifact, user, home, command, the
-//! whole guest env, provisioning) and the bundle spec (daemons, env *names* for tokens,
-//! mounts, ports). Nothing in it is a secret.
+//! - [`Manifest`]: an entry. The recipe's name and its three components by hash; the entry's
+//!   own hash is blake3 over the manifest's canonical JSON, so a manifest that does not hash to
+//!   its entry's name is refused.
+//! - [`Record`]: a component's `record.json`. Its key (which hashes to the component's name),
+//!   the image it holds (guest and bundle), and every file with blake3, size and mode.
+//! - [`GuestSpec`], [`BundleSpec`]: how to run the guest and the bundle. They are files of the
+//!   config component, rendered from its key by `crate::config`; the run uses what rendering
+//!   the verified key gives, and `verify` refuses a file that differs from it.
 //!
-//! [`Manifest::parse`] checks a manifest read from disk or from a remote: the format version,
-//! the hash, and that every path stays inside the entry. It is fuzzed.
+//! Nothing here is a secret: tokens appear by env var name, identity keys by host path, and CA
+//! keys are not part of any component (each run mints its own).
+//!
+//! [`Manifest::parse`] and [`Record::parse`] check what they read from disk or from elsewhere
+//! (format, hashes, paths inside the component); they are fuzzed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hash::BuildHash;
-use crate::plan::{GuestBackend, GuestStart};
+use crate::digest::Digest;
+use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKey, ComponentKind};
 
-pub const MANIFEST_FORMAT: u32 = 1;
-pub const MANIFEST_FILE: &str = "manifest.json";
-pub const KEY_FILE: &str = "key.json";
+pub const MANIFEST_FORMAT: u32 = 2;
+pub const RECORD_FORMAT: u32 = 1;
+/// Each component's record, written last into its folder.
+pub const RECORD_FILE: &str = "record.json";
 
+/// A store entry: a name and a closure of components.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub format: u32,
-    pub hash: BuildHash,
     pub name: String,
-    pub builder: String,
-    /// Seconds since the Unix epoch when the entry was published (informational only).
-    pub created: u64,
-    pub guest: GuestSpec,
-    pub bundle: BundleSpec,
-    /// Sorted by path.
-    pub artifacts: Vec<Artifact>,
+    pub components: Components,
 }
 
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Components {
+    pub guest: ComponentHash,
+    pub bundle: ComponentHash,
+    pub config: ComponentHash,
+}
+
+impl Components {
+    pub fn get(&self, kind: ComponentKind) -> ComponentId {
+        let hash = match kind {
+            ComponentKind::Guest => self.guest,
+            ComponentKind::Bundle => self.bundle,
+            ComponentKind::Config => self.config,
+        };
+        ComponentId { kind, hash }
+    }
+    pub fn ids(&self) -> [ComponentId; 3] {
+        ComponentKind::ALL.map(|k| self.get(k))
+    }
+}
+
+/// A file of a component.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Artifact {
-    /// Relative to the entry, `/`-separated.
+    /// Relative to the component's folder, `/`-separated.
     pub path: String,
-    pub blake3: String,
+    pub blake3: Digest,
     pub size: u64,
-    /// Permission bits, e.g. 0o600 for a private key.
+    /// Permission bits.
     pub mode: u32,
-    /// A secret of this machine (a CA key): never pushed to a remote cache.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub machine_local: bool,
+}
+
+/// The image a guest or bundle component holds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRef {
+    /// The image archive (a component path).
+    pub archive: String,
+    /// The engine's image id of that archive (`sha256:…` of its config), so a run can skip
+    /// loading it.
+    pub id: String,
+    /// The `.smolmachine` pack (a component path), for smolvm guests started from a pack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+}
+
+/// A component's `record.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub format: u32,
+    pub key: ComponentKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRef>,
+    /// Sorted by path; the record itself is not listed.
+    pub files: Vec<Artifact>,
 }
 
 /// Placeholder filled by `bottle run` with the bundle's IP on the run's network.
 pub const BUNDLE_IP_TEMPLATE: &str = "{{bundle_ip}}";
 
+/// How the guest runs: a file of the config component (`guest.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct GuestSpec {
-    pub backend: GuestBackend,
-    pub start: GuestStart,
-    /// The `docker save` archive of the guest image (an entry path).
-    pub image_archive: String,
-    /// The engine's image id of that archive, so a run can skip loading it.
-    pub image_id: String,
-    /// The `.smolmachine` pack (an entry path), for smolvm guests started from a pack.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pack: Option<String>,
     pub user: String,
     pub home: String,
     pub command: Vec<String>,
     /// The whole guest env, re-passed on every exec. Values may hold [`BUNDLE_IP_TEMPLATE`].
     pub env: BTreeMap<String, String>,
-    /// The CA the guest must trust (an entry path) and where it goes in the guest.
-    pub ca: String,
+    /// Where the run's CA certificate goes in the guest (the trust trio points here).
     pub ca_guest_path: String,
     pub provision: ProvisionSpec,
 }
@@ -79,7 +118,7 @@ pub struct GuestSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ProvisionSpec {
-    /// Entry paths.
+    /// Config component paths.
     pub prompt: Option<String>,
     pub skills: Option<String>,
     pub git_name: Option<String>,
@@ -89,14 +128,10 @@ pub struct ProvisionSpec {
     pub supervise: bool,
 }
 
+/// How the bundle runs: a file of the config component (`bundle.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BundleSpec {
-    /// The `docker save` archive of the bundle image (an entry path): `FROM scratch`, holding
-    /// the `bottle` binary that built the entry, entry point `/bottle sidecar`.
-    pub image_archive: String,
-    /// The engine's image id of that archive, so a run can skip loading it.
-    pub image_id: String,
     /// The daemons `bottle sidecar` starts, in order.
     pub daemons: Vec<String>,
     /// Fixed, non-secret `NAME=VALUE` entries.
@@ -119,8 +154,10 @@ pub struct Mount {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum MountSource {
-    /// A file of the entry.
-    Entry(String),
+    /// A file of the config component.
+    Config(String),
+    /// A file of the run's CA folder (minted by `bottle run` on this machine).
+    Ca(String),
     /// A host path named by the recipe (an identity key); `~/` expands at run time.
     Host(String),
     /// A folder `bottle run` makes for the run, by this name.
@@ -130,113 +167,47 @@ pub enum MountSource {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error(
-        "manifest {path} is not valid JSON of the expected shape: {message}; the entry is damaged: remove it with `bottle gc` and build again"
+        "{origin} is not valid JSON of the expected shape: {message}; the entry is damaged: remove it with `bottle gc` and build it again"
     )]
-    Shape { path: String, message: String },
+    Shape { origin: String, message: String },
     #[error(
-        "manifest {path}: {message}; the entry is damaged or from another bottle version: remove it with `bottle gc` and build again"
+        "{origin}: {message}; the entry is damaged or from another bottle version: remove it with `bottle gc` and build it again"
     )]
-    Invalid { path: String, message: String },
+    Invalid { origin: String, message: String },
 }
 
 impl Manifest {
+    /// The canonical encoding the entry's hash is taken over.
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a Manifest always serializes")
+    }
+
+    pub fn hash(&self) -> BuildHash {
+        BuildHash(Digest::of(&self.canonical()))
+    }
+
     /// Parses and checks a manifest; `origin` names where it came from, for messages.
     pub fn parse(bytes: &[u8], origin: &str) -> Result<Manifest, ManifestError> {
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Shape {
-            path: origin.to_string(),
+            origin: origin.to_string(),
             message: e.to_string(),
         })?;
-        let bad = |message: String| ManifestError::Invalid {
-            path: origin.to_string(),
-            message,
-        };
         if m.format != MANIFEST_FORMAT {
-            return Err(bad(format!(
-                "format {} is not the supported format {MANIFEST_FORMAT}",
-                m.format
-            )));
+            return Err(ManifestError::Invalid {
+                origin: origin.to_string(),
+                message: format!(
+                    "format {} is not the supported format {MANIFEST_FORMAT}",
+                    m.format
+                ),
+            });
         }
-        let mut paths: Vec<&str> = Vec::new();
-        for a in &m.artifacts {
-            if !is_entry_path(&a.path) {
-                return Err(bad(format!("artifact path {:?} leaves the entry", a.path)));
-            }
-            if a.blake3.len() != 64 || !a.blake3.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(format!(
-                    "artifact {:?} has no valid blake3 digest",
-                    a.path
-                )));
-            }
-            if a.mode > 0o7777 {
-                return Err(bad(format!(
-                    "artifact {:?} has an impossible mode {:o}",
-                    a.path, a.mode
-                )));
-            }
-            paths.push(&a.path);
-        }
-        let mut sorted = paths.clone();
-        sorted.sort();
-        sorted.dedup();
-        if sorted.len() != paths.len() {
-            return Err(bad("an artifact is listed twice".to_string()));
-        }
-        let listed = |p: &str| paths.contains(&p);
-        for id in [&m.guest.image_id, &m.bundle.image_id] {
-            let hex = id.strip_prefix("sha256:").unwrap_or_default();
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(format!("image id {id:?} is not sha256:<64 hex>")));
-            }
-        }
-        let g = &m.guest;
-        let mut refs: Vec<&str> = vec![&g.image_archive, &g.ca];
-        refs.extend(g.pack.as_deref());
-        refs.extend(g.provision.prompt.as_deref());
-        for r in refs {
-            if !listed(r) {
-                return Err(bad(format!(
-                    "guest spec names {r:?}, which is not an artifact"
-                )));
-            }
-        }
-        if !listed(&m.bundle.image_archive) {
-            return Err(bad(format!(
-                "bundle spec names image {:?}, which is not an artifact",
-                m.bundle.image_archive
-            )));
-        }
-        if let Some(skills) = &g.provision.skills {
-            if !is_entry_path(skills) {
-                return Err(bad(format!("skills folder {skills:?} leaves the entry")));
-            }
-        }
-        for mount in &m.bundle.mounts {
-            match &mount.source {
-                MountSource::Entry(p) if !listed(p) => {
-                    return Err(bad(format!("bundle mount {p:?} is not an artifact")));
-                }
-                MountSource::RunDir(d) if !is_entry_path(d) || d.contains('/') => {
-                    return Err(bad(format!("run folder {d:?} must be a plain name")));
-                }
-                _ => {}
-            }
-            if !mount.target.starts_with('/') || mount.target.split('/').any(|c| c == "..") {
-                return Err(bad(format!(
-                    "mount target {:?} is not an absolute path without ..",
-                    mount.target
-                )));
-            }
+        if !crate::plan::is_slug(&m.name) {
+            return Err(ManifestError::Invalid {
+                origin: origin.to_string(),
+                message: format!("name {:?} is not a recipe name", m.name),
+            });
         }
         Ok(m)
-    }
-
-    pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
-        let origin = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| ManifestError::Shape {
-            path: origin.clone(),
-            message: e.to_string(),
-        })?;
-        Manifest::parse(&bytes, &origin)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -244,9 +215,104 @@ impl Manifest {
         v.push(b'\n');
         v
     }
+}
+
+impl Record {
+    /// Parses and checks a record: the format; the key of the `expected` kind hashing to the
+    /// expected hash; file paths inside the component, each listed once, in order; an image
+    /// where the kind holds one, naming listed files.
+    pub fn parse(
+        bytes: &[u8],
+        origin: &str,
+        expected: &ComponentId,
+    ) -> Result<Record, ManifestError> {
+        let r: Record = serde_json::from_slice(bytes).map_err(|e| ManifestError::Shape {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let bad = |message: String| ManifestError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        if r.format != RECORD_FORMAT {
+            return Err(bad(format!(
+                "record format {} is not the supported format {RECORD_FORMAT}",
+                r.format
+            )));
+        }
+        if r.key.kind() != expected.kind {
+            return Err(bad(format!(
+                "holds a {} key where a {} component belongs",
+                r.key.kind(),
+                expected.kind
+            )));
+        }
+        let got = r.key.hash();
+        if got != expected.hash {
+            return Err(bad(format!(
+                "its key hashes to {got}, not to the component's name {}",
+                expected.hash
+            )));
+        }
+        let mut last: Option<&str> = None;
+        for a in &r.files {
+            if !is_entry_path(&a.path) || a.path == RECORD_FILE {
+                return Err(bad(format!("file path {:?} leaves the component", a.path)));
+            }
+            if last.is_some_and(|l| l >= a.path.as_str()) {
+                return Err(bad(format!(
+                    "file {:?} is out of order or listed twice",
+                    a.path
+                )));
+            }
+            if a.mode > 0o7777 {
+                return Err(bad(format!(
+                    "file {:?} has an impossible mode {:o}",
+                    a.path, a.mode
+                )));
+            }
+            last = Some(&a.path);
+        }
+        let listed = |p: &str| r.files.iter().any(|a| a.path == p);
+        match (&r.image, expected.kind) {
+            (None, ComponentKind::Config) => {}
+            (Some(img), ComponentKind::Guest | ComponentKind::Bundle) => {
+                let hex = img.id.strip_prefix("sha256:").unwrap_or_default();
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad(format!("image id {:?} is not sha256:<64 hex>", img.id)));
+                }
+                for p in std::iter::once(&img.archive).chain(img.pack.iter()) {
+                    if !listed(p) {
+                        return Err(bad(format!("image names {p:?}, which is not a file")));
+                    }
+                }
+                if img.pack.is_some() && expected.kind != ComponentKind::Guest {
+                    return Err(bad("only a guest holds a pack".to_string()));
+                }
+            }
+            (None, kind) => return Err(bad(format!("a {kind} component must name its image"))),
+            (Some(_), kind) => return Err(bad(format!("a {kind} component holds no image"))),
+        }
+        Ok(r)
+    }
+
+    pub fn read(path: &Path, expected: &ComponentId) -> Result<Record, ManifestError> {
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| ManifestError::Shape {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        Record::parse(&bytes, &origin, expected)
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a Record always serializes");
+        v.push(b'\n');
+        v
+    }
 
     pub fn total_size(&self) -> u64 {
-        self.artifacts.iter().map(|a| a.size).sum()
+        self.files.iter().map(|a| a.size).sum()
     }
 }
 

@@ -286,7 +286,8 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
     })
 }
 
-fn is_slug(s: &str) -> bool {
+/// A recipe or upstream name: `[a-z0-9-]`, not starting with `-`, at most 40 characters.
+pub fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
         && s.bytes()

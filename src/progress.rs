@@ -42,6 +42,23 @@ impl Progress {
         Progress { mode }
     }
 
+    /// A step with nothing to do: what it would make is in the store already.
+    pub fn cached(&self, name: &str) {
+        match &self.mode {
+            Mode::Bars(multi) => {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("  {prefix:.bold} {wide_msg}")
+                        .expect("a valid template"),
+                );
+                bar.set_prefix(name.to_string());
+                bar.finish_with_message("cached");
+            }
+            Mode::Lines => eprintln!("{name}: cached"),
+            Mode::Quiet => {}
+        }
+    }
+
     pub fn step(&self, name: &str) -> Step {
         match &self.mode {
             Mode::Bars(multi) => {

@@ -12,9 +12,10 @@ use anyhow::{Context, Result, bail};
 use bollard::Docker;
 use serde::Serialize;
 
-use super::net::{self, LABEL_RUN, LABEL_STORE};
+use super::names::{self, LABEL_RUN, LABEL_STORE};
 use super::record::{self, Resource, RunRecord};
-use super::{Guest, store_label};
+use super::store_label;
+use crate::runtime::guest::Guest;
 use crate::hash::BuildHash;
 use crate::plan::GuestBackend;
 use crate::runtime::docker;
@@ -186,9 +187,10 @@ pub async fn exec(store: &Store, id: &str, cmd: &[String]) -> Result<i64> {
         );
     }
     let hash = BuildHash::parse(&rec.hash).context("the run record names no valid hash")?;
-    let m = store
-        .manifest(&hash)?
+    let entry = store
+        .load(&hash)
         .with_context(|| format!("the entry {hash} of run {} is gone", rec.run_id))?;
+    let g = entry.guest_spec();
     let bundle_ip = rec
         .bundle_ip
         .clone()
@@ -197,7 +199,7 @@ pub async fn exec(store: &Store, id: &str, cmd: &[String]) -> Result<i64> {
         .guest
         .clone()
         .context("the run has no guest yet; wait for it to come up")?;
-    let env = net::fill_guest_env(&m.guest.env, &bundle_ip);
+    let env = names::fill_guest_env(&g.env, &bundle_ip);
     let guest = match rec.backend {
         GuestBackend::Docker => Guest::Docker {
             docker: docker::connect().await?,
@@ -218,7 +220,7 @@ pub async fn exec(store: &Store, id: &str, cmd: &[String]) -> Result<i64> {
         bail!("give the command to run after `--`, e.g. `bottle exec RUN -- sh`");
     }
     guest
-        .exec_attached(&m.guest.user, Some(&m.guest.home), &env, cmd)
+        .exec_attached(&g.user, Some(&g.home), &env, cmd)
         .await
 }
 
@@ -262,9 +264,9 @@ pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<Down
             error: None,
         };
         if rec.is_live() && rec.pid != std::process::id() {
-            // SAFETY: kill(2) on a pid whose start time matches the record's: that process.
-            unsafe {
-                libc::kill(rec.pid as i32, libc::SIGTERM);
+            // The pid's start time matches the record's: it is that process.
+            if let Some(pid) = rustix::process::Pid::from_raw(rec.pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             }
             row.signalled = true;
             let dir = record::run_dir(store, &rec.run_id);
@@ -280,7 +282,11 @@ pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<Down
         }
         match sweep(&docker, None, &rec, true).await {
             Ok(()) => {
-                if let Err(e) = RunRecord::remove(store, &rec.run_id) {
+                let removed = store
+                    .unpin(&rec.run_id)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| RunRecord::remove(store, &rec.run_id));
+                if let Err(e) = removed {
                     row.error = Some(format!("{e:#}"));
                 }
             }
@@ -303,6 +309,7 @@ pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<Down
                 .err()
                 .map(|e| format!("{e:#}"));
             if error.is_none() {
+                let _ = store.unpin(&run_id);
                 let _ = RunRecord::remove(store, &run_id);
             }
             rows.push(DownRow {
@@ -314,6 +321,13 @@ pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<Down
             });
         }
         sweep_machines(store, &mut rows).await;
+        // Pins whose run left no record: a run writes its record before its pin and removes
+        // its pin before its record, so such a pin belongs to no run.
+        for (run_id, _) in store.pins_list()? {
+            if !record::run_dir(store, &run_id).join(record::RECORD_FILE).exists() {
+                store.unpin(&run_id)?;
+            }
+        }
     }
     Ok(rows)
 }

@@ -1,9 +1,10 @@
 //! The run record: what a run created, kept in the store until its teardown completes.
 //!
 //! ```text
-//! cache/v1/runs/RUNID/
+//! cache/v2/runs/RUNID/
 //! ├── record.json     run id, hash, pid (and its start time), and every resource the run
 //! │                   creates, written *before* it is created and kept until it is removed
+//! ├── ca/             the run's CAs (folder 0700, keys 0600), removed at teardown
 //! └── supervise/      folders the bundle mounts read-write (`RunDir` mounts), one per name
 //! ```
 //!
@@ -19,7 +20,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::GuestBackend;
-use crate::store::{LAYOUT, Store};
+use crate::store::Store;
 
 pub const RECORD_FILE: &str = "record.json";
 const RECORD_FORMAT: u32 = 1;
@@ -61,9 +62,9 @@ pub struct RunRecord {
     pub teardown_error: Option<String>,
 }
 
-/// `<store>/v1/runs`.
+/// The store's run folders (`runs/`).
 pub fn runs_dir(store: &Store) -> PathBuf {
-    store.root().join(LAYOUT).join("runs")
+    store.runs()
 }
 
 pub fn run_dir(store: &Store, run_id: &str) -> PathBuf {

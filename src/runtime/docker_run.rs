@@ -28,7 +28,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use crate::run::net::Ipv4Net;
+use ipnet::Ipv4Net;
 
 pub type Labels = HashMap<String, String>;
 
@@ -63,7 +63,7 @@ pub async fn used_subnets(docker: &Docker) -> Result<Vec<Ipv4Net>> {
     let mut out = Vec::new();
     for n in nets {
         for c in n.ipam.and_then(|i| i.config).unwrap_or_default() {
-            if let Some(s) = c.subnet.as_deref().and_then(|s| Ipv4Net::parse(s).ok()) {
+            if let Some(s) = c.subnet.as_deref().and_then(|s| s.parse::<Ipv4Net>().ok()) {
                 out.push(s);
             }
         }
@@ -98,7 +98,7 @@ pub async fn create_network(
             driver: Some("default".to_string()),
             config: Some(vec![IpamConfig {
                 subnet: Some(subnet.to_string()),
-                gateway: Some(subnet.gateway().to_string()),
+                gateway: Some(std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1).to_string()),
                 ..Default::default()
             }]),
             options: None,
@@ -167,12 +167,14 @@ fn tokio_util_stream(
 }
 
 /// A bind mount of a host path.
+#[derive(Debug, Clone)]
 pub struct Bind {
     pub source: String,
     pub target: String,
     pub read_only: bool,
 }
 
+#[derive(Debug, Clone)]
 pub struct ContainerSpec {
     pub name: String,
     pub image: String,
@@ -192,7 +194,7 @@ pub struct ContainerSpec {
     pub no_new_privileges: bool,
 }
 
-pub async fn create_container(docker: &Docker, spec: ContainerSpec) -> Result<String> {
+async fn try_create(docker: &Docker, spec: ContainerSpec) -> Result<String, DockerError> {
     let endpoint = EndpointSettings {
         ipam_config: spec.ip.map(|ip| EndpointIpamConfig {
             ipv4_address: Some(ip.to_string()),
@@ -235,11 +237,32 @@ pub async fn create_container(docker: &Docker, spec: ContainerSpec) -> Result<St
     let options = CreateContainerOptionsBuilder::new()
         .name(&spec.name)
         .build();
-    let created = docker
-        .create_container(Some(options), body)
+    Ok(docker.create_container(Some(options), body).await?.id)
+}
+
+pub async fn create_container(docker: &Docker, spec: ContainerSpec) -> Result<String> {
+    let name = spec.name.clone();
+    try_create(docker, spec)
         .await
-        .map_err(|e| anyhow!("cannot create container {}: {e}", spec.name))?;
-    Ok(created.id)
+        .map_err(|e| anyhow!("cannot create container {name}: {e}"))
+}
+
+/// Creates a container; when the engine no longer holds its image (removed since the run's
+/// image load, say by `docker image prune`), loads it from `archive` and tries once more.
+pub async fn create_container_loading(
+    docker: &Docker,
+    spec: ContainerSpec,
+    archive: &Path,
+) -> Result<String> {
+    let name = spec.name.clone();
+    match try_create(docker, spec.clone()).await {
+        Ok(id) => Ok(id),
+        Err(e) if is_not_found(&e) => {
+            ensure_image(docker, &spec.image, archive).await?;
+            create_container(docker, spec).await
+        }
+        Err(e) => Err(anyhow!("cannot create container {name}: {e}")),
+    }
 }
 
 /// Attaches a (created, not yet started) container to another network.

@@ -1,5 +1,7 @@
-//! The engines bottle drives: the Docker Engine (API) and smolvm (CLI).
+//! The engines bottle drives: the Docker Engine (API) and smolvm (CLI), and the guest that
+//! runs on either.
 
 pub mod docker;
 pub mod docker_run;
+pub mod guest;
 pub mod smolvm;

@@ -54,6 +54,24 @@ impl Smolvm {
         ))
     }
 
+    /// `smolvm --version`, e.g. `smolvm 1.32.2`: what a pack depends on (part of a guest's
+    /// key when it starts from a pack).
+    pub fn version(&self) -> Result<String> {
+        let out = std::process::Command::new(&self.bin)
+            .arg("--version")
+            .output()
+            .with_context(|| format!("cannot run {} --version", self.bin.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || text.is_empty() {
+            return Err(anyhow!(
+                "{} --version printed no version: {}",
+                self.bin.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(text)
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         // The global flags go before a `--`: what follows it is the guest's command line.

@@ -1,0 +1,79 @@
+//! The config component: what its key renders (`crate::config::render`), written out, and
+//! the provisioning files copied from the recipe's folder, each checked against the digest
+//! the key holds, so the component is exactly what its name describes.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{self, paths};
+use crate::digest::{Digest, HashingWriter};
+use crate::hash::ConfigKey;
+use crate::plan::Planned;
+
+/// Writes the config component of `key` into `dir`.
+pub fn build(key: &ConfigKey, planned: &Planned, dir: &Path) -> Result<()> {
+    for f in config::render(key).files {
+        write_file(&dir.join(&f.path), &f.bytes, f.mode)?;
+    }
+    let p = &planned.plan.provision;
+    if let (Some(rel), Some(digest)) = (&p.prompt, key.provision.prompt) {
+        copy_checked(&planned.host_path(rel), &dir.join(paths::PROMPT), digest, rel)?;
+    }
+    if let (Some(rel), Some(files)) = (&p.skills, &key.provision.skills) {
+        for (inside, d) in files {
+            let Some(digest) = d.file_digest() else {
+                continue;
+            };
+            let src_rel = format!("{rel}/{inside}");
+            let dest = dir.join(paths::SKILLS).join(inside);
+            copy_checked(&planned.host_path(&src_rel), &dest, digest, &src_rel)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` (and its folders) with `mode` from the start, writes and syncs it.
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    // The umask may have cleared bits we asked for; set them exactly.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    Ok(())
+}
+
+/// Copies a recipe file into the component (mode 0644), checking it still has the content
+/// the key was computed from.
+fn copy_checked(src: &Path, dest: &Path, digest: Digest, rel: &str) -> Result<()> {
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut from =
+        std::fs::File::open(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(dest)
+        .with_context(|| format!("cannot create {}", dest.display()))?;
+    let mut w = HashingWriter::new(to);
+    std::io::copy(&mut from, &mut w).with_context(|| format!("cannot copy {}", src.display()))?;
+    let (got, _, file) = w.finish();
+    if got != digest {
+        bail!("input {rel} changed after it was hashed; run the build again");
+    }
+    file.sync_all()?;
+    std::fs::set_permissions(dest, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    Ok(())
+}

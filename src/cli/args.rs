@@ -1,0 +1,142 @@
+//! The command line's shape: clap definitions only. What each command does lives in the
+//! sibling modules, over library calls.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (also when stdout is closed early, as by `| head`)
+  1  failure: bad input (recipe, hash prefix, manifest), a failed build, a damaged entry; the
+     message says which input and what to do
+  2  usage error (unknown flag, missing argument)
+  3  `bottle verify` found a damaged or incomplete entry
+  N  `bottle run` and `bottle exec`: the guest command's exit code (128+N after signal N);
+     1 when a step of the run failed (the message names the step)";
+
+/// Nix-style build-then-run pipeline for coding-agent sandboxes (bottles).
+///
+/// `bottle build RECIPE` hashes every input of a recipe before building, then builds what the
+/// store lacks of the entry's three components — the guest image, the bundle image (this very
+/// binary) and the config — and publishes the entry. `bottle run HASH` checks that entry, brings
+/// it up (network, bundle, guest, chown, provisioning), runs the agent, and tears everything
+/// down in reverse order whatever happens.
+#[derive(Debug, Parser)]
+#[command(name = "bottle", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The store folder [default: ./cache]
+    #[arg(long, global = true, env = "BOTTLE_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Plain progress lines instead of spinners, even on a terminal
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// More log output (-v debug, -vv trace)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Less output: no progress, errors only
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a recipe into the store (or find it there); prints the hash as the last line
+    ///
+    /// Only the components the store lacks are built: change an allowlist and only the
+    /// config is new; upgrade bottle and only the bundle is. `--json` prints the hash, the
+    /// entry's path, its name, whether anything was built, and each component with its hash
+    /// and whether it was cached.
+    Build {
+        /// The recipe file, e.g. recipes/demo.toml
+        recipe: PathBuf,
+        /// Refuse inputs the hash cannot pin (unpinned FROM, ADD of a URL) instead of warning
+        #[arg(long)]
+        pure: bool,
+        /// Also record a gc root of this name for the entry
+        #[arg(long, value_name = "NAME")]
+        root: Option<String>,
+    },
+    /// Print a recipe's hash without building: CI's cache key
+    Hash {
+        /// The recipe file
+        recipe: PathBuf,
+        /// Refuse inputs the hash cannot pin instead of warning
+        #[arg(long)]
+        pure: bool,
+    },
+    /// List the store's entries and their components
+    Ls,
+    /// Show an entry: its components, the guest and bundle specs
+    Show {
+        /// A hash or unique prefix
+        hash: String,
+    },
+    /// Rehash entries (all when no hash is given): manifest, records, files, config; exits 3
+    /// naming each damaged file
+    Verify {
+        /// A hash or unique prefix
+        hash: Option<String>,
+    },
+    /// Remove entries no root, run or --keep keeps, components no kept entry names,
+    /// leftovers of killed builds and old layouts
+    Gc {
+        /// Keep this entry too (hash or prefix); repeatable
+        #[arg(long, value_name = "HASH")]
+        keep: Vec<String>,
+        /// Say what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Which components, recipe fields and input files differ between two entries ("why did
+    /// CI rebuild?")
+    Diff {
+        /// A hash or unique prefix
+        a: String,
+        /// A hash or unique prefix
+        b: String,
+    },
+    /// Run a bottle: network, bundle, guest, chown, provision, the agent; then tear it all down
+    Run {
+        /// A hash (or unique prefix) of a store entry, or a recipe file to build first
+        target: String,
+        /// The pool the run's subnets are carved from (in /28s)
+        #[arg(long, env = "BOTTLE_SUBNET_POOL", default_value = crate::run::network::DEFAULT_POOL, value_name = "CIDR")]
+        subnet_pool: String,
+        /// The command to run in the guest instead of the recipe's
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// List the runs of this store (live, and stale ones a killed run left)
+    Ps,
+    /// Run a command in a live run's guest, as its user, with the whole guest env
+    Exec {
+        /// A run id or unique prefix (`bottle ps`)
+        run: String,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Remove what a run left behind (a live run is asked to stop first)
+    Down {
+        /// A run id or unique prefix (`bottle ps`)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        run: Option<String>,
+        /// Every run of this store, and anything else labelled with it
+        #[arg(long)]
+        all: bool,
+    },
+    /// The bundle's entry point: runs the listed daemons until SIGTERM (inside the bundle)
+    #[command(hide = true)]
+    Sidecar(crate::sidecar::SidecarArgs),
+}

@@ -1,0 +1,122 @@
+//! The command line: clap definitions ([`args`]) and one function per command over library
+//! calls ([`build`], [`inspect`], [`maintain`], [`runs`]). Results go to stdout (text, or one
+//! JSON document under `--json`); progress and messages to stderr. A closed stdout (`| head`)
+//! ends the command quietly.
+
+pub mod args;
+mod build;
+mod inspect;
+mod maintain;
+mod runs;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+pub use args::{Cli, Command, Global};
+
+use crate::hash::{self, Keys};
+use crate::store::Store;
+use crate::{plan, recipe};
+
+/// What `main` should exit with.
+pub enum Outcome {
+    Success,
+    Damaged,
+    /// The exit code of a guest command (`bottle run`, `bottle exec`).
+    Exit(u8),
+}
+
+pub fn store_of(global: &Global) -> Store {
+    Store::new(
+        global
+            .store
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("cache")),
+    )
+}
+
+pub async fn run(cli: Cli) -> Result<Outcome> {
+    let g = &cli.global;
+    let store = store_of(g);
+    match &cli.command {
+        Command::Build { recipe, pure, root } => build::build(g, &store, recipe, *pure, root.as_deref()).await,
+        Command::Hash { recipe, pure } => build::hash(g, recipe, *pure),
+        Command::Ls => inspect::ls(g, &store),
+        Command::Show { hash } => inspect::show(g, &store, hash),
+        Command::Diff { a, b } => inspect::diff(g, &store, a, b),
+        Command::Verify { hash } => maintain::verify(g, &store, hash.as_deref()),
+        Command::Gc { keep, dry_run } => maintain::gc(g, &store, keep, *dry_run),
+        Command::Run {
+            target,
+            subnet_pool,
+            command,
+        } => runs::run(g, &store, target, subnet_pool, command).await,
+        Command::Ps => runs::ps(g, &store),
+        Command::Exec { run, command } => runs::exec(&store, run, command).await,
+        Command::Down { run, all } => runs::down(g, &store, run.as_deref(), *all).await,
+        Command::Sidecar(args) => {
+            crate::sidecar::main(args.clone()).await?;
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+/// Recipe → plan → keys, with impurities warned about (or refused under `--pure`).
+fn keyed(recipe: &Path, pure: bool, g: &Global) -> Result<(plan::Planned, Keys)> {
+    let recipe = recipe::Recipe::load(recipe)?;
+    let planned = plan::plan(&recipe)?;
+    let (keys, impurities) = hash::keys(&planned)?;
+    if !impurities.is_empty() {
+        if pure {
+            let list: Vec<String> = impurities.iter().map(|i| i.to_string()).collect();
+            bail!(
+                "--pure refuses inputs the hash cannot pin:\n  {}",
+                list.join("\n  ")
+            );
+        }
+        if g.quiet == 0 {
+            for i in &impurities {
+                eprintln!("warning: {i} (refused under --pure)");
+            }
+        }
+    }
+    Ok((planned, keys))
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Writes a line of results to stdout. A closed stdout is an error whose cause is the
+/// `BrokenPipe` I/O error, which `main` turns into a quiet success.
+pub fn out(line: impl std::fmt::Display) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn print_json(v: &Value) -> Result<()> {
+    out(serde_json::to_string_pretty(v).expect("JSON serializes"))
+}
+
+/// Whether an error comes from writing to a closed stdout.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+pub fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}

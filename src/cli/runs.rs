@@ -1,0 +1,107 @@
+//! `bottle run`, `bottle ps`, `bottle exec` and `bottle down`: the glue to [`crate::run`].
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use super::{Global, Outcome, interrupted, keyed, out, print_json};
+use crate::builder;
+use crate::progress::Progress;
+use crate::run::{self, ops};
+use crate::store::Store;
+
+pub async fn run(
+    g: &Global,
+    store: &Store,
+    target: &str,
+    subnet_pool: &str,
+    command: &[String],
+) -> Result<Outcome> {
+    let path = Path::new(target);
+    let (hash, build_guard) = if target.ends_with(".toml") || path.is_file() {
+        let progress = Progress::new(g.quiet > 0 || g.json, g.no_progress);
+        let (planned, keys) = keyed(path, false, g)?;
+        let built = tokio::select! {
+            r = builder::build(store, &planned, &keys, &progress) => r?,
+            _ = interrupted() => bail!("interrupted; nothing was added to the store"),
+        };
+        (built.hash, built.guard)
+    } else {
+        (store.resolve(target)?, None)
+    };
+    let report = run::run(
+        store,
+        &hash,
+        run::RunOptions {
+            subnet_pool: subnet_pool.to_string(),
+            command: command.to_vec(),
+            quiet: g.quiet > 0 || g.json,
+            build_guard,
+        },
+    )
+    .await?;
+    if g.json {
+        print_json(&serde_json::to_value(&report)?)?;
+    }
+    Ok(Outcome::Exit(run::exit_code(report.exit_code as i64)))
+}
+
+pub fn ps(g: &Global, store: &Store) -> Result<Outcome> {
+    let rows = ops::ps(store)?;
+    if g.json {
+        print_json(&serde_json::to_value(&rows)?)?;
+    } else if rows.is_empty() {
+        if g.quiet == 0 {
+            eprintln!("no runs in {}", store.root().display());
+        }
+    } else {
+        out(format!(
+            "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  BUNDLE",
+            "RUN", "NAME", "HASH", "GUEST", "PID", "STATE"
+        ))?;
+        for r in rows {
+            out(format!(
+                "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  {}",
+                r.run_id,
+                r.name,
+                &r.hash[..r.hash.len().min(12)],
+                format!("{:?}", r.backend).to_lowercase(),
+                r.pid,
+                if r.live { "live" } else { "dead" },
+                r.bundle_ip.as_deref().unwrap_or("-")
+            ))?;
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+pub async fn exec(store: &Store, run: &str, command: &[String]) -> Result<Outcome> {
+    let code = ops::exec(store, run, command).await?;
+    Ok(Outcome::Exit(run::exit_code(code)))
+}
+
+pub async fn down(g: &Global, store: &Store, run: Option<&str>, all: bool) -> Result<Outcome> {
+    let rows = ops::down(store, run, all).await?;
+    let failed = rows.iter().any(|r| r.error.is_some());
+    if g.json {
+        print_json(&serde_json::to_value(&rows)?)?;
+    } else {
+        for r in &rows {
+            match &r.error {
+                Some(e) => out(format!("{}  incomplete: {e}", r.run_id))?,
+                None if r.torn_down_by_run => {
+                    out(format!("{}  stopped (the run tore itself down)", r.run_id))?
+                }
+                None if r.orphan => out(format!("{}  removed (no record)", r.run_id))?,
+                None => out(format!("{}  removed", r.run_id))?,
+            }
+        }
+        if rows.is_empty() && g.quiet == 0 {
+            eprintln!("nothing to remove");
+        }
+    }
+    if failed {
+        bail!("some runs could not be removed entirely; see above");
+    }
+    Ok(Outcome::Success)
+}

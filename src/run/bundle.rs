@@ -1,0 +1,165 @@
+//! The `bundle start` step: the bundle container at `.2` of the guest's network, running the
+//! spec's daemons with its env and mounts, and a wait until pipelock listens.
+//!
+//! Token values are read from bottle's own environment here and go into the container-create
+//! body only: never on an argv, in a file or a log line.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::names::LABEL_ROLE;
+use super::record::Resource;
+use super::steps::{Ctx, tracked};
+use super::undo::UndoStack;
+use crate::manifest::MountSource;
+use crate::runtime::docker_run::{self as engine, Bind, ContainerSpec};
+
+/// The folder of the run's CA files (see `run::ca`).
+pub fn ca_dir(ctx: &Ctx) -> PathBuf {
+    ctx.run_dir.join("ca")
+}
+
+pub async fn start_bundle(
+    ctx: &Ctx,
+    undo: &mut UndoStack,
+    bundle_ip: Ipv4Addr,
+    docker_guest: bool,
+) -> Result<()> {
+    let spec = ctx.entry.bundle_spec();
+    let mut env = spec.env.clone();
+    for name in &spec.env_from_host {
+        // The value goes into the create body only: never on an argv, in a log or a file.
+        match std::env::var(name) {
+            Ok(value) => env.push(format!("{name}={value}")),
+            Err(_) => bail!(
+                "the bundle needs {name} from bottle's environment (the recipe's egress routes send it upstream), and it is not set: export {name}=... and run again"
+            ),
+        }
+    }
+    let binds = binds(ctx)?;
+    let name = ctx.names.bundle();
+    ctx.note(Resource::Container { name: name.clone() })?;
+    let mut labels = ctx.labels.clone();
+    labels.insert(LABEL_ROLE.into(), "bundle".into());
+    let container = ContainerSpec {
+        name: name.clone(),
+        image: ctx.entry.bundle.image().id.clone(),
+        entrypoint: None,
+        cmd: Some(vec!["--daemons".to_string(), spec.daemons.join(",")]),
+        env,
+        binds,
+        user: None,
+        network: ctx.names.guest_net(),
+        ip: Some(bundle_ip),
+        labels,
+        cap_drop: Vec::new(),
+        no_new_privileges: true,
+    };
+    let archive = ctx.entry.bundle.path(&ctx.entry.bundle.image().archive);
+    let (docker, n) = (ctx.docker.clone(), name.clone());
+    let create = async move { engine::create_container_loading(&docker, container, &archive).await };
+    let (docker, n2) = (ctx.docker.clone(), name.clone());
+    let (handle, (what, action)) = tracked(format!("remove bundle container {n}"), create, move || {
+        Box::pin(async move { engine::remove_container(&docker, &n2).await })
+    });
+    undo.push(what, action);
+    handle.await??;
+    let probe_net = if docker_guest {
+        let out = ctx.names.outbound_net();
+        engine::connect(&ctx.docker, &name, &out).await?;
+        out
+    } else {
+        ctx.names.guest_net()
+    };
+    engine::start(&ctx.docker, &name).await?;
+    let port = spec.ports.get("pipelock").copied();
+    wait_ready(ctx, &name, &probe_net, port).await
+}
+
+/// The bundle's bind mounts, from the spec's mount sources.
+fn binds(ctx: &Ctx) -> Result<Vec<Bind>> {
+    let mut binds = Vec::new();
+    for mount in &ctx.entry.bundle_spec().mounts {
+        let source = match &mount.source {
+            MountSource::Config(p) => ctx.entry.config.path(p),
+            MountSource::Ca(f) => ca_dir(ctx).join(f),
+            MountSource::Host(h) => {
+                let path = expand_home(h)?;
+                if !path.exists() {
+                    bail!(
+                        "the bundle mounts {} at {}, and it does not exist; create it or fix the recipe",
+                        path.display(),
+                        mount.target
+                    );
+                }
+                path
+            }
+            MountSource::RunDir(d) => {
+                let dir = ctx.run_dir.join(d);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                dir
+            }
+        };
+        binds.push(Bind {
+            source: source.to_string_lossy().into_owned(),
+            target: mount.target.clone(),
+            read_only: mount.read_only,
+        });
+    }
+    Ok(binds)
+}
+
+/// Waits until the bundle listens (probed from the host on `network`), or fails with its log
+/// when it exits.
+async fn wait_ready(ctx: &Ctx, name: &str, network: &str, port: Option<u16>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let addr = engine::address(&ctx.docker, name, network).await?;
+    loop {
+        let (running, code) = engine::state(&ctx.docker, name).await?;
+        if !running {
+            let log = engine::logs_tail(&ctx.docker, name, 20).await;
+            bail!(
+                "the bundle exited (code {}) right after starting; its last lines:\n{}",
+                code.unwrap_or(-1),
+                log.trim_end()
+            );
+        }
+        let (Some(ip), Some(port)) = (addr, port) else {
+            return Ok(());
+        };
+        let probe = tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(SocketAddr::from((ip, port))),
+        )
+        .await;
+        match probe {
+            Ok(Ok(_)) => return Ok(()),
+            // Refused: up but not listening yet. Anything else: keep trying until the deadline.
+            _ if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(Err(e)) => bail!(
+                "the bundle runs but nothing listens on {ip}:{port} after 15s ({e}); its log: `docker logs {name}`"
+            ),
+            Err(_) => {
+                // The host cannot reach the bundle's network (not Linux?): go on unprobed.
+                tracing::warn!("cannot probe the bundle at {ip}:{port}; going on");
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn expand_home(p: &str) -> Result<PathBuf> {
+    if let Some(rest) = p.strip_prefix("~/") {
+        let home = std::env::var_os("HOME")
+            .context("the recipe names a path under ~/ and HOME is not set")?;
+        Ok(PathBuf::from(home).join(rest))
+    } else {
+        Ok(PathBuf::from(p))
+    }
+}

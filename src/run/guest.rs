@@ -1,0 +1,158 @@
+//! The guest's steps: `guest create`, `guest start` and `chown`.
+//!
+//! A container guest is created on the run's internal network only, pinned at `.3`, kept
+//! alive by a shell loop, with the guest env; a smolvm guest with `--allow-cidr BUNDLE_IP/32`
+//! and `-e K=V` for the guest env, from the pack or straight from the image archive. After
+//! start, `chown -R USER:USER HOME` as root: packing remaps ownership to the packing user's
+//! uid, and without this the agent cannot write its own dotfiles.
+
+use anyhow::{Context, Result, bail};
+use ipnet::Ipv4Net;
+
+use super::names::LABEL_ROLE;
+use super::network;
+use super::record::Resource;
+use super::steps::{Ctx, step, tracked};
+use super::undo::UndoStack;
+use crate::plan::{GuestBackend, GuestStart};
+use crate::runtime::docker_run::{self as engine, ContainerSpec};
+use crate::runtime::guest::Guest;
+use crate::runtime::smolvm::{MachineCreate, MachineSource};
+
+/// The guest's steps, in order: create, start, chown.
+pub async fn guest_steps(
+    ctx: &Ctx,
+    undo: &mut UndoStack,
+    env: &[(String, String)],
+    subnet: Ipv4Net,
+) -> Result<Guest> {
+    let guest = step(ctx, "guest create", create(ctx, undo, env, subnet)).await?;
+    step(ctx, "guest start", async {
+        match &guest {
+            Guest::Docker { docker, container } => engine::start(docker, container).await,
+            Guest::Smolvm { smolvm, machine } => {
+                let (s, name) = (smolvm.clone(), machine.clone());
+                undo.push(format!("stop machine {machine}"), async move {
+                    s.machine_stop(&name).await
+                });
+                smolvm.machine_start(machine).await
+            }
+        }
+    })
+    .await?;
+    let spec = ctx.entry.guest_spec();
+    let (user, home) = (&spec.user, &spec.home);
+    step(ctx, "chown", async {
+        let cmd = vec![
+            "chown".to_string(),
+            "-R".to_string(),
+            format!("{user}:{user}"),
+            home.clone(),
+        ];
+        let out = guest.exec("0", None, env, &cmd).await?;
+        if out.code != 0 {
+            bail!(
+                "`chown -R {user}:{user} {home}` exited {} in the guest: {}; the guest image must have the user {user} and the folder {home}",
+                out.code,
+                out.stderr.trim()
+            );
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(guest)
+}
+
+async fn create(
+    ctx: &Ctx,
+    undo: &mut UndoStack,
+    env: &[(String, String)],
+    subnet: Ipv4Net,
+) -> Result<Guest> {
+    let name = ctx.names.guest();
+    let image = ctx.entry.guest.image();
+    let key = ctx.entry.guest_key();
+    if key.backend == GuestBackend::Docker {
+        ctx.note(Resource::Container { name: name.clone() })?;
+        let mut labels = ctx.labels.clone();
+        labels.insert(LABEL_ROLE.into(), "guest".into());
+        let spec = ContainerSpec {
+            name: name.clone(),
+            image: image.id.clone(),
+            entrypoint: Some(engine::KEEPALIVE.iter().map(|s| s.to_string()).collect()),
+            cmd: None,
+            env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            binds: Vec::new(),
+            user: None,
+            network: ctx.names.guest_net(),
+            ip: Some(network::guest_ip(&subnet)),
+            labels,
+            cap_drop: vec!["NET_RAW".into()],
+            no_new_privileges: false,
+        };
+        let archive = ctx.entry.guest.path(&image.archive);
+        let docker = ctx.docker.clone();
+        let create = async move { engine::create_container_loading(&docker, spec, &archive).await };
+        let (docker, n) = (ctx.docker.clone(), name.clone());
+        let (handle, (what, action)) =
+            tracked(format!("remove guest container {name}"), create, move || {
+                Box::pin(async move { engine::remove_container(&docker, &n).await })
+            });
+        undo.push(what, action);
+        handle.await??;
+        return Ok(Guest::Docker {
+            docker: ctx.docker.clone(),
+            container: name,
+        });
+    }
+    let smolvm = ctx
+        .smolvm
+        .clone()
+        .expect("smolvm located for a smolvm guest");
+    ctx.note(Resource::Machine { name: name.clone() })?;
+    let source_path = match key.start {
+        GuestStart::Image => ctx.entry.guest.path(&image.archive),
+        GuestStart::Pack => ctx.entry.guest.path(
+            image
+                .pack
+                .as_deref()
+                .context("the guest component holds no pack for a pack-started guest")?,
+        ),
+    };
+    let labels: Vec<(String, String)> = ctx
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let (s, n) = (smolvm.clone(), name.clone());
+    let bundle_ip = network::bundle_ip(&subnet);
+    let env = env.to_vec();
+    let from_pack = key.start == GuestStart::Pack;
+    let create = async move {
+        let source = if from_pack {
+            MachineSource::Pack(&source_path)
+        } else {
+            MachineSource::Image(&source_path)
+        };
+        s.machine_create(&MachineCreate {
+            name: &n,
+            source,
+            allow_cidr: &format!("{bundle_ip}/32"),
+            env: &env,
+            labels: &labels,
+        })
+        .await
+    };
+    let (s, n) = (smolvm.clone(), name.clone());
+    // The delete waits for the create: a create cut short may still leave the machine.
+    let (handle, (what, action)) = tracked(format!("delete machine {name}"), create, move || {
+        Box::pin(async move { s.machine_delete(&n).await })
+    });
+    undo.push(what, action);
+    handle.await??;
+    Ok(Guest::Smolvm {
+        smolvm,
+        machine: name,
+    })
+}
+

@@ -1,0 +1,159 @@
+//! The `provision` step: what the guest gets before the agent starts — the run's CA (at the
+//! trust-trio path, and in the guest's trust store when it has one), the prompt, the skills,
+//! the git identity and remotes (pointing at the bundle's git-gate), the supervise client's
+//! config; then the user's files are given to the user.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use super::bundle::ca_dir;
+use super::steps::Ctx;
+use crate::config::{GIT_GATE_PORT, SUPERVISE_PORT, ca_files};
+use crate::runtime::guest::Guest;
+
+/// Where provisioned files go in the guest, relative to its home.
+pub mod guest_paths {
+    pub const PROMPT: &str = ".claude/CLAUDE.md";
+    pub const SKILLS: &str = ".claude/skills";
+    pub const GITCONFIG: &str = ".gitconfig";
+    pub const SUPERVISE: &str = ".bottle/supervise.json";
+    /// Where the CA also goes when the guest has a Debian-style trust store.
+    pub const TRUST_STORE_CA: &str = "/usr/local/share/ca-certificates/bottle.crt";
+}
+
+/// A file for the guest: its path there, bytes and mode.
+type GuestFile = (String, Vec<u8>, u32);
+
+pub async fn provision(
+    ctx: &Ctx,
+    guest: &Guest,
+    env: &[(String, String)],
+    bundle_ip: Ipv4Addr,
+) -> Result<()> {
+    let g = ctx.entry.guest_spec();
+    let (files, users) = files(ctx, bundle_ip)?;
+    let scratch = ctx.run_dir.join("provision");
+    guest.put_files(&files, env, &scratch).await?;
+
+    // As root: the CA into the guest's trust store when it has one; the files to the user.
+    let script = r#"ca="$1"; owner="$2"; shift 2
+if command -v update-ca-certificates >/dev/null 2>&1; then
+  mkdir -p /usr/local/share/ca-certificates && cp "$ca" "$TRUST_CA" && update-ca-certificates >/dev/null 2>&1 || exit 3
+elif [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  cat "$ca" >> /etc/ssl/certs/ca-certificates.crt || exit 3
+fi
+if [ $# -gt 0 ]; then chown -R "$owner:$owner" "$@" || exit 4; fi"#
+        .replace("$TRUST_CA", guest_paths::TRUST_STORE_CA);
+    let mut cmd = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        script,
+        "provision".to_string(),
+        g.ca_guest_path.clone(),
+        g.user.clone(),
+    ];
+    cmd.extend(users);
+    let out = guest.exec("0", None, env, &cmd).await?;
+    match out.code {
+        0 => Ok(()),
+        3 => bail!(
+            "cannot add the run's CA to the guest's trust store: {}",
+            out.stderr.trim()
+        ),
+        4 => bail!(
+            "cannot give the provisioned files to {}: {}",
+            g.user,
+            out.stderr.trim()
+        ),
+        code => bail!(
+            "the provisioning script exited {code}: {}",
+            out.stderr.trim()
+        ),
+    }
+}
+
+/// The files to write into the guest, and the guest paths to give to its user.
+fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<(Vec<GuestFile>, Vec<String>)> {
+    let g = ctx.entry.guest_spec();
+    let p = &g.provision;
+    let home = g.home.trim_end_matches('/');
+    let in_home = |rel: &str| format!("{home}/{rel}");
+    let read = |path: &Path| -> Result<Vec<u8>> {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut files: Vec<GuestFile> = Vec::new();
+    // Owned by the guest user afterwards; the CA stays root's.
+    let mut users: Vec<String> = Vec::new();
+    let ca = read(&ca_dir(ctx).join(ca_files::PIPELOCK_CERT))?;
+    files.push((g.ca_guest_path.clone(), ca, 0o644));
+    if let Some(prompt) = &p.prompt {
+        let bytes = read(&ctx.entry.config.path(prompt))?;
+        files.push((in_home(guest_paths::PROMPT), bytes, 0o644));
+        users.push(in_home(".claude"));
+    }
+    if let Some(skills) = &p.skills {
+        let root = ctx.entry.config.path(skills);
+        for ent in walkdir::WalkDir::new(&root).sort_by_file_name() {
+            let ent = ent.with_context(|| format!("cannot read {}", root.display()))?;
+            if !ent.file_type().is_file() {
+                continue;
+            }
+            let rel = ent.path().strip_prefix(&root).unwrap_or(ent.path());
+            let guest_path = format!("{}/{}", guest_paths::SKILLS, rel.to_string_lossy());
+            files.push((in_home(&guest_path), read(ent.path())?, 0o644));
+        }
+        users.push(in_home(".claude"));
+    }
+    if p.git_name.is_some() || p.git_email.is_some() || !p.git_remotes.is_empty() {
+        let port = ctx
+            .entry
+            .bundle_spec()
+            .ports
+            .get("git-gate")
+            .copied()
+            .unwrap_or(GIT_GATE_PORT);
+        let mut text = String::from("# Written by bottle: pushes go to the bundle's git-gate.\n");
+        if p.git_name.is_some() || p.git_email.is_some() {
+            text.push_str("[user]\n");
+            if let Some(n) = &p.git_name {
+                text.push_str(&format!("\tname = {}\n", git_quote(n)));
+            }
+            if let Some(e) = &p.git_email {
+                text.push_str(&format!("\temail = {}\n", git_quote(e)));
+            }
+        }
+        for r in &p.git_remotes {
+            text.push_str(&format!(
+                "[remote \"{r}\"]\n\turl = git://{bundle_ip}:{port}/{r}\n\tfetch = +refs/heads/*:refs/remotes/{r}/*\n"
+            ));
+        }
+        files.push((in_home(guest_paths::GITCONFIG), text.into_bytes(), 0o644));
+        users.push(in_home(guest_paths::GITCONFIG));
+    }
+    if p.supervise {
+        let port = ctx
+            .entry
+            .bundle_spec()
+            .ports
+            .get("supervise")
+            .copied()
+            .unwrap_or(SUPERVISE_PORT);
+        let conf = serde_json::json!({
+            "url": format!("http://{bundle_ip}:{port}"),
+            "run": ctx.names.run_id,
+        });
+        let mut bytes = serde_json::to_vec_pretty(&conf)?;
+        bytes.push(b'\n');
+        files.push((in_home(guest_paths::SUPERVISE), bytes, 0o644));
+        users.push(in_home(".bottle"));
+    }
+    users.sort();
+    users.dedup();
+    Ok((files, users))
+}
+
+fn git_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
