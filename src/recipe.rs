@@ -182,11 +182,17 @@ pub struct Provision {
 /// An error located in a recipe file.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
-    #[error("cannot read recipe {path}: {source}; check the path")]
+    #[error("cannot read recipe {path}; check the path")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{path}:{line}: not valid UTF-8 at byte {offset}; save the recipe as UTF-8")]
+    NotUtf8 {
+        path: PathBuf,
+        line: usize,
+        offset: usize,
     },
     #[error("{path}:{line}:{col}: {message}")]
     At {
@@ -209,9 +215,17 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 
 impl Recipe {
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
-        let source = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
+        let bytes = std::fs::read(path).map_err(|source| RecipeError::Read {
             path: path.to_path_buf(),
             source,
+        })?;
+        let source = String::from_utf8(bytes).map_err(|e| {
+            let offset = e.utf8_error().valid_up_to();
+            RecipeError::NotUtf8 {
+                path: path.to_path_buf(),
+                line: e.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() + 1,
+                offset,
+            }
         })?;
         Recipe::parse(path, source)
     }
@@ -306,6 +320,21 @@ command = ["sh"]
             .to_string();
         assert!(err.starts_with("r.toml:6:11:"), "{err}");
         assert!(err.contains("expected a sequence"), "{err}");
+    }
+
+    #[test]
+    fn non_utf8_recipe_names_file_line_and_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(&p, b"name = \"x\"\n# caf\xe9\n").unwrap();
+        let err = Recipe::load(&p).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}:2: not valid UTF-8 at byte 16; save the recipe as UTF-8",
+                p.display()
+            )
+        );
     }
 
     #[test]

@@ -133,7 +133,10 @@ pub async fn ensure_image(docker: &Docker, id: &str, archive: &Path) -> Result<b
     let file = tokio::fs::File::open(archive)
         .await
         .with_context(|| format!("cannot open image archive {}", archive.display()))?;
-    let body = bollard::body_try_stream(tokio_util_stream(file));
+    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        1 << 20,
+    ));
     let mut stream = docker.import_image(ImportImageOptionsBuilder::new().build(), body, None);
     while let Some(item) = stream.next().await {
         item.map_err(|e| anyhow!("cannot load {}: {e}", archive.display()))?;
@@ -145,25 +148,6 @@ pub async fn ensure_image(docker: &Docker, id: &str, archive: &Path) -> Result<b
             archive.display()
         ),
     }
-}
-
-/// A file as a stream of chunks, without pulling in tokio-util.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
-    use tokio::io::AsyncReadExt;
-    futures_util::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let mut buf = vec![0u8; 1 << 20];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), Some(file)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    })
 }
 
 /// A bind mount of a host path.
@@ -529,46 +513,33 @@ async fn resize(docker: &Docker, exec_id: &str) {
 }
 
 fn terminal_size() -> Option<(u16, u16)> {
-    // SAFETY: TIOCGWINSZ fills a winsize struct we own.
-    unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col > 0 {
-            Some((ws.ws_col, ws.ws_row))
-        } else {
-            None
-        }
-    }
+    let ws = rustix::termios::tcgetwinsize(std::io::stdout()).ok()?;
+    (ws.ws_col > 0).then_some((ws.ws_col, ws.ws_row))
 }
 
 /// The terminal in raw mode while the guest owns it; restored on drop.
 struct RawMode {
-    saved: libc::termios,
+    saved: rustix::termios::Termios,
 }
 
 impl RawMode {
     fn enter() -> Option<RawMode> {
-        // SAFETY: tcgetattr/tcsetattr on stdin with termios structs we own.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(libc::STDIN_FILENO, &mut t) != 0 {
-                return None;
-            }
-            let saved = t;
-            libc::cfmakeraw(&mut t);
-            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &t) != 0 {
-                return None;
-            }
-            Some(RawMode { saved })
-        }
+        use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
+        let saved = tcgetattr(std::io::stdin()).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        tcsetattr(std::io::stdin(), OptionalActions::Now, &raw).ok()?;
+        Some(RawMode { saved })
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        // SAFETY: restores the settings read in `enter`.
-        unsafe {
-            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.saved);
-        }
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
     }
 }
 

@@ -99,8 +99,7 @@ impl Smolvm {
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(anyhow!("smolvm {what} failed: {}", explain(&stderr)))
+        Err(SmolvmError::new(what, &String::from_utf8_lossy(&out.stderr)).into())
     }
 
     /// `smolvm pack create --image ARCHIVE --output OUT`: writes OUT and OUT.smolmachine.
@@ -263,7 +262,7 @@ impl Smolvm {
             .with_context(|| format!("cannot run {} for machine exec", self.bin.display()))?;
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() && json_error(&stderr).is_some() {
-            return Err(anyhow!("smolvm machine exec failed: {}", explain(&stderr)));
+            return Err(SmolvmError::new("machine exec", &stderr).into());
         }
         Ok(ExecOutput {
             code: out.status.code().unwrap_or(-1),
@@ -323,10 +322,44 @@ impl Smolvm {
     }
 }
 
+/// A failed smolvm CLI call: which call, smolvm's stable error code (when it printed its JSON
+/// error) and its message.
+#[derive(Debug, thiserror::Error)]
+#[error("smolvm {what} failed: {}", explain_parts(.code.as_deref(), .message))]
+pub struct SmolvmError {
+    pub what: String,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl SmolvmError {
+    fn new(what: &str, stderr: &str) -> SmolvmError {
+        match json_error(stderr) {
+            Some(doc) => SmolvmError {
+                what: what.to_string(),
+                code: Some(doc.error.code),
+                message: doc.error.message.trim().to_string(),
+            },
+            None => SmolvmError {
+                what: what.to_string(),
+                code: None,
+                message: stderr.trim().to_string(),
+            },
+        }
+    }
+
+    /// The machine is gone, or not running: nothing left to stop or delete.
+    pub fn is_gone(&self) -> bool {
+        self.code.as_deref() == Some("NOT_FOUND")
+            || self.message.contains("not running")
+            || self.message.contains("not found")
+    }
+}
+
 /// Whether an error says the machine is gone or not running.
 fn gone(e: &anyhow::Error) -> bool {
-    let text = e.to_string();
-    text.contains("[NOT_FOUND]") || text.contains("not running") || text.contains("not found")
+    e.downcast_ref::<SmolvmError>()
+        .is_some_and(SmolvmError::is_gone)
 }
 
 /// smolvm's JSON error document on stderr, if there is one.
@@ -339,19 +372,19 @@ fn json_error(stderr: &str) -> Option<ErrorDoc> {
 
 /// A message for smolvm's stderr: its JSON error, with advice for the stable codes.
 pub fn explain(stderr: &str) -> String {
-    let doc = stderr
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<ErrorDoc>(l.trim()).ok());
-    let Some(doc) = doc else {
-        let text = stderr.trim();
-        return if text.is_empty() {
+    let e = SmolvmError::new("", stderr);
+    explain_parts(e.code.as_deref(), &e.message)
+}
+
+fn explain_parts(code: Option<&str>, message: &str) -> String {
+    let Some(code) = code else {
+        return if message.is_empty() {
             "no message".to_string()
         } else {
-            text.to_string()
+            message.to_string()
         };
     };
-    let advice = match doc.error.code.as_str() {
+    let advice = match code {
         "KVM_UNAVAILABLE" => {
             "; this host cannot run microVMs: check that /dev/kvm exists and is readable (`chmod 666 /dev/kvm`), or use a `docker` guest"
         }
@@ -362,7 +395,7 @@ pub fn explain(stderr: &str) -> String {
         "PERMISSION_DENIED" => "; run as a user allowed to use /dev/kvm",
         _ => "",
     };
-    format!("{} [{}]{advice}", doc.error.message.trim(), doc.error.code)
+    format!("{message} [{code}]{advice}")
 }
 
 #[cfg(test)]

@@ -114,6 +114,9 @@ impl Store {
                 continue;
             }
             remove(&self.entry_file(&hash), &mut report)?;
+            if !dry_run {
+                self.remove_lock_file(&format!("entry-{hash}"));
+            }
             report.removed_entries.push(hash.to_string());
         }
         if unreadable {
@@ -130,6 +133,7 @@ impl Store {
                     remove(&self.component_dir(&id), &mut report)?;
                     if !dry_run {
                         self.remove_marker(&id);
+                        self.remove_lock_file(&format!("{kind}-{hash}"));
                     }
                     report.removed_components.push(format!("{kind}/{hash}"));
                 }

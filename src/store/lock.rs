@@ -77,6 +77,13 @@ impl Store {
         Ok(GcGuard { _file: file })
     }
 
+    /// Removes the lock file of something gc removed. Only under `gc.lock` held exclusively:
+    /// no build or import holds a lock then (they hold `gc.lock` shared first), so nobody can
+    /// be locking the file being removed.
+    pub(super) fn remove_lock_file(&self, name: &str) {
+        let _ = fs::remove_file(self.lock_path(name));
+    }
+
     /// `gc.lock` exclusively: no build, import or pin is under way while it is held.
     pub(super) fn gc_lock(&self) -> Result<StoreLock, StoreError> {
         self.lock_named("gc", "the store (builds or runs starting)")
