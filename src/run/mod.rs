@@ -102,10 +102,12 @@ struct Live {
 /// Runs the entry `hash`: brings it up, runs the command, tears everything down.
 pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Result<RunReport> {
     let started = Instant::now();
-    let entry = store.open(hash)?;
+    // Read (not yet trusted) for what the record needs; checked once pinned.
+    let loaded = store.load(hash)?;
+    let backend = loaded.guest_key().backend;
     let pool = SubnetPool::parse(&opts.subnet_pool).context("bad --subnet-pool")?;
     let docker = docker::connect().await?;
-    let smolvm = match entry.guest_key().backend {
+    let smolvm = match backend {
         GuestBackend::Smolvm => Some(Smolvm::locate()?),
         GuestBackend::Docker => None,
     };
@@ -113,14 +115,24 @@ pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Resul
     let record = record::new_record(
         &run_id,
         &hash.hex(),
-        &entry.manifest.name,
-        entry.guest_key().backend,
+        &loaded.manifest.name,
+        backend,
         smolvm.as_ref().and_then(|s| s.state_dir.clone()),
     );
     // Written before anything is created; the pin after it (`bottle down` removes pins of
-    // runs it finds no record of).
+    // runs it finds no record of). Pinned, the entry cannot go while it is checked and used.
     record.save(store)?;
-    store.pin(&run_id, hash)?;
+    let entry = match store
+        .pin(&run_id, hash)
+        .and_then(|()| store.open(hash))
+    {
+        Ok(entry) => entry,
+        Err(e) => {
+            let _ = store.unpin(&run_id);
+            let _ = RunRecord::remove(store, &run_id);
+            return Err(e.into());
+        }
+    };
     drop(opts.build_guard.take());
     let run_dir = record::run_dir(store, &run_id);
     let ctx = Ctx {
