@@ -70,38 +70,36 @@ pub fn key_changes(a: &ComponentKey, b: &ComponentKey) -> Vec<Change> {
     let mut vb = serde_json::to_value(b).expect("keys serialize");
     let mut changes = Vec::new();
     match (a, b) {
-        (ComponentKey::Guest(ka), ComponentKey::Guest(kb)) => {
-            match (&ka.source, &kb.source) {
-                (
-                    GuestSource::Dockerfile {
-                        dockerfile: da,
-                        context: xa,
-                    },
-                    GuestSource::Dockerfile {
-                        dockerfile: db,
-                        context: xb,
-                    },
-                ) => {
-                    if da != db {
-                        changes.push(input("Dockerfile", "content changed"));
-                    }
-                    changes.extend(tree_changes("context/", xa, xb));
-                    for v in [&mut va, &mut vb] {
-                        drop_field(v, &["source", "dockerfile"]);
-                        drop_field(v, &["source", "context"]);
-                    }
+        (ComponentKey::Guest(ka), ComponentKey::Guest(kb)) => match (&ka.source, &kb.source) {
+            (
+                GuestSource::Dockerfile {
+                    dockerfile: da,
+                    context: xa,
+                },
+                GuestSource::Dockerfile {
+                    dockerfile: db,
+                    context: xb,
+                },
+            ) => {
+                if da != db {
+                    changes.push(input("Dockerfile", "content changed"));
                 }
-                (GuestSource::Archive { archive: da }, GuestSource::Archive { archive: db }) => {
-                    if da != db {
-                        changes.push(input("archive", "content changed"));
-                    }
-                    for v in [&mut va, &mut vb] {
-                        drop_field(v, &["source", "archive"]);
-                    }
+                changes.extend(tree_changes("context/", xa, xb));
+                for v in [&mut va, &mut vb] {
+                    drop_field(v, &["source", "dockerfile"]);
+                    drop_field(v, &["source", "context"]);
                 }
-                _ => {}
             }
-        }
+            (GuestSource::Archive { archive: da }, GuestSource::Archive { archive: db }) => {
+                if da != db {
+                    changes.push(input("archive", "content changed"));
+                }
+                for v in [&mut va, &mut vb] {
+                    drop_field(v, &["source", "archive"]);
+                }
+            }
+            _ => {}
+        },
         (ComponentKey::Config(ka), ComponentKey::Config(kb)) => {
             let (pa, pb) = (&ka.provision, &kb.provision);
             match (pa.prompt, pb.prompt) {

@@ -88,9 +88,14 @@ impl TryFrom<String> for Digest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum InputDigest {
-    File { digest: Digest, executable: bool },
+    File {
+        digest: Digest,
+        executable: bool,
+    },
     /// A symlink, recorded by its target (never followed).
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
     /// A folder: recorded so an empty one is part of the input, as `docker build` keeps it.
     Dir,
 }

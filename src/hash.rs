@@ -206,6 +206,7 @@ pub struct ProvisionKey {
 /// A component key, tagged with its kind: what a component's name is the hash of.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // a few hundred bytes, made a handful of times per command
 pub enum ComponentKey {
     Guest(GuestKey),
     Bundle(BundleKey),
@@ -497,10 +498,10 @@ pub fn dockerfile_impurities(path: &Path, text: &str) -> Vec<Impurity> {
         match instr.as_str() {
             "FROM" => {
                 let Some(image) = args.first() else { continue };
-                if let Some(pos) = args.iter().position(|w| w.eq_ignore_ascii_case("AS")) {
-                    if let Some(stage) = args.get(pos + 1) {
-                        stages.push(stage.to_ascii_lowercase());
-                    }
+                if let Some(pos) = args.iter().position(|w| w.eq_ignore_ascii_case("AS"))
+                    && let Some(stage) = args.get(pos + 1)
+                {
+                    stages.push(stage.to_ascii_lowercase());
                 }
                 if image.contains('$') {
                     out.push(at(format!("FROM {image} takes its image from an ARG, which the hash cannot pin; write the image as NAME@sha256:DIGEST")));
@@ -512,12 +513,12 @@ pub fn dockerfile_impurities(path: &Path, text: &str) -> Vec<Impurity> {
                     )));
                 }
             }
-            "ADD" => {
+            "ADD"
                 if args.iter().any(|a| {
                     a.starts_with("http://") || a.starts_with("https://") || a.starts_with("git@")
-                }) {
-                    out.push(at("ADD of a URL fetches content the hash cannot pin; download it beside the recipe and COPY it".to_string()));
-                }
+                }) =>
+            {
+                out.push(at("ADD of a URL fetches content the hash cannot pin; download it beside the recipe and COPY it".to_string()));
             }
             _ => {}
         }

@@ -484,10 +484,10 @@ impl Resolver<'_> {
         }
         let rel = parts.join("/");
         // A symlink may still lead out of the folder.
-        if let Ok(real) = std::fs::canonicalize(self.root.join(&rel)) {
-            if !real.starts_with(self.root) {
-                return Err(outside());
-            }
+        if let Ok(real) = std::fs::canonicalize(self.root.join(&rel))
+            && !real.starts_with(self.root)
+        {
+            return Err(outside());
         }
         Ok(rel)
     }

@@ -223,7 +223,11 @@ impl Recipe {
             let offset = e.utf8_error().valid_up_to();
             RecipeError::NotUtf8 {
                 path: path.to_path_buf(),
-                line: e.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() + 1,
+                line: e.as_bytes()[..offset]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    + 1,
                 offset,
             }
         })?;

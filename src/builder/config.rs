@@ -20,7 +20,12 @@ pub fn build(key: &ConfigKey, planned: &Planned, dir: &Path) -> Result<()> {
     }
     let p = &planned.plan.provision;
     if let (Some(rel), Some(digest)) = (&p.prompt, key.provision.prompt) {
-        copy_checked(&planned.host_path(rel), &dir.join(paths::PROMPT), digest, rel)?;
+        copy_checked(
+            &planned.host_path(rel),
+            &dir.join(paths::PROMPT),
+            digest,
+            rel,
+        )?;
     }
     if let (Some(rel), Some(files)) = (&p.skills, &key.provision.skills) {
         for (inside, d) in files {

@@ -57,14 +57,20 @@ pub async fn build(
                 bail!("input {archive} changed after it was hashed; run the build again");
             }
         }
-        (ImagePlan::Dockerfile { dockerfile, context }, GuestSource::Dockerfile { context: entries, dockerfile: df_digest }) => {
+        (
+            ImagePlan::Dockerfile {
+                dockerfile,
+                context,
+            },
+            GuestSource::Dockerfile {
+                context: entries,
+                dockerfile: df_digest,
+            },
+        ) => {
             step.message("sending the build context");
             let tarball = context_tar(planned, context, entries, dockerfile, df_digest)?;
             let engine = docker::connect().await?;
-            let labels = HashMap::from([(
-                LABEL_COMPONENT.to_string(),
-                format!("guest/{hash}"),
-            )]);
+            let labels = HashMap::from([(LABEL_COMPONENT.to_string(), format!("guest/{hash}"))]);
             docker::build_and_save(
                 &engine,
                 tarball,
@@ -88,7 +94,10 @@ pub async fn build(
     step.message("normalizing the image archive");
     let archive = dir.join(IMAGE_ARCHIVE);
     std::fs::rename(&raw, &archive)?;
-    std::fs::set_permissions(&archive, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    std::fs::set_permissions(
+        &archive,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
     let id = docker::archive_image_id(&archive)?;
     let pack = if key.start == GuestStart::Pack {
         smolvm_pack(dir, step).await?;
@@ -160,32 +169,44 @@ fn context_tar(
     use crate::digest::InputDigest;
     let root = planned.host_path(context);
     let mut tar = tar::Builder::new(Vec::new());
-    let mut add_file = |name: &str, path: &Path, digest: &crate::digest::Digest, mode: u32| -> Result<()> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        if blake3::hash(&bytes).as_bytes() != &digest_bytes(digest) {
-            bail!("input {} changed after it was hashed; run the build again", path.display());
-        }
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_size(bytes.len() as u64);
-        header.set_mode(mode);
-        tar.append_data(&mut header, name, bytes.as_slice())?;
-        Ok(())
-    };
+    let mut add_file =
+        |name: &str, path: &Path, digest: &crate::digest::Digest, mode: u32| -> Result<()> {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            if blake3::hash(&bytes).as_bytes() != &digest_bytes(digest) {
+                bail!(
+                    "input {} changed after it was hashed; run the build again",
+                    path.display()
+                );
+            }
+            let mut header = tar::Header::new_gnu();
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_size(bytes.len() as u64);
+            header.set_mode(mode);
+            tar.append_data(&mut header, name, bytes.as_slice())?;
+            Ok(())
+        };
     let mut links = Vec::new();
     for (rel, d) in entries {
         match d {
-            InputDigest::File { digest, executable } => {
-                add_file(rel, &root.join(rel), digest, if *executable { 0o755 } else { 0o644 })?
-            }
+            InputDigest::File { digest, executable } => add_file(
+                rel,
+                &root.join(rel),
+                digest,
+                if *executable { 0o755 } else { 0o644 },
+            )?,
             InputDigest::Symlink { target } => links.push((rel.clone(), target.clone())),
             InputDigest::Dir => {}
         }
     }
-    add_file(DOCKERFILE_IN_TAR, &planned.host_path(dockerfile), df_digest, 0o644)?;
+    add_file(
+        DOCKERFILE_IN_TAR,
+        &planned.host_path(dockerfile),
+        df_digest,
+        0o644,
+    )?;
     for (rel, target) in links {
         let mut header = tar::Header::new_gnu();
         header.set_mtime(0);
@@ -200,5 +221,7 @@ fn context_tar(
 }
 
 fn digest_bytes(d: &crate::digest::Digest) -> [u8; 32] {
-    *blake3::Hash::from_hex(d.hex()).expect("a digest is hex").as_bytes()
+    *blake3::Hash::from_hex(d.hex())
+        .expect("a digest is hex")
+        .as_bytes()
 }

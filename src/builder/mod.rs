@@ -81,7 +81,12 @@ pub async fn build(
         guard,
     };
     let complete = || {
-        store.contains(&hash) && manifest.components.ids().iter().all(|id| store.has_component(id))
+        store.contains(&hash)
+            && manifest
+                .components
+                .ids()
+                .iter()
+                .all(|id| store.has_component(id))
     };
     if complete() {
         return Ok(found(None));

@@ -60,11 +60,13 @@ pub async fn start_bundle(
     };
     let archive = ctx.entry.bundle.path(&ctx.entry.bundle.image().archive);
     let (docker, n) = (ctx.docker.clone(), name.clone());
-    let create = async move { engine::create_container_loading(&docker, container, &archive).await };
+    let create =
+        async move { engine::create_container_loading(&docker, container, &archive).await };
     let (docker, n2) = (ctx.docker.clone(), name.clone());
-    let (handle, (what, action)) = tracked(format!("remove bundle container {n}"), create, move || {
-        Box::pin(async move { engine::remove_container(&docker, &n2).await })
-    });
+    let (handle, (what, action)) =
+        tracked(format!("remove bundle container {n}"), create, move || {
+            Box::pin(async move { engine::remove_container(&docker, &n2).await })
+        });
     undo.push(what, action);
     handle.await??;
     let probe_net = if docker_guest {

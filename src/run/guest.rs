@@ -94,10 +94,11 @@ async fn create(
         let docker = ctx.docker.clone();
         let create = async move { engine::create_container_loading(&docker, spec, &archive).await };
         let (docker, n) = (ctx.docker.clone(), name.clone());
-        let (handle, (what, action)) =
-            tracked(format!("remove guest container {name}"), create, move || {
-                Box::pin(async move { engine::remove_container(&docker, &n).await })
-            });
+        let (handle, (what, action)) = tracked(
+            format!("remove guest container {name}"),
+            create,
+            move || Box::pin(async move { engine::remove_container(&docker, &n).await }),
+        );
         undo.push(what, action);
         handle.await??;
         return Ok(Guest::Docker {
@@ -155,4 +156,3 @@ async fn create(
         machine: name,
     })
 }
-

@@ -122,10 +122,7 @@ pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Resul
     // Written before anything is created; the pin after it (`bottle down` removes pins of
     // runs it finds no record of). Pinned, the entry cannot go while it is checked and used.
     record.save(store)?;
-    let entry = match store
-        .pin(&run_id, hash)
-        .and_then(|()| store.open(hash))
-    {
+    let entry = match store.pin(&run_id, hash).and_then(|()| store.open(hash)) {
         Ok(entry) => entry,
         Err(e) => {
             let _ = store.unpin(&run_id);
@@ -379,13 +376,12 @@ async fn command_step(ctx: &Ctx, live: &Live, command: &[String]) -> Result<i64>
                 .guest
                 .exec(&g.user, Some(&g.home), &live.env, &check)
                 .await
+                && out.code >= 1
             {
-                if out.code >= 1 {
-                    bail!(
-                        "`{}` is not a command in the guest (not found on its PATH, or not executable)",
-                        cmd[0]
-                    );
-                }
+                bail!(
+                    "`{}` is not a command in the guest (not found on its PATH, or not executable)",
+                    cmd[0]
+                );
             }
         }
         steps::failpoint("command")?;

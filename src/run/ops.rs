@@ -15,11 +15,11 @@ use serde::Serialize;
 use super::names::{self, LABEL_RUN, LABEL_STORE};
 use super::record::{self, Resource, RunRecord};
 use super::store_label;
-use crate::runtime::guest::Guest;
 use crate::hash::BuildHash;
 use crate::plan::GuestBackend;
 use crate::runtime::docker;
 use crate::runtime::docker_run as engine;
+use crate::runtime::guest::Guest;
 use crate::runtime::smolvm::Smolvm;
 use crate::store::Store;
 
@@ -219,9 +219,7 @@ pub async fn exec(store: &Store, id: &str, cmd: &[String]) -> Result<i64> {
     if cmd.is_empty() {
         bail!("give the command to run after `--`, e.g. `bottle exec RUN -- sh`");
     }
-    guest
-        .exec_attached(&g.user, Some(&g.home), &env, cmd)
-        .await
+    guest.exec_attached(&g.user, Some(&g.home), &env, cmd).await
 }
 
 /// What `bottle down` did to one run.
@@ -324,7 +322,10 @@ pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<Down
         // Pins whose run left no record: a run writes its record before its pin and removes
         // its pin before its record, so such a pin belongs to no run.
         for (run_id, _) in store.pins_list()? {
-            if !record::run_dir(store, &run_id).join(record::RECORD_FILE).exists() {
+            if !record::run_dir(store, &run_id)
+                .join(record::RECORD_FILE)
+                .exists()
+            {
                 store.unpin(&run_id)?;
             }
         }

@@ -70,10 +70,7 @@ impl Ctx {
 
     /// Notes in the record something about to be created.
     pub fn note(&self, r: Resource) -> Result<()> {
-        self.record
-            .lock()
-            .expect("record lock")
-            .add(&self.store, r)
+        self.record.lock().expect("record lock").add(&self.store, r)
     }
 }
 

@@ -98,7 +98,9 @@ pub async fn create_network(
             driver: Some("default".to_string()),
             config: Some(vec![IpamConfig {
                 subnet: Some(subnet.to_string()),
-                gateway: Some(std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1).to_string()),
+                gateway: Some(
+                    std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1).to_string(),
+                ),
                 ..Default::default()
             }]),
             options: None,
@@ -133,10 +135,7 @@ pub async fn ensure_image(docker: &Docker, id: &str, archive: &Path) -> Result<b
     let file = tokio::fs::File::open(archive)
         .await
         .with_context(|| format!("cannot open image archive {}", archive.display()))?;
-    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
-        file,
-        1 << 20,
-    ));
+    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
     let mut stream = docker.import_image(ImportImageOptionsBuilder::new().build(), body, None);
     while let Some(item) = stream.next().await {
         item.map_err(|e| anyhow!("cannot load {}: {e}", archive.display()))?;

@@ -130,7 +130,11 @@ impl Guest {
                 mkdir.dedup();
                 let out = self.exec("0", None, env, &mkdir).await?;
                 if out.code != 0 {
-                    bail!("`mkdir -p` in the guest exited {}: {}", out.code, out.stderr.trim());
+                    bail!(
+                        "`mkdir -p` in the guest exited {}: {}",
+                        out.code,
+                        out.stderr.trim()
+                    );
                 }
                 std::fs::create_dir_all(scratch)?;
                 for (i, (path, bytes, mode)) in files.iter().enumerate() {

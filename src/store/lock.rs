@@ -72,7 +72,10 @@ impl Store {
             Err(fs::TryLockError::WouldBlock) => {}
             Err(fs::TryLockError::Error(e)) => return Err(io(&path)(e)),
         }
-        tracing::info!("Waiting for `bottle gc` to finish (lock {})", path.display());
+        tracing::info!(
+            "Waiting for `bottle gc` to finish (lock {})",
+            path.display()
+        );
         file.lock_shared().map_err(io(&path))?;
         Ok(GcGuard { _file: file })
     }

@@ -79,7 +79,10 @@ pub enum StoreError {
     #[error("component {id} of entry {entry} is missing; `bottle build` of its recipe rebuilds it")]
     MissingComponent { entry: BuildHash, id: ComponentId },
     #[error("entry {hash} is damaged: {}; remove it with `bottle gc` and build it again", list(.damage))]
-    Damaged { hash: BuildHash, damage: Vec<Damage> },
+    Damaged {
+        hash: BuildHash,
+        damage: Vec<Damage>,
+    },
     #[error("refused to import {what}: {}; nothing was added to the store", list(.damage))]
     Refused { what: String, damage: Vec<Damage> },
 }

@@ -190,7 +190,11 @@ impl Store {
 
     /// Imports an entry and its components from another store folder (the same layout), as a
     /// cache on a shared disk or a copied folder would hold them; see [`Store::import_component`].
-    pub fn import_from(&self, other: &Store, hash: &BuildHash) -> Result<Vec<ComponentId>, StoreError> {
+    pub fn import_from(
+        &self,
+        other: &Store,
+        hash: &BuildHash,
+    ) -> Result<Vec<ComponentId>, StoreError> {
         let path = other.entry_file(hash);
         let bytes = fs::read(&path).map_err(io(&path))?;
         let m = Manifest::parse(&bytes, &path.display().to_string())?;

@@ -111,7 +111,10 @@ impl Entry {
     }
     /// Bytes of every file of the entry's components.
     pub fn size(&self) -> u64 {
-        self.components().iter().map(|c| c.record.total_size()).sum()
+        self.components()
+            .iter()
+            .map(|c| c.record.total_size())
+            .sum()
     }
 }
 
@@ -187,7 +190,9 @@ impl Store {
                     store: self.root.clone(),
                 });
             }
-            Err(StoreError::Manifest(e)) => return Ok(vec![Damage::new("manifest", e.to_string())]),
+            Err(StoreError::Manifest(e)) => {
+                return Ok(vec![Damage::new("manifest", e.to_string())]);
+            }
             Err(e) => return Err(e),
         };
         let mut damage = Vec::new();
@@ -237,7 +242,12 @@ impl Store {
         let stamps: BTreeMap<String, Stamp> = record
             .files
             .iter()
-            .filter_map(|a| Some((a.path.clone(), stamp(&fs::metadata(dir.join(&a.path)).ok()?))))
+            .filter_map(|a| {
+                Some((
+                    a.path.clone(),
+                    stamp(&fs::metadata(dir.join(&a.path)).ok()?),
+                ))
+            })
             .collect();
         let path = self.marker_path(id);
         let Some(parent) = path.parent() else { return };
@@ -329,7 +339,11 @@ pub(super) fn check_folder(
             Err(e) => damage.push(Damage::new(&a.path, format!("unreadable: {e}"))),
         }
     }
-    for found in walkdir::WalkDir::new(dir).min_depth(1).into_iter().flatten() {
+    for found in walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .flatten()
+    {
         if found.file_type().is_dir() {
             continue;
         }
@@ -341,16 +355,16 @@ pub(super) fn check_folder(
     match &record.key {
         ComponentKey::Config(key) => damage.extend(check_config(dir, key, record)),
         ComponentKey::Guest(_) | ComponentKey::Bundle(_) => {
-            if let Some(img) = &record.image {
-                if !damage.iter().any(|d| d.path == img.archive) {
-                    match crate::runtime::docker::archive_image_id(&dir.join(&img.archive)) {
-                        Ok(got) if got == img.id => {}
-                        Ok(got) => damage.push(Damage::new(
-                            &img.archive,
-                            format!("holds image {got}, not {} as the record says", img.id),
-                        )),
-                        Err(e) => damage.push(Damage::new(&img.archive, format!("{e:#}"))),
-                    }
+            if let Some(img) = &record.image
+                && !damage.iter().any(|d| d.path == img.archive)
+            {
+                match crate::runtime::docker::archive_image_id(&dir.join(&img.archive)) {
+                    Ok(got) if got == img.id => {}
+                    Ok(got) => damage.push(Damage::new(
+                        &img.archive,
+                        format!("holds image {got}, not {} as the record says", img.id),
+                    )),
+                    Err(e) => damage.push(Damage::new(&img.archive, format!("{e:#}"))),
                 }
             }
         }
@@ -411,7 +425,10 @@ fn check_config(dir: &Path, key: &ConfigKey, record: &Record) -> Vec<Damage> {
     }
     for a in &record.files {
         if !expected.contains(&a.path.as_str()) {
-            damage.push(Damage::new(&a.path, "is not part of what the component's key renders"));
+            damage.push(Damage::new(
+                &a.path,
+                "is not part of what the component's key renders",
+            ));
         }
     }
     damage
