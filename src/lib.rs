@@ -7,6 +7,7 @@
 //!   → run (network → bundle → guest → chown → provision → command; an undo stack tears it down)
 //! ```
 //!
+//! `oci` reads and writes image archives (the bundle image, normalized guest images);
 //! `runtime/` talks to the engines (the Docker Engine API, the smolvm CLI); `sidecar/` holds the
 //! bundle's daemons (`bottle sidecar`, run inside the bundle image); `cli` is the glue.
 
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod digest;
 pub mod hash;
 pub mod manifest;
+pub mod oci;
 pub mod plan;
 pub mod progress;
 pub mod recipe;
