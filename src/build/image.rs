@@ -45,7 +45,7 @@ pub async fn guest_archive(
                 .with_context(|| format!("cannot copy {}", src.display()))?;
             check_digest(&dest, key.inputs.get(archive), archive)?;
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644))?;
-            docker::archive_image_id(&dest)
+            crate::oci::image_id(&dest)
         }
         ImagePlan::Dockerfile {
             dockerfile,
