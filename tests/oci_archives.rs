@@ -2,13 +2,15 @@
 //! `write_image` loads (docker CLI and bollard, as `bottle run` loads images) with the id it
 //! reports and runs; the same Dockerfile built twice with no shared cache saves to different
 //! archives that `normalize` makes bit-identical, and that normalized image runs as built;
-//! smolvm takes the archives for a machine.
+//! imported PAX layers (sub-second times, an xattr, a long path) lose only their times; smolvm
+//! takes the archives for a machine.
 //!
 //! The docker CLI is used by the tests only. Every image (intermediate build parents
 //! included) and container a test makes is removed by a guard, also when it fails; tags are
 //! unique per test (`bottle-oci-test-<pid>-<n>`), and nothing engine-wide is pruned.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -306,4 +308,153 @@ fn smolvm_machine_create_accepts_the_archives() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A PAX record, `LEN KEY=VALUE\n`.
+fn pax_record(key: &str, value: &str) -> String {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len();
+    while len.to_string().len() + body.len() != len {
+        len = len.to_string().len() + body.len();
+    }
+    format!("{len}{body}")
+}
+
+/// Appends a PAX header holding `records`, then a regular file `name` with `body`.
+fn pax_file(out: &mut Vec<u8>, name: &str, records: &str, body: &[u8], mode: u32, when: u64) {
+    let pad = |out: &mut Vec<u8>| out.resize(out.len().div_ceil(512) * 512, 0);
+    let mut pax = tar::Header::new_ustar();
+    pax.set_entry_type(tar::EntryType::XHeader);
+    pax.set_path(format!(
+        "PaxHeaders.0/{}",
+        &name[name.len().saturating_sub(80)..]
+    ))
+    .unwrap();
+    pax.set_size(records.len() as u64);
+    pax.set_mtime(when);
+    pax.set_cksum();
+    out.extend_from_slice(pax.as_bytes());
+    out.extend_from_slice(records.as_bytes());
+    pad(out);
+    let mut file = tar::Header::new_ustar();
+    file.set_path(&name[name.len().saturating_sub(90)..])
+        .unwrap();
+    file.set_size(body.len() as u64);
+    file.set_mode(mode);
+    file.set_mtime(when);
+    file.set_cksum();
+    out.extend_from_slice(file.as_bytes());
+    out.extend_from_slice(body);
+    pad(out);
+}
+
+/// A layer as GNU tar writes it with `--format=pax --xattrs`: sub-second times in PAX records,
+/// an xattr, a path too long for the header.
+fn pax_layer(long: &str, when: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let times = |t: u64| {
+        ["mtime", "atime", "ctime"]
+            .map(|k| pax_record(k, &format!("{t}.{}", t % 7)))
+            .concat()
+    };
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    pax_file(&mut out, "bin/busybox", &times(when), &busybox, 0o755, when);
+    let records = format!(
+        "{}{}{}",
+        pax_record("path", long),
+        times(when + 1),
+        pax_record("SCHILY.xattr.user.bottle", "yes")
+    );
+    pax_file(&mut out, long, &records, b"hello\n", 0o640, when + 1);
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// The entries of the first layer of a normalized archive: path, mtime and PAX keys.
+fn layer_entries(archive: &Path) -> Vec<(String, u64, Vec<String>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir.path()));
+    assert!(out.status.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
+    let layer = dir.path().join(manifest[0]["Layers"][0].as_str().unwrap());
+    let mut tar = tar::Archive::new(std::fs::File::open(layer).unwrap());
+    let mut entries = Vec::new();
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let keys = match e.pax_extensions().unwrap() {
+            Some(pax) => pax.map(|r| r.unwrap().key().unwrap().to_string()).collect(),
+            None => Vec::new(),
+        };
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        entries.push((path, e.header().mtime().unwrap(), keys));
+    }
+    entries
+}
+
+#[test]
+fn imported_pax_layers_lose_their_times_and_keep_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cleanup = Cleanup::default();
+    let name = unique_name();
+    let long = format!("{}/{}/file", "d".repeat(70), "e".repeat(70));
+    let mut normalized = Vec::new();
+    let mut saves = Vec::new();
+    for when in [1_000_000_000u64, 1_700_000_000] {
+        let tag = format!("{name}:{when}");
+        cleanup.images.push(tag.clone());
+        let mut child = Command::new("docker")
+            .args(["import", "-", &tag])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&pax_layer(&long, when))
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "docker import failed");
+        let save = dir.path().join(format!("save-{when}.tar"));
+        docker(&["save", &tag, "-o", save.to_str().unwrap()]);
+        docker(&["rmi", "--no-prune", &tag]);
+        let dest = dir.path().join(format!("normal-{when}.tar"));
+        let tag = format!("{name}:normal");
+        normalize(&save, &dest, Some(&tag)).unwrap();
+        saves.push(std::fs::read(&save).unwrap());
+        normalized.push(dest);
+    }
+    assert_ne!(saves[0], saves[1]);
+    let bytes: Vec<Vec<u8>> = normalized
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(bytes[0] == bytes[1], "the normalized archives differ");
+
+    let entries = layer_entries(&normalized[0]);
+    assert_eq!(
+        entries,
+        [
+            ("bin/busybox".to_string(), 0, vec![]),
+            (
+                long.clone(),
+                0,
+                vec!["path".to_string(), "SCHILY.xattr.user.bottle".to_string()]
+            ),
+        ]
+    );
+    let tag = format!("{name}:normal");
+    cleanup.images.push(tag.clone());
+    load(&normalized[0], &tag, &image_id(&normalized[0]).unwrap());
+    let out = docker_run(
+        &mut cleanup,
+        &tag,
+        &["/bin/busybox", "cat", &format!("/{long}")],
+    );
+    assert_eq!(out, "hello");
 }
