@@ -70,8 +70,8 @@ pub(super) fn diff_ids(raw: &[u8], layers: usize) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-/// A saved image's config with every date set to [`EPOCH`], the build machine's details
-/// removed, and `rootfs.diff_ids` replaced by `diff_ids` (of the rewritten layers); canonical.
+/// A saved image's config with every date set to [`EPOCH`], the build machine's details and
+/// unset fields removed, and `rootfs.diff_ids` replaced by `diff_ids` (of the rewritten layers); canonical.
 pub(super) fn normalize(raw: &[u8], diff_ids: &[String]) -> Result<Vec<u8>> {
     let mut value: Value =
         serde_json::from_slice(raw).map_err(|e| anyhow!("it is not JSON ({e})"))?;
@@ -82,10 +82,12 @@ pub(super) fn normalize(raw: &[u8], diff_ids: &[String]) -> Result<Vec<u8>> {
         top.remove(*key);
     }
     top.insert("created".to_string(), json!(EPOCH));
+    top.retain(|_, v| !is_unset(v));
     if let Some(run) = top.get_mut("config").and_then(Value::as_object_mut) {
         for key in RUN_MACHINE_KEYS {
             run.remove(*key);
         }
+        run.retain(|_, v| !is_unset(v));
     }
     if let Some(history) = top.get_mut("history").and_then(Value::as_array_mut) {
         for step in history.iter_mut().filter_map(Value::as_object_mut) {
@@ -100,6 +102,13 @@ pub(super) fn normalize(raw: &[u8], diff_ids: &[String]) -> Result<Vec<u8>> {
     rootfs.insert("type".to_string(), json!("layers"));
     rootfs.insert("diff_ids".to_string(), json!(diff_ids));
     Ok(canonical_json(&value))
+}
+
+/// A value that means the same as no value: `null`, `""` or `false`. docker 20.10 writes every
+/// field of the run config (`"Domainname":""`, `"Tty":false`, `"Volumes":null`, …) where newer
+/// engines leave them out; dropping them keeps only what the image sets.
+fn is_unset(value: &Value) -> bool {
+    matches!(value, Value::Null | Value::Bool(false)) || value.as_str() == Some("")
 }
 
 /// `value` serialized canonically: object keys sorted by their UTF-8 bytes, no whitespace
@@ -212,6 +221,8 @@ mod tests {
             "/container_config",
             "/docker_version",
             "/config/Image",
+            "/config/Hostname",
+            "/config/Cmd",
         ] {
             assert!(v.pointer(gone).is_none(), "{gone} is kept");
         }
