@@ -113,7 +113,7 @@ fn is_unset(value: &Value) -> bool {
 
 /// `value` serialized canonically: object keys sorted by their UTF-8 bytes, no whitespace
 /// outside strings. Independent of serde_json's map ordering features.
-pub fn canonical_json(value: &Value) -> Vec<u8> {
+pub(super) fn canonical_json(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     write_canonical(value, &mut out);
     out

@@ -13,8 +13,8 @@
 //! `docker load` also reads (it only reads `manifest.json`): `oci-layout`, `index.json`,
 //! `manifest.json`, then `blobs/sha256/<hex>` for the config, the OCI manifest and each layer
 //! (see [`layout`]). Same inputs, same bytes: every date is [`EPOCH`], every tar header has
-//! mtime 0 and uid/gid 0, entries come in a fixed order, JSON is canonical (sorted keys, no
-//! whitespace).
+//! mtime 0 (the archive's own headers also uid/gid 0 and mode 0644), entries come in a fixed
+//! order, JSON is canonical (sorted keys, no whitespace).
 //!
 //! Memory stays flat however large a layer: file contents are streamed, layers are rewritten
 //! through temporary files in a folder beside the destination, and sha256 is computed while
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest as _, Sha256};
 
-pub use config::canonical_json;
+use config::canonical_json;
 
 /// The one date every archive bottle writes carries, where a date is required.
 pub const EPOCH: &str = "1970-01-01T00:00:00Z";
