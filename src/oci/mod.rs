@@ -12,7 +12,7 @@
 //! Both writers produce the layout docker 25+'s `docker save` writes, which docker 20.10's
 //! `docker load` also reads (it only reads `manifest.json`): `oci-layout`, `index.json`,
 //! `manifest.json`, then `blobs/sha256/<hex>` for the config, the OCI manifest and each layer
-//! (see [`layout`]). Same inputs, same bytes: every date is [`EPOCH`], every tar header has
+//! (see `layout.rs`). Same inputs, same bytes: every date is [`EPOCH`], every tar header has
 //! mtime 0 (the archive's own headers also uid/gid 0 and mode 0644), entries come in a fixed
 //! order, JSON is canonical (sorted keys, no whitespace).
 //!
