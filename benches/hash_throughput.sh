@@ -45,14 +45,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A `docker save`-shaped archive: manifest.json first (so reading the image id does not scan
-# the whole file), then SIZE random bytes.
+# A `docker save`-shaped archive: manifest.json and the config it names first (so reading the
+# image id, which checks the config's sha256 against its name, does not scan the whole file),
+# then SIZE random bytes.
 echo "hash_throughput: writing $size of random bytes into $work" >&2
 mkdir "$work/tar"
-config=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf '{"bench":"%s","rootfs":{"type":"layers","diff_ids":[]}}' "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$work/tar/config"
+config=$(sha256sum "$work/tar/config" | cut -d' ' -f1)
+mv "$work/tar/config" "$work/tar/$config.json"
 printf '[{"Config":"%s.json","RepoTags":[],"Layers":[]}]' "$config" >"$work/tar/manifest.json"
 head -c "$size" /dev/urandom >"$work/tar/big.bin"
-tar -cf "$work/big.tar" -C "$work/tar" manifest.json big.bin
+tar -cf "$work/big.tar" -C "$work/tar" manifest.json "$config.json" big.bin
 rm -rf "$work/tar"
 bytes=$(stat -c %s "$work/big.tar")
 

@@ -21,6 +21,7 @@ pub mod diff;
 pub mod digest;
 pub mod hash;
 pub mod manifest;
+pub mod oci;
 pub mod plan;
 pub mod progress;
 pub mod recipe;

@@ -93,12 +93,17 @@ pub async fn build(
     }
     step.message("normalizing the image archive");
     let archive = dir.join(IMAGE_ARCHIVE);
-    std::fs::rename(&raw, &archive)?;
+    let (src, dest, tag) = (raw.to_path_buf(), archive.clone(), guest_tag(hash));
+    let info = tokio::task::spawn_blocking(move || crate::oci::normalize(&src, &dest, Some(&tag)))
+        .await
+        .context("the normalize step panicked")?
+        .context("cannot normalize the guest image archive")?;
+    drop(raw);
     std::fs::set_permissions(
         &archive,
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )?;
-    let id = docker::archive_image_id(&archive)?;
+    let id = info.id;
     let pack = if key.start == GuestStart::Pack {
         smolvm_pack(dir, step).await?;
         Some(PACK.to_string())

@@ -2,10 +2,9 @@
 //!
 //! This module owns talking to the engine: connecting (with API version negotiation, so an
 //! older engine such as Debian's 20.10 works), building an image from a context tarball,
-//! pulling by digest, saving an image as an archive, and reading an archive's image id.
+//! pulling by digest, and saving an image as an archive (whose image id [`crate::oci`] reads).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -105,7 +104,7 @@ pub async fn build_and_save(
 pub async fn save_archive(docker: &Docker, image: &str, dest: &Path) -> Result<String> {
     save_image(docker, image, dest).await?;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o644))?;
-    archive_image_id(dest)
+    crate::oci::image_id(dest)
 }
 
 /// Pulls `reference` (pinned by digest) into the engine.
@@ -139,44 +138,4 @@ pub async fn save_image(docker: &Docker, image: &str, dest: &Path) -> Result<()>
     }
     file.sync_all().await?;
     Ok(())
-}
-
-/// The image id (`sha256:…` of its config) recorded in a `docker save` archive.
-pub fn archive_image_id(archive: &Path) -> Result<String> {
-    let file = std::fs::File::open(archive)
-        .with_context(|| format!("cannot open image archive {}", archive.display()))?;
-    let mut tar = tar::Archive::new(file);
-    for entry in tar
-        .entries()
-        .with_context(|| format!("{} is not a tar archive", archive.display()))?
-    {
-        let mut entry = entry
-            .with_context(|| format!("{} is not a readable tar archive", archive.display()))?;
-        if entry.path()?.to_string_lossy() != "manifest.json" {
-            continue;
-        }
-        let mut text = String::new();
-        entry.read_to_string(&mut text)?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: manifest.json is not JSON", archive.display()))?;
-        let config = v
-            .get(0)
-            .and_then(|m| m.get("Config"))
-            .and_then(|c| c.as_str())
-            .ok_or_else(|| anyhow!("{}: manifest.json names no image config", archive.display()))?;
-        let hex = config
-            .trim_start_matches("blobs/sha256/")
-            .trim_end_matches(".json");
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!(
-                "{}: image config {config:?} is not a sha256 digest",
-                archive.display()
-            );
-        }
-        return Ok(format!("sha256:{hex}"));
-    }
-    bail!(
-        "{} is not a `docker save` archive (it has no manifest.json); make it with `docker save IMAGE -o FILE`",
-        archive.display()
-    )
 }

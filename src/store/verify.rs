@@ -358,7 +358,7 @@ pub(super) fn check_folder(
             if let Some(img) = &record.image
                 && !damage.iter().any(|d| d.path == img.archive)
             {
-                match crate::runtime::docker::archive_image_id(&dir.join(&img.archive)) {
+                match crate::oci::image_id(&dir.join(&img.archive)) {
                     Ok(got) if got == img.id => {}
                     Ok(got) => damage.push(Damage::new(
                         &img.archive,
