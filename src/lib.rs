@@ -12,6 +12,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod context;
 pub mod digest;
 pub mod hash;
 pub mod manifest;
