@@ -3,9 +3,9 @@
 //! This module owns the context from folder to engine:
 //!
 //! - [`scan`] lists every path the docker CLI would send for a folder, honouring its
-//!   `.dockerignore` exactly as the CLI does for the classic builder (see [`ignore`]), with
-//!   each folder (so empty ones count), file (content digest and executable bit) and symlink
-//!   (its target, never followed). Its map is what the build hash records.
+//!   `.dockerignore` exactly as the CLI does for the classic builder (`context/ignore.rs`),
+//!   with each folder (so empty ones count), file (content digest and executable bit) and
+//!   symlink (its target, never followed). Its map is what the build hash records.
 //! - [`tar_stream`] sends exactly that map as a tar stream, produced on a blocking thread and
 //!   handed over a few 64 KiB chunks at a time, so memory stays flat whatever the file sizes.
 //!   Each file is digested as it is streamed; one that no longer matches the map ends the
@@ -347,6 +347,19 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains(".dockerignore:3:"), "{err}");
+    }
+
+    #[test]
+    fn scan_refuses_names_that_are_not_utf8_unless_excluded() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"bad-\xff.txt");
+        fs::write(dir.path().join(name), "x").unwrap();
+        let err = scan(dir.path()).unwrap_err();
+        assert!(matches!(err, ContextError::NotUtf8 { .. }), "{err:?}");
+        // Matched as docker matches it: the bad byte stands for one character.
+        write(dir.path(), ".dockerignore", "bad-?.txt\n", 0o644);
+        assert_eq!(keys(&scan(dir.path()).unwrap()), [".dockerignore"]);
     }
 
     #[test]
