@@ -50,6 +50,11 @@ q*
 docker
 ";
 
+/// One test at a time: the 20.10 engine's cache lookup for a `FROM scratch` step reads every
+/// parentless image, and fails ("unable to find image") if one is removed meanwhile, as the
+/// tests here remove theirs when they end.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The images a test made, removed (`docker rmi --no-prune`) when it ends, however it ends.
 struct Images(Mutex<Vec<String>>);
 
@@ -146,6 +151,14 @@ fn fixture(root: &Path, placement: Placement, ignore: Ignore) -> (PathBuf, PathB
     symlink("a.txt", ctx.join("link-a")).unwrap();
     symlink("nested", ctx.join("dirlink")).unwrap();
     symlink("nowhere/at/all", ctx.join("dangling")).unwrap();
+    // Past the 100 bytes a tar header holds: GNU long-name and long-link entries.
+    let long = format!("nested/deep/{}", "long-name-".repeat(12));
+    write(&ctx, &long, "long\n", 0o644);
+    symlink(
+        format!("../../{long}"),
+        ctx.join("nested/deep/er/long-link"),
+    )
+    .unwrap();
     match ignore {
         Ignore::Kept => write(&ctx, ".dockerignore", IGNORE, 0o644),
         Ignore::SelfExcluded => write(
@@ -170,7 +183,7 @@ fn fixture(root: &Path, placement: Placement, ignore: Ignore) -> (PathBuf, PathB
 fn cli_build(ctx: &Path, dockerfile: &Path, tag: &str) {
     let out = Command::new("docker")
         .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "--force-rm", "-t", tag, "-f"])
+        .args(["build", "-q", "--no-cache", "--force-rm", "-t", tag, "-f"])
         .arg(dockerfile)
         .arg(ctx)
         .output()
@@ -182,7 +195,19 @@ fn cli_build(ctx: &Path, dockerfile: &Path, tag: &str) {
     );
 }
 
+/// Builds through `tar_stream` + `docker::build`; tries again (twice at most) when the engine
+/// trips over an image that other work on this engine removed during its cache lookup.
 async fn stream_build(ctx: &Path, dockerfile: &Path, tag: &str) -> anyhow::Result<String> {
+    let mut tries = 0;
+    loop {
+        match stream_build_once(ctx, dockerfile, tag).await {
+            Err(e) if tries < 2 && format!("{e:#}").contains("unable to find image") => tries += 1,
+            result => return result,
+        }
+    }
+}
+
+async fn stream_build_once(ctx: &Path, dockerfile: &Path, tag: &str) -> anyhow::Result<String> {
     let entries = context::scan(ctx)?;
     let (digest, _) = file_digest(dockerfile)?;
     let df = DockerfileRef {
@@ -254,15 +279,19 @@ fn listing(tag: &str) -> BTreeMap<String, Row> {
 
 /// Builds each case both ways and compares the images.
 async fn equivalent(placement: Placement, ignores: &[Ignore]) {
+    let _serial = SERIAL.lock().await;
     let images = Images::new();
     for &ignore in ignores {
         let dir = tempfile::tempdir().unwrap();
         let (ctx, dockerfile) = fixture(dir.path(), placement, ignore);
         let (cli_tag, our_tag) = (images.tag(), images.tag());
-        cli_build(&ctx, &dockerfile, &cli_tag);
+        // Content no other build has, and the CLI's build second and uncached: neither build
+        // can take a cached step from another (which another test may be removing).
+        write(&ctx, "run-id", &our_tag, 0o644);
         stream_build(&ctx, &dockerfile, &our_tag)
             .await
             .unwrap_or_else(|e| panic!("{placement:?}/{ignore:?}: {e:#}"));
+        cli_build(&ctx, &dockerfile, &cli_tag);
         let (cli, ours) = (listing(&cli_tag), listing(&our_tag));
         assert!(
             cli.contains_key("empty"),
@@ -305,9 +334,12 @@ async fn dockerfile_inside_but_excluded_matches_the_cli() {
 
 #[tokio::test]
 async fn a_file_changed_after_scan_refuses_the_build() {
+    let _serial = SERIAL.lock().await;
     let images = Images::new();
+    let tag = images.tag();
     let dir = tempfile::tempdir().unwrap();
     let (ctx, dockerfile) = fixture(dir.path(), Placement::Inside, Ignore::Kept);
+    write(&ctx, "run-id", &tag, 0o644);
     // Enough bytes ahead of the changed file that the engine is mid-context when it fails.
     write(&ctx, "big.bin", &"x".repeat(3 << 20), 0o644);
     let entries = context::scan(&ctx).unwrap();
@@ -319,7 +351,6 @@ async fn a_file_changed_after_scan_refuses_the_build() {
     };
     let stream = context::tar_stream(ctx.clone(), entries, df);
     let engine = docker::connect().await.unwrap();
-    let tag = images.tag();
     let err = docker::build(&engine, stream, &tag, HashMap::new(), |_| {})
         .await
         .expect_err("a changed input must fail the build");
