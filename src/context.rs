@@ -61,7 +61,7 @@ pub enum ContextError {
     },
     #[error("input {path} changed after it was hashed; run the build again")]
     Changed { path: PathBuf },
-    #[error("cannot add {path} to the build context")]
+    #[error("cannot add {path} to the build context; rename it or list it in .dockerignore")]
     Tar {
         path: PathBuf,
         #[source]

@@ -126,10 +126,14 @@ fn plan(
     match inside {
         Some(rel) => {
             let early = match items.get(&rel) {
-                Some(Source::Entry(InputDigest::File { digest, .. })) => {
-                    (*digest != dockerfile.digest).then(changed).flatten()
+                // Kept: already an entry. It must be the Dockerfile that was hashed.
+                Some(Source::Entry(InputDigest::File { digest, .. }))
+                    if *digest == dockerfile.digest =>
+                {
+                    None
                 }
                 Some(_) => changed(),
+                // Excluded: sent all the same, for the engine to read and then delete.
                 None => {
                     for (i, _) in rel.match_indices('/') {
                         items
