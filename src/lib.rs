@@ -17,6 +17,7 @@
 pub mod builder;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod diff;
 pub mod digest;
 pub mod hash;

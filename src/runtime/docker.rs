@@ -1,18 +1,26 @@
 //! The Docker Engine, through its API (bollard). No docker CLI is spawned.
 //!
 //! This module owns talking to the engine: connecting (with API version negotiation, so an
-//! older engine such as Debian's 20.10 works), building an image from a context tarball,
-//! pulling by digest, and saving an image as an archive (whose image id [`crate::oci`] reads).
+//! older engine such as Debian's 20.10 works), building an image from a context streamed from
+//! disk ([`crate::context`]), pulling by digest, and saving an image as an archive (whose image
+//! id [`crate::oci`] reads).
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
-use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
-use futures_util::StreamExt;
+use bollard::models::BuildInfo;
+use bollard::query_parameters::{
+    BuildImageOptions, BuildImageOptionsBuilder, CreateImageOptionsBuilder,
+    RemoveImageOptionsBuilder,
+};
+use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
+
+use crate::context::{ContextError, ContextStream};
 
 /// Connects to the local engine (`DOCKER_HOST` or the default socket) and agrees on an API
 /// version with it.
@@ -34,16 +42,75 @@ pub async fn build_image(
     dockerfile: &str,
     tag: &str,
     labels: HashMap<String, String>,
-    mut on_line: impl FnMut(&str),
+    on_line: impl FnMut(&str),
 ) -> Result<String> {
-    let options = BuildImageOptionsBuilder::default()
+    let options = build_options(dockerfile, tag, &labels);
+    let stream = docker.build_image(options, None, Some(bollard::body_full(tarball.into())));
+    follow_build(docker, stream, tag, on_line).await
+}
+
+/// Builds an image from a streamed context (as [`build_image`]). When the build fails because
+/// the context could not be sent whole (an input changed after it was hashed, or could not be
+/// read), that [`ContextError`] is the error, not the engine's broken-pipe message.
+pub async fn build(
+    docker: &Docker,
+    ctx: ContextStream,
+    tag: &str,
+    labels: HashMap<String, String>,
+    on_line: impl FnMut(&str),
+) -> Result<String> {
+    let ContextStream {
+        dockerfile_name,
+        stream,
+        done,
+    } = ctx;
+    let options = build_options(&dockerfile_name, tag, &labels);
+    let body = bollard::body_try_stream(stream);
+    let progress = docker.build_image(options, None, Some(body));
+    let built = follow_build(docker, progress, tag, on_line).await;
+    // The request, and with it the body, is gone by now: the producer ends soon whatever
+    // happened. Should the engine hold the connection open, its own error stands.
+    let sent = match tokio::time::timeout(Duration::from_secs(30), done).await {
+        Ok(joined) => joined.map_err(|e| anyhow!("the build context producer failed: {e}"))?,
+        Err(_) => return built,
+    };
+    match (built, sent) {
+        (built, Ok(_)) | (built, Err(ContextError::Abandoned)) => built,
+        (built, Err(e)) => {
+            if built.is_ok() {
+                // The engine took a context that was not what was hashed: drop what it made.
+                let options = RemoveImageOptionsBuilder::default().noprune(true).build();
+                let _ = docker.remove_image(tag, Some(options), None).await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// The build's options: always remove intermediate containers, also on failure.
+fn build_options(
+    dockerfile: &str,
+    tag: &str,
+    labels: &HashMap<String, String>,
+) -> BuildImageOptions {
+    BuildImageOptionsBuilder::default()
         .dockerfile(dockerfile)
         .t(tag)
         .rm(true)
         .forcerm(true)
-        .labels(&labels)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(tarball.into())));
+        .labels(labels)
+        .build()
+}
+
+/// Follows one build to its end, passing each progress line to `on_line`; returns the image
+/// id. The request (and its body) is dropped on return.
+async fn follow_build(
+    docker: &Docker,
+    stream: impl Stream<Item = Result<BuildInfo, bollard::errors::Error>>,
+    tag: &str,
+    mut on_line: impl FnMut(&str),
+) -> Result<String> {
+    let mut stream = Box::pin(stream);
     let mut id = None;
     let mut tail: Vec<String> = Vec::new();
     while let Some(item) = stream.next().await {
@@ -65,6 +132,7 @@ pub async fn build_image(
             id = aux.id;
         }
     }
+    drop(stream);
     match id {
         Some(id) => Ok(id),
         None => {
