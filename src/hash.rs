@@ -295,6 +295,8 @@ pub enum HashError {
         "input {path} is neither a file, a folder nor a symlink; remove it from the recipe's inputs"
     )]
     Special { path: PathBuf },
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
     #[error(
         "a smolvm guest started from a pack depends on the smolvm CLI's version, and it cannot be read"
     )]
@@ -387,7 +389,7 @@ fn guest_source(planned: &Planned) -> Result<(GuestSource, Vec<Impurity>), HashE
             let impurities = dockerfile_impurities(&path, &text);
             let source = GuestSource::Dockerfile {
                 dockerfile: Digest::of(text.as_bytes()),
-                context: tree(&planned.host_path(context))?,
+                context: crate::context::scan(&planned.host_path(context))?,
             };
             Ok((source, impurities))
         }

@@ -1,18 +1,20 @@
 //! The guest component: the guest image as a normalized archive (`image.tar`), and for smolvm
 //! guests started from a pack, the `.smolmachine` made from it (`guest.smolmachine`).
 //!
-//! The image comes from a Dockerfile and its context (built by the engine from exactly the
-//! bytes the key names: each file is checked against its digest as it is sent), from an
-//! archive, or from a reference pinned by digest. Whatever the engine saves is normalized
-//! (timestamps, build-machine details, ordering) so the archive's bytes depend only on the
-//! image's content: the same key built on two engines gives the same artifact.
+//! The image comes from a Dockerfile and its context, streamed to the engine from exactly the
+//! paths and bytes the key names (`crate::context`: each file is checked against its digest as
+//! it is sent); from an archive; or from a reference pinned by digest. Whatever the engine
+//! saves is normalized (`crate::oci::normalize`: timestamps, build-machine details, ordering)
+//! so the archive's bytes depend only on the image's content: the same key built on two
+//! engines gives the same artifact.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::digest::file_digest;
+use crate::context::{self, DockerfileRef};
+use crate::digest::{InputDigest, file_digest};
 use crate::hash::{ComponentHash, GuestKey, GuestSource};
 use crate::manifest::ImageRef;
 use crate::plan::{GuestStart, ImagePlan, Planned};
@@ -23,11 +25,11 @@ use crate::runtime::{docker, smolvm::Smolvm};
 pub const IMAGE_ARCHIVE: &str = "image.tar";
 pub const PACK: &str = "guest.smolmachine";
 
-/// The label every image bottle builds carries: `KIND/HASH` of its component.
+/// The label every image bottle makes carries: `KIND/HASH` of its component.
 pub const LABEL_COMPONENT: &str = "bottle.component";
 
-/// Name of the Dockerfile inside the context tarball bottle sends.
-const DOCKERFILE_IN_TAR: &str = ".bottle-build/Dockerfile";
+/// How many times a build is tried when the engine trips over an image removed meanwhile.
+const BUILD_TRIES: usize = 3;
 
 /// Image tag of a guest component's image in the engine.
 pub fn guest_tag(hash: &ComponentHash) -> String {
@@ -63,24 +65,16 @@ pub async fn build(
                 context,
             },
             GuestSource::Dockerfile {
-                context: entries,
                 dockerfile: df_digest,
+                context: entries,
             },
         ) => {
-            step.message("sending the build context");
-            let tarball = context_tar(planned, context, entries, dockerfile, df_digest)?;
-            let engine = docker::connect().await?;
-            let labels = HashMap::from([(LABEL_COMPONENT.to_string(), format!("guest/{hash}"))]);
-            docker::build_and_save(
-                &engine,
-                tarball,
-                DOCKERFILE_IN_TAR,
-                &guest_tag(hash),
-                labels,
-                &raw,
-                |line| step.message(line),
-            )
-            .await?;
+            let dockerfile = DockerfileRef {
+                host_path: planned.host_path(dockerfile),
+                digest: *df_digest,
+            };
+            let context_dir = planned.host_path(context);
+            build_from_context(&context_dir, entries, &dockerfile, hash, &raw, step).await?;
         }
         (ImagePlan::Reference { reference }, GuestSource::Reference { .. }) => {
             let engine = docker::connect().await?;
@@ -103,7 +97,6 @@ pub async fn build(
         &archive,
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )?;
-    let id = info.id;
     let pack = if key.start == GuestStart::Pack {
         smolvm_pack(dir, step).await?;
         Some(PACK.to_string())
@@ -112,9 +105,53 @@ pub async fn build(
     };
     Ok(ImageRef {
         archive: IMAGE_ARCHIVE.to_string(),
-        id,
+        id: info.id,
         pack,
     })
+}
+
+/// Builds the image from its context with the engine and saves it into `raw`.
+async fn build_from_context(
+    context_dir: &Path,
+    entries: &BTreeMap<String, InputDigest>,
+    dockerfile: &DockerfileRef,
+    hash: &ComponentHash,
+    raw: &Path,
+    step: &Step,
+) -> Result<()> {
+    let engine = docker::connect().await?;
+    let labels = HashMap::from([(LABEL_COMPONENT.to_string(), format!("guest/{hash}"))]);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        step.message("sending the build context");
+        let stream = context::tar_stream(
+            context_dir.to_path_buf(),
+            entries.clone(),
+            DockerfileRef {
+                host_path: dockerfile.host_path.clone(),
+                digest: dockerfile.digest,
+            },
+        );
+        let built = docker::build_and_save(
+            &engine,
+            stream,
+            &guest_tag(hash),
+            labels.clone(),
+            raw,
+            |line| step.message(line),
+        )
+        .await;
+        match built {
+            Ok(_) => return Ok(()),
+            // Docker 20.10's cache lookup for a `FROM scratch` step reads every parentless
+            // image and fails if one is removed meanwhile (say by a concurrent `docker rmi`).
+            Err(e) if tries < BUILD_TRIES && format!("{e:#}").contains("unable to find image") => {
+                tracing::debug!("the engine lost an image while building ({e:#}); trying again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// What a person should know about a guest built from a Dockerfile with `RUN` steps: bottle
@@ -160,73 +197,4 @@ async fn smolvm_pack(dir: &Path, step: &Step) -> Result<()> {
     }
     std::fs::rename(&sidecar, dir.join(PACK))?;
     Ok(())
-}
-
-/// The context tarball: every context path the key lists (mtime 0, owned by root) and the
-/// Dockerfile under a fixed name, each file checked against its digest.
-fn context_tar(
-    planned: &Planned,
-    context: &str,
-    entries: &std::collections::BTreeMap<String, crate::digest::InputDigest>,
-    dockerfile: &str,
-    df_digest: &crate::digest::Digest,
-) -> Result<Vec<u8>> {
-    use crate::digest::InputDigest;
-    let root = planned.host_path(context);
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut add_file =
-        |name: &str, path: &Path, digest: &crate::digest::Digest, mode: u32| -> Result<()> {
-            let bytes =
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            if blake3::hash(&bytes).as_bytes() != &digest_bytes(digest) {
-                bail!(
-                    "input {} changed after it was hashed; run the build again",
-                    path.display()
-                );
-            }
-            let mut header = tar::Header::new_gnu();
-            header.set_mtime(0);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_size(bytes.len() as u64);
-            header.set_mode(mode);
-            tar.append_data(&mut header, name, bytes.as_slice())?;
-            Ok(())
-        };
-    let mut links = Vec::new();
-    for (rel, d) in entries {
-        match d {
-            InputDigest::File { digest, executable } => add_file(
-                rel,
-                &root.join(rel),
-                digest,
-                if *executable { 0o755 } else { 0o644 },
-            )?,
-            InputDigest::Symlink { target } => links.push((rel.clone(), target.clone())),
-            InputDigest::Dir => {}
-        }
-    }
-    add_file(
-        DOCKERFILE_IN_TAR,
-        &planned.host_path(dockerfile),
-        df_digest,
-        0o644,
-    )?;
-    for (rel, target) in links {
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_size(0);
-        header.set_mode(0o777);
-        tar.append_link(&mut header, &rel, &target)?;
-    }
-    Ok(tar.into_inner()?)
-}
-
-fn digest_bytes(d: &crate::digest::Digest) -> [u8; 32] {
-    *blake3::Hash::from_hex(d.hex())
-        .expect("a digest is hex")
-        .as_bytes()
 }

@@ -34,22 +34,8 @@ pub async fn connect() -> Result<Docker> {
     Ok(docker)
 }
 
-/// Builds an image from a context tarball (`dockerfile` names the Dockerfile inside it),
-/// tagged `tag` with `labels`. `on_line` sees each line the engine prints. Returns the image id.
-pub async fn build_image(
-    docker: &Docker,
-    tarball: Vec<u8>,
-    dockerfile: &str,
-    tag: &str,
-    labels: HashMap<String, String>,
-    on_line: impl FnMut(&str),
-) -> Result<String> {
-    let options = build_options(dockerfile, tag, &labels);
-    let stream = docker.build_image(options, None, Some(bollard::body_full(tarball.into())));
-    follow_build(docker, stream, tag, on_line).await
-}
-
-/// Builds an image from a streamed context (as [`build_image`]). When the build fails because
+/// Builds an image from a streamed context, tagged `tag` with `labels`; `on_line` sees each
+/// line the engine prints; returns the image id. When the build fails because
 /// the context could not be sent whole (an input changed after it was hashed, or could not be
 /// read), that [`ContextError`] is the error, not the engine's broken-pipe message.
 pub async fn build(
@@ -147,23 +133,26 @@ async fn follow_build(
     }
 }
 
-/// Builds an image (as [`build_image`]), saves it into `dest` (as [`save_archive`]), and checks
-/// that the archive holds the image that was built. Returns its id.
+/// Builds an image from a streamed context (as [`build`]), saves it into `dest` (as
+/// [`save_archive`]), checks that the archive holds the image that was built, and removes the
+/// built image from the engine (its parent layers stay: they are the build cache). Returns
+/// the id of the image saved.
 pub async fn build_and_save(
     docker: &Docker,
-    tarball: Vec<u8>,
-    dockerfile: &str,
+    ctx: ContextStream,
     tag: &str,
     labels: HashMap<String, String>,
     dest: &Path,
     mut on_line: impl FnMut(&str),
 ) -> Result<String> {
-    let id = build_image(docker, tarball, dockerfile, tag, labels, &mut on_line).await?;
+    let id = build(docker, ctx, tag, labels, &mut on_line).await?;
     on_line("saving the image");
     let saved = save_archive(docker, tag, dest).await?;
     if saved != id {
         bail!("the engine built image {id} but saved {saved}; build again");
     }
+    let options = RemoveImageOptionsBuilder::default().noprune(true).build();
+    let _ = docker.remove_image(&id, Some(options), None).await;
     Ok(id)
 }
 
