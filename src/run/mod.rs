@@ -27,15 +27,15 @@
 //! (record, CA keys) and its pin go last. `bottle run` exits with the command's exit code
 //! (128+N after signal N). The test hooks are described in [`steps`].
 
-pub mod bundle;
-pub mod ca;
-pub mod guest;
+mod bundle;
+mod ca;
+mod guest;
 pub mod names;
 pub mod network;
 pub mod ops;
-pub mod provision;
+mod provision;
 pub mod record;
-pub mod steps;
+mod steps;
 pub mod undo;
 
 use std::collections::HashMap;
