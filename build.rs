@@ -54,27 +54,24 @@ fn main() {
 }
 
 /// Every regular file below `rel` (symlinks followed as cargo compiles them), as
-/// `/`-separated paths relative to `root`.
+/// `/`-separated paths relative to `root`; editors' swap and lock files (dotfiles) skipped.
 fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) {
-    let dir = root.join(rel);
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("build.rs cannot read {}: {e}", dir.display()));
-    for ent in entries {
-        let ent = ent.expect("readable folder entry");
-        // Editors' swap and lock files are not sources.
-        if ent.file_name().to_string_lossy().starts_with('.') {
+    let walker = walkdir::WalkDir::new(root.join(rel))
+        .follow_links(true)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+    for ent in walker {
+        let ent = ent.unwrap_or_else(|e| panic!("build.rs cannot read the sources: {e}"));
+        if !ent.file_type().is_file() {
             continue;
         }
-        let child = rel.join(ent.file_name());
-        let path = root.join(&child);
-        if path.is_dir() {
-            walk(root, &child, out);
-        } else if path.is_file() {
-            let parts: Vec<String> = child
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            out.push(parts.join("/"));
-        }
+        let parts: Vec<String> = ent
+            .path()
+            .strip_prefix(root)
+            .expect("below the root")
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        out.push(parts.join("/"));
     }
 }

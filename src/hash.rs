@@ -429,33 +429,29 @@ fn content_digest(path: &Path) -> Result<Digest, HashError> {
 /// their target, never followed.
 pub fn tree(dir: &Path) -> Result<BTreeMap<String, InputDigest>, HashError> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let read = |source| HashError::Read {
-            path: dir.clone(),
-            source,
-        };
-        for ent in std::fs::read_dir(&dir).map_err(read)? {
-            let ent = ent.map_err(read)?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let child = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let path = ent.path();
-            let meta = std::fs::symlink_metadata(&path).map_err(|source| HashError::Read {
-                path: path.clone(),
-                source,
+    for ent in walkdir::WalkDir::new(dir).min_depth(1) {
+        let ent = ent.map_err(|e| HashError::Read {
+            path: e.path().unwrap_or(dir).to_path_buf(),
+            source: e.into(),
+        })?;
+        let rel = ent
+            .path()
+            .strip_prefix(dir)
+            .unwrap_or(ent.path())
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        let digest = if ent.file_type().is_dir() {
+            InputDigest::Dir
+        } else {
+            let meta = ent.metadata().map_err(|e| HashError::Read {
+                path: ent.path().to_path_buf(),
+                source: e.into(),
             })?;
-            let digest = if meta.is_dir() {
-                stack.push((path, child.clone()));
-                InputDigest::Dir
-            } else {
-                entry_digest(&path, &meta)?
-            };
-            out.insert(child, digest);
-        }
+            entry_digest(ent.path(), &meta)?
+        };
+        out.insert(rel, digest);
     }
     Ok(out)
 }

@@ -64,7 +64,7 @@ pub fn ps(g: &Global, store: &Store) -> Result<Outcome> {
                 "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  {}",
                 r.run_id,
                 r.name,
-                &r.hash[..r.hash.len().min(12)],
+                r.hash.map(|h| h.short()).unwrap_or_else(|| "-".into()),
                 format!("{:?}", r.backend).to_lowercase(),
                 r.pid,
                 if r.live { "live" } else { "dead" },

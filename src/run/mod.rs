@@ -114,7 +114,7 @@ pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Resul
     let run_id = names::new_run_id();
     let record = record::new_record(
         &run_id,
-        &hash.hex(),
+        Some(*hash),
         &loaded.manifest.name,
         backend,
         smolvm.as_ref().and_then(|s| s.state_dir.clone()),

@@ -121,7 +121,7 @@ pub async fn sweep(
 pub struct PsRow {
     pub run_id: String,
     pub name: String,
-    pub hash: String,
+    pub hash: Option<BuildHash>,
     pub backend: GuestBackend,
     pub pid: u32,
     /// Whether the process that made the run still runs; a dead one left a stale record.
@@ -186,7 +186,7 @@ pub async fn exec(store: &Store, id: &str, cmd: &[String]) -> Result<i64> {
             rec.run_id
         );
     }
-    let hash = BuildHash::parse(&rec.hash).context("the run record names no valid hash")?;
+    let hash = rec.hash.context("the run record names no entry")?;
     let entry = store
         .load(&hash)
         .with_context(|| format!("the entry {hash} of run {} is gone", rec.run_id))?;
@@ -370,7 +370,7 @@ async fn sweep_machines(store: &Store, rows: &mut Vec<DownRow>) {
 }
 
 fn orphan_record(run_id: &str) -> RunRecord {
-    let mut r = record::new_record(run_id, "", "", GuestBackend::Docker, None);
+    let mut r = record::new_record(run_id, None, "", GuestBackend::Docker, None);
     r.pid = 0;
     r.pid_start = None;
     r

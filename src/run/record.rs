@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::hash::BuildHash;
 use crate::plan::GuestBackend;
 use crate::store::Store;
 
@@ -40,7 +41,9 @@ pub enum Resource {
 pub struct RunRecord {
     pub format: u32,
     pub run_id: String,
-    pub hash: String,
+    /// The entry the run runs; none for a record `bottle down` makes up for resources it
+    /// found by label only.
+    pub hash: Option<BuildHash>,
     pub name: String,
     pub backend: GuestBackend,
     /// The process running the bring-up and the agent, and its start time (clock ticks after
@@ -76,12 +79,18 @@ impl RunRecord {
     pub fn save(&self, store: &Store) -> Result<()> {
         let dir = run_dir(store, &self.run_id);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let tmp = dir.join(format!(".{RECORD_FILE}.tmp"));
         let mut bytes = serde_json::to_vec_pretty(self).expect("a record serializes");
         bytes.push(b'\n');
-        fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{RECORD_FILE}."))
+            .tempfile_in(&dir)
+            .with_context(|| format!("cannot write a record in {}", dir.display()))?;
+        std::io::Write::write_all(&mut tmp, &bytes)
+            .with_context(|| format!("cannot write {}", tmp.path().display()))?;
         let dest = dir.join(RECORD_FILE);
-        fs::rename(&tmp, &dest).with_context(|| format!("cannot write {}", dest.display()))
+        tmp.persist(&dest)
+            .with_context(|| format!("cannot write {}", dest.display()))?;
+        Ok(())
     }
 
     /// Adds a resource (before it is created) and saves.
@@ -175,7 +184,7 @@ pub fn process_start(pid: u32) -> Option<u64> {
 /// A new record for a run about to start, owned by this process.
 pub fn new_record(
     run_id: &str,
-    hash: &str,
+    hash: Option<BuildHash>,
     name: &str,
     backend: GuestBackend,
     smolvm_state_dir: Option<PathBuf>,
@@ -184,7 +193,7 @@ pub fn new_record(
     RunRecord {
         format: RECORD_FORMAT,
         run_id: run_id.to_string(),
-        hash: hash.to_string(),
+        hash,
         name: name.to_string(),
         backend,
         pid,
@@ -250,7 +259,7 @@ mod tests {
             RunRecord {
                 format: RECORD_FORMAT,
                 run_id: id.into(),
-                hash: "00".into(),
+                hash: None,
                 name: "demo".into(),
                 backend: GuestBackend::Docker,
                 pid: 1,
