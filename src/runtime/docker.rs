@@ -82,6 +82,10 @@ pub async fn build_image(
 
 /// Builds an image (as [`build_image`]), saves it into `dest` (as [`save_archive`]), and checks
 /// that the archive holds the image that was built. Returns its id.
+///
+/// The image is saved by its id, not by `tag`: a concurrent build of the same component for
+/// another store moves the tag to its own image (an uncached last step gets a new id), and
+/// saving by tag then saved that image and failed the check.
 pub async fn build_and_save(
     docker: &Docker,
     tarball: Vec<u8>,
@@ -93,7 +97,7 @@ pub async fn build_and_save(
 ) -> Result<String> {
     let id = build_image(docker, tarball, dockerfile, tag, labels, &mut on_line).await?;
     on_line("saving the image");
-    let saved = save_archive(docker, tag, dest).await?;
+    let saved = save_archive(docker, &id, dest).await?;
     if saved != id {
         bail!("the engine built image {id} but saved {saved}; build again");
     }
