@@ -365,3 +365,39 @@ fn a_run_refuses_files_changed_since_they_were_verified() {
     std::fs::write(&config, text).unwrap();
     assert!(ctx.output(&["verify", &hash]).status.success());
 }
+
+#[test]
+fn the_command_gets_a_terminal_of_the_callers_size() {
+    let ctx = TestContext::new("run-tty");
+    let hash = ctx.build(&ctx.recipe());
+    // script(1) (util-linux) runs bottle on a new pty, sized by stty first; bottle's stdin
+    // and stdout are that terminal, so the guest command gets one of the same size. The
+    // Engine (20.10, API 1.41) takes no size when an exec is created: bottle sets it right
+    // after the exec starts, so the command waits (up to 5 s) for a size other than 0 0.
+    let probe = "i=0; while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; i=$((i+1)); sleep 0.05; done; echo \"size=$s\"; [ -t 0 ] && [ -t 1 ] && echo on-a-tty";
+    let inner = format!(
+        "stty rows 31 cols 97; exec {BIN} --no-progress run {hash} -- sh -c '{probe}'"
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &inner, "/dev/null"])
+        .env("BOTTLE_STORE", &ctx.store)
+        .env("BOTTLE_SMOLVM_STATE_DIR", &ctx.smolvm_state)
+        .env_remove("BOTTLE_PAUSE_AT")
+        .env_remove("BOTTLE_FAILPOINT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux; scripts/setup installs it)");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    // Lines end in \r\n on a terminal; what the pty echoes of script's input (^@) may precede.
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(
+        lines.iter().any(|l| l.ends_with("size=31 97")),
+        "the guest's terminal size:\n{text}"
+    );
+    assert!(lines.contains(&"on-a-tty"), "{text}");
+    // Without a terminal, none: plain pipes, no \r\n.
+    let out = ctx.ok(&["run", &hash, "--", "sh", "-c", "[ -t 0 ] || [ -t 1 ] || echo no-tty"]);
+    assert_eq!(out, "no-tty\n");
+    ctx.assert_nothing_left();
+}
