@@ -188,6 +188,8 @@ pub enum RecipeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: not valid UTF-8 at byte {byte}; save it as UTF-8")]
+    NotUtf8 { path: PathBuf, byte: usize },
     #[error("{path}:{line}:{col}: {message}")]
     At {
         path: PathBuf,
@@ -209,9 +211,13 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 
 impl Recipe {
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
-        let source = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
+        let bytes = std::fs::read(path).map_err(|source| RecipeError::Read {
             path: path.to_path_buf(),
             source,
+        })?;
+        let source = String::from_utf8(bytes).map_err(|e| RecipeError::NotUtf8 {
+            path: path.to_path_buf(),
+            byte: e.utf8_error().valid_up_to(),
         })?;
         Recipe::parse(path, source)
     }
