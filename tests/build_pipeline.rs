@@ -940,3 +940,81 @@ fn gc_keeps_an_entry_a_run_pins_until_the_pin_goes() {
     assert!(store.pin("0123456789", &build_hash(&h)).is_err());
     assert!(ctx.pins().is_empty());
 }
+
+#[test]
+fn a_recipe_that_is_not_utf8_is_refused_naming_the_file_and_byte() {
+    let ctx = TestContext::with_build_recipe("latin1");
+    // A Latin-1 é in a comment, and a lone continuation byte in a value further on.
+    let base = base_recipe("latin1");
+    let cases: Vec<(Vec<u8>, usize)> = vec![
+        {
+            let mut b = b"# recipe by Jos".to_vec();
+            let at = b.len();
+            b.push(0xe9);
+            b.extend_from_slice(b"\n");
+            b.extend_from_slice(base.as_bytes());
+            (b, at)
+        },
+        {
+            let text = base.replace("EDITOR = \"vi\"", "EDITOR = \"v@\"");
+            let at = text.find("v@").unwrap() + 1;
+            let mut b = text.into_bytes();
+            b[at] = 0x80;
+            (b, at)
+        },
+    ];
+    for (bytes, at) in cases {
+        let r = ctx.recipes.join("latin1.toml");
+        std::fs::write(&r, &bytes).unwrap();
+        for cmd in ["build", "hash"] {
+            let out = ctx.output(&[cmd, r.to_str().unwrap()]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+            assert!(
+                err.contains(&format!("{}: not valid UTF-8 at byte {at}", r.display())),
+                "{cmd}: expected the file and byte {at}:\n{err}"
+            );
+            assert!(stdout(&out).is_empty());
+        }
+    }
+    assert!(!ctx.store.exists(), "a refused recipe makes no store");
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let ctx = TestContext::with_build_recipe("pipe");
+    let hash = ctx.build(&ctx.recipe());
+    // Hundreds of entries (sharing the one's components, so they cost nothing to make):
+    // `bottle ls` prints more than a pipe holds, so it writes after the reader is gone.
+    let store = ctx.store();
+    let m = ctx.manifest(&hash);
+    for i in 0..600 {
+        let mut other = m.clone();
+        other.name = format!("pipe-{i}");
+        store.publish_entry(&other).unwrap();
+    }
+    let ls = ctx.ok(&["ls"]);
+    assert_eq!(ls.lines().count(), 601);
+    assert!(ls.len() > 1 << 16, "{} bytes fit in a pipe", ls.len());
+    let recipe = ctx.recipe();
+    for args in [
+        vec!["ls"],
+        vec!["ls", "--json"],
+        vec!["show", &hash],
+        vec!["hash", recipe.to_str().unwrap()],
+    ] {
+        let mut child = ctx
+            .cmd()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the command writes (as `| true` does).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}
