@@ -111,7 +111,9 @@ impl Entry {
     }
     /// Bytes of every file of the entry's components.
     pub fn size(&self) -> u64 {
-        self.components().iter().map(|c| c.record.total_size()).sum()
+        self.components()
+            .iter()
+            .fold(0, |t: u64, c| t.saturating_add(c.record.total_size()))
     }
 }
 
