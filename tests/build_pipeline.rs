@@ -58,7 +58,10 @@ fn same_recipe_twice_gives_same_hash_and_the_second_build_does_no_work() {
     for c in second["components"].as_array().unwrap() {
         assert_eq!(c["cached"], true, "{c}");
     }
-    assert_eq!(std::fs::read(ctx.entry_file(&hash)).unwrap(), manifest_before);
+    assert_eq!(
+        std::fs::read(ctx.entry_file(&hash)).unwrap(),
+        manifest_before
+    );
     assert!(ctx.temporary().is_empty(), "temporary leftovers");
 }
 
@@ -121,9 +124,19 @@ fn changing_any_input_file_or_recipe_field_changes_the_hash() {
     let text = base_recipe("changes");
     let edits: &[(&str, &str, &str, &[&str])] = &[
         ("name", "name = \"changes\"", "name = \"changes2\"", &[]),
-        ("guest.user", "user = \"node\"", "user = \"agent\"", &["config"]),
+        (
+            "guest.user",
+            "user = \"node\"",
+            "user = \"agent\"",
+            &["config"],
+        ),
         ("guest.command", "\"id -un\"", "\"id -u\"", &["config"]),
-        ("guest.env", "EDITOR = \"vi\"", "EDITOR = \"nano\"", &["config"]),
+        (
+            "guest.env",
+            "EDITOR = \"vi\"",
+            "EDITOR = \"nano\"",
+            &["config"],
+        ),
         (
             "pipelock.allow",
             "\"example.com\",",
@@ -370,31 +383,24 @@ fn verify_names_each_flipped_truncated_or_deleted_file() {
         // A record's middle byte may fall in a file's digest, which verify then reports
         // against that file: in a record, flip its format instead.
         let flip_at = if label.ends_with(RECORD_FILE) {
-            let at = pristine.windows(9).position(|w| w == b"\"format\":").unwrap();
+            let at = pristine
+                .windows(9)
+                .position(|w| w == b"\"format\":")
+                .unwrap();
             at + pristine[at..].iter().position(u8::is_ascii_digit).unwrap()
         } else {
             pristine.len() / 2
         };
-        let damages: Vec<(&str, Box<dyn Fn()>)> = vec![
-            ("flip", {
-                let (path, p) = (path.clone(), pristine.clone());
-                Box::new(move || {
-                    let mut b = p.clone();
+        for how in ["flip", "truncate", "delete"] {
+            match how {
+                "flip" => {
+                    let mut b = pristine.clone();
                     b[flip_at] ^= 0x01;
-                    std::fs::write(&path, b).unwrap();
-                })
-            }),
-            ("truncate", {
-                let (path, p) = (path.clone(), pristine.clone());
-                Box::new(move || std::fs::write(&path, &p[..p.len() / 2]).unwrap())
-            }),
-            ("delete", {
-                let path = path.clone();
-                Box::new(move || std::fs::remove_file(&path).unwrap())
-            }),
-        ];
-        for (how, damage) in damages {
-            damage();
+                    std::fs::write(path, b).unwrap();
+                }
+                "truncate" => std::fs::write(path, &pristine[..pristine.len() / 2]).unwrap(),
+                _ => std::fs::remove_file(path).unwrap(),
+            }
             let out = ctx.output(&["verify", &hash[..10]]);
             if label == "manifest" && how == "delete" {
                 // Without its manifest, there is no entry of that name.
@@ -405,7 +411,12 @@ fn verify_names_each_flipped_truncated_or_deleted_file() {
                     stderr(&out)
                 );
             } else {
-                assert_eq!(out.status.code(), Some(3), "{how} {label}: {}", stdout(&out));
+                assert_eq!(
+                    out.status.code(),
+                    Some(3),
+                    "{how} {label}: {}",
+                    stdout(&out)
+                );
                 let text = stdout(&out);
                 assert!(
                     text.lines()
@@ -743,8 +754,8 @@ fn smolvm_pack_failure_is_clear_and_leaves_nothing_behind() {
         "the error says what to do: {err}"
     );
     assert!(!ctx.entry_file(&hash).exists());
-    let guest = bottle::hash::ComponentHash::parse(keys["components"]["guest"].as_str().unwrap())
-        .unwrap();
+    let guest =
+        bottle::hash::ComponentHash::parse(keys["components"]["guest"].as_str().unwrap()).unwrap();
     assert!(
         !ctx.store().has_component(&ComponentId {
             kind: ComponentKind::Guest,
@@ -752,7 +763,11 @@ fn smolvm_pack_failure_is_clear_and_leaves_nothing_behind() {
         }),
         "no guest component without its pack"
     );
-    assert!(ctx.temporary().is_empty(), "leftovers in tmp/: {:?}", ctx.temporary());
+    assert!(
+        ctx.temporary().is_empty(),
+        "leftovers in tmp/: {:?}",
+        ctx.temporary()
+    );
 
     // The way out the error names works: a smolvm guest created from the image archive.
     let r2 = ctx.write_recipe(
@@ -777,7 +792,10 @@ fn gc_removes_what_no_root_keeps_leftovers_and_old_layouts_and_says_what_it_free
     let kept_by_flag = ctx.build(&ctx.write_recipe("c.toml", &base_recipe("gc-flag")));
     let loose_config = ctx.manifest(&loose).components.config;
     assert_ne!(loose_config, ctx.manifest(&rooted).components.config);
-    let tmp = ctx.store().tmp().join(format!("guest-{}.abc123", "e".repeat(64)));
+    let tmp = ctx
+        .store()
+        .tmp()
+        .join(format!("guest-{}.abc123", "e".repeat(64)));
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::write(tmp.join("image.tar"), vec![0u8; 4096]).unwrap();
     // The previous layout, as an older bottle left it.
@@ -847,8 +865,15 @@ fn diff_says_which_components_fields_and_inputs_made_a_new_hash() {
     let out = ctx.ok(&["diff", &b, &c]);
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("guest   changed ("), "{out}");
-    assert_eq!(lines[1], "  input  context/passwd: content changed", "{out}");
-    assert_eq!(&lines[2..], ["bundle  unchanged", "config  unchanged"], "{out}");
+    assert_eq!(
+        lines[1], "  input  context/passwd: content changed",
+        "{out}"
+    );
+    assert_eq!(
+        &lines[2..],
+        ["bundle  unchanged", "config  unchanged"],
+        "{out}"
+    );
     let same = ctx.ok(&["diff", &a, &a]);
     assert!(same.contains("no differences"));
 }
@@ -868,7 +893,10 @@ fn ls_and_show_list_entries_and_components_for_people_and_scripts() {
     assert_eq!(v[0]["hash"], h.as_str());
     assert_eq!(v[0]["name"], "listing");
     assert_eq!(v[0]["backend"], "docker");
-    assert_eq!(v[0]["components"]["config"], m.components.config.hex().as_str());
+    assert_eq!(
+        v[0]["components"]["config"],
+        m.components.config.hex().as_str()
+    );
 
     let show: serde_json::Value =
         serde_json::from_str(&ctx.ok(&["show", "--json", &h[..6]])).unwrap();
@@ -984,17 +1012,18 @@ fn a_recipe_that_is_not_utf8_is_refused_naming_the_file_and_byte() {
 fn a_closed_stdout_ends_a_command_quietly() {
     let ctx = TestContext::with_build_recipe("pipe");
     let hash = ctx.build(&ctx.recipe());
-    // Hundreds of entries (sharing the one's components, so they cost nothing to make):
-    // `bottle ls` prints more than a pipe holds, so it writes after the reader is gone.
+    // Hundreds of entries (manifests naming the one entry's components, so they cost nothing
+    // to make): `bottle ls` prints more than a pipe holds, so it writes after the reader is
+    // gone.
     let store = ctx.store();
     let m = ctx.manifest(&hash);
-    for i in 0..600 {
+    for i in 0..450 {
         let mut other = m.clone();
         other.name = format!("pipe-{i}");
-        store.publish_entry(&other).unwrap();
+        std::fs::write(store.entry_file(&other.hash()), other.to_json()).unwrap();
     }
     let ls = ctx.ok(&["ls"]);
-    assert_eq!(ls.lines().count(), 601);
+    assert_eq!(ls.lines().count(), 451);
     assert!(ls.len() > 1 << 16, "{} bytes fit in a pipe", ls.len());
     let recipe = ctx.recipe();
     for args in [

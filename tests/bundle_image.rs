@@ -58,7 +58,12 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
         .files
         .iter()
         .find(|a| a.path == image.archive)
-        .unwrap_or_else(|| panic!("{} is not a listed file: {:?}", image.archive, bundle.record));
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not a listed file: {:?}",
+                image.archive, bundle.record
+            )
+        });
     assert_eq!(listed.mode, 0o644);
     assert!(listed.size > 1_000_000, "{listed:?}");
     assert_eq!(bundle.record.files.len(), 1, "{:?}", bundle.record.files);
@@ -74,7 +79,9 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
     let inspect = |fmt: &str| docker_ok(&["image", "inspect", &tag, "--format", fmt]);
     assert_eq!(inspect("{{.Id}}"), image.id);
     assert_eq!(
-        inspect(&format!("{{{{index .Config.Labels \"{LABEL_COMPONENT}\"}}}}")),
+        inspect(&format!(
+            "{{{{index .Config.Labels \"{LABEL_COMPONENT}\"}}}}"
+        )),
         format!("bundle/{}", bundle.id.hash)
     );
     assert_eq!(

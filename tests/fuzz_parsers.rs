@@ -817,7 +817,11 @@ fn parse_manifest_checked(bytes: &[u8]) -> Result<(), TestCaseError> {
 /// `sha256:` id; totals never overflow; it writes back to JSON that parses to the same record.
 fn assert_accepted_record_sound(r: &Record, expected: &ComponentId) -> Result<(), TestCaseError> {
     prop_assert_eq!(r.key.kind(), expected.kind);
-    prop_assert_eq!(r.key.hash(), expected.hash, "the key does not hash to the name");
+    prop_assert_eq!(
+        r.key.hash(),
+        expected.hash,
+        "the key does not hash to the name"
+    );
     let root = Path::new("/store/components/x/0123");
     for a in &r.files {
         prop_assert!(
@@ -838,13 +842,22 @@ fn assert_accepted_record_sound(r: &Record, expected: &ComponentId) -> Result<()
         prop_assert!(a.mode <= 0o7777, "mode {:o}", a.mode);
     }
     for w in r.files.windows(2) {
-        prop_assert!(w[0].path < w[1].path, "{:?} before {:?}", w[0].path, w[1].path);
+        prop_assert!(
+            w[0].path < w[1].path,
+            "{:?} before {:?}",
+            w[0].path,
+            w[1].path
+        );
     }
     let listed = |p: &str| r.files.iter().any(|a| a.path == p);
     match (&r.image, expected.kind) {
         (None, ComponentKind::Config) => {}
         (Some(img), ComponentKind::Guest | ComponentKind::Bundle) => {
-            prop_assert!(listed(&img.archive), "image archive {:?} not listed", img.archive);
+            prop_assert!(
+                listed(&img.archive),
+                "image archive {:?} not listed",
+                img.archive
+            );
             if let Some(p) = &img.pack {
                 prop_assert!(listed(p), "pack {:?} not listed", p);
                 prop_assert_eq!(expected.kind, ComponentKind::Guest);
@@ -1079,11 +1092,7 @@ fn accepted_manifests_name_valid_component_hashes() {
     let base = serde_json::to_value(valid_manifest()).unwrap();
     let strategy = (
         select(vec!["guest", "bundle", "config"]),
-        prop_oneof![
-            pathish(),
-            "[0-9a-fA-F]{60,68}",
-            Just("0".repeat(64)),
-        ],
+        prop_oneof![pathish(), "[0-9a-fA-F]{60,68}", Just("0".repeat(64)),],
     );
     check(CASES, strategy, |(kind, h)| {
         let mut v = base.clone();
@@ -1201,11 +1210,7 @@ fn mutated_record_values_never_panic_and_an_edited_key_is_always_refused() {
         // A key edited into another key never passes for the component it was.
         let key: Option<ComponentKey> = serde_json::from_value(v["key"].clone()).ok();
         if key.as_ref().is_some_and(|k| *k != r.key) {
-            prop_assert!(
-                accepted.is_err(),
-                "an edited key passed: {:?}",
-                key
-            );
+            prop_assert!(accepted.is_err(), "an edited key passed: {:?}", key);
         }
         if let Ok(r) = accepted {
             assert_accepted_record_sound(&r, id)?;
@@ -1227,8 +1232,8 @@ fn records_with_generated_file_paths_accept_only_paths_inside_the_component() {
         r.files = unique.iter().map(|p| artifact(p, 1, 0o644, 'e')).collect();
         if let Some(img) = &mut r.image {
             img.archive = paths[0].clone();
-            img.pack = (id.kind == ComponentKind::Guest && paths.len() > 1)
-                .then(|| paths[1].clone());
+            img.pack =
+                (id.kind == ComponentKind::Guest && paths.len() > 1).then(|| paths[1].clone());
         }
         let accepted = Record::parse(&r.to_json(), "fuzz/generated.json", id);
         if let Ok(r) = &accepted {

@@ -375,9 +375,8 @@ fn the_command_gets_a_terminal_of_the_callers_size() {
     // Engine (20.10, API 1.41) takes no size when an exec is created: bottle sets it right
     // after the exec starts, so the command waits (up to 5 s) for a size other than 0 0.
     let probe = "i=0; while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; i=$((i+1)); sleep 0.05; done; echo \"size=$s\"; [ -t 0 ] && [ -t 1 ] && echo on-a-tty";
-    let inner = format!(
-        "stty rows 31 cols 97; exec {BIN} --no-progress run {hash} -- sh -c '{probe}'"
-    );
+    let inner =
+        format!("stty rows 31 cols 97; exec {BIN} --no-progress run {hash} -- sh -c '{probe}'");
     let out = std::process::Command::new("script")
         .args(["-qfec", &inner, "/dev/null"])
         .env("BOTTLE_STORE", &ctx.store)
@@ -397,7 +396,14 @@ fn the_command_gets_a_terminal_of_the_callers_size() {
     );
     assert!(lines.contains(&"on-a-tty"), "{text}");
     // Without a terminal, none: plain pipes, no \r\n.
-    let out = ctx.ok(&["run", &hash, "--", "sh", "-c", "[ -t 0 ] || [ -t 1 ] || echo no-tty"]);
+    let out = ctx.ok(&[
+        "run",
+        &hash,
+        "--",
+        "sh",
+        "-c",
+        "[ -t 0 ] || [ -t 1 ] || echo no-tty",
+    ]);
     assert_eq!(out, "no-tty\n");
     ctx.assert_nothing_left();
 }

@@ -29,7 +29,11 @@ fn a_fail_point_at_every_step_unwinds_everything() {
         cmd.env("BOTTLE_FAILPOINT", step);
         let out = ctx.output_of(cmd, &["run", &hash, "--", "true"]);
         assert_failed_at(&out, step);
-        assert!(stderr(&out).contains("BOTTLE_FAILPOINT"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("BOTTLE_FAILPOINT"),
+            "{}",
+            stderr(&out)
+        );
         assert_eq!(out.status.code(), Some(1));
         ctx.assert_nothing_left();
     }
@@ -177,7 +181,12 @@ fn signals_at_random_moments_of_the_bring_up_leave_nothing() {
         let (_, _, stderr) = child.finish(Duration::from_secs(10));
         let during = stderr
             .lines()
-            .find_map(|l| l.split_once(&format!("bottle run: {name} "))?.1.split(':').next())
+            .find_map(|l| {
+                l.split_once(&format!("bottle run: {name} "))?
+                    .1
+                    .split(':')
+                    .next()
+            })
             .unwrap_or("")
             .to_string();
         let outcome = match status.code() {
@@ -252,7 +261,11 @@ fn down_stops_a_live_run_which_tears_itself_down() {
     let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
     let id = ps[0]["run_id"].as_str().unwrap().to_string();
     assert_eq!(ps[0]["live"], true);
-    assert_eq!(ctx.pins(), [id.clone()], "a live run pins its entry");
+    assert_eq!(
+        ctx.pins(),
+        std::slice::from_ref(&id),
+        "a live run pins its entry"
+    );
     let out = ctx.ok(&["down", &id]);
     assert!(out.contains("stopped"), "{out}");
     let (code, _, _) = child.finish(Duration::from_secs(30));

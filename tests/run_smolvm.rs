@@ -131,14 +131,17 @@ fn real_smolvm_damaged_pack_fails_guest_create() {
         "pack.toml",
         &text.replace("start = \"image\"", "start = \"pack\""),
     );
-    let planned =
-        bottle::plan::plan(&bottle::recipe::Recipe::load(&pack_recipe).unwrap()).unwrap();
+    let planned = bottle::plan::plan(&bottle::recipe::Recipe::load(&pack_recipe).unwrap()).unwrap();
     let (keys, _) = bottle::hash::keys(&planned).unwrap();
     let key = keys.component(ComponentKind::Guest);
     let id = key.id();
     let src = ctx.dir.path().join("served");
     std::fs::create_dir_all(&src).unwrap();
-    std::fs::copy(archive.path(&archive.image().archive), src.join(IMAGE_ARCHIVE)).unwrap();
+    std::fs::copy(
+        archive.path(&archive.image().archive),
+        src.join(IMAGE_ARCHIVE),
+    )
+    .unwrap();
     std::fs::write(src.join(PACK), b"not a pack").unwrap();
     let mut files: Vec<Artifact> = [IMAGE_ARCHIVE, PACK]
         .into_iter()
@@ -172,7 +175,10 @@ fn real_smolvm_damaged_pack_fails_guest_create() {
     assert!(imported);
     // The entry: the same bundle and config (neither depends on how the guest starts).
     let manifest = keys.manifest();
-    assert_eq!(manifest.components.config, ctx.manifest(&built).components.config);
+    assert_eq!(
+        manifest.components.config,
+        ctx.manifest(&built).components.config
+    );
     let hash = manifest.hash().to_string();
     store
         .import_entry(&manifest.to_json(), &manifest.hash())

@@ -64,18 +64,34 @@ fn adding_an_allowlist_host_shares_guest_and_bundle_and_builds_no_image() {
     assert!(grown <= 64 << 10, "the store grew by {grown} bytes");
     // One guest and one bundle in the store, two configs; both entries whole.
     let store = ctx.store();
-    assert_eq!(store.component_hashes(ComponentKind::Guest).unwrap().len(), 1);
-    assert_eq!(store.component_hashes(ComponentKind::Bundle).unwrap().len(), 1);
-    assert_eq!(store.component_hashes(ComponentKind::Config).unwrap().len(), 2);
+    assert_eq!(
+        store.component_hashes(ComponentKind::Guest).unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.component_hashes(ComponentKind::Bundle).unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.component_hashes(ComponentKind::Config).unwrap().len(),
+        2
+    );
     let out = ctx.ok(&["verify"]);
-    assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 2, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        2,
+        "{out}"
+    );
     // `bottle diff` says it is the allowlist, in the config only.
     let out = ctx.ok(&[
         "diff",
         first["hash"].as_str().unwrap(),
         second["hash"].as_str().unwrap(),
     ]);
-    assert!(out.contains("guest   unchanged\nbundle  unchanged\nconfig  changed"), "{out}");
+    assert!(
+        out.contains("guest   unchanged\nbundle  unchanged\nconfig  changed"),
+        "{out}"
+    );
     assert!(out.contains("field  pipelock.allow"), "{out}");
 }
 
@@ -109,8 +125,11 @@ fn a_build_of_changed_sources_reuses_the_guest_and_config_built_before() {
         built
     };
     assert_eq!(built.hash, b.hash());
-    let how: Vec<(ComponentKind, bool)> =
-        built.components.iter().map(|c| (c.name, c.cached)).collect();
+    let how: Vec<(ComponentKind, bool)> = built
+        .components
+        .iter()
+        .map(|c| (c.name, c.cached))
+        .collect();
     assert_eq!(
         how,
         [
@@ -123,8 +142,14 @@ fn a_build_of_changed_sources_reuses_the_guest_and_config_built_before() {
     let other_hash = b.hash().to_string();
     assert!(ctx.output(&["verify", &other_hash]).status.success());
     assert!(ctx.output(&["verify", &hash]).status.success());
-    assert_eq!(store.component_hashes(ComponentKind::Guest).unwrap().len(), 1);
-    assert_eq!(store.component_hashes(ComponentKind::Config).unwrap().len(), 1);
+    assert_eq!(
+        store.component_hashes(ComponentKind::Guest).unwrap().len(),
+        1
+    );
+    assert_eq!(
+        store.component_hashes(ComponentKind::Config).unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -198,7 +223,12 @@ fn an_entry_imported_into_an_empty_store_verifies_and_runs_with_its_own_ca() {
         std::fs::read(src.entry_file(&hash)).unwrap()
     );
     // Nothing more to import the second time.
-    assert!(dst.store().import_from(&src.store(), &h).unwrap().is_empty());
+    assert!(
+        dst.store()
+            .import_from(&src.store(), &h)
+            .unwrap()
+            .is_empty()
+    );
 
     // It runs in the second store, with a CA minted there for the run.
     let child = dst.spawn(&[
@@ -336,16 +366,19 @@ fn assert_refused(ctx: &TestContext, hash: &str, what: &str, field: Option<&str>
     assert!(!named.is_empty(), "{what} not named:\n{text}");
     if let Some(field) = field {
         assert!(
-            named
-                .iter()
-                .any(|l| l.contains(&format!("differs from what the component's key renders in {field}"))),
+            named.iter().any(|l| l.contains(&format!(
+                "differs from what the component's key renders in {field}"
+            ))),
             "field {field} not named:\n{text}"
         );
     }
     let out = ctx.output(&["run", hash, "--", "true"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{what}: {err}");
-    assert!(err.contains(&format!("{what}: ")), "{what} not named: {err}");
+    assert!(
+        err.contains(&format!("{what}: ")),
+        "{what} not named: {err}"
+    );
     if let Some(field) = field {
         assert!(err.contains(&format!("renders in {field}")), "{err}");
     }
@@ -496,7 +529,11 @@ fn gc_removes_what_only_an_unrooted_entry_used_and_never_what_a_run_pins() {
         std::fs::remove_file(store.roots().join(root)).unwrap();
     }
     let report: serde_json::Value = serde_json::from_str(&ctx.ok(&["gc", "--json"])).unwrap();
-    assert_eq!(report["removed_entries"], serde_json::json!([b]), "{report}");
+    assert_eq!(
+        report["removed_entries"],
+        serde_json::json!([b]),
+        "{report}"
+    );
     assert_eq!(
         report["removed_components"],
         serde_json::json!([format!("config/{}", mb.components.config)]),
@@ -522,7 +559,11 @@ fn gc_removes_what_only_an_unrooted_entry_used_and_never_what_a_run_pins() {
 
     // The run is down: c goes with the config only it used; a keeps the guest and bundle.
     let report: serde_json::Value = serde_json::from_str(&ctx.ok(&["gc", "--json"])).unwrap();
-    assert_eq!(report["removed_entries"], serde_json::json!([c]), "{report}");
+    assert_eq!(
+        report["removed_entries"],
+        serde_json::json!([c]),
+        "{report}"
+    );
     assert_eq!(
         report["removed_components"],
         serde_json::json!([format!("config/{}", mc.components.config)]),
@@ -552,7 +593,11 @@ fn a_component_record_names_its_key_and_every_file() {
         on_disk.sort();
         let listed: Vec<String> = record.files.iter().map(|a| a.path.clone()).collect();
         assert_eq!(listed, on_disk, "{id}");
-        assert_eq!(record.image.is_some(), id.kind != ComponentKind::Config, "{id}");
+        assert_eq!(
+            record.image.is_some(),
+            id.kind != ComponentKind::Config,
+            "{id}"
+        );
     }
 }
 
@@ -565,12 +610,7 @@ fn walk(root: &Path) -> Vec<String> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push(
-                    p.strip_prefix(root)
-                        .unwrap()
-                        .to_string_lossy()
-                        .into_owned(),
-                );
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
             }
         }
     }

@@ -436,7 +436,11 @@ git_email = "agent@bottle.invalid"
 
     /// Remembers the components of every recipe in the recipe folder.
     fn remember_recipes(&self) {
-        for e in std::fs::read_dir(&self.recipes).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(&self.recipes)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if e.path().extension().is_some_and(|x| x == "toml") {
                 self.remember_keys(&e.path());
             }
@@ -589,7 +593,10 @@ impl Spawned {
                     let status = self.child.wait().unwrap();
                     panic!(
                         "bottle ended ({status}) before printing {needle:?}:\nstdout: {}\nstderr: {}",
-                        self.stdout.take().and_then(|r| r.recv().ok()).unwrap_or_default(),
+                        self.stdout
+                            .take()
+                            .and_then(|r| r.recv().ok())
+                            .unwrap_or_default(),
                         self.seen
                     );
                 }
