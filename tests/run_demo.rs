@@ -7,7 +7,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bottle::builder::{bundle::bundle_tag, guest::guest_tag};
 use bottle::hash::ComponentKind;
 use bottle::manifest::BUNDLE_IP_TEMPLATE;
 use support::*;
@@ -161,12 +160,10 @@ fn a_second_run_loads_no_image() {
     let guest = entry.guest.image().id.clone();
     let bundle = entry.bundle.image().id.clone();
     // The guest image is this test's own: take it out of the engine. The bundle image is
-    // shared by every test; it goes too unless another test's container uses it.
-    assert!(
-        ctx.remove_image(&guest_tag(&entry.guest.id.hash)),
-        "the test's guest image"
-    );
-    let bundle_removed = ctx.remove_image(&bundle_tag(&entry.bundle.id.hash));
+    // shared by every test; it goes too unless another test's container uses it. By id: the
+    // tag may name another build of the same bundle (another store's, at the same moment).
+    assert!(ctx.remove_image(&guest), "the test's guest image");
+    let bundle_removed = ctx.remove_image(&bundle);
     let first: serde_json::Value =
         serde_json::from_str(&ctx.ok(&["run", "--json", &hash, "--", "true"])).unwrap();
     let loaded: Vec<&str> = first["images_loaded"]

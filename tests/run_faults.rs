@@ -157,7 +157,7 @@ fn sigterm_at_every_step_unwinds_everything() {
 /// SIGINT and SIGTERM, alternately, 10–80 ms after `bottle run` starts: while it checks the
 /// entry, writes its record, mints its CA and creates its networks (no pause hook: whatever
 /// is in flight). Each trial ends with 128+N (or 0 when the run finished first) and leaves
-/// nothing.
+/// no container, network, run folder (with its CA keys) or pin.
 #[test]
 fn signals_at_random_moments_of_the_bring_up_leave_nothing() {
     let ctx = TestContext::new("run-sig-random");
@@ -189,14 +189,17 @@ fn signals_at_random_moments_of_the_bring_up_leave_nothing() {
             })
             .unwrap_or("")
             .to_string();
-        let outcome = match status.code() {
-            Some(c) if c == 128 + sig => format!("{} {during}", 128 + sig),
-            Some(0) => "0".to_string(),
-            // No exit code: bottle died of the signal instead of tearing down.
-            other => panic!(
-                "trial {trial}: {name} after {delay:?}: exit {other:?} (signal {:?}):\n{stderr}",
-                status.signal()
-            ),
+        let outcome = match (status.code(), status.signal()) {
+            (Some(c), _) if c == 128 + sig => format!("{} {during}", 128 + sig),
+            (Some(0), _) => "0".to_string(),
+            // Before `bottle run` has its handlers (argument parsing, the async runtime: the
+            // first milliseconds, longer on a loaded machine) the signal's default action
+            // ends it: a shell's 128+N all the same, and it has made nothing yet (checked
+            // below). Once it checks the entry, it tears down and exits 128+N itself.
+            (None, Some(s)) if s == sig && stderr.is_empty() => {
+                format!("{} by the signal itself", 128 + sig)
+            }
+            other => panic!("trial {trial}: {name} after {delay:?}: exit {other:?}:\n{stderr}"),
         };
         *outcomes.entry(outcome).or_default() += 1;
         let left = ctx.leftovers();
