@@ -220,6 +220,12 @@ git_email = "agent@bottle.invalid"
         BUILDS.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The read side of the build lock without a build: while held, no test of this binary
+    /// removes an image (their guards wait), so images in the engine stay there.
+    pub fn keep_images(&self) -> RwLockReadGuard<'static, ()> {
+        BUILDS.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// `bottle build -q RECIPE`; returns the hash (the last line of stdout).
     pub fn build(&self, recipe: &Path) -> String {
         let out = self.ok(&["build", "-q", recipe.to_str().unwrap()]);
