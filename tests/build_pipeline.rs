@@ -366,15 +366,15 @@ fn verify_names_each_flipped_truncated_or_deleted_file() {
     }
     let labels: Vec<&str> = files.iter().map(|(l, _)| l.as_str()).collect();
     for want in [
-        "guest/image.tar",
-        "bundle/image.tar",
-        &format!("config/{}", paths::GUEST_SPEC),
-        &format!("config/{}", paths::BUNDLE_SPEC),
-        &format!("config/{}", paths::PIPELOCK_CONFIG),
-        &format!("config/{}", paths::PROMPT),
-        &format!("config/{}/one/SKILL.md", paths::SKILLS),
+        format!("guest/{}", bottle::builder::guest::IMAGE_ARCHIVE),
+        format!("bundle/{}", bottle::builder::bundle::IMAGE_ARCHIVE),
+        format!("config/{}", paths::GUEST_SPEC),
+        format!("config/{}", paths::BUNDLE_SPEC),
+        format!("config/{}", paths::PIPELOCK_CONFIG),
+        format!("config/{}", paths::PROMPT),
+        format!("config/{}/one/SKILL.md", paths::SKILLS),
     ] {
-        assert!(labels.contains(&want), "{want} not in {labels:?}");
+        assert!(labels.contains(&want.as_str()), "{want} not in {labels:?}");
     }
 
     for (label, path) in &files {
@@ -509,7 +509,8 @@ fn no_ca_key_or_token_value_is_in_the_store() {
             _ => None,
         })
         .collect();
-    for f in ["pipelock.crt", "pipelock.key", "egress.crt", "egress.key"] {
+    use bottle::config::ca_files::{EGRESS_CERT, EGRESS_KEY, PIPELOCK_CERT, PIPELOCK_KEY};
+    for f in [PIPELOCK_CERT, PIPELOCK_KEY, EGRESS_CERT, EGRESS_KEY] {
         assert!(ca.iter().any(|c| c == f), "{f} not mounted: {ca:?}");
     }
     let env = &show["guest"]["spec"]["env"];
@@ -537,8 +538,8 @@ fn no_ca_key_or_token_value_is_in_the_store() {
     assert_eq!(
         ca,
         [
-            &MountSource::Ca("pipelock.crt".into()),
-            &MountSource::Ca("pipelock.key".into())
+            &MountSource::Ca(PIPELOCK_CERT.into()),
+            &MountSource::Ca(PIPELOCK_KEY.into())
         ]
     );
 }

@@ -100,7 +100,7 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
         "--name",
         &container,
         "--label",
-        &format!("bottle.store={}", ctx.store_label),
+        &format!("{}={}", support::LABEL_STORE, ctx.store_label),
         "-v",
         &format!("{}:/etc/bottle/pipelock.json:ro", config.display()),
         &tag,

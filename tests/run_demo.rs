@@ -276,7 +276,11 @@ fn provisioning_and_bundle_mounts() {
     );
     assert_eq!(
         by_target["/etc/bottle/ca/pipelock.key"],
-        run_dir.join("ca/pipelock.key").to_str().unwrap()
+        run_dir
+            .join("ca")
+            .join(bottle::config::ca_files::PIPELOCK_KEY)
+            .to_str()
+            .unwrap()
     );
     let cmd = docker(&[
         "inspect",
@@ -340,7 +344,10 @@ fn a_run_refuses_files_changed_since_they_were_verified() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("guest/image.tar: content differs from its blake3 in the record"),
+        err.contains(&format!(
+            "guest/{}: content differs from its blake3 in the record",
+            bottle::builder::guest::IMAGE_ARCHIVE
+        )),
         "{err}"
     );
     ctx.assert_nothing_left();

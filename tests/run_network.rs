@@ -132,7 +132,7 @@ allow = ["{allowed}"]
     ctx.make_network(&net, None);
     let name = unique("bottle-test-web");
     ctx.note_container(&name);
-    let label = format!("bottle.store={}", ctx.store_label);
+    let label = format!("{LABEL_STORE}={}", ctx.store_label);
     let out = std::process::Command::new("docker")
         .args([
             "run",

@@ -85,8 +85,8 @@ fn real_smolvm_machine_is_restricted_start_fails_teardown_removes_all() {
         serde_json::json!([format!("{bundle_ip}/32")]),
         "{m}"
     );
-    assert_eq!(m["labels"]["bottle.run"], run_id.as_str());
-    assert_eq!(m["labels"]["bottle.hash"], hash.as_str());
+    assert_eq!(m["labels"][LABEL_RUN], run_id.as_str());
+    assert_eq!(m["labels"][LABEL_HASH], hash.as_str());
     assert_eq!(
         stored_env(&ctx.smolvm_state, &machine),
         guest_env(&ctx, &hash, &bundle_ip)
@@ -330,7 +330,7 @@ fn smolvm_success_path_against_a_stand_in_that_records_argv() {
     assert!(
         create
             .windows(2)
-            .any(|w| w[0] == "--label" && w[1] == format!("bottle.hash={hash}")),
+            .any(|w| w[0] == "--label" && w[1] == format!("{LABEL_HASH}={hash}")),
         "{create:?}"
     );
     // The bundle started with git-gate and supervise, and its network went at teardown.

@@ -37,6 +37,7 @@ use bottle::store::{Entry, Store};
 pub use bottle::builder::guest::LABEL_COMPONENT;
 pub use bottle::config::paths;
 pub use bottle::run::STEPS;
+pub use bottle::run::names::{LABEL_HASH, LABEL_RUN, LABEL_STORE};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 
@@ -50,7 +51,7 @@ pub struct TestContext {
     pub store: PathBuf,
     pub recipes: PathBuf,
     pub smolvm_state: PathBuf,
-    /// The store's canonical path: the `bottle.store` label of every resource of its runs.
+    /// The store's canonical path: the [`LABEL_STORE`] label of every resource of its runs.
     pub store_label: String,
     /// Guest and bundle components seen in the store (or about to be built): their images go.
     components: Mutex<BTreeSet<ComponentId>>,
@@ -331,7 +332,7 @@ git_email = "agent@bottle.invalid"
     /// run folders, pins. Empty when the runs left nothing behind.
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let label = format!("label=bottle.store={}", self.store_label);
+        let label = format!("label={LABEL_STORE}={}", self.store_label);
         for c in lines(&docker(&[
             "ps",
             "-a",
@@ -389,7 +390,7 @@ git_email = "agent@bottle.invalid"
 
     /// A docker network the test makes itself, labelled with the store so the guard removes it.
     pub fn make_network(&self, name: &str, subnet: Option<&str>) {
-        let label = format!("bottle.store={}", self.store_label);
+        let label = format!("{LABEL_STORE}={}", self.store_label);
         let mut args = vec!["network", "create", "--label", &label];
         if let Some(s) = subnet {
             args.push("--subnet");
@@ -490,7 +491,7 @@ impl Drop for TestContext {
     fn drop(&mut self) {
         // No asserting here: a panic while a failed test unwinds would abort.
         let _ = self.cmd().args(["down", "--all"]).output();
-        let label = format!("label=bottle.store={}", self.store_label);
+        let label = format!("label={LABEL_STORE}={}", self.store_label);
         let mut containers = lines(&docker(&["ps", "-a", "-q", "--filter", &label]));
         containers.extend(self.extra_containers.lock().unwrap().iter().cloned());
         if !containers.is_empty() {
