@@ -244,6 +244,8 @@ fn an_entry_imported_into_an_empty_store_verifies_and_runs_with_its_own_ca() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&ca.join(ca_files::PIPELOCK_KEY)), 0o600);
     assert_eq!(mode(&ca), 0o700);
+    // No egress route, no egress CA.
+    assert!(!ca.join(ca_files::EGRESS_KEY).exists());
     assert!(src.records().is_empty(), "the run is the second store's");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
