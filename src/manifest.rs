@@ -311,8 +311,10 @@ impl Record {
         v
     }
 
+    /// Bytes of every file the record lists. The sizes are the record's word (a damaged or
+    /// hostile one may say anything up to `u64::MAX`), so the sum saturates.
     pub fn total_size(&self) -> u64 {
-        self.files.iter().map(|a| a.size).sum()
+        self.files.iter().fold(0, |t: u64, a| t.saturating_add(a.size))
     }
 }
 

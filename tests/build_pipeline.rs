@@ -1,110 +1,165 @@
 //! The build phase end to end: the real `bottle` binary against the real Docker Engine.
 
-mod common;
+mod support;
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Ctx, stderr, stdout};
+use bottle::hash::{ComponentId, ComponentKind};
+use bottle::manifest::{MountSource, RECORD_FILE};
+use support::{TestContext, base_recipe, build_hash, paths, stderr, stdout};
 
 #[test]
 fn same_recipe_twice_gives_same_hash_and_the_second_build_does_no_work() {
-    let ctx = Ctx::new("twice");
+    let ctx = TestContext::with_build_recipe("twice");
     let r = ctx.recipe();
-    let first = ctx.run(&["build", "--json", r.to_str().unwrap()]);
-    assert!(first.status.success(), "{}", stderr(&first));
-    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let first = ctx.build_json(&r);
     assert_eq!(first["cached"], false);
     let hash = first["hash"].as_str().unwrap().to_string();
-    ctx.remember(&hash);
+    assert_eq!(
+        first["path"].as_str().unwrap(),
+        ctx.entry_file(&hash).to_str().unwrap()
+    );
+    assert_eq!(first["name"], "twice");
     assert_eq!(
         hash,
         ctx.hash(&r),
         "`bottle hash` must agree with `bottle build`"
     );
-    let manifest_before = std::fs::read(ctx.entry(&hash).join("manifest.json")).unwrap();
+    // Each component: built now (the store was empty), where the library says it lies,
+    // and the hash `bottle hash --json` names.
+    let keys = ctx.keys(&r);
+    assert_eq!(keys["hash"], hash.as_str());
+    let comps = first["components"].as_array().unwrap();
+    let names: Vec<&str> = comps.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["guest", "bundle", "config"]);
+    for c in comps {
+        let kind = ComponentKind::parse(c["name"].as_str().unwrap()).unwrap();
+        assert_eq!(c["cached"], false, "{c}");
+        assert_eq!(c["hash"], keys["components"][kind.name()], "{c}");
+        let id = ctx.manifest(&hash).components.get(kind);
+        assert_eq!(c["hash"], id.hash.hex().as_str());
+        let dir = ctx.store().component_dir(&id);
+        assert_eq!(c["path"].as_str().unwrap(), dir.to_str().unwrap());
+        assert!(dir.join(RECORD_FILE).is_file(), "{}", dir.display());
+    }
+    let manifest_before = std::fs::read(ctx.entry_file(&hash)).unwrap();
 
     // With no engine reachable at all, the second build must still succeed: it does no work.
-    let second = ctx
-        .cmd()
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-        .args(["build", "--json", r.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let mut cmd = ctx.cmd();
+    cmd.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let second = ctx.output_of(cmd, &["build", "--json", r.to_str().unwrap()]);
     assert!(second.status.success(), "{}", stderr(&second));
     let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     assert_eq!(second["hash"], hash.as_str());
     assert_eq!(second["cached"], true);
+    for c in second["components"].as_array().unwrap() {
+        assert_eq!(c["cached"], true, "{c}");
+    }
     assert_eq!(
-        std::fs::read(ctx.entry(&hash).join("manifest.json")).unwrap(),
+        std::fs::read(ctx.entry_file(&hash)).unwrap(),
         manifest_before
     );
-    assert!(
-        std::fs::read_dir(ctx.store.join("v1/tmp"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "no temporary leftovers"
-    );
+    assert!(ctx.temporary().is_empty(), "temporary leftovers");
 }
 
 #[test]
 fn changing_any_input_file_or_recipe_field_changes_the_hash() {
-    let ctx = Ctx::new("changes");
+    let ctx = TestContext::with_build_recipe("changes");
     let r = ctx.recipe();
-    let base = ctx.hash(&r);
-    let mut seen = std::collections::BTreeSet::from([base.clone()]);
-    let mut expect_new = |what: &str, ctx: &Ctx| {
-        let h = ctx.hash(&r);
-        assert!(seen.insert(h), "changing {what} did not change the hash");
+    let base = ctx.keys(&r);
+    let base_hash = base["hash"].as_str().unwrap().to_string();
+    let mut seen = BTreeSet::from([base_hash.clone()]);
+    // A new entry hash, and exactly the components `changed` with new hashes (the bundle
+    // depends on bottle only).
+    let mut expect_new = |what: &str, changed: &[&str], ctx: &TestContext| {
+        let k = ctx.keys(&r);
+        assert!(
+            seen.insert(k["hash"].as_str().unwrap().to_string()),
+            "changing {what} did not change the hash"
+        );
+        for kind in ["guest", "bundle", "config"] {
+            assert_eq!(
+                k["components"][kind] != base["components"][kind],
+                changed.contains(&kind),
+                "changing {what}: component {kind}"
+            );
+        }
     };
 
     // Input files: a context file, the Dockerfile, the prompt, a new skills file, an
     // executable bit.
     let restore = |p: &std::path::Path, bytes: &[u8]| std::fs::write(p, bytes).unwrap();
-    for rel in [
-        "guest/passwd",
-        "guest/Dockerfile",
-        "prompt.md",
-        "skills/one/SKILL.md",
+    for (rel, component) in [
+        ("guest/passwd", "guest"),
+        ("guest/Dockerfile", "guest"),
+        ("prompt.md", "config"),
+        ("skills/one/SKILL.md", "config"),
     ] {
         let p = ctx.recipes.join(rel);
         let orig = std::fs::read(&p).unwrap();
         let mut changed = orig.clone();
         changed.push(b'\n');
         std::fs::write(&p, &changed).unwrap();
-        expect_new(rel, &ctx);
+        expect_new(rel, &[component], &ctx);
         restore(&p, &orig);
-        assert_eq!(ctx.hash(&r), base, "restoring {rel} must restore the hash");
+        assert_eq!(
+            ctx.hash(&r),
+            base_hash,
+            "restoring {rel} must restore the hash"
+        );
     }
     std::fs::write(ctx.recipes.join("skills/two.md"), "new").unwrap();
-    expect_new("a new skills file", &ctx);
+    expect_new("a new skills file", &["config"], &ctx);
     std::fs::remove_file(ctx.recipes.join("skills/two.md")).unwrap();
     let passwd = ctx.recipes.join("guest/passwd");
     std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o755)).unwrap();
-    expect_new("the executable bit of a context file", &ctx);
+    expect_new("the executable bit of a context file", &["guest"], &ctx);
     std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert_eq!(ctx.hash(&r), base);
+    assert_eq!(ctx.hash(&r), base_hash);
 
-    // Recipe fields, one at a time.
-    let text = common::base_recipe("changes");
-    let edits: &[(&str, &str, &str)] = &[
-        ("name", "name = \"changes\"", "name = \"changes2\""),
-        ("guest.user", "user = \"node\"", "user = \"agent\""),
-        ("guest.command", "\"id -un\"", "\"id -u\""),
-        ("guest.env", "EDITOR = \"vi\"", "EDITOR = \"nano\""),
-        ("pipelock.allow", "\"example.com\",", "\"example.net\","),
+    // Recipe fields, one at a time. The name is the entry's only: no component changes.
+    let text = base_recipe("changes");
+    let edits: &[(&str, &str, &str, &[&str])] = &[
+        ("name", "name = \"changes\"", "name = \"changes2\"", &[]),
+        (
+            "guest.user",
+            "user = \"node\"",
+            "user = \"agent\"",
+            &["config"],
+        ),
+        ("guest.command", "\"id -un\"", "\"id -u\"", &["config"]),
+        (
+            "guest.env",
+            "EDITOR = \"vi\"",
+            "EDITOR = \"nano\"",
+            &["config"],
+        ),
+        (
+            "pipelock.allow",
+            "\"example.com\",",
+            "\"example.net\",",
+            &["config"],
+        ),
         (
             "provision.git_name",
             "git_name = \"Agent\"",
             "git_name = \"Other\"",
+            &["config"],
+        ),
+        (
+            "guest.backend",
+            "backend = \"docker\"",
+            "backend = \"smolvm\"\nstart = \"image\"",
+            &["guest"],
         ),
     ];
-    for (field, from, to) in edits {
+    for (field, from, to, changed) in edits {
         assert!(text.contains(from), "{from}");
         ctx.write_recipe("r.toml", &text.replace(from, to));
-        expect_new(field, &ctx);
+        expect_new(field, changed, &ctx);
     }
     for (field, extra) in [
         ("supervise.enabled", "\n[supervise]\nenabled = true\n"),
@@ -120,15 +175,15 @@ fn changing_any_input_file_or_recipe_field_changes_the_hash() {
             format!("{text}{extra}")
         };
         ctx.write_recipe("r.toml", &t);
-        expect_new(field, &ctx);
+        expect_new(field, &["config"], &ctx);
     }
     ctx.write_recipe("r.toml", &text);
-    assert_eq!(ctx.hash(&r), base);
+    assert_eq!(ctx.hash(&r), base_hash);
 }
 
 #[test]
 fn reordering_keys_whitespace_comments_and_location_keep_the_hash() {
-    let ctx = Ctx::new("reorder");
+    let ctx = TestContext::with_build_recipe("reorder");
     let base = ctx.hash(&ctx.recipe());
     let reordered = r#"
 # the same recipe, written differently
@@ -171,51 +226,56 @@ name = "reorder"
 
 #[test]
 fn eight_concurrent_builds_of_one_recipe_build_once() {
-    let ctx = Ctx::new("concurrent");
+    let ctx = TestContext::with_build_recipe("concurrent");
     let r = ctx.recipe();
-    let children: Vec<_> = (0..8)
-        .map(|_| {
-            ctx.cmd()
-                .args(["build", "--json", r.to_str().unwrap()])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let mut hashes = std::collections::BTreeSet::new();
+    let outs: Vec<_> = {
+        let _building = ctx.building();
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                ctx.cmd()
+                    .args(["build", "--json", r.to_str().unwrap()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    };
+    let mut hashes = BTreeSet::new();
     let mut built = 0;
-    for c in children {
-        let out = c.wait_with_output().unwrap();
+    for out in outs {
         assert!(out.status.success(), "{}", stderr(&out));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         hashes.insert(v["hash"].as_str().unwrap().to_string());
         if v["cached"] == false {
             built += 1;
+            // The one that built made every component; the others found them all.
+            for c in v["components"].as_array().unwrap() {
+                assert_eq!(c["cached"], false, "{v}");
+            }
         }
-    }
-    for h in &hashes {
-        ctx.remember(h);
     }
     assert_eq!(hashes.len(), 1, "all eight print the same hash");
     assert_eq!(
         built, 1,
         "exactly one process built; the others found its entry"
     );
-    assert!(
-        std::fs::read_dir(ctx.store.join("v1/tmp"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    assert!(ctx.temporary().is_empty(), "{:?}", ctx.temporary());
+    for kind in ComponentKind::ALL {
+        assert_eq!(ctx.store().component_hashes(kind).unwrap().len(), 1);
+    }
     let h = hashes.into_iter().next().unwrap();
-    let v = ctx.run(&["verify", &h]);
+    let v = ctx.output(&["verify", &h]);
     assert!(v.status.success(), "{}", stdout(&v));
 }
 
 #[test]
-fn sigkill_at_random_moments_never_leaves_a_partial_entry() {
-    let ctx = Ctx::new("sigkill");
+fn sigkill_at_random_moments_never_leaves_a_partial_entry_or_component() {
+    let ctx = TestContext::with_build_recipe("sigkill");
     let r = ctx.recipe();
     // How long one build takes here once the engine has its layers cached (as for every
     // trial below), to spread the kills over it.
@@ -225,188 +285,238 @@ fn sigkill_at_random_moments_never_leaves_a_partial_entry() {
     assert_eq!(ctx.build(&r), hash);
     let full = t0.elapsed();
     ctx.ok(&["gc"]);
-    assert!(!ctx.entry(&hash).exists());
+    assert!(!ctx.entry_file(&hash).exists());
+    let store = ctx.store();
 
     let mut rng = 0x2545f4914f6cdd1du64;
     let mut killed_mid_build = 0;
-    for trial in 0..24 {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let delay = Duration::from_micros(rng % (full.as_micros() as u64 + 1).max(1));
-        let mut child = ctx
-            .cmd()
-            .args(["build", "-q", r.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        let _ = child.kill(); // SIGKILL
-        let status = child.wait().unwrap();
-        if !status.success() {
-            killed_mid_build += 1;
-        }
-        // Whatever moment it died at, an entry is either absent or whole.
-        let builds = ctx.store.join("v1/builds");
-        if let Ok(rd) = std::fs::read_dir(&builds) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                assert!(
-                    e.path().join("manifest.json").is_file(),
-                    "trial {trial}: partial entry {name}"
-                );
-                let v = ctx.run(&["verify", &name]);
-                assert!(v.status.success(), "trial {trial}: {}", stdout(&v));
+    {
+        let _building = ctx.building();
+        for trial in 0..24 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let delay = Duration::from_micros(rng % (full.as_micros() as u64 + 1).max(1));
+            let mut child = ctx
+                .cmd()
+                .args(["build", "-q", r.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(delay);
+            let _ = child.kill(); // SIGKILL
+            let status = child.wait().unwrap();
+            if !status.success() {
+                killed_mid_build += 1;
             }
-        }
-        if ctx.entry(&hash).exists() {
-            ctx.ok(&["gc"]);
+            ctx.scan_store();
+            // Whatever moment it died at, a component is absent or whole (its record written
+            // last), and an entry is absent or whole with every component it names.
+            for kind in ComponentKind::ALL {
+                for h in store.component_hashes(kind).unwrap() {
+                    let id = ComponentId { kind, hash: h };
+                    assert!(
+                        store.has_component(&id),
+                        "trial {trial}: partial component {id}"
+                    );
+                }
+            }
+            for h in store.hashes().unwrap() {
+                let damage = store.verify(&h).unwrap();
+                assert!(damage.is_empty(), "trial {trial}: {h}: {damage:?}");
+            }
+            if ctx.entry_file(&hash).exists() {
+                ctx.ok(&["gc"]);
+            }
         }
     }
     assert!(
         killed_mid_build >= 5,
         "only {killed_mid_build} of 24 kills landed during a build"
     );
-    // The next build succeeds, cleans the leftovers of killed builds, and verifies.
+    // The next build succeeds and verifies; gc removes what killed builds left in tmp/, and
+    // nothing of the entry.
     assert_eq!(ctx.build(&r), hash);
-    let tmp: Vec<_> = std::fs::read_dir(ctx.store.join("v1/tmp"))
-        .unwrap()
-        .flatten()
-        .collect();
-    assert!(tmp.is_empty(), "leftovers of killed builds remain: {tmp:?}");
-    assert!(ctx.run(&["verify", &hash]).status.success());
+    assert!(ctx.output(&["verify", &hash]).status.success());
+    let report: serde_json::Value =
+        serde_json::from_str(&ctx.ok(&["gc", "--json", "--keep", &hash])).unwrap();
+    assert_eq!(report["removed_entries"], serde_json::json!([]));
+    assert_eq!(report["removed_components"], serde_json::json!([]));
+    assert!(
+        ctx.temporary().is_empty(),
+        "leftovers of killed builds remain: {:?}",
+        ctx.temporary()
+    );
+    assert!(ctx.output(&["verify", &hash]).status.success());
 }
 
 #[test]
-fn verify_names_each_flipped_truncated_or_deleted_artifact() {
-    let ctx = Ctx::new("tamper");
+fn verify_names_each_flipped_truncated_or_deleted_file() {
+    let ctx = TestContext::with_build_recipe("tamper");
     let hash = ctx.build(&ctx.recipe());
     let entry = ctx.entry(&hash);
-    let manifest = ctx.manifest(&hash);
-    let artifacts: Vec<String> = manifest["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["path"].as_str().unwrap().to_string())
-        .collect();
-    assert!(
-        artifacts.iter().any(|a| a == "guest/image.tar"),
-        "{artifacts:?}"
-    );
-    assert!(artifacts.iter().any(|a| a == "key.json"));
-    assert!(artifacts.iter().any(|a| a == "provision/prompt.md"));
+    // (what verify calls it, the file)
+    let mut files = vec![("manifest".to_string(), ctx.entry_file(&hash))];
+    for c in entry.components() {
+        files.push((format!("{}/{RECORD_FILE}", c.id.kind), c.path(RECORD_FILE)));
+        for a in &c.record.files {
+            files.push((format!("{}/{}", c.id.kind, a.path), c.path(&a.path)));
+        }
+    }
+    let labels: Vec<&str> = files.iter().map(|(l, _)| l.as_str()).collect();
+    for want in [
+        format!("guest/{}", bottle::builder::guest::IMAGE_ARCHIVE),
+        format!("bundle/{}", bottle::builder::bundle::IMAGE_ARCHIVE),
+        format!("config/{}", paths::GUEST_SPEC),
+        format!("config/{}", paths::BUNDLE_SPEC),
+        format!("config/{}", paths::PIPELOCK_CONFIG),
+        format!("config/{}", paths::PROMPT),
+        format!("config/{}/one/SKILL.md", paths::SKILLS),
+    ] {
+        assert!(labels.contains(&want.as_str()), "{want} not in {labels:?}");
+    }
 
-    for rel in &artifacts {
-        let path = entry.join(rel);
-        let pristine = std::fs::read(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        let damages: Vec<(&str, Box<dyn Fn()>)> = vec![
-            ("flip", {
-                let (path, p) = (path.clone(), pristine.clone());
-                Box::new(move || {
-                    let mut b = p.clone();
-                    let i = b.len() / 2;
-                    b[i] ^= 0x01;
-                    std::fs::write(&path, b).unwrap();
-                })
-            }),
-            ("truncate", {
-                let (path, p) = (path.clone(), pristine.clone());
-                Box::new(move || std::fs::write(&path, &p[..p.len() / 2]).unwrap())
-            }),
-            ("delete", {
-                let path = path.clone();
-                Box::new(move || std::fs::remove_file(&path).unwrap())
-            }),
-        ];
-        for (how, damage) in damages {
-            damage();
-            let out = ctx.run(&["verify", &hash[..10]]);
-            assert_eq!(out.status.code(), Some(3), "{how} {rel}: {}", stdout(&out));
-            let text = stdout(&out);
+    for (label, path) in &files {
+        let pristine = std::fs::read(path).unwrap();
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
+        // A record's middle byte may fall in a file's digest, which verify then reports
+        // against that file: in a record, flip its format instead.
+        let flip_at = if label.ends_with(RECORD_FILE) {
+            let at = pristine
+                .windows(9)
+                .position(|w| w == b"\"format\":")
+                .unwrap();
+            at + pristine[at..].iter().position(u8::is_ascii_digit).unwrap()
+        } else {
+            pristine.len() / 2
+        };
+        for how in ["flip", "truncate", "delete"] {
+            match how {
+                "flip" => {
+                    let mut b = pristine.clone();
+                    b[flip_at] ^= 0x01;
+                    std::fs::write(path, b).unwrap();
+                }
+                "truncate" => std::fs::write(path, &pristine[..pristine.len() / 2]).unwrap(),
+                _ => std::fs::remove_file(path).unwrap(),
+            }
+            let out = ctx.output(&["verify", &hash[..10]]);
+            if label == "manifest" && how == "delete" {
+                // Without its manifest, there is no entry of that name.
+                assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+                assert!(
+                    stderr(&out).contains("no store entry matches"),
+                    "{}",
+                    stderr(&out)
+                );
+            } else {
+                assert_eq!(
+                    out.status.code(),
+                    Some(3),
+                    "{how} {label}: {}",
+                    stdout(&out)
+                );
+                let text = stdout(&out);
+                assert!(
+                    text.lines()
+                        .any(|l| l.starts_with(&format!("damaged  {hash}  {label}: "))),
+                    "{how} {label} not named:\n{text}"
+                );
+            }
+            std::fs::write(path, &pristine).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
             assert!(
-                text.lines()
-                    .any(|l| l.contains("damaged") && l.contains(&format!(" {rel}:"))),
-                "{how} {rel} not named:\n{text}"
-            );
-            std::fs::write(&path, &pristine).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-            assert!(
-                ctx.run(&["verify", &hash]).status.success(),
-                "restored {rel}"
+                ctx.output(&["verify", &hash]).status.success(),
+                "restored {label}"
             );
         }
     }
-    // A file slipped into the entry is named too.
-    std::fs::write(entry.join("config/extra.json"), "{}").unwrap();
-    let out = ctx.run(&["verify", "--json", &hash]);
+    // A whole component gone.
+    let config = ctx.component_dir(&hash, ComponentKind::Config);
+    let aside = ctx.dir.path().join("config-aside");
+    std::fs::rename(&config, &aside).unwrap();
+    let out = ctx.output(&["verify", &hash]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stdout(&out).contains(&format!("config/{RECORD_FILE}: component"))
+            && stdout(&out).contains("is missing"),
+        "{}",
+        stdout(&out)
+    );
+    std::fs::rename(&aside, &config).unwrap();
+    // A file slipped into a component is named too.
+    std::fs::write(config.join("extra.json"), "{}").unwrap();
+    let out = ctx.output(&["verify", "--json", &hash]);
     assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["damage"][0]["path"], "config/extra.json");
+    assert_eq!(v[0]["damage"][0]["path"], "config/extra.json", "{v}");
+    assert_eq!(v[0]["ok"], false);
 }
 
 #[test]
-fn ca_keys_are_private_machine_local_and_configs_name_no_token_value() {
-    let ctx = Ctx::new("secrets");
+fn no_ca_key_or_token_value_is_in_the_store() {
+    let ctx = TestContext::with_build_recipe("secrets");
     let secret = format!("sk-test-{}-{}", std::process::id(), "Zq7Xv93LmT");
     let text = format!(
         "{}\n[[egress.routes]]\nhost = \"api.example.org\"\ntoken_env = \"BOTTLE_TEST_TOKEN\"\n\n[supervise]\nenabled = true\n\n[[git-gate.upstreams]]\nname = \"origin\"\nurl = \"ssh://git@example.org/x.git\"\nidentity = \"~/.ssh/id_test\"\n",
-        common::base_recipe("secrets")
+        base_recipe("secrets")
     );
     let r = ctx.write_recipe("r.toml", &text);
-    let out = ctx
-        .cmd()
-        .env("BOTTLE_TEST_TOKEN", &secret)
-        .args(["-v", "build", r.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let mut cmd = ctx.cmd();
+    cmd.env("BOTTLE_TEST_TOKEN", &secret);
+    let out = ctx.output_of(cmd, &["-v", "build", r.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let hash = stdout(&out).lines().last().unwrap().to_string();
-    ctx.remember(&hash);
     assert!(!stdout(&out).contains(&secret) && !stderr(&out).contains(&secret));
-    let show = ctx
-        .cmd()
-        .env("BOTTLE_TEST_TOKEN", &secret)
-        .args(["show", "--json", &hash])
-        .output()
-        .unwrap();
+    let mut cmd = ctx.cmd();
+    cmd.env("BOTTLE_TEST_TOKEN", &secret);
+    let show = ctx.output_of(cmd, &["show", "--json", &hash]);
     assert!(!stdout(&show).contains(&secret));
+    // Neither the token's value nor any private key is in a file of the store: CAs are
+    // minted per run, on the machine that runs.
     for (path, bytes) in ctx.snapshot() {
         assert!(
             !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
             "the token value is in store file {path}"
         );
+        assert!(
+            !bytes.windows(16).any(|w| w == b"PRIVATE KEY-----"),
+            "a private key is in store file {path}"
+        );
+        assert!(!path.ends_with(".key"), "store file {path}");
     }
-    let m = ctx.manifest(&hash);
+    let show: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let bundle = &show["bundle"]["spec"];
     assert_eq!(
-        m["bundle"]["env_from_host"],
+        bundle["env_from_host"],
         serde_json::json!(["BOTTLE_TEST_TOKEN"])
     );
-    let daemons: Vec<&str> = m["bundle"]["daemons"]
+    let daemons: Vec<&str> = bundle["daemons"]
         .as_array()
         .unwrap()
         .iter()
         .map(|d| d.as_str().unwrap())
         .collect();
     assert_eq!(daemons, ["egress", "pipelock", "git-gate", "supervise"]);
-    for key in ["ca/pipelock.key", "ca/egress.key"] {
-        let meta = std::fs::metadata(ctx.entry(&hash).join(key)).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{key}");
-        let a = m["artifacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["path"] == key)
-            .unwrap();
-        assert_eq!(a["machine_local"], true, "{key}");
-        assert_eq!(a["mode"], 0o600);
+    // The bundle mounts both CAs from the run's folder, and no key from the config.
+    let spec = ctx.entry(&hash).bundle_spec().clone();
+    let ca: Vec<String> = spec
+        .mounts
+        .iter()
+        .filter_map(|m| match &m.source {
+            MountSource::Ca(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    use bottle::config::ca_files::{EGRESS_CERT, EGRESS_KEY, PIPELOCK_CERT, PIPELOCK_KEY};
+    for f in [PIPELOCK_CERT, PIPELOCK_KEY, EGRESS_CERT, EGRESS_KEY] {
+        assert!(ca.iter().any(|c| c == f), "{f} not mounted: {ca:?}");
     }
-    assert!(ctx.entry(&hash).join("ca/egress.crt").is_file());
-    let env = &m["guest"]["env"];
+    let env = &show["guest"]["spec"]["env"];
     assert_eq!(env["CLAUDE_CODE_OAUTH_TOKEN"], "egress-placeholder");
     for k in ["NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
-        assert_eq!(env[k], m["guest"]["ca_guest_path"], "{k}");
+        assert_eq!(env[k], show["guest"]["spec"]["ca_guest_path"], "{k}");
     }
     assert!(
         env["HTTPS_PROXY"]
@@ -415,18 +525,31 @@ fn ca_keys_are_private_machine_local_and_configs_name_no_token_value() {
             .contains("{{bundle_ip}}")
     );
 
-    // Without routes, there is no egress CA.
-    let plain = ctx.build(&ctx.write_recipe("p.toml", &common::base_recipe("secrets-plain")));
-    assert!(!ctx.entry(&plain).join("ca/egress.crt").exists());
-    assert!(ctx.entry(&plain).join("ca/pipelock.crt").exists());
+    // Without routes, the bundle mounts no egress CA and takes no token.
+    let plain = ctx.build(&ctx.write_recipe("p.toml", &base_recipe("secrets-plain")));
+    let spec = ctx.entry(&plain).bundle_spec().clone();
+    assert!(spec.env_from_host.is_empty());
+    let ca: Vec<&MountSource> = spec
+        .mounts
+        .iter()
+        .map(|m| &m.source)
+        .filter(|s| matches!(s, MountSource::Ca(_)))
+        .collect();
+    assert_eq!(
+        ca,
+        [
+            &MountSource::Ca(PIPELOCK_CERT.into()),
+            &MountSource::Ca(PIPELOCK_KEY.into())
+        ]
+    );
 }
 
 #[test]
 fn bad_input_gives_a_located_error_and_leaves_the_store_unchanged() {
-    let ctx = Ctx::new("bad");
+    let ctx = TestContext::with_build_recipe("bad");
     let good = ctx.build(&ctx.recipe());
     let before = ctx.snapshot();
-    let base = common::base_recipe("bad");
+    let base = base_recipe("bad");
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "malformed TOML",
@@ -490,7 +613,7 @@ fn bad_input_gives_a_located_error_and_leaves_the_store_unchanged() {
     for (what, text, expect) in &cases {
         let r = ctx.write_recipe("r.toml", text);
         for cmd in ["build", "hash"] {
-            let out = ctx.run(&[cmd, r.to_str().unwrap()]);
+            let out = ctx.output(&[cmd, r.to_str().unwrap()]);
             assert_eq!(out.status.code(), Some(1), "{what}: {cmd} should fail");
             let err = stderr(&out);
             assert!(
@@ -507,19 +630,14 @@ fn bad_input_gives_a_located_error_and_leaves_the_store_unchanged() {
     let _ = std::fs::remove_file(ctx.recipes.join("x.tar"));
 
     // Hash prefixes: not hex, unknown, ambiguous.
-    let fake = |c: char| {
-        ctx.store
-            .join("v1/builds")
-            .join(format!("{}{}", "ab", c.to_string().repeat(62)))
-    };
-    let out = ctx.run(&["show", "xyz"]);
+    let out = ctx.output(&["show", "xyz"]);
     assert!(
         stderr(&out).contains("is not a hash or hash prefix"),
         "{}",
         stderr(&out)
     );
     let other = if good.starts_with('0') { "1" } else { "0" };
-    let out = ctx.run(&["show", other]);
+    let out = ctx.output(&["show", other]);
     assert!(
         stderr(&out).contains("no store entry matches"),
         "{}",
@@ -527,9 +645,10 @@ fn bad_input_gives_a_located_error_and_leaves_the_store_unchanged() {
     );
     assert_eq!(ctx.snapshot(), before, "the store changed");
 
-    std::fs::create_dir_all(fake('1')).unwrap();
-    std::fs::create_dir_all(fake('2')).unwrap();
-    let out = ctx.run(&["show", "ab"]);
+    let fake = |c: char| ctx.entry_file(&format!("ab{}", c.to_string().repeat(62)));
+    std::fs::write(fake('1'), "{}").unwrap();
+    std::fs::write(fake('2'), "{}").unwrap();
+    let out = ctx.output(&["show", "ab"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -541,16 +660,16 @@ fn bad_input_gives_a_located_error_and_leaves_the_store_unchanged() {
             && err.contains(&format!("ab{}", "2".repeat(62))),
         "{err}"
     );
-    std::fs::remove_dir(fake('1')).unwrap();
-    std::fs::remove_dir(fake('2')).unwrap();
+    std::fs::remove_file(fake('1')).unwrap();
+    std::fs::remove_file(fake('2')).unwrap();
     assert_eq!(ctx.snapshot(), before, "the store changed");
 }
 
 #[test]
 fn a_recipe_error_never_creates_a_store() {
-    let ctx = Ctx::new("nostore");
+    let ctx = TestContext::with_build_recipe("nostore");
     let r = ctx.write_recipe("r.toml", "name = \"x\"\n[guest\n");
-    let out = ctx.run(&["build", r.to_str().unwrap()]);
+    let out = ctx.output(&["build", r.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("r.toml:2:"), "{}", stderr(&out));
     assert!(!ctx.store.exists());
@@ -558,28 +677,28 @@ fn a_recipe_error_never_creates_a_store() {
 
 #[test]
 fn unpinned_from_is_a_warning_and_refused_under_pure() {
-    let ctx = Ctx::new("impure");
+    let ctx = TestContext::with_build_recipe("impure");
     std::fs::write(
         ctx.recipes.join("guest/Dockerfile"),
         "FROM debian:bookworm\nRUN true\n",
     )
     .unwrap();
     let r = ctx.recipe();
-    let out = ctx.run(&["hash", r.to_str().unwrap()]);
+    let out = ctx.output(&["hash", r.to_str().unwrap()]);
     assert!(out.status.success());
     assert!(
         stderr(&out).contains("guest/Dockerfile:1: FROM debian:bookworm names a tag"),
         "{}",
         stderr(&out)
     );
-    let out = ctx.run(&["hash", "--pure", r.to_str().unwrap()]);
+    let out = ctx.output(&["hash", "--pure", r.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("pin it as debian@sha256:DIGEST"),
         "{}",
         stderr(&out)
     );
-    let out = ctx.run(&["build", "--pure", r.to_str().unwrap()]);
+    let out = ctx.output(&["build", "--pure", r.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         !ctx.store.exists(),
@@ -590,27 +709,40 @@ fn unpinned_from_is_a_warning_and_refused_under_pure() {
 #[test]
 fn shipped_recipes_hash_and_claude_is_pure() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let ctx = Ctx::new("shipped");
+    let ctx = TestContext::with_build_recipe("shipped");
     let claude = format!("{root}/recipes/claude.toml");
     let a = ctx.ok(&["hash", "--pure", &claude]);
     assert_eq!(a.trim().len(), 64);
     let m: serde_json::Value = serde_json::from_str(&ctx.ok(&["hash", "--json", &claude])).unwrap();
     assert_eq!(m["hash"], a.trim());
-    let demo = ctx.ok(&["hash", "--pure", &format!("{root}/recipes/demo.toml")]);
-    assert_eq!(demo.trim().len(), 64);
+    assert_eq!(m["name"], "claude");
+    for kind in ComponentKind::ALL {
+        let h = m["components"][kind.name()].as_str().unwrap_or_default();
+        assert!(bottle::hash::ComponentHash::parse(h).is_some(), "{m}");
+    }
+    let demo: serde_json::Value = serde_json::from_str(&ctx.ok(&[
+        "hash",
+        "--pure",
+        "--json",
+        &format!("{root}/recipes/demo.toml"),
+    ]))
+    .unwrap();
+    assert_eq!(demo["hash"].as_str().unwrap().len(), 64);
+    // Both shipped recipes are built by this bottle: one bundle for both.
+    assert_eq!(demo["components"]["bundle"], m["components"]["bundle"]);
 }
 
 #[test]
 fn smolvm_pack_failure_is_clear_and_leaves_nothing_behind() {
-    let ctx = Ctx::new("smolpack");
-    let text = common::base_recipe("smolpack").replace(
+    let ctx = TestContext::with_build_recipe("smolpack");
+    let text = base_recipe("smolpack").replace(
         "backend = \"docker\"",
         "backend = \"smolvm\"\nstart = \"pack\"",
     );
     let r = ctx.write_recipe("r.toml", &text);
-    let hash = ctx.hash(&r);
-    ctx.remember(&hash);
-    let out = ctx.run(&["build", r.to_str().unwrap()]);
+    let keys = ctx.keys(&r);
+    let hash = keys["hash"].as_str().unwrap().to_string();
+    let out = ctx.output(&["build", r.to_str().unwrap()]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -622,13 +754,20 @@ fn smolvm_pack_failure_is_clear_and_leaves_nothing_behind() {
         err.contains("start = \"image\""),
         "the error says what to do: {err}"
     );
-    assert!(!ctx.entry(&hash).exists());
+    assert!(!ctx.entry_file(&hash).exists());
+    let guest =
+        bottle::hash::ComponentHash::parse(keys["components"]["guest"].as_str().unwrap()).unwrap();
     assert!(
-        std::fs::read_dir(ctx.store.join("v1/tmp"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "leftovers in tmp/"
+        !ctx.store().has_component(&ComponentId {
+            kind: ComponentKind::Guest,
+            hash: guest
+        }),
+        "no guest component without its pack"
+    );
+    assert!(
+        ctx.temporary().is_empty(),
+        "leftovers in tmp/: {:?}",
+        ctx.temporary()
     );
 
     // The way out the error names works: a smolvm guest created from the image archive.
@@ -637,116 +776,279 @@ fn smolvm_pack_failure_is_clear_and_leaves_nothing_behind() {
         &text.replace("start = \"pack\"", "start = \"image\""),
     );
     let h2 = ctx.build(&r2);
-    let m = ctx.manifest(&h2);
-    assert_eq!(m["guest"]["backend"], "smolvm");
-    assert_eq!(m["guest"]["start"], "image");
-    assert!(m["guest"].get("pack").is_none());
+    let show = ctx.show(&h2);
+    assert_eq!(show["guest"]["backend"], "smolvm");
+    assert_eq!(show["guest"]["start"], "image");
+    assert!(show["guest"]["pack"].is_null(), "{show}");
 }
 
 #[test]
-fn gc_removes_unrooted_entries_leftovers_and_old_layouts_and_says_what_it_freed() {
-    let ctx = Ctx::new("gc");
-    let rooted = ctx.ok(&["build", "--root", "keepme", ctx.recipe().to_str().unwrap()]);
-    let rooted = rooted.lines().last().unwrap().to_string();
-    ctx.remember(&rooted);
-    let loose = ctx.build(&ctx.write_recipe("b.toml", &common::base_recipe("gc-loose")));
-    let kept_by_flag = ctx.build(&ctx.write_recipe("c.toml", &common::base_recipe("gc-flag")));
-    std::fs::create_dir_all(ctx.store.join(format!("v1/tmp/{loose}.abc123/guest"))).unwrap();
-    std::fs::write(
-        ctx.store
-            .join(format!("v1/tmp/{loose}.abc123/guest/image.tar")),
-        vec![0u8; 4096],
-    )
-    .unwrap();
-    std::fs::create_dir_all(ctx.store.join("v0/builds")).unwrap();
+fn gc_removes_what_no_root_keeps_leftovers_and_old_layouts_and_says_what_it_freed() {
+    let ctx = TestContext::with_build_recipe("gc");
+    let out = ctx.ok(&["build", "--root", "keepme", ctx.recipe().to_str().unwrap()]);
+    let rooted = out.lines().last().unwrap().to_string();
+    // The loose entry has a config of its own; it shares the guest and bundle.
+    let loose_text = base_recipe("gc-loose").replace("EDITOR = \"vi\"", "EDITOR = \"ed\"");
+    let loose = ctx.build(&ctx.write_recipe("b.toml", &loose_text));
+    let kept_by_flag = ctx.build(&ctx.write_recipe("c.toml", &base_recipe("gc-flag")));
+    let loose_config = ctx.manifest(&loose).components.config;
+    assert_ne!(loose_config, ctx.manifest(&rooted).components.config);
+    let tmp = ctx
+        .store()
+        .tmp()
+        .join(format!("guest-{}.abc123", "e".repeat(64)));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("image.tar"), vec![0u8; 4096]).unwrap();
+    // The previous layout, as an older bottle left it.
+    std::fs::create_dir_all(ctx.store.join("v1/builds")).unwrap();
 
     let dry = ctx.ok(&["gc", "--dry-run", "--keep", &kept_by_flag[..12]]);
     assert!(
         dry.contains(&format!("would remove entry {loose}")),
         "{dry}"
     );
-    assert!(ctx.entry(&loose).exists(), "--dry-run removes nothing");
+    assert!(
+        dry.contains(&format!("would remove component config/{loose_config}")),
+        "{dry}"
+    );
+    assert!(ctx.entry_file(&loose).exists(), "--dry-run removes nothing");
 
-    let out = ctx.run(&["gc", "--json", "--keep", &kept_by_flag[..12]]);
+    let out = ctx.output(&["gc", "--json", "--keep", &kept_by_flag[..12]]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["removed_entries"], serde_json::json!([loose]));
+    assert_eq!(
+        r["removed_components"],
+        serde_json::json!([format!("config/{loose_config}")])
+    );
     assert_eq!(r["removed_temporary"].as_array().unwrap().len(), 1);
-    assert_eq!(r["removed_layouts"], serde_json::json!(["v0"]));
+    assert_eq!(r["removed_layouts"], serde_json::json!(["v1"]));
     assert!(r["freed_bytes"].as_u64().unwrap() > 4096);
-    assert!(ctx.entry(&rooted).exists() && ctx.entry(&kept_by_flag).exists());
-    assert!(!ctx.entry(&loose).exists() && !ctx.store.join("v0").exists());
+    assert!(ctx.entry_file(&rooted).exists() && ctx.entry_file(&kept_by_flag).exists());
+    assert!(!ctx.entry_file(&loose).exists() && !ctx.store.join("v1").exists());
+    for h in [&rooted, &kept_by_flag] {
+        assert!(ctx.output(&["verify", h]).status.success());
+    }
     let text = ctx.ok(&["gc"]);
-    assert!(text.contains("removed 1 entries"), "{text}"); // kept_by_flag has no root
-    assert!(ctx.entry(&rooted).exists());
+    // kept_by_flag has no root; its components are the rooted entry's.
+    assert!(text.contains("removed 1 entries, 0 components"), "{text}");
+    assert!(ctx.entry_file(&rooted).exists());
+    assert!(ctx.output(&["verify", &rooted]).status.success());
 }
 
 #[test]
-fn diff_says_which_fields_and_inputs_made_a_new_hash() {
-    let ctx = Ctx::new("diff");
+fn diff_says_which_components_fields_and_inputs_made_a_new_hash() {
+    let ctx = TestContext::with_build_recipe("diff");
     let a = ctx.build(&ctx.recipe());
     std::fs::write(ctx.recipes.join("prompt.md"), "be bold\n").unwrap();
-    let text = common::base_recipe("diff").replace("EDITOR = \"vi\"", "EDITOR = \"ed\"");
+    let text = base_recipe("diff").replace("EDITOR = \"vi\"", "EDITOR = \"ed\"");
     let b = ctx.build(&ctx.write_recipe("r.toml", &text));
     assert_ne!(a, b);
+    let (ca, cb) = (
+        ctx.manifest(&a).components.config.short(),
+        ctx.manifest(&b).components.config.short(),
+    );
     let out = ctx.ok(&["diff", &a[..8], &b[..8]]);
-    assert!(
-        out.contains("field  guest.env.EDITOR: \"vi\" → \"ed\""),
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "guest   unchanged".to_string(),
+            "bundle  unchanged".to_string(),
+            format!("config  changed ({ca} → {cb})"),
+            "  field  guest.env.EDITOR: \"vi\" → \"ed\"".to_string(),
+            "  input  provision.prompt: content changed".to_string(),
+        ],
         "{out}"
     );
-    assert!(out.contains("input  prompt.md: content changed"), "{out}");
-    assert_eq!(out.lines().count(), 2, "{out}");
+    // A changed context file makes a new guest: the diff names the file.
+    std::fs::write(ctx.recipes.join("guest/passwd"), "root:x:0:0::/root:/bin/sh\nnode:x:1000:1000::/home/node:/bin/sh\nextra:x:1001:1001::/:/bin/sh\n").unwrap();
+    let c = ctx.build(&ctx.recipe());
+    let out = ctx.ok(&["diff", &b, &c]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("guest   changed ("), "{out}");
+    assert_eq!(
+        lines[1], "  input  context/passwd: content changed",
+        "{out}"
+    );
+    assert_eq!(
+        &lines[2..],
+        ["bundle  unchanged", "config  unchanged"],
+        "{out}"
+    );
     let same = ctx.ok(&["diff", &a, &a]);
     assert!(same.contains("no differences"));
 }
 
 #[test]
-fn ls_and_show_list_entries_for_people_and_scripts() {
-    let ctx = Ctx::new("listing");
+fn ls_and_show_list_entries_and_components_for_people_and_scripts() {
+    let ctx = TestContext::with_build_recipe("listing");
     let h = ctx.build(&ctx.recipe());
+    let m = ctx.manifest(&h);
     let ls = ctx.ok(&["ls"]);
     assert!(ls.starts_with(&h) && ls.contains("listing"), "{ls}");
+    for kind in ComponentKind::ALL {
+        let short = m.components.get(kind).hash.short();
+        assert!(ls.contains(&format!("{kind} {short}")), "{ls}");
+    }
     let v: serde_json::Value = serde_json::from_str(&ctx.ok(&["ls", "--json"])).unwrap();
     assert_eq!(v[0]["hash"], h.as_str());
+    assert_eq!(v[0]["name"], "listing");
+    assert_eq!(v[0]["backend"], "docker");
+    assert_eq!(
+        v[0]["components"]["config"],
+        m.components.config.hex().as_str()
+    );
+
     let show: serde_json::Value =
         serde_json::from_str(&ctx.ok(&["show", "--json", &h[..6]])).unwrap();
     assert_eq!(show["hash"], h.as_str());
-    assert_eq!(show["guest"]["user"], "node");
+    assert_eq!(show["name"], "listing");
+    assert_eq!(show["guest"]["spec"]["user"], "node");
+    assert_eq!(show["guest"]["backend"], "docker");
+    let entry = ctx.entry(&h);
+    assert_eq!(show["guest"]["image_id"], entry.guest.image().id.as_str());
+    assert_eq!(show["bundle"]["image_id"], entry.bundle.image().id.as_str());
+    assert_eq!(show["size"].as_u64().unwrap(), entry.size());
+    let comps = show["components"].as_array().unwrap();
+    assert_eq!(comps.len(), 3);
+    for (c, kind) in comps.iter().zip(ComponentKind::ALL) {
+        assert_eq!(c["name"], kind.name());
+        assert_eq!(c["hash"], m.components.get(kind).hash.hex().as_str());
+        assert!(!c["files"].as_array().unwrap().is_empty());
+    }
     let text = ctx.ok(&["show", &h[..6]]);
+    for kind in ComponentKind::ALL {
+        assert!(
+            text.contains(&m.components.get(kind).hash.hex()),
+            "{kind} not shown: {text}"
+        );
+    }
     assert!(
-        text.contains("ca/pipelock.key") && text.contains("machine-local"),
+        text.contains("image.tar") && text.contains(paths::GUEST_SPEC),
         "{text}"
     );
+    assert!(!text.contains(".key"), "no key is part of an entry: {text}");
 }
 
 #[test]
 fn a_new_builder_version_gives_a_new_hash() {
-    let ctx = Ctx::new("builder");
+    let ctx = TestContext::with_build_recipe("builder");
     let recipe = bottle::recipe::Recipe::load(&ctx.recipe()).unwrap();
     let planned = bottle::plan::plan(&recipe).unwrap();
-    let (now, _) = bottle::hash::key(&planned).unwrap();
-    let (next, _) = bottle::hash::key_with_builder(&planned, "bottle-build/999").unwrap();
+    let (now, _) = bottle::hash::keys(&planned).unwrap();
+    let (next, _) = bottle::hash::keys_with_builder(&planned, "bottle-build/999").unwrap();
     assert_eq!(
         now.hash().to_string(),
         ctx.hash(&ctx.recipe()),
         "the CLI hashes with the current builder"
     );
+    assert_eq!(now.bundle.builder, bottle::hash::BUILDER);
     assert_ne!(now.hash(), next.hash());
-    assert_eq!(now.plan, next.plan);
-    assert_eq!(now.inputs, next.inputs);
+    assert_eq!(now.guest, next.guest);
+    assert_eq!(now.config, next.config);
 }
 
 #[test]
-fn gc_keeps_the_entry_of_a_run_until_the_run_is_down() {
-    let ctx = Ctx::new("gc-run");
+fn gc_keeps_an_entry_a_run_pins_until_the_pin_goes() {
+    let ctx = TestContext::with_build_recipe("gc-run");
     let h = ctx.build(&ctx.recipe());
-    let run = ctx.store.join("v1/runs/0123456789");
-    std::fs::create_dir_all(&run).unwrap();
-    std::fs::write(run.join("record.json"), format!("{{\"hash\": \"{h}\"}}")).unwrap();
+    let store = ctx.store();
+    // A run pins the entry it uses (`pins/RUNID`): gc keeps it and its components.
+    store.pin("0123456789", &build_hash(&h)).unwrap();
     let out = ctx.ok(&["gc"]);
-    assert!(out.contains("removed 0 entries"), "{out}");
-    assert!(ctx.entry(&h).exists());
-    std::fs::remove_dir_all(&run).unwrap();
-    ctx.ok(&["gc"]);
-    assert!(!ctx.entry(&h).exists());
+    assert!(out.contains("removed 0 entries, 0 components"), "{out}");
+    assert!(ctx.entry_file(&h).exists());
+    assert!(ctx.output(&["verify", &h]).status.success());
+    // A pin whose run left no record belongs to no run: `bottle down --all` removes it.
+    ctx.ok(&["down", "--all"]);
+    assert!(ctx.pins().is_empty(), "{:?}", ctx.pins());
+    let out = ctx.ok(&["gc"]);
+    assert!(out.contains("removed 1 entries, 3 components"), "{out}");
+    assert!(!ctx.entry_file(&h).exists());
+    // And pinning an entry the store lacks fails.
+    assert!(store.pin("0123456789", &build_hash(&h)).is_err());
+    assert!(ctx.pins().is_empty());
+}
+
+#[test]
+fn a_recipe_that_is_not_utf8_is_refused_naming_the_file_and_byte() {
+    let ctx = TestContext::with_build_recipe("latin1");
+    // A Latin-1 é in a comment, and a lone continuation byte in a value further on.
+    let base = base_recipe("latin1");
+    let cases: Vec<(Vec<u8>, usize)> = vec![
+        {
+            let mut b = b"# recipe by Jos".to_vec();
+            let at = b.len();
+            b.push(0xe9);
+            b.extend_from_slice(b"\n");
+            b.extend_from_slice(base.as_bytes());
+            (b, at)
+        },
+        {
+            let text = base.replace("EDITOR = \"vi\"", "EDITOR = \"v@\"");
+            let at = text.find("v@").unwrap() + 1;
+            let mut b = text.into_bytes();
+            b[at] = 0x80;
+            (b, at)
+        },
+    ];
+    for (bytes, at) in cases {
+        let r = ctx.recipes.join("latin1.toml");
+        std::fs::write(&r, &bytes).unwrap();
+        for cmd in ["build", "hash"] {
+            let out = ctx.output(&[cmd, r.to_str().unwrap()]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+            let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            assert!(
+                err.contains(&format!(
+                    "{}:{line}: not valid UTF-8 at byte {at}",
+                    r.display()
+                )),
+                "{cmd}: expected the file, line {line} and byte {at}:\n{err}"
+            );
+            assert!(stdout(&out).is_empty());
+        }
+    }
+    assert!(!ctx.store.exists(), "a refused recipe makes no store");
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let ctx = TestContext::with_build_recipe("pipe");
+    let hash = ctx.build(&ctx.recipe());
+    // Hundreds of entries (manifests naming the one entry's components, so they cost nothing
+    // to make): `bottle ls` prints more than a pipe holds, so it writes after the reader is
+    // gone.
+    let store = ctx.store();
+    let m = ctx.manifest(&hash);
+    for i in 0..450 {
+        let mut other = m.clone();
+        other.name = format!("pipe-{i}");
+        std::fs::write(store.entry_file(&other.hash()), other.to_json()).unwrap();
+    }
+    let ls = ctx.ok(&["ls"]);
+    assert_eq!(ls.lines().count(), 451);
+    assert!(ls.len() > 1 << 16, "{} bytes fit in a pipe", ls.len());
+    let recipe = ctx.recipe();
+    for args in [
+        vec!["ls"],
+        vec!["ls", "--json"],
+        vec!["show", &hash],
+        vec!["hash", recipe.to_str().unwrap()],
+    ] {
+        let mut child = ctx
+            .cmd()
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the command writes (as `| true` does).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
 }

@@ -1,103 +1,20 @@
-//! The bundle image as a build artifact: `bottle build` makes a `FROM scratch` image holding
-//! the very `bottle` binary, saves it into the entry, and that image runs `bottle sidecar`.
+//! The bundle component as a build artifact: `bottle build` makes a `FROM scratch` image
+//! holding the very `bottle` binary, saves it into the bundle component, and that image runs
+//! `bottle sidecar`.
 //!
 //! Real Docker Engine; the docker CLI is used by the test only, to run and inspect the image.
-//! Every container and image the test makes is removed by a guard, also when it fails.
+//! The container the test makes carries the store's label, so the context's guard removes it.
+
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_bottle");
-
-/// Removes the test's containers, then every image labelled with its build hash.
-struct Cleanup {
-    containers: Vec<String>,
-    hash: Option<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in &self.containers {
-            let _ = Command::new("docker").args(["rm", "-f", c]).output();
-        }
-        if let Some(hash) = &self.hash {
-            // No asserting here: a panic while a failed test unwinds would abort.
-            let ids = Command::new("docker")
-                .args(["image", "ls", "-q", "--filter"])
-                .arg(format!("label=bottle.hash={hash}"))
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            let ids: Vec<&str> = ids.lines().collect();
-            if !ids.is_empty() {
-                let _ = Command::new("docker")
-                    .args(["rmi", "-f", "--no-prune"])
-                    .args(&ids)
-                    .output();
-            }
-        }
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("the command runs")
-}
-
-/// A docker CLI command that must succeed; returns its stdout, trimmed.
-fn docker(args: &[&str]) -> String {
-    let out = run(Command::new("docker").args(args));
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn bottle(store: &Path, args: &[&str]) -> String {
-    let out = run(Command::new(BIN)
-        .env("BOTTLE_STORE", store)
-        .env_remove("BOTTLE_LOG")
-        .arg("--no-progress")
-        .args(args));
-    assert!(
-        out.status.success(),
-        "bottle {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A recipe folder with a FROM-scratch busybox guest; the name is unique to this test run so
-/// its hash (and so its image tags) is shared with no other test.
-fn write_recipe(dir: &Path, name: &str) -> std::path::PathBuf {
-    let guest = dir.join("guest");
-    std::fs::create_dir_all(&guest).unwrap();
-    std::fs::copy("/bin/busybox", guest.join("busybox"))
-        .expect("/bin/busybox (Debian's busybox-static; run scripts/setup)");
-    std::fs::write(
-        guest.join("passwd"),
-        "root:x:0:0::/root:/bin/sh\nnode:x:1000:1000::/home/node:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(
-        guest.join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY passwd /etc/passwd\nRUN mkdir -p /home/node && chown 1000:1000 /home/node\nUSER node\n",
-    )
-    .unwrap();
-    let recipe = dir.join("bundle.toml");
-    std::fs::write(
-        &recipe,
-        format!(
-            "name = \"{name}\"\n\n[guest]\nbackend = \"docker\"\nimage = {{ dockerfile = \"guest/Dockerfile\" }}\nuser = \"node\"\ncommand = [\"sh\", \"-c\", \"id -un\"]\n\n[pipelock]\nallow = [\"allowed.test\", \"*.allowed.test\"]\n"
-        ),
-    )
-    .unwrap();
-    recipe
-}
+use bottle::builder::bundle::{IMAGE_ARCHIVE, bundle_tag};
+use bottle::hash::ComponentKind;
+use support::{LABEL_COMPONENT, TestContext, docker_ok, paths, unique};
 
 /// Sends one absolute-form GET through the proxy at `addr`; returns the status code.
 fn proxy_get(addr: &str, url: &str) -> u16 {
@@ -118,66 +35,72 @@ fn proxy_get(addr: &str, url: &str) -> u16 {
 
 #[test]
 fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let name = format!("bundle-test-{}-{nanos}", std::process::id());
-    let recipe = write_recipe(&dir.path().join("recipe"), &name);
-    let recipe = recipe.to_str().unwrap();
-    let container = format!("{name}-sidecar");
-    let mut cleanup = Cleanup {
-        containers: vec![container.clone()],
-        hash: None,
+    let ctx = TestContext::new("bundle-image");
+    let recipe = ctx.write_recipe(
+        "bundle.toml",
+        "name = \"bundle-image\"\n\n[guest]\nbackend = \"docker\"\nimage = { dockerfile = \"guest/Dockerfile\" }\nuser = \"node\"\ncommand = [\"sh\", \"-c\", \"id -un\"]\n\n[pipelock]\nallow = [\"allowed.test\", \"*.allowed.test\"]\n",
+    );
+    let hash = ctx.build(&recipe);
+    let entry = ctx.entry(&hash);
+    let bundle = &entry.bundle;
+    assert_eq!(bundle.id.kind, ComponentKind::Bundle);
+    // Its key is this build of bottle, nothing of the recipe.
+    let bottle::hash::ComponentKey::Bundle(key) = &bundle.record.key else {
+        panic!("{:?}", bundle.record.key)
     };
-    // Known before the build, so the guard removes the images even if the build fails midway.
-    let hash = bottle(&store, &["hash", recipe]);
-    cleanup.hash = Some(hash.clone());
-    let built = bottle(&store, &["build", recipe]);
-    assert_eq!(built.lines().last(), Some(hash.as_str()));
-
-    // The manifest names the archive, which is a listed artifact, and the image's id.
-    let entry = store.join("v1/builds").join(&hash);
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(entry.join("manifest.json")).unwrap()).unwrap();
-    let archive = manifest["bundle"]["image_archive"].as_str().unwrap();
-    assert_eq!(archive, "bundle/image.tar");
-    let listed = manifest["artifacts"]
-        .as_array()
-        .unwrap()
+    assert_eq!(key.builder, bottle::hash::BUILDER);
+    // The record names the archive, which is a listed file, and the image's id.
+    let image = bundle.image();
+    assert_eq!(image.archive, IMAGE_ARCHIVE);
+    assert!(image.pack.is_none());
+    let listed = bundle
+        .record
+        .files
         .iter()
-        .find(|a| a["path"] == archive)
-        .unwrap_or_else(|| panic!("{archive} is not a listed artifact: {manifest:#}"));
-    assert_eq!(listed["mode"], 0o644);
-    assert!(listed["size"].as_u64().unwrap() > 1_000_000, "{listed}");
-    let image_id = manifest["bundle"]["image_id"].as_str().unwrap();
-    assert!(image_id.starts_with("sha256:"), "{image_id}");
+        .find(|a| a.path == image.archive)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not a listed file: {:?}",
+                image.archive, bundle.record
+            )
+        });
+    assert_eq!(listed.mode, 0o644);
+    assert!(listed.size > 1_000_000, "{listed:?}");
+    assert_eq!(bundle.record.files.len(), 1, "{:?}", bundle.record.files);
+    assert!(image.id.starts_with("sha256:"), "{}", image.id);
     assert_eq!(
-        bottle(&store, &["verify", &hash]),
+        ctx.ok(&["verify", &hash]).trim(),
         format!("ok       {hash}")
     );
 
-    // The engine holds it under the bundle tag, labelled with the hash, entry point sidecar.
-    let tag = format!("bottle-bundle:{}", &hash[..12]);
-    let inspect = |fmt: &str| docker(&["image", "inspect", &tag, "--format", fmt]);
-    assert_eq!(inspect("{{.Id}}"), image_id);
-    assert_eq!(inspect("{{index .Config.Labels \"bottle.hash\"}}"), hash);
+    // The engine holds it under the bundle tag, labelled with its component, entry point
+    // sidecar.
+    let tag = bundle_tag(&bundle.id.hash);
+    let inspect = |fmt: &str| docker_ok(&["image", "inspect", &tag, "--format", fmt]);
+    assert_eq!(inspect("{{.Id}}"), image.id);
+    assert_eq!(
+        inspect(&format!(
+            "{{{{index .Config.Labels \"{LABEL_COMPONENT}\"}}}}"
+        )),
+        format!("bundle/{}", bundle.id.hash)
+    );
     assert_eq!(
         inspect("{{json .Config.Entrypoint}}"),
         r#"["/bottle","sidecar"]"#
     );
 
-    // Run it as `bottle run` will: daemons as the command, the entry's config mounted.
-    let config = entry.join("config/pipelock.json");
-    docker(&[
+    // Run it as `bottle run` will: daemons as the command, the config component's pipelock
+    // config mounted.
+    let container = unique("bottle-test-sidecar");
+    ctx.note_container(&container);
+    let config = entry.config.path(paths::PIPELOCK_CONFIG);
+    docker_ok(&[
         "run",
         "-d",
         "--name",
         &container,
         "--label",
-        &format!("bottle.hash={hash}"),
+        &format!("{}={}", support::LABEL_STORE, ctx.store_label),
         "-v",
         &format!("{}:/etc/bottle/pipelock.json:ro", config.display()),
         &tag,
@@ -185,7 +108,10 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
         "pipelock",
     ]);
     let logs = || {
-        let out = run(Command::new("docker").args(["logs", &container]));
+        let out = Command::new("docker")
+            .args(["logs", &container])
+            .output()
+            .unwrap();
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -204,14 +130,14 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
     assert!(logs().contains("sidecar: starting pipelock (config folder /etc/bottle)"));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
-        docker(&["inspect", "-f", "{{.State.Running}}", &container]),
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &container]),
         "true",
         "the bundle stays up:\n{}",
         logs()
     );
 
     // Its pipelock answers on the container's address: a host off the allowlist gets 403.
-    let ip = docker(&[
+    let ip = docker_ok(&[
         "inspect",
         "-f",
         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
@@ -228,9 +154,9 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
     );
 
     // `docker stop` (SIGTERM) ends it with 0.
-    docker(&["stop", "-t", "10", &container]);
+    docker_ok(&["stop", "-t", "10", &container]);
     assert_eq!(
-        docker(&["inspect", "-f", "{{.State.ExitCode}}", &container]),
+        docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &container]),
         "0"
     );
     assert!(

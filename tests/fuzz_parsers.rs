@@ -1,6 +1,7 @@
-//! Property tests ("fuzzing" with proptest) of the two parsers that read untrusted text:
-//! `Recipe::parse` (TOML written by people) and `Manifest::parse` (JSON read from a store or a
-//! remote cache), plus `plan::plan` on whatever recipe the parser accepts.
+//! Property tests ("fuzzing" with proptest) of the parsers that read untrusted text:
+//! `Recipe::parse` (TOML written by people), and `Manifest::parse` and `Record::parse` (an
+//! entry's manifest and a component's record: JSON read from a store, a copied store folder
+//! or a remote cache), plus `plan::plan` on whatever recipe the parser accepts.
 //!
 //! Each property runs a few hundred cases so the whole file stays well under 30 s in debug.
 //! A failure prints the minimal (shrunk) input. No failure file is written: a new failing
@@ -13,9 +14,13 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use bottle::hash::{BUILDER, BuildHash};
+use bottle::digest::{Digest, InputDigest};
+use bottle::hash::{
+    ComponentHash, ComponentId, ComponentKey, ComponentKind, GUEST_FORMAT, GuestKey, GuestSource,
+    Keys,
+};
 use bottle::manifest::{
-    Artifact, BundleSpec, GuestSpec, MANIFEST_FORMAT, Manifest, Mount, MountSource, ProvisionSpec,
+    Artifact, Components, ImageRef, MANIFEST_FORMAT, Manifest, RECORD_FILE, RECORD_FORMAT, Record,
     is_entry_path,
 };
 use bottle::plan::{self, GuestBackend, GuestStart, ImagePlan};
@@ -628,109 +633,262 @@ fn planning_mutated_recipes_never_panics_and_keeps_paths_inside() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Manifest inputs
+// Manifest and record inputs
 
-fn digest(c: char) -> String {
-    c.to_string().repeat(64)
+fn digest(c: char) -> Digest {
+    Digest::parse(&c.to_string().repeat(64)).unwrap()
 }
 
-fn artifact(path: &str, size: u64, mode: u32, machine_local: bool, c: char) -> Artifact {
+/// A valid manifest: the recipe's name and its three components by hash.
+fn valid_manifest() -> Manifest {
+    Manifest {
+        format: MANIFEST_FORMAT,
+        name: "fuzz-demo".into(),
+        components: Components {
+            guest: ComponentHash(digest('1')),
+            bundle: ComponentHash(digest('2')),
+            config: ComponentHash(digest('3')),
+        },
+    }
+}
+
+/// The real keys of the fuzz recipe (an archive guest, every section of the config).
+fn fuzz_keys() -> Keys {
+    let dir = recipe_dir();
+    let path = dir.path().join("recipe.toml");
+    let recipe = Recipe::parse(&path, VALID_RECIPE.to_string()).unwrap();
+    let planned = plan::plan(&recipe).unwrap();
+    bottle::hash::keys(&planned).unwrap().0
+}
+
+/// A guest key of the other shape: a Dockerfile and its context, started from a pack.
+fn packed_guest_key() -> GuestKey {
+    GuestKey {
+        format: GUEST_FORMAT,
+        backend: GuestBackend::Smolvm,
+        start: GuestStart::Pack,
+        source: GuestSource::Dockerfile {
+            dockerfile: digest('d'),
+            context: BTreeMap::from([
+                (
+                    "busybox".to_string(),
+                    InputDigest::File {
+                        digest: digest('b'),
+                        executable: true,
+                    },
+                ),
+                ("etc".to_string(), InputDigest::Dir),
+                (
+                    "etc/passwd".to_string(),
+                    InputDigest::File {
+                        digest: digest('c'),
+                        executable: false,
+                    },
+                ),
+                (
+                    "sh".to_string(),
+                    InputDigest::Symlink {
+                        target: "busybox".into(),
+                    },
+                ),
+            ]),
+        },
+        smolvm: Some("smolvm 1.32.2".into()),
+    }
+}
+
+fn artifact(path: &str, size: u64, mode: u32, c: char) -> Artifact {
     Artifact {
         path: path.into(),
         blake3: digest(c),
         size,
         mode,
-        machine_local,
     }
 }
 
-/// A valid manifest of the shape the build writes: every kind of artifact and mount.
-fn valid_manifest() -> Manifest {
-    let mut artifacts = vec![
-        artifact("ca/pipelock.crt", 600, 0o644, false, '1'),
-        artifact("ca/pipelock.key", 240, 0o600, true, '2'),
-        artifact("ca/egress.crt", 600, 0o644, false, '3'),
-        artifact("ca/egress.key", 240, 0o600, true, '4'),
-        artifact("config/pipelock.json", 300, 0o644, false, '5'),
-        artifact("config/egress.json", 200, 0o644, false, '6'),
-        artifact("config/git-gate/pre-receive", 90, 0o755, false, '7'),
-        artifact("bundle/image.tar", 1 << 24, 0o644, false, '0'),
-        artifact("guest/image.tar", 1 << 30, 0o644, false, '8'),
-        artifact("guest/guest.smolmachine", 1 << 29, 0o644, false, '9'),
-        artifact("key.json", 2000, 0o644, false, 'a'),
-        artifact("provision/prompt.md", 12, 0o644, false, 'b'),
-        artifact("provision/skills/git/SKILL.md", 6, 0o644, false, 'c'),
-    ];
-    artifacts.sort_by(|a, b| a.path.cmp(&b.path));
-    let ro = |source: MountSource, target: &str| Mount {
-        source,
-        target: target.into(),
-        read_only: true,
-    };
-    Manifest {
-        format: MANIFEST_FORMAT,
-        hash: BuildHash::parse(&"0123456789abcdef".repeat(4)).unwrap(),
-        name: "fuzz-demo".into(),
-        builder: BUILDER.into(),
-        created: 1_764_000_000,
-        guest: GuestSpec {
-            backend: GuestBackend::Smolvm,
-            start: GuestStart::Pack,
-            image_archive: "guest/image.tar".into(),
-            image_id: format!("sha256:{}", digest('d')),
-            pack: Some("guest/guest.smolmachine".into()),
-            user: "node".into(),
-            home: "/home/node".into(),
-            command: vec!["claude".into(), "--verbose".into()],
-            env: BTreeMap::from([
-                ("EDITOR".into(), "vi".into()),
-                ("HTTPS_PROXY".into(), "http://{{bundle_ip}}:8888".into()),
-            ]),
-            ca: "ca/pipelock.crt".into(),
-            ca_guest_path: "/etc/bottle/ca.crt".into(),
-            provision: ProvisionSpec {
-                prompt: Some("provision/prompt.md".into()),
-                skills: Some("provision/skills".into()),
-                git_name: Some("Fuzz Demo".into()),
-                git_email: Some("fuzz@example.com".into()),
-                git_remotes: vec!["origin".into()],
-                supervise: true,
-            },
-        },
-        bundle: BundleSpec {
-            image_archive: "bundle/image.tar".into(),
-            image_id: format!("sha256:{}", digest('f')),
-            daemons: vec![
-                "egress".into(),
-                "pipelock".into(),
-                "git-gate".into(),
-                "supervise".into(),
-            ],
-            env: vec!["EGRESS_LISTEN_HOST=127.0.0.1".into()],
-            env_from_host: vec!["API_TOKEN".into()],
-            mounts: vec![
-                ro(
-                    MountSource::Entry("config/pipelock.json".into()),
-                    "/etc/bottle/pipelock.json",
-                ),
-                ro(
-                    MountSource::Entry("ca/pipelock.key".into()),
-                    "/etc/bottle/ca/pipelock.key",
-                ),
-                ro(
-                    MountSource::Host("~/.ssh/id_ed25519".into()),
-                    "/etc/bottle/keys/origin",
-                ),
-                Mount {
-                    source: MountSource::RunDir("supervise".into()),
-                    target: "/var/lib/supervise".into(),
-                    read_only: false,
-                },
-            ],
-            ports: BTreeMap::from([("pipelock".into(), 8888), ("egress".into(), 9999)]),
-        },
-        artifacts,
+fn image(pack: Option<&str>) -> ImageRef {
+    ImageRef {
+        archive: "image.tar".into(),
+        id: format!("sha256:{}", "a".repeat(64)),
+        pack: pack.map(str::to_string),
     }
+}
+
+/// A valid record of each kind, as the build writes them, with the component id it names.
+fn valid_records() -> Vec<(Record, ComponentId)> {
+    let keys = fuzz_keys();
+    let guest = Record {
+        format: RECORD_FORMAT,
+        key: ComponentKey::Guest(packed_guest_key()),
+        image: Some(image(Some("guest.smolmachine"))),
+        files: vec![
+            artifact("guest.smolmachine", 1 << 29, 0o644, '9'),
+            artifact("image.tar", 1 << 30, 0o644, '8'),
+        ],
+    };
+    let archive_guest = Record {
+        format: RECORD_FORMAT,
+        key: keys.component(ComponentKind::Guest),
+        image: Some(image(None)),
+        files: vec![artifact("image.tar", 1 << 20, 0o644, '7')],
+    };
+    let bundle = Record {
+        format: RECORD_FORMAT,
+        key: keys.component(ComponentKind::Bundle),
+        image: Some(image(None)),
+        files: vec![artifact("image.tar", 1 << 24, 0o644, '0')],
+    };
+    // The config: every file its key renders, and the provisioning copies.
+    let key = keys.component(ComponentKind::Config);
+    let ComponentKey::Config(config_key) = &key else {
+        unreachable!()
+    };
+    let mut files: Vec<Artifact> = bottle::config::render(config_key)
+        .files
+        .iter()
+        .map(|f| Artifact {
+            path: f.path.clone(),
+            blake3: Digest::of(&f.bytes),
+            size: f.bytes.len() as u64,
+            mode: f.mode,
+        })
+        .chain(
+            bottle::config::provision_files(config_key)
+                .into_iter()
+                .map(|(path, blake3)| Artifact {
+                    path,
+                    blake3,
+                    size: 6,
+                    mode: 0o644,
+                }),
+        )
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let config = Record {
+        format: RECORD_FORMAT,
+        key,
+        image: None,
+        files,
+    };
+    [guest, archive_guest, bundle, config]
+        .into_iter()
+        .map(|r| {
+            let id = r.key.id();
+            (r, id)
+        })
+        .collect()
+}
+
+/// What every accepted manifest must satisfy: the supported format, a recipe name, three
+/// well-formed component hashes; hashing and naming it never panic; it writes back to JSON
+/// that parses to the same manifest, with the same hash.
+fn assert_accepted_manifest_sound(m: &Manifest) -> Result<(), TestCaseError> {
+    prop_assert_eq!(m.format, MANIFEST_FORMAT);
+    prop_assert!(plan::is_slug(&m.name), "accepted name {:?}", m.name);
+    for id in m.components.ids() {
+        prop_assert!(ComponentHash::parse(&id.hash.hex()).is_some());
+        prop_assert_eq!(id.hash.short().len(), 12);
+        prop_assert_eq!(id, m.components.get(id.kind));
+    }
+    let hash = m.hash();
+    prop_assert_eq!(hash.short().len(), 12);
+    let again = Manifest::parse(&m.to_json(), "rewritten").map_err(|e| {
+        TestCaseError::fail(format!("an accepted manifest does not parse again: {e}"))
+    })?;
+    prop_assert_eq!(&again, m);
+    prop_assert_eq!(again.hash(), hash);
+    // The hash is over the canonical form: how the JSON was laid out does not matter.
+    let compact = serde_json::to_vec(m).unwrap();
+    prop_assert_eq!(Manifest::parse(&compact, "compact").unwrap().hash(), hash);
+    Ok(())
+}
+
+fn parse_manifest_checked(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(m) = Manifest::parse(bytes, "fuzz/manifest.json") {
+        assert_accepted_manifest_sound(&m)?;
+    }
+    Ok(())
+}
+
+/// What every record `Record::parse` accepts against `expected` must satisfy: its key is of
+/// the expected kind and hashes to the expected name; every file path stays inside the
+/// component (relative, no `.`/`..`/empty parts, not the record itself), listed once, in
+/// order, with a possible mode; the image (guest and bundle only) names listed files and a
+/// `sha256:` id; totals never overflow; it writes back to JSON that parses to the same record.
+fn assert_accepted_record_sound(r: &Record, expected: &ComponentId) -> Result<(), TestCaseError> {
+    prop_assert_eq!(r.key.kind(), expected.kind);
+    prop_assert_eq!(
+        r.key.hash(),
+        expected.hash,
+        "the key does not hash to the name"
+    );
+    let root = Path::new("/store/components/x/0123");
+    for a in &r.files {
+        prop_assert!(
+            is_entry_path(&a.path) && a.path != RECORD_FILE,
+            "accepted file path {:?}",
+            a.path
+        );
+        let joined = root.join(&a.path);
+        prop_assert!(
+            joined.starts_with(root)
+                && joined
+                    .components()
+                    .skip(root.components().count())
+                    .all(|c| matches!(c, std::path::Component::Normal(_))),
+            "file path {:?} leaves the component",
+            a.path
+        );
+        prop_assert!(a.mode <= 0o7777, "mode {:o}", a.mode);
+    }
+    for w in r.files.windows(2) {
+        prop_assert!(
+            w[0].path < w[1].path,
+            "{:?} before {:?}",
+            w[0].path,
+            w[1].path
+        );
+    }
+    let listed = |p: &str| r.files.iter().any(|a| a.path == p);
+    match (&r.image, expected.kind) {
+        (None, ComponentKind::Config) => {}
+        (Some(img), ComponentKind::Guest | ComponentKind::Bundle) => {
+            prop_assert!(
+                listed(&img.archive),
+                "image archive {:?} not listed",
+                img.archive
+            );
+            if let Some(p) = &img.pack {
+                prop_assert!(listed(p), "pack {:?} not listed", p);
+                prop_assert_eq!(expected.kind, ComponentKind::Guest);
+            }
+            let hex = img.id.strip_prefix("sha256:").unwrap_or_default();
+            prop_assert!(
+                hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+                "image id {:?}",
+                img.id
+            );
+        }
+        (image, kind) => {
+            return Err(TestCaseError::fail(format!(
+                "a {kind} record accepted with image {image:?}"
+            )));
+        }
+    }
+    // Sizes come from the file: a sum of them must not panic (ls, show, gc add them up).
+    let _ = r.total_size();
+    let again = Record::parse(&r.to_json(), "rewritten", expected).map_err(|e| {
+        TestCaseError::fail(format!("an accepted record does not parse again: {e}"))
+    })?;
+    prop_assert_eq!(&again, r);
+    Ok(())
+}
+
+fn parse_record_checked(bytes: &[u8], expected: &ComponentId) -> Result<(), TestCaseError> {
+    if let Ok(r) = Record::parse(bytes, "fuzz/record.json", expected) {
+        assert_accepted_record_sound(&r, expected)?;
+    }
+    Ok(())
 }
 
 /// Strings that make good or bad entry paths.
@@ -747,7 +905,7 @@ fn pathish() -> impl Strategy<Value = String> {
     ]
 }
 
-/// One structural edit of a manifest's JSON value.
+/// One structural edit of a JSON value (a manifest, a record).
 #[derive(Debug, Clone)]
 enum JsonEdit {
     /// Replace the n-th string leaf (or object key's value) with this string.
@@ -853,58 +1011,6 @@ fn apply_json(base: &serde_json::Value, edits: &[JsonEdit]) -> serde_json::Value
     v
 }
 
-/// What every accepted manifest must satisfy: its artifacts, and every entry path the specs
-/// name, stay inside the entry; and it writes back to JSON that parses to the same manifest.
-fn assert_accepted_manifest_sound(m: &Manifest) -> Result<(), TestCaseError> {
-    for a in &m.artifacts {
-        prop_assert!(
-            is_entry_path(&a.path),
-            "accepted artifact path {:?} is not an entry path",
-            a.path
-        );
-    }
-    let g = &m.guest;
-    let named = [
-        Some(&g.image_archive),
-        Some(&g.ca),
-        g.pack.as_ref(),
-        g.provision.prompt.as_ref(),
-        g.provision.skills.as_ref(),
-        Some(&m.bundle.image_archive),
-    ];
-    for p in named.into_iter().flatten() {
-        prop_assert!(
-            is_entry_path(p),
-            "accepted spec path {:?} is not an entry path",
-            p
-        );
-    }
-    for mount in &m.bundle.mounts {
-        match &mount.source {
-            MountSource::Entry(p) | MountSource::RunDir(p) => {
-                prop_assert!(
-                    is_entry_path(p),
-                    "accepted mount source {:?} leaves the entry",
-                    p
-                )
-            }
-            MountSource::Host(_) => {}
-        }
-    }
-    let again = Manifest::parse(&m.to_json(), "rewritten").map_err(|e| {
-        TestCaseError::fail(format!("an accepted manifest does not parse again: {e}"))
-    })?;
-    prop_assert_eq!(&again, m);
-    Ok(())
-}
-
-fn parse_manifest_checked(bytes: &[u8]) -> Result<(), TestCaseError> {
-    if let Ok(m) = Manifest::parse(bytes, "fuzz/manifest.json") {
-        assert_accepted_manifest_sound(&m)?;
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Manifest properties
 
@@ -913,6 +1019,9 @@ fn valid_fuzz_manifest_round_trips() {
     let m = valid_manifest();
     let parsed = Manifest::parse(&m.to_json(), "base").expect("the base manifest parses");
     assert_eq!(parsed, m);
+    TestRunner::default()
+        .run(&Just(()), |()| assert_accepted_manifest_sound(&parsed))
+        .unwrap();
 }
 
 #[test]
@@ -930,20 +1039,19 @@ fn manifest_parse_never_panics_on_arbitrary_strings() {
 }
 
 const MANIFEST_LINES: &[&str] = &[
-    r#""path": "../escape","#,
-    r#""path": "/etc/passwd","#,
-    r#""path": "a//b","#,
-    r#""path": "guest\\image.tar","#,
-    r#""path": "a\u0000b","#,
-    r#""image_archive": "guest/image.tar","#,
-    r#""machine_local": true,"#,
-    r#""mode": 4095,"#,
-    r#""mode": 4096,"#,
-    r#""format": 2,"#,
+    r#""format": 1,"#,
+    r#""format": 3,"#,
+    r#""format": -2,"#,
+    r#""name": "UPPER","#,
+    r#""name": "-x","#,
+    r#""name": "","#,
+    r#""name": "a/b","#,
+    r#""guest": "..","#,
+    r#""guest": "1111111111111111111111111111111111111111111111111111111111111111","#,
+    r#""bundle": "ABCDEF0000000000000000000000000000000000000000000000000000000000","#,
+    r#""config": null,"#,
     r#""extra": 1,"#,
-    r#"{"entry": "ca/pipelock.key"}"#,
-    r#"{"run_dir": "a/b"}"#,
-    r#"{"host": "/"}"#,
+    r#""components": {},"#,
     "{",
     "}",
     "[",
@@ -954,7 +1062,7 @@ const MANIFEST_LINES: &[&str] = &[
 ];
 
 #[test]
-fn mutated_manifest_bytes_never_panic_and_accepted_paths_stay_inside() {
+fn mutated_manifest_bytes_never_panic_and_accepted_ones_are_sound() {
     let base = valid_manifest().to_json();
     check(CASES, edits(MANIFEST_LINES), |edits| {
         parse_manifest_checked(&apply(&base, &edits))
@@ -962,7 +1070,7 @@ fn mutated_manifest_bytes_never_panic_and_accepted_paths_stay_inside() {
 }
 
 #[test]
-fn mutated_manifest_values_never_panic_and_accepted_paths_stay_inside() {
+fn mutated_manifest_values_never_panic_and_accepted_ones_are_sound() {
     let base = serde_json::to_value(valid_manifest()).unwrap();
     let strategy = (prop::collection::vec(json_edit(), 1..5), any::<bool>());
     check(CASES, strategy, |(edits, pretty)| {
@@ -976,32 +1084,163 @@ fn mutated_manifest_values_never_panic_and_accepted_paths_stay_inside() {
     });
 }
 
+/// Successor of the old manifest's regression (a hash accepted without the check
+/// `BuildHash::parse` makes, whose `short()` then panicked): every component hash an
+/// accepted manifest names is 64 lowercase hex digits.
 #[test]
-fn manifests_with_generated_artifact_paths_accept_only_entry_paths() {
-    // Every artifact path (and the guest paths that must be artifacts) drawn at random.
-    let strategy = prop::collection::vec(pathish(), 1..6);
-    check(CASES, strategy, |paths| {
-        let mut m = valid_manifest();
-        let mut seen = std::collections::BTreeSet::new();
-        m.artifacts = paths
-            .iter()
-            .filter(|p| seen.insert(p.as_str()))
-            .map(|p| artifact(p, 1, 0o644, false, 'e'))
-            .collect();
-        m.guest.image_archive = paths[0].clone();
-        m.guest.ca = paths[paths.len() - 1].clone();
-        m.guest.pack = None;
-        m.guest.provision.prompt = paths.get(1).cloned();
-        m.bundle.image_archive = paths[paths.len() / 2].clone();
-        m.bundle
-            .mounts
-            .retain(|x| !matches!(x.source, MountSource::Entry(_)));
-        let accepted = Manifest::parse(&m.to_json(), "fuzz/generated.json");
-        if let Ok(m) = &accepted {
-            assert_accepted_manifest_sound(m)?;
+fn accepted_manifests_name_valid_component_hashes() {
+    let base = serde_json::to_value(valid_manifest()).unwrap();
+    let strategy = (
+        select(vec!["guest", "bundle", "config"]),
+        prop_oneof![pathish(), "[0-9a-fA-F]{60,68}", Just("0".repeat(64)),],
+    );
+    check(CASES, strategy, |(kind, h)| {
+        let mut v = base.clone();
+        v["components"][kind] = serde_json::Value::String(h.clone());
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let accepted = Manifest::parse(&bytes, "fuzz/hash.json");
+        prop_assert_eq!(
+            accepted.is_ok(),
+            ComponentHash::parse(&h).is_some(),
+            "{:?}: {:?}",
+            h,
+            accepted.as_ref().err().map(|e| e.to_string())
+        );
+        if let Ok(m) = accepted {
+            assert_accepted_manifest_sound(&m)?;
         }
-        // The converse: if every path is an entry path, nothing else stops it.
-        if paths.iter().all(|p| is_entry_path(p)) {
+        Ok(())
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record properties
+
+#[test]
+fn valid_fuzz_records_parse_against_their_own_name_only() {
+    let all = valid_records();
+    for (r, id) in &all {
+        let parsed = Record::parse(&r.to_json(), "base", id).expect("a base record parses");
+        assert_eq!(&parsed, r);
+        TestRunner::default()
+            .run(&Just(()), |()| assert_accepted_record_sound(&parsed, id))
+            .unwrap();
+        // Against any other component's name, it is refused.
+        for (_, other) in &all {
+            if other != id {
+                assert!(
+                    Record::parse(&r.to_json(), "base", other).is_err(),
+                    "{id} parsed as {other}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn record_parse_never_panics_on_arbitrary_bytes() {
+    let ids: Vec<ComponentId> = valid_records().into_iter().map(|(_, id)| id).collect();
+    let strategy = (select(ids), prop::collection::vec(any::<u8>(), 0..512));
+    check(CASES, strategy, |(id, b)| parse_record_checked(&b, &id));
+}
+
+#[test]
+fn record_parse_never_panics_on_arbitrary_strings() {
+    let ids: Vec<ComponentId> = valid_records().into_iter().map(|(_, id)| id).collect();
+    check(CASES, (select(ids), any::<String>()), |(id, s)| {
+        parse_record_checked(s.as_bytes(), &id)
+    });
+}
+
+const RECORD_LINES: &[&str] = &[
+    r#""path": "../escape","#,
+    r#""path": "/etc/passwd","#,
+    r#""path": "a//b","#,
+    r#""path": "record.json","#,
+    r#""path": "guest\\image.tar","#,
+    r#""path": "a\u0000b","#,
+    r#""archive": "../image.tar","#,
+    r#""pack": "image.tar","#,
+    r#""id": "sha256:xyz","#,
+    r#""mode": 4095,"#,
+    r#""mode": 4096,"#,
+    r#""size": 18446744073709551615,"#,
+    r#""format": 2,"#,
+    r#""kind": "bundle","#,
+    r#""kind": "config","#,
+    r#""builder": "another-builder","#,
+    r#""image": null,"#,
+    r#""extra": 1,"#,
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "null",
+    "",
+];
+
+#[test]
+fn mutated_record_bytes_never_panic_and_accepted_ones_are_sound() {
+    let records = valid_records();
+    let strategy = (0..records.len(), edits(RECORD_LINES));
+    check(CASES, strategy, |(i, edits)| {
+        let (r, id) = &records[i];
+        parse_record_checked(&apply(&r.to_json(), &edits), id)
+    });
+}
+
+#[test]
+fn mutated_record_values_never_panic_and_an_edited_key_is_always_refused() {
+    let records = valid_records();
+    let strategy = (
+        0..records.len(),
+        prop::collection::vec(json_edit(), 1..5),
+        any::<bool>(),
+    );
+    check(CASES, strategy, |(i, edits, pretty)| {
+        let (r, id) = &records[i];
+        let v = apply_json(&serde_json::to_value(r).unwrap(), &edits);
+        let bytes = if pretty {
+            serde_json::to_vec_pretty(&v).unwrap()
+        } else {
+            serde_json::to_vec(&v).unwrap()
+        };
+        let accepted = Record::parse(&bytes, "fuzz/record.json", id);
+        // A key edited into another key never passes for the component it was.
+        let key: Option<ComponentKey> = serde_json::from_value(v["key"].clone()).ok();
+        if key.as_ref().is_some_and(|k| *k != r.key) {
+            prop_assert!(accepted.is_err(), "an edited key passed: {:?}", key);
+        }
+        if let Ok(r) = accepted {
+            assert_accepted_record_sound(&r, id)?;
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn records_with_generated_file_paths_accept_only_paths_inside_the_component() {
+    let records = valid_records();
+    let strategy = (0..records.len(), prop::collection::vec(pathish(), 1..6));
+    check(CASES, strategy, |(i, paths)| {
+        let (base, id) = &records[i];
+        let mut r = base.clone();
+        let mut unique: Vec<String> = paths.clone();
+        unique.sort();
+        unique.dedup();
+        r.files = unique.iter().map(|p| artifact(p, 1, 0o644, 'e')).collect();
+        if let Some(img) = &mut r.image {
+            img.archive = paths[0].clone();
+            img.pack =
+                (id.kind == ComponentKind::Guest && paths.len() > 1).then(|| paths[1].clone());
+        }
+        let accepted = Record::parse(&r.to_json(), "fuzz/generated.json", id);
+        if let Ok(r) = &accepted {
+            assert_accepted_record_sound(r, id)?;
+        }
+        // The converse: when every path is one inside the component, nothing else stops it.
+        if unique.iter().all(|p| is_entry_path(p) && p != RECORD_FILE) {
             prop_assert!(
                 accepted.is_ok(),
                 "{:?}",
@@ -1012,24 +1251,24 @@ fn manifests_with_generated_artifact_paths_accept_only_entry_paths() {
     });
 }
 
-/// Regression: `Manifest::parse` once accepted any string as the entry's hash (`BuildHash`
-/// deserialized without the check `BuildHash::parse` makes); `BuildHash::short()` then
-/// panicked on a hash shorter than 12 bytes. Minimal input: the valid manifest with
-/// `"hash": ".."`. Found by this file's fuzzing.
 #[test]
-fn accepted_manifests_name_a_valid_build_hash() {
-    let base = serde_json::to_value(valid_manifest()).unwrap();
-    check(CASES, pathish(), |h| {
-        let mut v = base.clone();
-        v["hash"] = serde_json::Value::String(h);
-        let bytes = serde_json::to_vec(&v).unwrap();
-        if let Ok(m) = Manifest::parse(&bytes, "fuzz/hash.json") {
-            prop_assert!(
-                BuildHash::parse(m.hash.as_str()).is_some(),
-                "accepted hash {:?} is not 64 lowercase hex digits",
-                m.hash.as_str()
-            );
+fn records_with_any_file_sizes_are_sound() {
+    // Sizes are what the record says, up to u64::MAX: whatever `Record::parse` accepts, the
+    // listing commands add up.
+    let records = valid_records();
+    let size = prop_oneof![
+        any::<u64>(),
+        Just(u64::MAX),
+        Just(u64::MAX / 2 + 1),
+        Just(0u64),
+    ];
+    let strategy = (0..records.len(), prop::collection::vec(size, 1..4));
+    check(CASES, strategy, |(i, sizes)| {
+        let (base, id) = &records[i];
+        let mut r = base.clone();
+        for (a, s) in r.files.iter_mut().zip(sizes.iter().cycle()) {
+            a.size = *s;
         }
-        Ok(())
+        parse_record_checked(&r.to_json(), id)
     });
 }

@@ -1,27 +1,23 @@
 //! `bottle run` end to end against the real Docker Engine: the guest user and its home, the
-//! whole guest env in separate execs, exit codes, two runs at once, images loaded once, and
-//! nothing left behind.
+//! whole guest env in separate execs, exit codes, two runs at once, images loaded once, the
+//! entry checked before anything is created, and nothing left behind.
 
-mod run_support;
+mod support;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use run_support::*;
+use bottle::hash::ComponentKind;
+use bottle::manifest::BUNDLE_IP_TEMPLATE;
+use support::*;
 
-fn guest_env(ctx: &RunCtx, hash: &str, bundle_ip: &str) -> BTreeMap<String, String> {
-    let m = ctx.manifest(hash);
-    m["guest"]["env"]
-        .as_object()
-        .unwrap()
+/// The guest env of an entry with the bundle IP filled.
+fn guest_env(ctx: &TestContext, hash: &str, bundle_ip: &str) -> BTreeMap<String, String> {
+    ctx.entry(hash)
+        .guest_spec()
+        .env
         .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.as_str().unwrap().replace("{{bundle_ip}}", bundle_ip),
-            )
-        })
+        .map(|(k, v)| (k.clone(), v.replace(BUNDLE_IP_TEMPLATE, bundle_ip)))
         .collect()
 }
 
@@ -32,9 +28,29 @@ fn env_of(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Waits until `bottle ps --json` shows a live run with a guest; returns (run id, bundle IP).
+fn wait_live(ctx: &TestContext) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
+        if let Some(r) = ps.as_array().and_then(|a| a.first())
+            && r["live"] == true
+            && r["guest"].is_string()
+            && r["bundle_ip"].is_string()
+        {
+            return (
+                r["run_id"].as_str().unwrap().to_string(),
+                r["bundle_ip"].as_str().unwrap().to_string(),
+            );
+        }
+        assert!(Instant::now() < deadline, "the run did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn demo_end_to_end_user_home_env_exit_codes() {
-    let ctx = RunCtx::new("run-e2e");
+    let ctx = TestContext::new("run-e2e");
     let hash = ctx.build(&ctx.recipe());
 
     // Exit code 7 passes through; user and home ownership are the guest's.
@@ -46,76 +62,40 @@ fn demo_end_to_end_user_home_env_exit_codes() {
         "-c",
         "echo user=$(id -un); echo owner=$(ls -ld /home/node | awk '{print $3\":\"$4}'); echo pwd=$(pwd); exit 7",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
-    assert!(stdout.contains("user=node"), "{stdout}");
-    assert!(stdout.contains("owner=node:node"), "{stdout}");
-    assert!(stdout.contains("pwd=/home/node"), "{stdout}");
+    let (so, se) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(7), "stdout: {so}\nstderr: {se}");
+    assert!(so.contains("user=node"), "{so}");
+    assert!(so.contains("owner=node:node"), "{so}");
+    assert!(so.contains("pwd=/home/node"), "{so}");
     ctx.assert_nothing_left();
 
     // The recipe's own command, exit 0.
     let out = ctx.output(&["run", &hash]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("hello from node"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("hello from node"));
     ctx.assert_nothing_left();
 
     // Every guest env entry, in two separate execs: the run's command and `bottle exec`.
-    let mut child = ctx
-        .cmd()
-        .args([
-            "run",
-            &hash,
-            "--",
-            "sh",
-            "-c",
-            "env; echo ===; while [ ! -f /tmp/done ]; do sleep 0.1; done",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the run to be up: `bottle ps --json` shows it live with a guest.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (run_id, bundle_ip) = loop {
-        let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
-        if let Some(r) = ps.as_array().and_then(|a| a.first())
-            && r["live"] == true
-            && r["guest"].is_string()
-            && r["bundle_ip"].is_string()
-        {
-            break (
-                r["run_id"].as_str().unwrap().to_string(),
-                r["bundle_ip"].as_str().unwrap().to_string(),
-            );
-        }
-        assert!(Instant::now() < deadline, "the run did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let child = ctx.spawn(&[
+        "run",
+        &hash,
+        "--",
+        "sh",
+        "-c",
+        "env; echo ===; while [ ! -f /tmp/done ]; do sleep 0.1; done",
+    ]);
+    let (run_id, bundle_ip) = wait_live(&ctx);
     let want = guest_env(&ctx, &hash, &bundle_ip);
     assert!(want.contains_key("CLAUDE_CODE_OAUTH_TOKEN"));
     assert!(want["HTTPS_PROXY"].contains(&bundle_ip));
     // The command step may still be starting: retry `bottle exec` until the guest answers.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let exec_env = loop {
         let out = ctx.output(&["exec", &run_id[..6], "--", "env"]);
         if out.status.success() {
-            break String::from_utf8(out.stdout).unwrap();
+            break stdout(&out);
         }
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(Instant::now() < deadline, "{}", stderr(&out));
         std::thread::sleep(Duration::from_millis(100));
     };
     let got = env_of(&exec_env);
@@ -135,10 +115,10 @@ fn demo_end_to_end_user_home_env_exit_codes() {
         "id -un; touch /tmp/done; exit 3",
     ]);
     assert_eq!(out.status.code(), Some(3));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "node");
-    let out = child_output(&mut child, Duration::from_secs(60));
-    assert_eq!(out.0, Some(0), "stderr: {}", out.2);
-    let first = out.1.split("===").next().unwrap().to_string();
+    assert_eq!(stdout(&out).trim(), "node");
+    let (code, out, err) = child.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "stderr: {err}");
+    let first = out.split("===").next().unwrap().to_string();
     let got = env_of(&first);
     for (k, v) in &want {
         assert_eq!(
@@ -151,56 +131,15 @@ fn demo_end_to_end_user_home_env_exit_codes() {
     assert!(ctx.ok(&["ps", "--json"]).trim() == "[]");
 }
 
-fn child_output(
-    child: &mut std::process::Child,
-    timeout: Duration,
-) -> (Option<i32>, String, String) {
-    use std::io::Read;
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("bottle run did not end");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status.code(), stdout, stderr)
-}
-
 #[test]
 fn two_runs_of_one_hash_at_once_use_different_subnets() {
-    let ctx = RunCtx::new("run-concurrent");
+    let ctx = TestContext::new("run-concurrent");
     let hash = ctx.build(&ctx.recipe());
-    let spawn = || {
-        ctx.cmd()
-            .args(["run", "--json", &hash, "--", "sh", "-c", "sleep 2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (mut a, mut b) = (spawn(), spawn());
+    let args = ["run", "--json", &hash, "--", "sh", "-c", "sleep 2"];
+    let (a, b) = (ctx.spawn(&args), ctx.spawn(&args));
     let (ra, rb) = (
-        child_output(&mut a, Duration::from_secs(120)),
-        child_output(&mut b, Duration::from_secs(120)),
+        a.finish(Duration::from_secs(120)),
+        b.finish(Duration::from_secs(120)),
     );
     assert_eq!(ra.0, Some(0), "{}", ra.2);
     assert_eq!(rb.0, Some(0), "{}", rb.2);
@@ -215,13 +154,19 @@ fn two_runs_of_one_hash_at_once_use_different_subnets() {
 
 #[test]
 fn a_second_run_loads_no_image() {
-    let ctx = RunCtx::new("run-load-once");
+    let ctx = TestContext::new("run-load-once");
     let hash = ctx.build(&ctx.recipe());
-    let m = ctx.manifest(&hash);
-    let guest = m["guest"]["image_id"].as_str().unwrap().to_string();
-    let bundle = m["bundle"]["image_id"].as_str().unwrap().to_string();
-    // The images are this test's own (its hash labels them): take them out of the engine.
-    docker(&["rmi", "-f", "--no-prune", &guest, &bundle]);
+    let entry = ctx.entry(&hash);
+    let guest = entry.guest.image().id.clone();
+    let bundle = entry.bundle.image().id.clone();
+    // The guest image is this test's own: take it out of the engine. The bundle image is
+    // shared by every test; it goes too unless another test's container uses it. By id: the
+    // tag may name another build of the same bundle (another store's, at the same moment).
+    assert!(ctx.remove_image(&guest), "the test's guest image");
+    ctx.remove_image(&bundle);
+    // From here on no other test removes the (shared) bundle image; whether the first run
+    // finds it depends on the other tests' runs, which load it when they need it.
+    let _kept = ctx.keep_images();
     let first: serde_json::Value =
         serde_json::from_str(&ctx.ok(&["run", "--json", &hash, "--", "true"])).unwrap();
     let loaded: Vec<&str> = first["images_loaded"]
@@ -230,8 +175,9 @@ fn a_second_run_loads_no_image() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
+    assert!(loaded.contains(&guest.as_str()), "{first}");
     assert!(
-        loaded.contains(&guest.as_str()) && loaded.contains(&bundle.as_str()),
+        loaded.iter().all(|l| *l == guest || *l == bundle),
         "{first}"
     );
     let second: serde_json::Value =
@@ -242,7 +188,7 @@ fn a_second_run_loads_no_image() {
 
 #[test]
 fn a_recipe_is_built_first() {
-    let ctx = RunCtx::new("run-recipe");
+    let ctx = TestContext::new("run-recipe");
     let out = ctx.output(&[
         "run",
         ctx.recipe().to_str().unwrap(),
@@ -251,21 +197,18 @@ fn a_recipe_is_built_first() {
         "-c",
         "echo built-and-ran",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("built-and-ran"));
-    // Remember the hash for the guard.
-    ctx.build(&ctx.recipe());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("built-and-ran"));
+    // The run built the entry the recipe hashes to.
+    let hash = ctx.hash(&ctx.recipe());
+    assert!(ctx.entry_file(&hash).is_file());
+    assert!(ctx.output(&["verify", &hash]).status.success());
     ctx.assert_nothing_left();
 }
 
 #[test]
 fn provisioning_and_bundle_mounts() {
-    let ctx = RunCtx::new("run-provision");
+    let ctx = TestContext::new("run-provision");
     ctx.write_recipe(
         "r.toml",
         &recipe("run-provision", &ctx.provisioning_extra()),
@@ -294,8 +237,9 @@ fn provisioning_and_bundle_mounts() {
     ctx.assert_nothing_left();
 
     let key = ctx.dir.path().join("id_test");
-    // The bundle's mounts: read-only but for the supervise queue; the key in the bundle only.
-    let (child, _) = ctx.spawn_paused("command", &["run", &hash, "--", "true"], &[]);
+    // The bundle's mounts: read-only but for the supervise queue; the key in the bundle only;
+    // configs from the config component, the CA from the run's own folder.
+    let child = ctx.spawn_paused("command", &["run", &hash, "--", "true"], &[]);
     let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
     let run_id = ps[0]["run_id"].as_str().unwrap().to_string();
     let mounts: serde_json::Value = serde_json::from_str(&docker(&[
@@ -305,19 +249,39 @@ fn provisioning_and_bundle_mounts() {
         &format!("bottle-{run_id}-bundle"),
     ]))
     .unwrap();
+    let config_dir = ctx.component_dir(&hash, ComponentKind::Config);
+    let run_dir = ctx.store().runs().join(&run_id);
     let mut rw = Vec::new();
     let mut seen_key = false;
+    let mut by_target = BTreeMap::new();
     for m in mounts.as_array().unwrap() {
+        let (src, dst) = (
+            m["Source"].as_str().unwrap().to_string(),
+            m["Destination"].as_str().unwrap().to_string(),
+        );
         if m["RW"] == true {
-            rw.push(m["Destination"].as_str().unwrap().to_string());
+            rw.push(dst.clone());
         }
-        if m["Source"].as_str() == key.to_str() {
+        if Some(src.as_str()) == key.to_str() {
             seen_key = true;
-            assert_eq!(m["Destination"], "/etc/bottle/git-gate/keys/origin");
+            assert_eq!(dst, "/etc/bottle/git-gate/keys/origin");
         }
+        by_target.insert(dst, src);
     }
     assert!(seen_key, "{mounts}");
     assert_eq!(rw, vec!["/var/lib/bottle/supervise"], "{mounts}");
+    assert_eq!(
+        by_target["/etc/bottle/pipelock.json"],
+        config_dir.join(paths::PIPELOCK_CONFIG).to_str().unwrap()
+    );
+    assert_eq!(
+        by_target["/etc/bottle/ca/pipelock.key"],
+        run_dir
+            .join("ca")
+            .join(bottle::config::ca_files::PIPELOCK_KEY)
+            .to_str()
+            .unwrap()
+    );
     let cmd = docker(&[
         "inspect",
         "--format",
@@ -339,20 +303,37 @@ fn provisioning_and_bundle_mounts() {
         "[]",
         "the guest mounts nothing of the host"
     );
-    signal(&child, libc::SIGTERM);
-    let (code, _, stderr) = finish(child, Duration::from_secs(60));
+    child.signal(libc::SIGTERM);
+    let (code, _, stderr) = child.finish(Duration::from_secs(60));
     assert_eq!(code, Some(143), "{stderr}");
     ctx.assert_nothing_left();
 }
 
 #[test]
-fn a_run_rehashes_small_artifacts_only() {
-    let ctx = RunCtx::new("run-rehash");
+fn a_run_refuses_files_changed_since_they_were_verified() {
+    let ctx = TestContext::new("run-rehash");
     let hash = ctx.build(&ctx.recipe());
-    let entry = ctx.store.join("v1/builds").join(&hash);
-    // A byte changed in the middle of the (> 1 MiB) guest archive, size kept: not rehashed,
-    // and not read either while the engine holds the image.
-    let archive = entry.join("guest/image.tar");
+    let out = ctx.output(&["run", &hash, "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The run checked every file once and left a machine-local marker per component, so
+    // later runs rehash only what changed since.
+    let markers: Vec<String> = std::fs::read_dir(ctx.store().local().join("verified"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let m = ctx.manifest(&hash);
+    for id in m.components.ids() {
+        assert!(
+            markers.iter().any(|f| f.contains(&id.hash.hex())),
+            "no marker for {id}: {markers:?}"
+        );
+    }
+    // A byte changed in the middle of the (> 1 MiB) guest archive, size kept: it changed
+    // since it was verified, so the run rehashes and refuses it before creating anything.
+    let archive = ctx
+        .component_dir(&hash, ComponentKind::Guest)
+        .join(&ctx.entry(&hash).guest.image().archive);
     let original = std::fs::read(&archive).unwrap();
     assert!(original.len() > 1 << 20);
     let mut changed = original.clone();
@@ -360,25 +341,79 @@ fn a_run_rehashes_small_artifacts_only() {
     changed[mid] ^= 0xff;
     std::fs::write(&archive, &changed).unwrap();
     let out = ctx.output(&["run", &hash, "--", "true"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "guest/{}: content differs from its blake3 in the record",
+            bottle::builder::guest::IMAGE_ARCHIVE
+        )),
+        "{err}"
     );
+    ctx.assert_nothing_left();
+    // Its content back (a new ctime): rehashed, and accepted.
     std::fs::write(&archive, &original).unwrap();
+    let out = ctx.output(&["run", &hash, "--", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // A changed config (small, mounted into the bundle) is caught before anything is created.
-    let config = entry.join("config/pipelock.json");
+    let config = ctx
+        .component_dir(&hash, ComponentKind::Config)
+        .join(paths::PIPELOCK_CONFIG);
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("example.com", "example.org")).unwrap();
     let out = ctx.output(&["run", &hash, "--", "true"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        stderr.contains("artifact config/pipelock.json")
-            && stderr.contains("differs from its manifest"),
-        "{stderr}"
+        err.contains(&format!(
+            "config/{}: differs from what the component's key renders",
+            paths::PIPELOCK_CONFIG
+        )),
+        "{err}"
     );
+    ctx.assert_nothing_left();
     std::fs::write(&config, text).unwrap();
+    assert!(ctx.output(&["verify", &hash]).status.success());
+}
+
+#[test]
+fn the_command_gets_a_terminal_of_the_callers_size() {
+    let ctx = TestContext::new("run-tty");
+    let hash = ctx.build(&ctx.recipe());
+    // script(1) (util-linux) runs bottle on a new pty, sized by stty first; bottle's stdin
+    // and stdout are that terminal, so the guest command gets one of the same size. The
+    // Engine (20.10, API 1.41) takes no size when an exec is created: bottle sets it right
+    // after the exec starts, so the command waits (up to 5 s) for a size other than 0 0.
+    let probe = "i=0; while [ $i -lt 100 ]; do s=$(stty size 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; i=$((i+1)); sleep 0.05; done; echo \"size=$s\"; [ -t 0 ] && [ -t 1 ] && echo on-a-tty";
+    let inner =
+        format!("stty rows 31 cols 97; exec {BIN} --no-progress run {hash} -- sh -c '{probe}'");
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &inner, "/dev/null"])
+        .env("BOTTLE_STORE", &ctx.store)
+        .env("BOTTLE_SMOLVM_STATE_DIR", &ctx.smolvm_state)
+        .env_remove("BOTTLE_PAUSE_AT")
+        .env_remove("BOTTLE_FAILPOINT")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux; scripts/setup installs it)");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    // Lines end in \r\n on a terminal; what the pty echoes of script's input (^@) may precede.
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(
+        lines.iter().any(|l| l.ends_with("size=31 97")),
+        "the guest's terminal size:\n{text}"
+    );
+    assert!(lines.contains(&"on-a-tty"), "{text}");
+    // Without a terminal, none: plain pipes, no \r\n.
+    let out = ctx.ok(&[
+        "run",
+        &hash,
+        "--",
+        "sh",
+        "-c",
+        "[ -t 0 ] || [ -t 1 ] || echo no-tty",
+    ]);
+    assert_eq!(out, "no-tty\n");
     ctx.assert_nothing_left();
 }

@@ -3,13 +3,13 @@
 //! for another, and unreachable directly; so are the docker gateway, the host, and a container
 //! on another network.
 
-mod run_support;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use run_support::*;
+use support::*;
 
 const BODY: &str = "hello-from-test-server";
 
@@ -104,7 +104,7 @@ try "$b" 8888 bundle
 
 #[test]
 fn the_guest_reaches_out_only_through_the_bundle() {
-    let ctx = RunCtx::new("run-only-way-out");
+    let ctx = TestContext::new("run-only-way-out");
     let port = serve();
     let allowed = docker0_gateway();
     let denied = other_host_address(&allowed);
@@ -127,15 +127,12 @@ allow = ["{allowed}"]
     let hash = ctx.build(&ctx.recipe());
 
     // A container on another network, serving on 8080; the host can reach it.
-    let image = ctx.manifest(&hash)["guest"]["image_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let image = ctx.entry(&hash).guest.image().id.clone();
     let net = unique("bottle-test-other");
     ctx.make_network(&net, None);
     let name = unique("bottle-test-web");
     ctx.note_container(&name);
-    let label = format!("bottle.store={}", ctx.store_label);
+    let label = format!("{LABEL_STORE}={}", ctx.store_label);
     let out = std::process::Command::new("docker")
         .args([
             "run",
@@ -223,7 +220,7 @@ trait NothingBut {
     fn assert_nothing_left_but(&self, ours: &[&str]);
 }
 
-impl NothingBut for RunCtx {
+impl NothingBut for TestContext {
     fn assert_nothing_left_but(&self, ours: &[&str]) {
         let left: Vec<String> = self
             .leftovers()

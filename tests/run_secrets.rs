@@ -1,13 +1,17 @@
 //! Secrets: a token value given in the host env of `bottle run` reaches the bundle's daemon
 //! process, and appears in no process's argv (every `/proc/*/cmdline`, scanned during the
 //! run), no file of the store, no line bottle prints (even at `-vv`), and nowhere in the guest.
+//! The run's CAs are minted for the run: keys mode 0600 in a 0700 folder of the run, mounted
+//! into the bundle only, and gone at teardown.
 
-mod run_support;
+mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use run_support::*;
+use bottle::config::ca_files;
+use support::*;
 
 fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
@@ -49,7 +53,7 @@ fn cmdlines_containing(needle: &[u8]) -> Vec<String> {
 
 #[test]
 fn a_token_reaches_the_bundle_and_nothing_else() {
-    let ctx = RunCtx::new("run-secrets");
+    let ctx = TestContext::new("run-secrets");
     let var = format!("BOTTLE_TEST_TOKEN_{}", std::process::id());
     // Built from pieces so that this test's own argv never holds it.
     let value = format!(
@@ -67,7 +71,7 @@ fn a_token_reaches_the_bundle_and_nothing_else() {
         ),
     );
     let hash = ctx.build(&ctx.recipe());
-    let (child, _) = ctx.spawn_paused(
+    let child = ctx.spawn_paused(
         "command",
         &["-vv", "run", &hash, "--", "true"],
         &[(&var, &value)],
@@ -114,8 +118,45 @@ fn a_token_reaches_the_bundle_and_nothing_else() {
     let hits = files_containing(&ctx.store, value.as_bytes());
     assert!(hits.is_empty(), "the token is in store files: {hits:?}");
 
-    signal(&child, libc::SIGTERM);
-    let (code, stdout, stderr) = finish(child, Duration::from_secs(60));
+    // The run's CAs: both (the recipe has a route), keys private, in the run's own folder.
+    let ca = ctx.store().runs().join(&run_id).join("ca");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&ca), 0o700);
+    for (file, want) in [
+        (ca_files::PIPELOCK_KEY, 0o600),
+        (ca_files::EGRESS_KEY, 0o600),
+        (ca_files::PIPELOCK_CERT, 0o644),
+        (ca_files::EGRESS_CERT, 0o644),
+    ] {
+        assert_eq!(mode(&ca.join(file)), want, "{file}");
+    }
+    // The key is the bundle's only: no other file of the store, nothing in the guest.
+    let key = std::fs::read(ca.join(ca_files::PIPELOCK_KEY)).unwrap();
+    let pem_body: Vec<u8> = key
+        .split(|b| *b == b'\n')
+        .nth(1)
+        .expect("a PEM body line")
+        .to_vec();
+    let hits: Vec<String> = files_containing(&ctx.store, &pem_body)
+        .into_iter()
+        .filter(|p| !p.ends_with(ca_files::PIPELOCK_KEY))
+        .collect();
+    assert!(hits.is_empty(), "the CA key is copied to {hits:?}");
+    let out = docker(&[
+        "exec",
+        "-u",
+        "0",
+        &guest,
+        "sh",
+        "-c",
+        "grep -rlF \"$1\" /etc /home /tmp /root 2>/dev/null; echo END",
+        "scan",
+        &String::from_utf8_lossy(&pem_body),
+    ]);
+    assert_eq!(out.trim(), "END", "the guest holds the CA key: {out}");
+
+    child.signal(libc::SIGTERM);
+    let (code, stdout, stderr) = child.finish(Duration::from_secs(60));
     assert_eq!(code, Some(143), "{stderr}");
     assert!(
         !stdout.contains(&value) && !stderr.contains(&value),
@@ -126,6 +167,7 @@ fn a_token_reaches_the_bundle_and_nothing_else() {
         "{stderr}"
     );
     ctx.assert_nothing_left();
+    assert!(!ca.exists(), "the run's CA outlived it");
     let hits = files_containing(&ctx.store, value.as_bytes());
     assert!(hits.is_empty(), "the token is in store files: {hits:?}");
 }

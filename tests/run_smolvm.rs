@@ -4,14 +4,18 @@
 //! path — start, chown, every exec carrying `-e K=V` for the whole guest env, stop, delete, in
 //! that order — can only be checked here against a stand-in for the CLI that records its argv.
 
-mod run_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use run_support::*;
+use bottle::builder::guest::{IMAGE_ARCHIVE, PACK};
+use bottle::digest::file_digest;
+use bottle::hash::ComponentKind;
+use bottle::manifest::{Artifact, BUNDLE_IP_TEMPLATE, ImageRef, RECORD_FORMAT, Record};
+use support::*;
 
 fn smolvm_recipe(name: &str, extra: &str) -> String {
     recipe(name, extra).replace(
@@ -21,17 +25,12 @@ fn smolvm_recipe(name: &str, extra: &str) -> String {
 }
 
 /// The guest env of an entry with the bundle IP filled.
-fn guest_env(ctx: &RunCtx, hash: &str, bundle_ip: &str) -> BTreeMap<String, String> {
-    ctx.manifest(hash)["guest"]["env"]
-        .as_object()
-        .unwrap()
+fn guest_env(ctx: &TestContext, hash: &str, bundle_ip: &str) -> BTreeMap<String, String> {
+    ctx.entry(hash)
+        .guest_spec()
+        .env
         .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.as_str().unwrap().replace("{{bundle_ip}}", bundle_ip),
-            )
-        })
+        .map(|(k, v)| (k.clone(), v.replace(BUNDLE_IP_TEMPLATE, bundle_ip)))
         .collect()
 }
 
@@ -59,12 +58,12 @@ fn stored_env(state: &Path, machine: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn real_smolvm_machine_is_restricted_start_fails_teardown_removes_all() {
-    let ctx = RunCtx::new("run-smolvm-real");
+    let ctx = TestContext::new("run-smolvm-real");
     ctx.write_recipe("r.toml", &smolvm_recipe("run-smolvm-real", ""));
     let hash = ctx.build(&ctx.recipe());
 
     // Paused before start: the machine exists as created.
-    let (child, _) = ctx.spawn_paused("guest start", &["run", &hash, "--", "true"], &[]);
+    let child = ctx.spawn_paused("guest start", &["run", &hash, "--", "true"], &[]);
     let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
     let run_id = ps[0]["run_id"].as_str().unwrap().to_string();
     let bundle_ip = ps[0]["bundle_ip"].as_str().unwrap().to_string();
@@ -86,8 +85,8 @@ fn real_smolvm_machine_is_restricted_start_fails_teardown_removes_all() {
         serde_json::json!([format!("{bundle_ip}/32")]),
         "{m}"
     );
-    assert_eq!(m["labels"]["bottle.run"], run_id.as_str());
-    assert_eq!(m["labels"]["bottle.hash"], hash.as_str());
+    assert_eq!(m["labels"][LABEL_RUN], run_id.as_str());
+    assert_eq!(m["labels"][LABEL_HASH], hash.as_str());
     assert_eq!(
         stored_env(&ctx.smolvm_state, &machine),
         guest_env(&ctx, &hash, &bundle_ip)
@@ -100,8 +99,8 @@ fn real_smolvm_machine_is_restricted_start_fails_teardown_removes_all() {
         &format!("bottle-{run_id}-bundle"),
     ]);
     assert_eq!(ip.trim(), bundle_ip);
-    signal(&child, libc::SIGTERM);
-    let (code, _, stderr) = finish(child, Duration::from_secs(60));
+    child.signal(libc::SIGTERM);
+    let (code, _, stderr) = child.finish(Duration::from_secs(60));
     assert_eq!(code, Some(143), "{stderr}");
     ctx.assert_nothing_left();
 
@@ -119,44 +118,80 @@ fn real_smolvm_machine_is_restricted_start_fails_teardown_removes_all() {
 #[test]
 fn real_smolvm_damaged_pack_fails_guest_create() {
     // A pack-started guest whose pack is damaged: `machine create --from` fails at once. The
-    // pack cannot be built on these machines (`pack create` fails), so the test swaps in a
-    // damaged one and rewrites the manifest entry for it, as a broken remote cache might.
-    let ctx = RunCtx::new("run-smolvm-pack");
-    ctx.write_recipe("r.toml", &smolvm_recipe("run-smolvm-pack", ""));
-    let hash = ctx.build(&ctx.recipe());
-    let entry = ctx.store.join("v1/builds").join(&hash);
-    let pack = "guest/guest.smolmachine";
-    std::fs::write(entry.join(pack), b"not a pack").unwrap();
-    let digest = blake3_hex(&entry.join(pack));
-    let mpath = entry.join("manifest.json");
-    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
-    m["guest"]["start"] = "pack".into();
-    m["guest"]["pack"] = pack.into();
-    m["artifacts"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-            "path": pack, "blake3": digest, "size": 10, "mode": 0o644
-        }));
-    let mut arts = m["artifacts"].as_array().unwrap().clone();
-    arts.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
-    m["artifacts"] = arts.into();
-    std::fs::set_permissions(entry.join(pack), std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    // pack cannot be built on these machines (`pack create` fails), so the test imports a
+    // guest component holding the built image archive and a pack that is no pack, consistent
+    // with its record (as a broken remote cache might serve it), under the key a pack-started
+    // recipe has.
+    let ctx = TestContext::new("run-smolvm-pack");
+    let text = smolvm_recipe("run-smolvm-pack", "");
+    ctx.write_recipe("r.toml", &text);
+    let built = ctx.build(&ctx.recipe());
+    let archive = ctx.entry(&built).guest.clone();
+    let pack_recipe = ctx.write_recipe(
+        "pack.toml",
+        &text.replace("start = \"image\"", "start = \"pack\""),
+    );
+    let planned = bottle::plan::plan(&bottle::recipe::Recipe::load(&pack_recipe).unwrap()).unwrap();
+    let (keys, _) = bottle::hash::keys(&planned).unwrap();
+    let key = keys.component(ComponentKind::Guest);
+    let id = key.id();
+    let src = ctx.dir.path().join("served");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(
+        archive.path(&archive.image().archive),
+        src.join(IMAGE_ARCHIVE),
+    )
+    .unwrap();
+    std::fs::write(src.join(PACK), b"not a pack").unwrap();
+    let mut files: Vec<Artifact> = [IMAGE_ARCHIVE, PACK]
+        .into_iter()
+        .map(|f| {
+            let (blake3, size) = file_digest(&src.join(f)).unwrap();
+            Artifact {
+                path: f.to_string(),
+                blake3,
+                size,
+                mode: 0o644,
+            }
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let record = Record {
+        format: RECORD_FORMAT,
+        key,
+        image: Some(ImageRef {
+            archive: IMAGE_ARCHIVE.to_string(),
+            id: archive.image().id.clone(),
+            pack: Some(PACK.to_string()),
+        }),
+        files,
+    };
+    let store = ctx.store();
+    let imported = store
+        .import_component(id, &record.to_json(), |rel| {
+            Ok(Box::new(std::fs::File::open(src.join(rel))?) as Box<dyn std::io::Read>)
+        })
+        .unwrap();
+    assert!(imported);
+    // The entry: the same bundle and config (neither depends on how the guest starts).
+    let manifest = keys.manifest();
+    assert_eq!(
+        manifest.components.config,
+        ctx.manifest(&built).components.config
+    );
+    let hash = manifest.hash().to_string();
+    store
+        .import_entry(&manifest.to_json(), &manifest.hash())
+        .unwrap();
+    assert!(ctx.output(&["verify", &hash]).status.success());
     let out = ctx.output(&["run", &hash, "--", "true"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        stderr.contains("bottle run: step 'guest create' failed: smolvm machine create failed"),
-        "{stderr}"
+        err.contains("bottle run: step 'guest create' failed: smolvm machine create failed"),
+        "{err}"
     );
     ctx.assert_nothing_left();
-}
-
-fn blake3_hex(path: &Path) -> String {
-    blake3::hash(&std::fs::read(path).unwrap())
-        .to_hex()
-        .to_string()
 }
 
 /// A stand-in for the smolvm CLI: records each call's argv (arguments end in 0x1f, calls in
@@ -187,7 +222,7 @@ exit 0
 
 #[test]
 fn smolvm_success_path_against_a_stand_in_that_records_argv() {
-    let ctx = RunCtx::new("run-smolvm-stand-in");
+    let ctx = TestContext::new("run-smolvm-stand-in");
     ctx.write_recipe(
         "r.toml",
         &smolvm_recipe("run-smolvm-stand-in", &ctx.provisioning_extra()),
@@ -195,14 +230,10 @@ fn smolvm_success_path_against_a_stand_in_that_records_argv() {
     let hash = ctx.build(&ctx.recipe());
     let log = ctx.dir.path().join("argv.log");
     let bin = stand_in(ctx.dir.path(), &log);
-    let out = ctx
-        .cmd()
-        .args(["run", "--json", &hash, "--", "stand-in-agent", "5"])
-        .env("BOTTLE_SMOLVM", &bin)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut cmd = ctx.cmd();
+    cmd.env("BOTTLE_SMOLVM", &bin);
+    let out = ctx.output_of(cmd, &["run", "--json", &hash, "--", "stand-in-agent", "5"]);
+    let (stdout, stderr) = (stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(5), "{stdout}\n{stderr}");
     assert!(stdout.contains("stand-in agent ran"), "{stdout}");
     let report: serde_json::Value =
@@ -299,7 +330,7 @@ fn smolvm_success_path_against_a_stand_in_that_records_argv() {
     assert!(
         create
             .windows(2)
-            .any(|w| w[0] == "--label" && w[1] == format!("bottle.hash={hash}")),
+            .any(|w| w[0] == "--label" && w[1] == format!("{LABEL_HASH}={hash}")),
         "{create:?}"
     );
     // The bundle started with git-gate and supervise, and its network went at teardown.

@@ -102,6 +102,14 @@ struct Live {
 /// Runs the entry `hash`: brings it up, runs the command, tears everything down.
 pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Result<RunReport> {
     let started = Instant::now();
+    use tokio::signal::unix::{SignalKind, signal};
+    // Installed first and kept until the process exits: a signal that arrives while the entry
+    // is checked, the record written or the CA minted is seen by the first step's select
+    // (the run then tears down what it made), and a second signal during teardown cannot cut
+    // it short.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     // Read (not yet trusted) for what the record needs; checked once pinned.
     let loaded = store.load(hash)?;
     let backend = loaded.guest_key().backend;
@@ -164,13 +172,6 @@ pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Resul
         let _ = teardown(&ctx, &mut UndoStack::new(), true).await;
         return Err(e);
     }
-
-    use tokio::signal::unix::{SignalKind, signal};
-    // Installed before the first step and kept until the process exits, so a second signal
-    // during teardown cannot cut it short.
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
 
     let mut stacks = Stacks::default();
     let mut bring_up_ms = 0;

@@ -147,7 +147,7 @@ pub async fn build_and_save(
 ) -> Result<String> {
     let id = build(docker, ctx, tag, labels, &mut on_line).await?;
     on_line("saving the image");
-    let saved = save_archive(docker, tag, dest).await?;
+    let saved = save_archive(docker, &id, dest).await?;
     if saved != id {
         bail!("the engine built image {id} but saved {saved}; build again");
     }

@@ -129,16 +129,19 @@ impl Store {
     fn components_dir(&self, kind: ComponentKind) -> PathBuf {
         self.layout().join("components").join(kind.name())
     }
-    fn tmp(&self) -> PathBuf {
+    /// Builds and imports under way (and leftovers of killed ones, which `bottle gc` removes).
+    pub fn tmp(&self) -> PathBuf {
         self.layout().join("tmp")
     }
     fn locks(&self) -> PathBuf {
         self.layout().join("locks")
     }
-    fn roots(&self) -> PathBuf {
+    /// gc roots: one file per root name, holding an entry hash.
+    pub fn roots(&self) -> PathBuf {
         self.layout().join("roots")
     }
-    fn pins(&self) -> PathBuf {
+    /// Pins of runs: one file per run id, holding the entry hash the run uses.
+    pub fn pins(&self) -> PathBuf {
         self.layout().join("pins")
     }
     /// Machine-local state: never part of a component, never shared.

@@ -190,6 +190,12 @@ impl Store {
 
     /// Imports an entry and its components from another store folder (the same layout), as a
     /// cache on a shared disk or a copied folder would hold them; see [`Store::import_component`].
+    ///
+    /// Everything is checked in place before anything is imported: the manifest must hash to
+    /// `hash`, and each component this store lacks must be whole, as `bottle verify` checks it
+    /// (record, every file, the config's rendering, the image id). So a damaged source is
+    /// refused naming the file (`KIND/FILE` or `manifest`), and this store is left exactly as
+    /// it was: no component of the entry, no folder, no lock file.
     pub fn import_from(
         &self,
         other: &Store,
@@ -197,16 +203,55 @@ impl Store {
     ) -> Result<Vec<ComponentId>, StoreError> {
         let path = other.entry_file(hash);
         let bytes = fs::read(&path).map_err(io(&path))?;
-        let m = Manifest::parse(&bytes, &path.display().to_string())?;
-        let mut imported = Vec::new();
+        let refused = |what: String, damage: Vec<Damage>| StoreError::Refused { what, damage };
+        let entry = format!("entry {}", hash.short());
+        let m = Manifest::parse(&bytes, &path.display().to_string())
+            .map_err(|e| refused(entry.clone(), vec![Damage::new("manifest", e.to_string())]))?;
+        if &m.hash() != hash {
+            return Err(refused(
+                entry,
+                vec![Damage::new(
+                    "manifest",
+                    format!("it hashes to {}, not to {hash}", m.hash()),
+                )],
+            ));
+        }
+        let mut records = Vec::new();
         for id in m.components.ids() {
             let dir = other.component_dir(&id);
             let rec = dir.join(RECORD_FILE);
-            let bytes = fs::read(&rec).map_err(io(&rec))?;
+            let record_bytes = fs::read(&rec).map_err(io(&rec))?;
+            if !self.has_component(&id) {
+                let prefixed =
+                    |d: Damage| Damage::new(format!("{}/{}", id.kind, d.path), d.problem);
+                let record = Record::parse(&record_bytes, &rec.display().to_string(), &id)
+                    .map_err(|e| {
+                        refused(
+                            format!("component {id}"),
+                            vec![prefixed(Damage::new(RECORD_FILE, e.to_string()))],
+                        )
+                    })?;
+                let damage = verify::check_folder(
+                    &dir,
+                    &record,
+                    verify::Depth::Full,
+                    &verify::Marker::new(),
+                );
+                if !damage.is_empty() {
+                    return Err(refused(
+                        format!("component {id}"),
+                        damage.into_iter().map(prefixed).collect(),
+                    ));
+                }
+            }
+            records.push((id, dir, record_bytes));
+        }
+        let mut imported = Vec::new();
+        for (id, dir, record_bytes) in records {
             let open = |rel: &str| -> std::io::Result<Box<dyn Read>> {
                 Ok(Box::new(File::open(dir.join(rel))?))
             };
-            if self.import_component(id, &bytes, open)? {
+            if self.import_component(id, &record_bytes, open)? {
                 imported.push(id);
             }
         }

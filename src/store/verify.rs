@@ -113,8 +113,7 @@ impl Entry {
     pub fn size(&self) -> u64 {
         self.components()
             .iter()
-            .map(|c| c.record.total_size())
-            .sum()
+            .fold(0, |t: u64, c| t.saturating_add(c.record.total_size()))
     }
 }
 
