@@ -314,7 +314,9 @@ impl Record {
     /// Bytes of every file the record lists. The sizes are the record's word (a damaged or
     /// hostile one may say anything up to `u64::MAX`), so the sum saturates.
     pub fn total_size(&self) -> u64 {
-        self.files.iter().fold(0, |t: u64, a| t.saturating_add(a.size))
+        self.files
+            .iter()
+            .fold(0, |t: u64, a| t.saturating_add(a.size))
     }
 }
 

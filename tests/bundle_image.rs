@@ -1,6 +1,6 @@
-//! The bundle component as a build artifact: `bottle build` makes a `FROM scratch` image
-//! holding the very `bottle` binary, saves it into the bundle component, and that image runs
-//! `bottle sidecar`.
+//! The bundle component as a build artifact: `bottle build` writes a `FROM scratch` image
+//! archive holding the very `bottle` binary into the bundle component, the engine loads it,
+//! and that image runs `bottle sidecar`.
 //!
 //! Real Docker Engine; the docker CLI is used by the test only, to run and inspect the image.
 //! The container the test makes carries the store's label, so the context's guard removes it.
@@ -73,9 +73,12 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
         format!("ok       {hash}")
     );
 
-    // The engine holds it under the bundle tag, labelled with its component, entry point
-    // sidecar.
+    // bottle wrote the archive itself: the build loads nothing into the engine. `docker load`
+    // takes it, with the id the record names, under the bundle tag, labelled with its
+    // component, entry point sidecar.
     let tag = bundle_tag(&bundle.id.hash);
+    let loaded = docker_ok(&["load", "-i", bundle.path(&image.archive).to_str().unwrap()]);
+    assert!(loaded.contains(&tag), "{loaded}");
     let inspect = |fmt: &str| docker_ok(&["image", "inspect", &tag, "--format", fmt]);
     assert_eq!(inspect("{{.Id}}"), image.id);
     assert_eq!(

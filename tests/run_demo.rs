@@ -159,10 +159,14 @@ fn a_second_run_loads_no_image() {
     let entry = ctx.entry(&hash);
     let guest = entry.guest.image().id.clone();
     let bundle = entry.bundle.image().id.clone();
-    // The guest image is this test's own: take it out of the engine. The bundle image is
-    // shared by every test; it goes too unless another test's container uses it. By id: the
-    // tag may name another build of the same bundle (another store's, at the same moment).
-    assert!(ctx.remove_image(&guest), "the test's guest image");
+    // The build left no image of the entry in the engine (it removes the image it built once
+    // saved; runs load the normalized archives): the guest image is the test's own and is not
+    // there. The bundle image is shared by every test; it goes unless another test's
+    // container uses it. By id: the tag may name another build of the same bundle.
+    assert!(
+        !ctx.remove_image(&guest),
+        "the build left the guest image {guest} in the engine"
+    );
     ctx.remove_image(&bundle);
     // From here on no other test removes the (shared) bundle image; whether the first run
     // finds it depends on the other tests' runs, which load it when they need it.

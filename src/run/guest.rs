@@ -11,6 +11,7 @@ use ipnet::Ipv4Net;
 
 use super::names::LABEL_ROLE;
 use super::network;
+use super::provision;
 use super::record::Resource;
 use super::steps::{Ctx, step, tracked};
 use super::undo::UndoStack;
@@ -19,14 +20,31 @@ use crate::runtime::docker_run::{self as engine, ContainerSpec};
 use crate::runtime::guest::Guest;
 use crate::runtime::smolvm::{MachineCreate, MachineSource};
 
-/// The guest's steps, in order: create, start, chown.
+/// The guest's steps, in order: create, start, chown, provision. A container guest takes its
+/// provisioning files while it starts (a created container accepts files), so only the
+/// provisioning script is left for the `provision` step.
 pub async fn guest_steps(
     ctx: &Ctx,
     undo: &mut UndoStack,
     env: &[(String, String)],
     subnet: Ipv4Net,
 ) -> Result<Guest> {
+    let bundle_ip = network::bundle_ip(&subnet);
     let guest = step(ctx, "guest create", create(ctx, undo, env, subnet)).await?;
+    let files = provision::files(ctx, bundle_ip).context("bottle run: step 'provision' failed")?;
+    let early = match &guest {
+        Guest::Docker { .. } => {
+            let (guest, files, scratch) = (
+                guest.clone(),
+                files.files.clone(),
+                ctx.run_dir.join("provision"),
+            );
+            Some(tokio::spawn(async move {
+                guest.put_files(&files, &[], &scratch).await
+            }))
+        }
+        Guest::Smolvm { .. } => None,
+    };
     step(ctx, "guest start", async {
         match &guest {
             Guest::Docker { docker, container } => engine::start(docker, container).await,
@@ -59,6 +77,12 @@ pub async fn guest_steps(
         }
         Ok(())
     })
+    .await?;
+    step(
+        ctx,
+        "provision",
+        provision::provision(ctx, &guest, env, files, early),
+    )
     .await?;
     Ok(guest)
 }

@@ -51,7 +51,7 @@ use crate::runtime::docker;
 use crate::runtime::docker_run as engine;
 use crate::runtime::guest::Guest;
 use crate::runtime::smolvm::Smolvm;
-use crate::store::{GcGuard, Store};
+use crate::store::{GcGuard, Store, StoreError};
 use names::{LABEL_HASH, LABEL_RUN, LABEL_STORE, Names};
 use network::SubnetPool;
 use record::RunRecord;
@@ -111,7 +111,11 @@ pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Resul
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     // Read (not yet trusted) for what the record needs; checked once pinned.
-    let loaded = store.load(hash)?;
+    let loaded = match store.load(hash) {
+        Ok(loaded) => loaded,
+        Err(e @ StoreError::Manifest(_)) => return Err(store.refusal(hash, e).into()),
+        Err(e) => return Err(e.into()),
+    };
     let backend = loaded.guest_key().backend;
     let pool = SubnetPool::parse(&opts.subnet_pool).context("bad --subnet-pool")?;
     let docker = docker::connect().await?;
@@ -311,16 +315,7 @@ async fn bring_up(ctx: &Ctx, stacks: &mut Stacks) -> Result<Live> {
         "bundle start",
         bundle::start_bundle(ctx, &mut stacks.bundle, bundle_ip, docker_guest),
     );
-    let guest = async {
-        let guest = guest::guest_steps(ctx, &mut stacks.guest, &env, subnet).await?;
-        step(
-            ctx,
-            "provision",
-            provision::provision(ctx, &guest, &env, bundle_ip),
-        )
-        .await?;
-        Ok::<_, anyhow::Error>(guest)
-    };
+    let guest = guest::guest_steps(ctx, &mut stacks.guest, &env, subnet);
     let ((), guest) = tokio::try_join!(bundle, guest)?;
     Ok(Live { guest, env })
 }

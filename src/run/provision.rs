@@ -26,16 +26,31 @@ pub mod guest_paths {
 /// A file for the guest: its path there, bytes and mode.
 type GuestFile = (String, Vec<u8>, u32);
 
+/// What to provision: the files for the guest, and the guest paths to give to its user.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub files: Vec<GuestFile>,
+    pub users: Vec<String>,
+}
+
+/// Writes the files into the guest (unless `early`, their upload started before the guest
+/// did, is given: then waits for it), then runs the provisioning script as root.
 pub async fn provision(
     ctx: &Ctx,
     guest: &Guest,
     env: &[(String, String)],
-    bundle_ip: Ipv4Addr,
+    files: Files,
+    early: Option<tokio::task::JoinHandle<Result<()>>>,
 ) -> Result<()> {
     let g = ctx.entry.guest_spec();
-    let (files, users) = files(ctx, bundle_ip)?;
-    let scratch = ctx.run_dir.join("provision");
-    guest.put_files(&files, env, &scratch).await?;
+    match early {
+        Some(upload) => upload.await.context("the file upload task panicked")??,
+        None => {
+            let scratch = ctx.run_dir.join("provision");
+            guest.put_files(&files.files, env, &scratch).await?
+        }
+    }
+    let users = files.users;
 
     // As root: the CA into the guest's trust store when it has one; the files to the user.
     let script = r#"ca="$1"; owner="$2"; shift 2
@@ -75,7 +90,7 @@ if [ $# -gt 0 ]; then chown -R "$owner:$owner" "$@" || exit 4; fi"#
 }
 
 /// The files to write into the guest, and the guest paths to give to its user.
-fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<(Vec<GuestFile>, Vec<String>)> {
+pub fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<Files> {
     let g = ctx.entry.guest_spec();
     let p = &g.provision;
     let home = g.home.trim_end_matches('/');
@@ -151,7 +166,7 @@ fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<(Vec<GuestFile>, Vec<String>)
     }
     users.sort();
     users.dedup();
-    Ok((files, users))
+    Ok(Files { files, users })
 }
 
 fn git_quote(s: &str) -> String {

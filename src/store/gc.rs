@@ -167,6 +167,10 @@ fn write_atomic(dir: &Path, name: &str, text: &str) -> Result<(), StoreError> {
         .tempfile_in(dir)
         .map_err(io(dir))?;
     std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io(tmp.path()))?;
+    // As every file of the store: readable by all (a temporary file starts private).
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(io(tmp.path()))?;
     let dest = dir.join(name);
     tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
     Ok(())

@@ -120,6 +120,10 @@ impl Store {
             .tempfile_in(self.tmp())
             .map_err(io(&self.tmp()))?;
         tmp.write_all(&manifest.to_json()).map_err(io(tmp.path()))?;
+        // As every file of the store: readable by all (a temporary file starts private).
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(io(tmp.path()))?;
         tmp.as_file().sync_all().map_err(io(tmp.path()))?;
         tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
         sync_dir(&self.entries_dir())?;

@@ -175,6 +175,18 @@ impl Store {
         self.load(hash)
     }
 
+    /// The error to refuse an entry that [`Store::load`] could not read with: every damaged
+    /// path, as `bottle verify` names them.
+    pub fn refusal(&self, hash: &BuildHash, cause: StoreError) -> StoreError {
+        match self.check(hash, Depth::Full) {
+            Ok(damage) if !damage.is_empty() => StoreError::Damaged {
+                hash: *hash,
+                damage,
+            },
+            _ => cause,
+        }
+    }
+
     /// Every problem of an entry, every file rehashed (`bottle verify`).
     pub fn verify(&self, hash: &BuildHash) -> Result<Vec<Damage>, StoreError> {
         self.check(hash, Depth::Full)
