@@ -127,7 +127,15 @@ allow = ["{allowed}"]
     let hash = ctx.build(&ctx.recipe());
 
     // A container on another network, serving on 8080; the host can reach it.
-    let image = ctx.entry(&hash).guest.image().id.clone();
+    // The guest image (busybox's httpd), loaded from its component: builds leave no image.
+    let guest = ctx.entry(&hash).guest;
+    let image = guest.image().id.clone();
+    support::docker_ok(&[
+        "load",
+        "-q",
+        "-i",
+        guest.path(&guest.image().archive).to_str().unwrap(),
+    ]);
     let net = unique("bottle-test-other");
     ctx.make_network(&net, None);
     let name = unique("bottle-test-web");
