@@ -55,7 +55,9 @@ docker
 /// tests here remove theirs when they end.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The images a test made, removed (`docker rmi --no-prune`) when it ends, however it ends.
+/// The images a test made, removed when it ends, however it ends; with their untagged parents
+/// (a label step leaves the `COPY` step's image as a parent), which no other build shares:
+/// each comparison's context holds a `run-id` of its own.
 struct Images(Mutex<Vec<String>>);
 
 impl Images {
@@ -76,9 +78,7 @@ impl Images {
 impl Drop for Images {
     fn drop(&mut self) {
         for tag in self.0.lock().unwrap().iter() {
-            let _ = Command::new("docker")
-                .args(["rmi", "--no-prune", tag])
-                .output();
+            let _ = Command::new("docker").args(["rmi", tag]).output();
         }
     }
 }

@@ -172,10 +172,25 @@ fn image_chain(image: &str) -> Vec<String> {
 /// Dockerfile, which only this test's unique context file leads to). Returns the build log.
 fn build_save_forget(cleanup: &mut Cleanup, context: &Path, tag: &str, dest: &Path) -> String {
     cleanup.images.push(tag.to_string());
-    let out = run(Command::new("docker")
-        .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "--force-rm", "-t", tag])
-        .arg(context));
+    // Docker 20.10's cache lookup for a `FROM scratch` step reads every parentless image and
+    // fails ("unable to find image") when one is removed meanwhile, as the other tests of
+    // this file do: try again then.
+    let mut tries = 0;
+    let out = loop {
+        tries += 1;
+        let out = run(Command::new("docker")
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "--force-rm", "-t", tag])
+            .arg(context));
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() || tries == 3 || !log.contains("unable to find image") {
+            break out;
+        }
+    };
     let log = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

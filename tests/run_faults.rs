@@ -71,7 +71,7 @@ fn real_fault_no_free_subnet_in_the_pool() {
 #[test]
 fn real_fault_guest_image_without_home() {
     let ctx = TestContext::new("run-no-home");
-    std::fs::write(ctx.recipes.join("guest/Dockerfile"), dockerfile(false)).unwrap();
+    std::fs::write(ctx.recipes.join("guest/Dockerfile"), ctx.dockerfile(false)).unwrap();
     let hash = ctx.build(&ctx.recipe());
     let out = ctx.output(&["run", &hash, "--", "true"]);
     assert_failed_at(&out, "chown");

@@ -47,6 +47,9 @@ static BUILDS: RwLock<()> = RwLock::new(());
 pub struct TestContext {
     /// The test's name: the recipe's name, and the content of the guest's `test-id` file.
     pub name: String,
+    /// Where the guest's Dockerfile copies `test-id` (its first step): names this test's
+    /// build chain in the engine.
+    pub test_id_path: String,
     pub dir: tempfile::TempDir,
     pub store: PathBuf,
     pub recipes: PathBuf,
@@ -103,7 +106,12 @@ impl TestContext {
         )
         .unwrap();
         std::fs::write(recipes.join("guest/group"), "root:x:0:\nnode:x:1000:\n").unwrap();
-        std::fs::write(recipes.join("guest/Dockerfile"), dockerfile(true)).unwrap();
+        let test_id_path = format!("/etc/bottle-test-id-{name}-{}", std::process::id());
+        std::fs::write(
+            recipes.join("guest/Dockerfile"),
+            dockerfile(true, &test_id_path),
+        )
+        .unwrap();
         // The guest's key holds its build context, not the recipe's name: this file keeps
         // tests from sharing (and removing under each other) one guest image.
         std::fs::write(
@@ -120,6 +128,7 @@ impl TestContext {
             .to_string_lossy()
             .into_owned();
         TestContext {
+            test_id_path,
             name: name.to_string(),
             dir,
             store,
@@ -238,6 +247,11 @@ git_email = "agent@bottle.invalid"
     /// `bottle build --json RECIPE`, which must succeed.
     pub fn build_json(&self, recipe: &Path) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["build", "--json", recipe.to_str().unwrap()])).unwrap()
+    }
+
+    /// The guest's Dockerfile for this test (see [`dockerfile`]).
+    pub fn dockerfile(&self, home: bool) -> String {
+        dockerfile(home, &self.test_id_path)
     }
 
     /// `bottle hash RECIPE`.
@@ -515,6 +529,7 @@ impl Drop for TestContext {
         self.scan_store();
         let components = self.components.lock().unwrap().clone();
         let _lock = BUILDS.write().unwrap_or_else(|e| e.into_inner());
+        remove_build_chain(&self.test_id_path);
         for id in components {
             let filter = format!("label={LABEL_COMPONENT}={}/{}", id.kind, id.hash);
             let listed = docker(&[
@@ -534,6 +549,56 @@ impl Drop for TestContext {
                     .output();
             }
         }
+    }
+}
+
+/// Removes the images a test's guest builds left in the engine: the chain that starts with the
+/// step copying its `test-id` to `test_id_path` (bottle removes the image it built once
+/// saved; its parent layers stay as build cache). Leaves first; untagged parents go with them.
+fn remove_build_chain(test_id_path: &str) {
+    let ids = lines(&docker(&["image", "ls", "-a", "-q", "--no-trunc"]));
+    if ids.is_empty() {
+        return;
+    }
+    let mut args = vec![
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}} {{.Parent}} {{json .ContainerConfig.Cmd}}",
+    ];
+    args.extend(ids.iter().map(String::as_str));
+    let mut parent_of = std::collections::BTreeMap::new();
+    let mut roots = Vec::new();
+    for line in lines(&docker(&args)) {
+        let mut words = line.splitn(3, ' ');
+        let (id, parent, cmd) = (
+            words.next().unwrap_or_default().to_string(),
+            words.next().unwrap_or_default().to_string(),
+            words.next().unwrap_or_default(),
+        );
+        if cmd.contains(test_id_path) {
+            roots.push(id.clone());
+        }
+        parent_of.insert(id, parent);
+    }
+    let ours = |id: &String| {
+        let mut cur = Some(id.clone());
+        while let Some(c) = cur {
+            if roots.contains(&c) {
+                return true;
+            }
+            cur = parent_of.get(&c).filter(|p| !p.is_empty()).cloned();
+        }
+        false
+    };
+    let chain: Vec<&String> = parent_of.keys().filter(|id| ours(id)).collect();
+    let leaves: Vec<&String> = chain
+        .iter()
+        .filter(|id| !parent_of.values().any(|p| p == **id))
+        .copied()
+        .collect();
+    for leaf in leaves {
+        let _ = Command::new("docker").args(["rmi", leaf]).output();
     }
 }
 
@@ -756,16 +821,17 @@ pub fn bytes_under(root: &Path) -> u64 {
 }
 
 /// The guest's Dockerfile; `home`: whether the image has /home/node (owned by root, so the
-/// run's chown matters). The test's `test-id` goes in last: the layers before it are shared
-/// with every other test's build (the engine's cache), the image itself is the test's own.
-pub fn dockerfile(home: bool) -> String {
-    let mut s = String::from(
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY passwd group /etc/\nRUN mkdir -p /tmp && chmod 1777 /tmp\n",
+/// run's chown matters). The test's `test-id` goes in first, at a path naming the test
+/// (`test_id_path`): every layer of the build is then the test's own, and its guard removes
+/// the whole chain without touching another test's build cache.
+pub fn dockerfile(home: bool, test_id_path: &str) -> String {
+    let mut s = format!(
+        "FROM scratch\nCOPY test-id {test_id_path}\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY passwd group /etc/\nRUN mkdir -p /tmp && chmod 1777 /tmp\n",
     );
     if home {
         s.push_str("RUN mkdir -p /home/node\n");
     }
-    s.push_str("COPY test-id /etc/bottle-test-id\nUSER node\n");
+    s.push_str("USER node\n");
     s
 }
 
