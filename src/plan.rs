@@ -184,80 +184,11 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
     for host in &doc.pipelock.allow {
         allow.push(r.host(host)?);
     }
-    let mut routes = Vec::new();
-    for route in &doc.egress.routes {
-        let rt = route.get_ref();
-        let host = r.host(&rt.host)?;
-        if host.starts_with("*.") {
-            return Err(recipe.error_at(
-                rt.host.span(),
-                "an egress route needs an exact host, not a wildcard",
-            ));
-        }
-        r.env_name(&rt.token_env, "token_env")?;
-        let header = rt.header.get_ref().trim().to_string();
-        if header.is_empty()
-            || !header
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(recipe.error_at(
-                rt.header.span(),
-                "header must be an HTTP header name such as \"Authorization\" or \"x-api-key\"",
-            ));
-        }
-        if routes.iter().any(|x: &RoutePlan| x.host == host) {
-            return Err(recipe.error_at(
-                route.span(),
-                format!("two egress routes for host {host:?}; keep one"),
-            ));
-        }
-        allow.push(host.clone());
-        routes.push(RoutePlan {
-            host,
-            token_env: rt.token_env.get_ref().clone(),
-            header,
-            scheme: rt.scheme.get_ref().trim().to_string(),
-        });
-    }
-    routes.sort_by(|a, b| a.host.cmp(&b.host));
+    let routes = r.routes(&doc.egress.routes)?;
+    allow.extend(routes.iter().map(|rt| rt.host.clone()));
     allow.sort();
     allow.dedup();
-
-    let mut upstreams = Vec::new();
-    for up in &doc.git_gate.upstreams {
-        let u = up.get_ref();
-        if !is_slug(u.name.get_ref()) {
-            return Err(recipe.error_at(
-                u.name.span(),
-                "upstream name must be lowercase letters, digits and '-'",
-            ));
-        }
-        if upstreams
-            .iter()
-            .any(|x: &UpstreamPlan| &x.name == u.name.get_ref())
-        {
-            return Err(recipe.error_at(
-                u.name.span(),
-                "two git-gate upstreams with this name; names must be unique",
-            ));
-        }
-        if u.url.get_ref().trim().is_empty() {
-            return Err(recipe.error_at(u.url.span(), "url must not be empty"));
-        }
-        if u.identity.get_ref().trim().is_empty() {
-            return Err(recipe.error_at(
-                u.identity.span(),
-                "identity must be the host path of an SSH key",
-            ));
-        }
-        upstreams.push(UpstreamPlan {
-            name: u.name.get_ref().clone(),
-            url: u.url.get_ref().trim().to_string(),
-            identity: u.identity.get_ref().trim().to_string(),
-        });
-    }
-    upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+    let upstreams = r.upstreams(&doc.git_gate.upstreams)?;
 
     let p = &doc.provision;
     let provision = ProvisionPlan {
@@ -301,6 +232,91 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// The egress routes: exact hosts, one route per host, sorted by host.
+    fn routes(&self, given: &[Spanned<recipe::Route>]) -> Result<Vec<RoutePlan>, RecipeError> {
+        let (recipe, r) = (self.recipe, self);
+        let mut routes = Vec::new();
+        for route in given {
+            let rt = route.get_ref();
+            let host = r.host(&rt.host)?;
+            if host.starts_with("*.") {
+                return Err(recipe.error_at(
+                    rt.host.span(),
+                    "an egress route needs an exact host, not a wildcard",
+                ));
+            }
+            r.env_name(&rt.token_env, "token_env")?;
+            let header = rt.header.get_ref().trim().to_string();
+            if header.is_empty()
+                || !header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(recipe.error_at(
+                    rt.header.span(),
+                    "header must be an HTTP header name such as \"Authorization\" or \"x-api-key\"",
+                ));
+            }
+            if routes.iter().any(|x: &RoutePlan| x.host == host) {
+                return Err(recipe.error_at(
+                    route.span(),
+                    format!("two egress routes for host {host:?}; keep one"),
+                ));
+            }
+            routes.push(RoutePlan {
+                host,
+                token_env: rt.token_env.get_ref().clone(),
+                header,
+                scheme: rt.scheme.get_ref().trim().to_string(),
+            });
+        }
+        routes.sort_by(|a, b| a.host.cmp(&b.host));
+        Ok(routes)
+    }
+
+    /// The git-gate upstreams: unique slug names, sorted by name.
+    fn upstreams(
+        &self,
+        given: &[Spanned<recipe::Upstream>],
+    ) -> Result<Vec<UpstreamPlan>, RecipeError> {
+        let recipe = self.recipe;
+        let mut upstreams = Vec::new();
+        for up in given {
+            let u = up.get_ref();
+            if !is_slug(u.name.get_ref()) {
+                return Err(recipe.error_at(
+                    u.name.span(),
+                    "upstream name must be lowercase letters, digits and '-'",
+                ));
+            }
+            if upstreams
+                .iter()
+                .any(|x: &UpstreamPlan| &x.name == u.name.get_ref())
+            {
+                return Err(recipe.error_at(
+                    u.name.span(),
+                    "two git-gate upstreams with this name; names must be unique",
+                ));
+            }
+            if u.url.get_ref().trim().is_empty() {
+                return Err(recipe.error_at(u.url.span(), "url must not be empty"));
+            }
+            if u.identity.get_ref().trim().is_empty() {
+                return Err(recipe.error_at(
+                    u.identity.span(),
+                    "identity must be the host path of an SSH key",
+                ));
+            }
+            upstreams.push(UpstreamPlan {
+                name: u.name.get_ref().clone(),
+                url: u.url.get_ref().trim().to_string(),
+                identity: u.identity.get_ref().trim().to_string(),
+            });
+        }
+        upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(upstreams)
+    }
+
     fn guest(&self, g: &recipe::Guest) -> Result<GuestPlan, RecipeError> {
         let recipe = self.recipe;
         let backend = match g.backend {

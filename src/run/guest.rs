@@ -93,56 +93,80 @@ async fn create(
     env: &[(String, String)],
     subnet: Ipv4Net,
 ) -> Result<Guest> {
+    match ctx.entry.guest_key().backend {
+        GuestBackend::Docker => create_container(ctx, undo, env, subnet).await,
+        GuestBackend::Smolvm => create_machine(ctx, undo, env, subnet).await,
+    }
+}
+
+/// A container of the guest image on the run's internal network only, pinned at `.3`, kept
+/// alive by a shell loop, with the guest env.
+async fn create_container(
+    ctx: &Ctx,
+    undo: &mut UndoStack,
+    env: &[(String, String)],
+    subnet: Ipv4Net,
+) -> Result<Guest> {
     let name = ctx.names.guest();
     let image = ctx.entry.guest.image();
-    let key = ctx.entry.guest_key();
-    if key.backend == GuestBackend::Docker {
-        ctx.note(Resource::Container { name: name.clone() })?;
-        let mut labels = ctx.labels.clone();
-        labels.insert(LABEL_ROLE.into(), "guest".into());
-        let spec = ContainerSpec {
-            name: name.clone(),
-            image: image.id.clone(),
-            entrypoint: Some(engine::KEEPALIVE.iter().map(|s| s.to_string()).collect()),
-            cmd: None,
-            env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            binds: Vec::new(),
-            user: None,
-            network: ctx.names.guest_net(),
-            ip: Some(network::guest_ip(&subnet)),
-            labels,
-            cap_drop: vec!["NET_RAW".into()],
-            no_new_privileges: false,
-        };
-        let archive = ctx.entry.guest.path(&image.archive);
-        let docker = ctx.docker.clone();
-        let create = async move { engine::create_container_loading(&docker, spec, &archive).await };
-        let (docker, n) = (ctx.docker.clone(), name.clone());
-        let (handle, (what, action)) = tracked(
-            format!("remove guest container {name}"),
-            create,
-            move || Box::pin(async move { engine::remove_container(&docker, &n).await }),
-        );
-        undo.push(what, action);
-        handle.await??;
-        return Ok(Guest::Docker {
-            docker: ctx.docker.clone(),
-            container: name,
-        });
-    }
+    ctx.note(Resource::Container { name: name.clone() })?;
+    let mut labels = ctx.labels.clone();
+    labels.insert(LABEL_ROLE.into(), "guest".into());
+    let spec = ContainerSpec {
+        name: name.clone(),
+        image: image.id.clone(),
+        entrypoint: Some(engine::KEEPALIVE.iter().map(|s| s.to_string()).collect()),
+        cmd: None,
+        env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        binds: Vec::new(),
+        user: None,
+        network: ctx.names.guest_net(),
+        ip: Some(network::guest_ip(&subnet)),
+        labels,
+        cap_drop: vec!["NET_RAW".into()],
+        no_new_privileges: false,
+    };
+    let archive = ctx.entry.guest.path(&image.archive);
+    let docker = ctx.docker.clone();
+    let create = async move { engine::create_container_loading(&docker, spec, &archive).await };
+    let (docker, n) = (ctx.docker.clone(), name.clone());
+    let (handle, (what, action)) = tracked(
+        format!("remove guest container {name}"),
+        create,
+        move || Box::pin(async move { engine::remove_container(&docker, &n).await }),
+    );
+    undo.push(what, action);
+    handle.await??;
+    Ok(Guest::Docker {
+        docker: ctx.docker.clone(),
+        container: name,
+    })
+}
+
+/// A smolvm machine from the pack (or the image archive), restricted to the bundle's address
+/// (`--allow-cidr BUNDLE_IP/32`), with the guest env.
+async fn create_machine(
+    ctx: &Ctx,
+    undo: &mut UndoStack,
+    env: &[(String, String)],
+    subnet: Ipv4Net,
+) -> Result<Guest> {
+    let name = ctx.names.guest();
+    let image = ctx.entry.guest.image();
     let smolvm = ctx
         .smolvm
         .clone()
         .expect("smolvm located for a smolvm guest");
     ctx.note(Resource::Machine { name: name.clone() })?;
-    let source_path = match key.start {
-        GuestStart::Image => ctx.entry.guest.path(&image.archive),
-        GuestStart::Pack => ctx.entry.guest.path(
-            image
-                .pack
-                .as_deref()
-                .context("the guest component holds no pack for a pack-started guest")?,
-        ),
+    let from_pack = ctx.entry.guest_key().start == GuestStart::Pack;
+    let source_path = if from_pack {
+        let pack = image
+            .pack
+            .as_deref()
+            .context("the guest component holds no pack for a pack-started guest")?;
+        ctx.entry.guest.path(pack)
+    } else {
+        ctx.entry.guest.path(&image.archive)
     };
     let labels: Vec<(String, String)> = ctx
         .labels
@@ -152,7 +176,6 @@ async fn create(
     let (s, n) = (smolvm.clone(), name.clone());
     let bundle_ip = network::bundle_ip(&subnet);
     let env = env.to_vec();
-    let from_pack = key.start == GuestStart::Pack;
     let create = async move {
         let source = if from_pack {
             MachineSource::Pack(&source_path)

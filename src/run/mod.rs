@@ -110,6 +110,32 @@ pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Resul
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let ctx = prepare(store, hash, &mut opts).await?;
+    let mut stacks = Stacks::default();
+    let mut bring_up_ms = 0;
+    let mut command_ms = None;
+    let outcome: Result<Result<i64>, (&str, i32)> = {
+        let work = async {
+            let live = bring_up(&ctx, &mut stacks).await?;
+            bring_up_ms = started.elapsed().as_millis();
+            let t = Instant::now();
+            let code = command_step(&ctx, &live, &opts.command).await;
+            command_ms = Some(t.elapsed().as_millis());
+            code
+        };
+        tokio::select! {
+            r = work => Ok(r),
+            _ = sigint.recv() => Err(("SIGINT", 2)),
+            _ = sigterm.recv() => Err(("SIGTERM", 15)),
+            _ = sighup.recv() => Err(("SIGHUP", 1)),
+        }
+    };
+    finish(&ctx, stacks, outcome, bring_up_ms, command_ms).await
+}
+
+/// Everything before the first step: the entry read, the record written, the entry pinned
+/// and checked, the run's CAs minted. What fails here leaves nothing behind.
+async fn prepare(store: &Store, hash: &BuildHash, opts: &mut RunOptions) -> Result<Ctx> {
     // Read (not yet trusted) for what the record needs; checked once pinned.
     let loaded = match store.load(hash) {
         Ok(loaded) => loaded,
@@ -143,7 +169,6 @@ pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Resul
         }
     };
     drop(opts.build_guard.take());
-    let run_dir = record::run_dir(store, &run_id);
     let ctx = Ctx {
         store: store.clone(),
         names: Names::new(&run_id),
@@ -156,7 +181,7 @@ pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Resul
         docker,
         smolvm,
         quiet: opts.quiet,
-        run_dir,
+        run_dir: record::run_dir(store, &run_id),
         record: Mutex::new(record),
         active: Mutex::new(Vec::new()),
         timings: Mutex::new(Vec::new()),
@@ -176,27 +201,7 @@ pub async fn run(store: &Store, hash: &BuildHash, mut opts: RunOptions) -> Resul
         let _ = teardown(&ctx, &mut UndoStack::new(), true).await;
         return Err(e);
     }
-
-    let mut stacks = Stacks::default();
-    let mut bring_up_ms = 0;
-    let mut command_ms = None;
-    let outcome: Result<Result<i64>, (&str, i32)> = {
-        let work = async {
-            let live = bring_up(&ctx, &mut stacks).await?;
-            bring_up_ms = started.elapsed().as_millis();
-            let t = Instant::now();
-            let code = command_step(&ctx, &live, &opts.command).await;
-            command_ms = Some(t.elapsed().as_millis());
-            code
-        };
-        tokio::select! {
-            r = work => Ok(r),
-            _ = sigint.recv() => Err(("SIGINT", 2)),
-            _ = sigterm.recv() => Err(("SIGTERM", 15)),
-            _ = sighup.recv() => Err(("SIGHUP", 1)),
-        }
-    };
-    finish(&ctx, stacks, outcome, bring_up_ms, command_ms).await
+    Ok(ctx)
 }
 
 /// Reports the outcome and tears the run down.

@@ -293,44 +293,56 @@ pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<Down
         rows.push(row);
     }
     if all {
-        // Resources of this store whose run left no (readable) record.
-        let known: Vec<String> = rows.iter().map(|r| r.run_id.clone()).collect();
-        let mut orphans =
-            engine::label_values(&docker, LABEL_STORE, &store_label(store), LABEL_RUN).await?;
-        orphans.extend(unreadable);
-        orphans.sort();
-        orphans.dedup();
-        for run_id in orphans.into_iter().filter(|r| !known.contains(r)) {
-            let rec = orphan_record(&run_id);
-            let error = sweep(&docker, None, &rec, true)
-                .await
-                .err()
-                .map(|e| format!("{e:#}"));
-            if error.is_none() {
-                let _ = store.unpin(&run_id);
-                let _ = RunRecord::remove(store, &run_id);
-            }
-            rows.push(DownRow {
-                run_id,
-                signalled: false,
-                torn_down_by_run: false,
-                orphan: true,
-                error,
-            });
-        }
-        sweep_machines(store, &mut rows).await;
-        // Pins whose run left no record: a run writes its record before its pin and removes
-        // its pin before its record, so such a pin belongs to no run.
-        for (run_id, _) in store.pins_list()? {
-            if !record::run_dir(store, &run_id)
-                .join(record::RECORD_FILE)
-                .exists()
-            {
-                store.unpin(&run_id)?;
-            }
-        }
+        down_orphans(store, &docker, &mut rows, unreadable).await?;
     }
     Ok(rows)
+}
+
+/// `bottle down --all`'s second half: resources of this store whose run left no (readable)
+/// record, its machines, and pins of runs that have no record.
+async fn down_orphans(
+    store: &Store,
+    docker: &Docker,
+    rows: &mut Vec<DownRow>,
+    unreadable: Vec<String>,
+) -> Result<()> {
+    // Resources of this store whose run left no (readable) record.
+    let known: Vec<String> = rows.iter().map(|r| r.run_id.clone()).collect();
+    let mut orphans =
+        engine::label_values(docker, LABEL_STORE, &store_label(store), LABEL_RUN).await?;
+    orphans.extend(unreadable);
+    orphans.sort();
+    orphans.dedup();
+    for run_id in orphans.into_iter().filter(|r| !known.contains(r)) {
+        let rec = orphan_record(&run_id);
+        let error = sweep(docker, None, &rec, true)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"));
+        if error.is_none() {
+            let _ = store.unpin(&run_id);
+            let _ = RunRecord::remove(store, &run_id);
+        }
+        rows.push(DownRow {
+            run_id,
+            signalled: false,
+            torn_down_by_run: false,
+            orphan: true,
+            error,
+        });
+    }
+    sweep_machines(store, rows).await;
+    // Pins whose run left no record: a run writes its record before its pin and removes
+    // its pin before its record, so such a pin belongs to no run.
+    for (run_id, _) in store.pins_list()? {
+        if !record::run_dir(store, &run_id)
+            .join(record::RECORD_FILE)
+            .exists()
+        {
+            store.unpin(&run_id)?;
+        }
+    }
+    Ok(())
 }
 
 /// smolvm machines labelled with this store whose run is gone (best effort: skipped when the

@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
 
-use super::docker_run::{self as engine, ExecSpec};
+use super::docker_exec::{self as engine, ExecSpec};
+use super::docker_run;
 use super::smolvm::Smolvm;
 
 #[derive(Clone)]
@@ -117,7 +118,7 @@ impl Guest {
         }
         match self {
             Guest::Docker { docker, container } => {
-                engine::upload(docker, container, engine::tar_of(files)?).await
+                docker_run::upload(docker, container, docker_run::tar_of(files)?).await
             }
             Guest::Smolvm { smolvm, machine } => {
                 let mut mkdir = vec!["mkdir".to_string(), "-p".to_string()];

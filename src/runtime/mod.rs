@@ -2,6 +2,7 @@
 //! runs on either.
 
 pub mod docker;
+pub mod docker_exec;
 pub mod docker_run;
 pub mod guest;
 pub mod smolvm;
