@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, InputDigest, file_digest};
 use crate::manifest::{Components, MANIFEST_FORMAT, Manifest};
 use crate::plan::{
-    EgressPlan, GitGatePlan, GuestBackend, GuestStart, ImagePlan, PipelockPlan, Planned,
+    GitGatePlan, GuestBackend, GuestStart, ImagePlan, NetworkPlan, PipelockPlan, Planned,
     SupervisePlan,
 };
 
@@ -174,10 +174,32 @@ pub struct ConfigKey {
     pub format: u32,
     pub guest: GuestConfig,
     pub pipelock: PipelockPlan,
-    pub egress: EgressPlan,
+    pub egress: EgressKey,
     pub git_gate: GitGatePlan,
     pub supervise: SupervisePlan,
     pub provision: ProvisionKey,
+    pub network: NetworkPlan,
+}
+
+/// The egress routes as the config renders them: an upstream CA by its content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EgressKey {
+    /// Sorted by host.
+    pub routes: Vec<RouteKey>,
+    pub upstream_proxy: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteKey {
+    pub host: String,
+    /// The *name* of the host env var holding the token.
+    pub token_env: String,
+    pub header: String,
+    pub scheme: String,
+    /// The digest of the route's upstream CA file.
+    pub upstream_ca: Option<Digest>,
 }
 
 /// The guest's own settings: who runs what, with which env.
@@ -353,7 +375,27 @@ pub fn keys_with_builder(
             env: g.env.clone(),
         },
         pipelock: plan.pipelock.clone(),
-        egress: plan.egress.clone(),
+        egress: EgressKey {
+            routes: plan
+                .egress
+                .routes
+                .iter()
+                .map(|r| {
+                    Ok(RouteKey {
+                        host: r.host.clone(),
+                        token_env: r.token_env.clone(),
+                        header: r.header.clone(),
+                        scheme: r.scheme.clone(),
+                        upstream_ca: match &r.upstream_ca {
+                            Some(rel) => Some(content_digest(&planned.host_path(rel))?),
+                            None => None,
+                        },
+                    })
+                })
+                .collect::<Result<_, HashError>>()?,
+            upstream_proxy: plan.egress.upstream_proxy.clone(),
+        },
+        network: plan.network.clone(),
         git_gate: plan.git_gate.clone(),
         supervise: plan.supervise.clone(),
         provision: ProvisionKey {

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKey, ComponentKind};
+use crate::plan::HostTarget;
+use crate::sidecar::Daemon;
 
 pub const MANIFEST_FORMAT: u32 = 2;
 pub const RECORD_FORMAT: u32 = 1;
@@ -123,9 +125,6 @@ pub struct ProvisionSpec {
     pub skills: Option<String>,
     pub git_name: Option<String>,
     pub git_email: Option<String>,
-    /// git-gate upstream names the guest gets a remote for.
-    pub git_remotes: Vec<String>,
-    pub supervise: bool,
 }
 
 /// How the bundle runs: a file of the config component (`bundle.json`).
@@ -133,14 +132,16 @@ pub struct ProvisionSpec {
 #[serde(deny_unknown_fields)]
 pub struct BundleSpec {
     /// The daemons `bottle sidecar` starts, in order.
-    pub daemons: Vec<String>,
+    pub daemons: Vec<Daemon>,
     /// Fixed, non-secret `NAME=VALUE` entries.
     pub env: Vec<String>,
-    /// Names of host env vars whose values `bottle run` passes to the bundle at start.
-    pub env_from_host: Vec<String>,
+    /// Names of host env vars whose values `bottle run` hands to the bundle on its stdin.
+    pub secrets: Vec<String>,
     pub mounts: Vec<Mount>,
-    /// Daemon name → port it listens on inside the bundle.
-    pub ports: BTreeMap<String, u16>,
+    /// The port each daemon listens on inside the bundle.
+    pub ports: BTreeMap<Daemon, u16>,
+    /// Static names the bundle resolves (`[network] hosts`).
+    pub hosts: BTreeMap<String, HostTarget>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

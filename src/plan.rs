@@ -44,6 +44,7 @@ pub struct Plan {
     pub git_gate: GitGatePlan,
     pub supervise: SupervisePlan,
     pub provision: ProvisionPlan,
+    pub network: NetworkPlan,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,12 +89,60 @@ pub struct PipelockPlan {
     /// Sorted, deduplicated, lowercased; includes every egress route's host.
     pub allow: Vec<String>,
     pub dlp: bool,
+    /// The recipe's own DLP rules (each regex checked to compile), sorted by id.
+    pub dlp_rules: Vec<DlpRulePlan>,
+    /// Values DLP never flags; sorted, deduplicated.
+    pub dlp_allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DlpRulePlan {
+    pub id: String,
+    pub regex: String,
+}
+
+/// `[network]` as planned: static names the bundle resolves.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkPlan {
+    pub hosts: BTreeMap<String, HostTarget>,
+}
+
+/// Where a static name points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum HostTarget {
+    Ip(std::net::Ipv4Addr),
+    /// The host, as seen from the bundle's outbound network (its gateway), fixed at run time.
+    HostGateway,
+}
+
+impl From<HostTarget> for String {
+    fn from(t: HostTarget) -> String {
+        match t {
+            HostTarget::Ip(ip) => ip.to_string(),
+            HostTarget::HostGateway => "host-gateway".to_string(),
+        }
+    }
+}
+
+impl TryFrom<String> for HostTarget {
+    type Error = String;
+    fn try_from(s: String) -> Result<HostTarget, String> {
+        if s == "host-gateway" {
+            return Ok(HostTarget::HostGateway);
+        }
+        s.parse()
+            .map(HostTarget::Ip)
+            .map_err(|_| format!("{s:?} is neither an IPv4 address nor \"host-gateway\""))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EgressPlan {
     /// Sorted by host.
     pub routes: Vec<RoutePlan>,
+    /// `http://host:port` of a proxy for the bundle's own outbound traffic.
+    pub upstream_proxy: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -102,6 +151,8 @@ pub struct RoutePlan {
     pub token_env: String,
     pub header: String,
     pub scheme: String,
+    /// A PEM file (relative to the recipe's folder) of CAs egress trusts for this upstream.
+    pub upstream_ca: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -185,6 +236,17 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
         allow.push(r.host(host)?);
     }
     let routes = r.routes(&doc.egress.routes)?;
+    for given in &doc.egress.routes {
+        let name = given.get_ref().token_env.get_ref();
+        if guest.env.contains_key(name) {
+            return Err(recipe.error_at(
+                given.get_ref().token_env.span(),
+                format!(
+                    "the guest's env holds a placeholder under {name}, the route's token name; remove {name} from [guest] env"
+                ),
+            ));
+        }
+    }
     allow.extend(routes.iter().map(|rt| rt.host.clone()));
     allow.sort();
     allow.dedup();
@@ -205,8 +267,20 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
             pipelock: PipelockPlan {
                 allow,
                 dlp: doc.pipelock.dlp,
+                dlp_rules: r.dlp_rules(&doc.pipelock.dlp_rules)?,
+                dlp_allow: {
+                    let mut v: Vec<String> =
+                        doc.pipelock.dlp_allow.iter().map(|a| a.get_ref().clone()).collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                },
             },
-            egress: EgressPlan { routes },
+            egress: EgressPlan {
+                routes,
+                upstream_proxy: r.upstream_proxy(doc.egress.upstream_proxy.as_ref())?,
+            },
+            network: r.network(&doc.network)?,
             git_gate: GitGatePlan { upstreams },
             supervise: SupervisePlan {
                 enabled: doc.supervise.enabled,
@@ -268,10 +342,85 @@ impl Resolver<'_> {
                 token_env: rt.token_env.get_ref().clone(),
                 header,
                 scheme: rt.scheme.get_ref().trim().to_string(),
+                upstream_ca: rt.upstream_ca.as_ref().map(|p| r.file(p)).transpose()?,
             });
         }
         routes.sort_by(|a, b| a.host.cmp(&b.host));
         Ok(routes)
+    }
+
+    /// The recipe's DLP rules: ids unique, regexes that compile, sorted by id.
+    fn dlp_rules(
+        &self,
+        given: &[Spanned<recipe::DlpRule>],
+    ) -> Result<Vec<DlpRulePlan>, RecipeError> {
+        let mut rules: Vec<DlpRulePlan> = Vec::new();
+        for rule in given {
+            let r = rule.get_ref();
+            let id = r.id.get_ref().trim();
+            if !is_slug(id) {
+                return Err(self.recipe.error_at(
+                    r.id.span(),
+                    "a DLP rule id must be lowercase letters, digits and '-' (it names the rule in refusals and logs)",
+                ));
+            }
+            if rules.iter().any(|x| x.id == id) {
+                return Err(self.recipe.error_at(
+                    r.id.span(),
+                    format!("two DLP rules named {id:?}; ids must be unique"),
+                ));
+            }
+            if let Err(e) = regex::bytes::Regex::new(r.regex.get_ref()) {
+                return Err(self.recipe.error_at(
+                    r.regex.span(),
+                    format!("not a valid regular expression: {e}"),
+                ));
+            }
+            rules.push(DlpRulePlan {
+                id: id.to_string(),
+                regex: r.regex.get_ref().clone(),
+            });
+        }
+        rules.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(rules)
+    }
+
+    /// `http://host:port`, checked.
+    fn upstream_proxy(&self, given: Option<&Spanned<String>>) -> Result<Option<String>, RecipeError> {
+        let Some(p) = given else { return Ok(None) };
+        let text = p.get_ref().trim();
+        let ok = text
+            .strip_prefix("http://")
+            .and_then(|rest| rest.trim_end_matches('/').rsplit_once(':'))
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(self.recipe.error_at(
+                p.span(),
+                "upstream_proxy must be http://HOST:PORT, e.g. \"http://proxy.corp.example:3128\"",
+            ));
+        }
+        Ok(Some(text.trim_end_matches('/').to_string()))
+    }
+
+    /// `[network] hosts`: host names mapped to an IPv4 address or `host-gateway`.
+    fn network(&self, n: &recipe::Network) -> Result<NetworkPlan, RecipeError> {
+        let mut hosts = BTreeMap::new();
+        for (name, target) in n.hosts.get_ref() {
+            let name_ok = Spanned::new(n.hosts.span(), name.clone());
+            let host = self.host(&name_ok)?;
+            if host.starts_with("*.") {
+                return Err(self.recipe.error_at(
+                    n.hosts.span(),
+                    format!("[network] hosts needs exact names, not {name:?}"),
+                ));
+            }
+            let target = HostTarget::try_from(target.clone()).map_err(|e| {
+                self.recipe
+                    .error_at(n.hosts.span(), format!("[network] hosts {name:?}: {e}"))
+            })?;
+            hosts.insert(host, target);
+        }
+        Ok(NetworkPlan { hosts })
     }
 
     /// The git-gate upstreams: unique slug names, sorted by name.

@@ -37,6 +37,8 @@ pub struct RecipeDoc {
     pub supervise: Supervise,
     #[serde(default)]
     pub provision: Provision,
+    #[serde(default)]
+    pub network: Network,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +103,21 @@ pub struct Pipelock {
     /// Scan outbound requests for secrets (DLP). On unless turned off.
     #[serde(default = "yes")]
     pub dlp: bool,
+    /// The recipe's own DLP rules, beside the built-in ones.
+    #[serde(default)]
+    pub dlp_rules: Vec<Spanned<DlpRule>>,
+    /// Exact values DLP must never flag (known false positives, e.g. a documented example
+    /// key the agent needs to send).
+    #[serde(default)]
+    pub dlp_allow: Vec<Spanned<String>>,
+}
+
+/// A DLP rule of the recipe's: an id (what a refusal names) and a regular expression.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DlpRule {
+    pub id: Spanned<String>,
+    pub regex: Spanned<String>,
 }
 
 fn yes() -> bool {
@@ -112,6 +129,8 @@ impl Default for Pipelock {
         Pipelock {
             allow: Vec::new(),
             dlp: true,
+            dlp_rules: Vec::new(),
+            dlp_allow: Vec::new(),
         }
     }
 }
@@ -121,6 +140,29 @@ impl Default for Pipelock {
 pub struct Egress {
     #[serde(default)]
     pub routes: Vec<Spanned<Route>>,
+    /// A proxy the bundle's own outbound traffic goes through (`http://host:port`), e.g. a
+    /// corporate one.
+    pub upstream_proxy: Option<Spanned<String>>,
+}
+
+/// `[network]`: what the bundle's network knows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Static names the bundle resolves: name → an IPv4 address, or `host-gateway` (the host,
+    /// as seen from the bundle's outbound network).
+    #[serde(default = "no_hosts")]
+    pub hosts: Spanned<BTreeMap<String, String>>,
+}
+
+fn no_hosts() -> Spanned<BTreeMap<String, String>> {
+    Spanned::new(0..0, BTreeMap::new())
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network { hosts: no_hosts() }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +177,9 @@ pub struct Route {
     /// Prefix before the token in the header, e.g. `Bearer`. Empty: the bare token.
     #[serde(default = "default_scheme")]
     pub scheme: Spanned<String>,
+    /// A PEM file of CA certificates egress trusts for this upstream, beside the public roots
+    /// (a private or corporate CA).
+    pub upstream_ca: Option<Spanned<String>>,
 }
 
 fn default_header() -> Spanned<String> {

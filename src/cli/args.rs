@@ -127,6 +127,15 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Print a run's audit log: one line per request the guest made (also after the run
+    /// ended, until `bottle gc`)
+    Logs {
+        /// A run id or unique prefix (`bottle ps`, or the id `bottle run` printed)
+        run: String,
+        /// Keep printing lines as they come, until the run ends
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Remove what a run left behind (a live run is asked to stop first)
     Down {
         /// A run id or unique prefix (`bottle ps`)

@@ -81,12 +81,20 @@ pub fn show(g: &Global, store: &Store, hash: &str) -> Result<Outcome> {
             key.backend, key.start, spec.user, spec.home
         ),
         format!("command   {}", spec.command.join(" ")),
-        format!("daemons   {}", bundle.daemons.join(", ")),
+        format!(
+            "daemons   {}",
+            bundle
+                .daemons
+                .iter()
+                .map(|d| d.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     ];
-    if !bundle.env_from_host.is_empty() {
+    if !bundle.secrets.is_empty() {
         lines.push(format!(
             "tokens    {} (names; values are read by `bottle run`)",
-            bundle.env_from_host.join(", ")
+            bundle.secrets.join(", ")
         ));
     }
     lines.push("components".to_string());

@@ -63,6 +63,9 @@ pub fn gc(g: &Global, store: &Store, keep: &[String], dry_run: bool) -> Result<O
     for l in &r.removed_layouts {
         out(format!("{verb} layout {l}"))?;
     }
+    for run in &r.removed_runs {
+        out(format!("{verb} ended run {run} (its audit log)"))?;
+    }
     out(format!(
         "{verb} {} entries, {} components, {} temporary folders, {} old layouts; {} freed; {} entries kept",
         r.removed_entries.len(),

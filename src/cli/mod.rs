@@ -59,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Ps => runs::ps(g, &store),
         Command::Exec { run, command } => runs::exec(&store, run, command).await,
         Command::Down { run, all } => runs::down(g, &store, run.as_deref(), *all).await,
+        Command::Logs { run, follow } => runs::logs(g, &store, run, *follow).await,
         Command::Sidecar(args) => {
             crate::sidecar::main(args.clone()).await?;
             Ok(Outcome::Success)

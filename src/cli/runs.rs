@@ -105,3 +105,30 @@ pub async fn down(g: &Global, store: &Store, run: Option<&str>, all: bool) -> Re
     }
     Ok(Outcome::Success)
 }
+
+pub async fn logs(g: &Global, store: &Store, run: &str, follow: bool) -> Result<Outcome> {
+    let mut log = ops::AuditReader::open(store, run)?;
+    loop {
+        for event in log.read_new()? {
+            if g.json {
+                out(serde_json::to_string(&event)?)?;
+            } else {
+                out(ops::audit_line(&event))?;
+            }
+        }
+        if !follow || log.ended() {
+            // One last read: lines written between the read and the end.
+            if follow {
+                for event in log.read_new()? {
+                    out(if g.json {
+                        serde_json::to_string(&event)?
+                    } else {
+                        ops::audit_line(&event)
+                    })?;
+                }
+            }
+            return Ok(Outcome::Success);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

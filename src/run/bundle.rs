@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::names::LABEL_ROLE;
+use super::network;
 use super::record::Resource;
 use super::steps::{Ctx, tracked};
 use super::undo::UndoStack;
 use crate::manifest::MountSource;
+use crate::plan::HostTarget;
+use ipnet::Ipv4Net;
 use crate::runtime::docker_run::{self as engine, Bind, ContainerSpec};
 
 /// The folder of the run's CA files (see `run::ca`).
@@ -26,50 +29,68 @@ pub async fn start_bundle(
     ctx: &Ctx,
     undo: &mut UndoStack,
     bundle_ip: Ipv4Addr,
-    docker_guest: bool,
+    outbound: Option<Ipv4Net>,
 ) -> Result<()> {
     let spec = ctx.entry.bundle_spec();
+    let secrets = secrets(&spec.secrets)?;
     let mut env = spec.env.clone();
-    for name in &spec.env_from_host {
-        // The value goes into the create body only: never on an argv, in a log or a file.
-        match std::env::var(name) {
-            Ok(value) => env.push(format!("{name}={value}")),
-            Err(_) => bail!(
-                "the bundle needs {name} from bottle's environment (the recipe's egress routes send it upstream), and it is not set: export {name}=... and run again"
-            ),
-        }
-    }
-    let binds = binds(ctx)?;
+    env.push(format!("BOTTLE_RUN={}", ctx.names.run_id));
     let name = ctx.names.bundle();
     ctx.note(Resource::Container { name: name.clone() })?;
     let mut labels = ctx.labels.clone();
     labels.insert(LABEL_ROLE.into(), "bundle".into());
+    let mut cmd = vec![
+        "--daemons".to_string(),
+        spec.daemons
+            .iter()
+            .map(|d| d.name())
+            .collect::<Vec<_>>()
+            .join(","),
+    ];
+    if secrets.is_some() {
+        cmd.push("--secrets-on-stdin".to_string());
+    }
+    // `host-gateway`: the host as the bundle's way out sees it (its network's gateway).
+    let gateway = outbound
+        .map(|o| network::gateway(&o))
+        .unwrap_or_else(|| network::gateway_of_bundle(bundle_ip));
     let container = ContainerSpec {
         name: name.clone(),
         image: ctx.entry.bundle.image().id.clone(),
         entrypoint: None,
-        cmd: Some(vec!["--daemons".to_string(), spec.daemons.join(",")]),
+        cmd: Some(cmd),
         env,
-        binds,
+        binds: binds(ctx)?,
         user: None,
         network: ctx.names.guest_net(),
         ip: Some(bundle_ip),
         labels,
         cap_drop: Vec::new(),
         no_new_privileges: true,
+        stdin_once: secrets.is_some(),
+        extra_hosts: spec
+            .hosts
+            .iter()
+            .map(|(host, target)| match target {
+                HostTarget::Ip(ip) => format!("{host}:{ip}"),
+                HostTarget::HostGateway => format!("{host}:{gateway}"),
+            })
+            .collect(),
     };
     let archive = ctx.entry.bundle.path(&ctx.entry.bundle.image().archive);
     let (docker, n) = (ctx.docker.clone(), name.clone());
-    let create =
-        async move { engine::create_container_loading(&docker, container, &archive).await };
+    let create = async move { engine::create_container_loading(&docker, container, &archive).await };
     let (docker, n2) = (ctx.docker.clone(), name.clone());
-    let (handle, (what, action)) =
-        tracked(format!("remove bundle container {n}"), create, move || {
-            Box::pin(async move { engine::remove_container(&docker, &n2).await })
-        });
+    let (handle, (what, action)) = tracked(format!("remove bundle container {n}"), create, move || {
+        Box::pin(async move { engine::remove_container(&docker, &n2).await })
+    });
     undo.push(what, action);
     handle.await??;
-    let probe_net = if docker_guest {
+    if let Some(bytes) = secrets {
+        // The tokens reach the bundle on its stdin: never its config (`docker inspect`).
+        engine::write_stdin(&ctx.docker, &name, &bytes).await?;
+    }
+    let probe_net = if outbound.is_some() {
         let out = ctx.names.outbound_net();
         engine::connect(&ctx.docker, &name, &out).await?;
         out
@@ -77,8 +98,33 @@ pub async fn start_bundle(
         ctx.names.guest_net()
     };
     engine::start(&ctx.docker, &name).await?;
-    let port = spec.ports.get("pipelock").copied();
-    wait_ready(ctx, &name, &probe_net, port).await
+    let ports: Vec<u16> = spec
+        .daemons
+        .iter()
+        .filter(|d| d.probed())
+        .filter_map(|d| spec.ports.get(d).copied())
+        .collect();
+    wait_ready(ctx, &name, &probe_net, &ports).await
+}
+
+/// The secrets the bundle needs, read from bottle's own environment, as the JSON object the
+/// sidecar reads on its stdin; `None` when it needs none.
+fn secrets(names: &[String]) -> Result<Option<Vec<u8>>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut values = std::collections::BTreeMap::new();
+    for name in names {
+        match std::env::var(name) {
+            Ok(value) => {
+                values.insert(name.clone(), value);
+            }
+            Err(_) => bail!(
+                "the bundle needs {name} from bottle's environment (the recipe's egress routes send it upstream), and it is not set: export {name}=... and run again"
+            ),
+        }
+    }
+    Ok(Some(serde_json::to_vec(&values).expect("strings serialize")))
 }
 
 /// The bundle's bind mounts, from the spec's mount sources.
@@ -115,11 +161,12 @@ fn binds(ctx: &Ctx) -> Result<Vec<Bind>> {
     Ok(binds)
 }
 
-/// Waits until the bundle listens (probed from the host on `network`), or fails with its log
-/// when it exits.
-async fn wait_ready(ctx: &Ctx, name: &str, network: &str, port: Option<u16>) -> Result<()> {
+/// Waits until the bundle listens on every probed port (from the host, on `network`), or
+/// fails with its log when it exits.
+async fn wait_ready(ctx: &Ctx, name: &str, network: &str, ports: &[u16]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     let addr = engine::address(&ctx.docker, name, network).await?;
+    let mut waiting: Vec<u16> = ports.to_vec();
     loop {
         let (running, code) = engine::state(&ctx.docker, name).await?;
         if !running {
@@ -130,29 +177,31 @@ async fn wait_ready(ctx: &Ctx, name: &str, network: &str, port: Option<u16>) -> 
                 log.trim_end()
             );
         }
-        let (Some(ip), Some(port)) = (addr, port) else {
-            return Ok(());
-        };
-        let probe = tokio::time::timeout(
-            Duration::from_millis(300),
-            tokio::net::TcpStream::connect(SocketAddr::from((ip, port))),
-        )
-        .await;
-        match probe {
-            Ok(Ok(_)) => return Ok(()),
-            // Refused: up but not listening yet. Anything else: keep trying until the deadline.
-            _ if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Ok(Err(e)) => bail!(
-                "the bundle runs but nothing listens on {ip}:{port} after 15s ({e}); its log: `docker logs {name}`"
-            ),
-            Err(_) => {
+        let Some(ip) = addr else { return Ok(()) };
+        let mut still = Vec::new();
+        for port in waiting {
+            let probe = tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio::net::TcpStream::connect(SocketAddr::from((ip, port))),
+            )
+            .await;
+            match probe {
+                Ok(Ok(_)) => {}
                 // The host cannot reach the bundle's network (not Linux?): go on unprobed.
-                tracing::warn!("cannot probe the bundle at {ip}:{port}; going on");
-                return Ok(());
+                Err(_) if Instant::now() >= deadline => {
+                    tracing::warn!("cannot probe the bundle at {ip}:{port}; going on");
+                }
+                Ok(Err(e)) if Instant::now() >= deadline => bail!(
+                    "the bundle runs but nothing listens on {ip}:{port} after 15s ({e}); its log: `docker logs {name}`"
+                ),
+                _ => still.push(port),
             }
         }
+        if still.is_empty() {
+            return Ok(());
+        }
+        waiting = still;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -7,8 +7,9 @@
 //! costs about a millisecond. The guest learns its CA at provisioning (trust store, and the
 //! trust trio `NODE_EXTRA_CA_CERTS`, `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE` pointing at it).
 //!
-//! pipelock's CA always exists (it intercepts the guest's TLS); egress's only when the entry
-//! declares routes. No CA is ever part of a component or a hash.
+//! One CA per run: pipelock's, which signs the leaf certificates of the hosts it intercepts
+//! (egress is a stage of pipelock, so it needs none of its own). No CA is ever part of a
+//! component or a hash.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -19,9 +20,9 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 
 use crate::config::ca_files;
 
-/// Mints the run's CAs into `dir` (created with mode 0700): pipelock's, and egress's when
-/// `egress` is set. `name` is the entry's, for the certificates' subjects.
-pub fn mint_run_cas(dir: &Path, name: &str, egress: bool) -> Result<()> {
+/// Mints the run's CA into `dir` (created with mode 0700): pipelock's, which signs the
+/// certificates of the hosts it intercepts. `name` is the entry's, for the subject.
+pub fn mint_run_cas(dir: &Path, name: &str) -> Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -33,14 +34,6 @@ pub fn mint_run_cas(dir: &Path, name: &str, egress: bool) -> Result<()> {
         ca_files::PIPELOCK_KEY,
         &format!("bottle {name} pipelock CA"),
     )?;
-    if egress {
-        mint(
-            dir,
-            ca_files::EGRESS_CERT,
-            ca_files::EGRESS_KEY,
-            &format!("bottle {name} egress CA"),
-        )?;
-    }
     Ok(())
 }
 
@@ -91,18 +84,16 @@ mod tests {
     fn keys_are_private_and_certs_public() {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca");
-        mint_run_cas(&ca, "demo", true).unwrap();
+        mint_run_cas(&ca, "demo").unwrap();
         let mode = |f: &str| std::fs::metadata(ca.join(f)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(ca_files::PIPELOCK_KEY), 0o600);
-        assert_eq!(mode(ca_files::EGRESS_KEY), 0o600);
         assert_eq!(mode(ca_files::PIPELOCK_CERT), 0o644);
         assert_eq!(
             std::fs::metadata(&ca).unwrap().permissions().mode() & 0o777,
             0o700
         );
         let other = dir.path().join("other");
-        mint_run_cas(&other, "demo", false).unwrap();
-        assert!(!other.join(ca_files::EGRESS_CERT).exists());
+        mint_run_cas(&other, "demo").unwrap();
         assert_ne!(
             std::fs::read(ca.join(ca_files::PIPELOCK_KEY)).unwrap(),
             std::fs::read(other.join(ca_files::PIPELOCK_KEY)).unwrap(),

@@ -125,6 +125,8 @@ async fn create_container(
         labels,
         cap_drop: vec!["NET_RAW".into()],
         no_new_privileges: false,
+        stdin_once: false,
+        extra_hosts: Vec::new(),
     };
     let archive = ctx.entry.guest.path(&image.archive);
     let docker = ctx.docker.clone();

@@ -193,11 +193,7 @@ async fn prepare(store: &Store, hash: &BuildHash, opts: &mut RunOptions) -> Resu
         ctx.entry.manifest.name,
         hash.short()
     ));
-    if let Err(e) = ca::mint_run_cas(
-        &bundle::ca_dir(&ctx),
-        &ctx.entry.manifest.name,
-        !ctx.entry.config_key().egress.routes.is_empty(),
-    ) {
+    if let Err(e) = ca::mint_run_cas(&bundle::ca_dir(&ctx), &ctx.entry.manifest.name) {
         let _ = teardown(&ctx, &mut UndoStack::new(), true).await;
         return Err(e);
     }
@@ -318,7 +314,7 @@ async fn bring_up(ctx: &Ctx, stacks: &mut Stacks) -> Result<Live> {
     let bundle = step(
         ctx,
         "bundle start",
-        bundle::start_bundle(ctx, &mut stacks.bundle, bundle_ip, docker_guest),
+        bundle::start_bundle(ctx, &mut stacks.bundle, bundle_ip, outbound),
     );
     let guest = guest::guest_steps(ctx, &mut stacks.guest, &env, subnet);
     let ((), guest) = tokio::try_join!(bundle, guest)?;
@@ -438,7 +434,7 @@ async fn teardown(ctx: &Ctx, undo: &mut UndoStack, complete: bool) -> Result<()>
     let _ = std::fs::remove_dir_all(bundle::ca_dir(ctx));
     if problems.is_empty() {
         ctx.store.unpin(&record.run_id)?;
-        RunRecord::remove(&ctx.store, &record.run_id)?;
+        RunRecord::end(&ctx.store, &record.run_id)?;
         Ok(())
     } else {
         let text = problems.join("; ");

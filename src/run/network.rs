@@ -38,6 +38,12 @@ pub fn gateway(net: &Ipv4Net) -> Ipv4Addr {
     host(net, 1)
 }
 
+/// The gateway of the /28 the bundle's address lies in.
+pub fn gateway_of_bundle(bundle_ip: Ipv4Addr) -> Ipv4Addr {
+    let net = Ipv4Net::new(bundle_ip, SUBNET_PREFIX).expect("a valid prefix").trunc();
+    gateway(&net)
+}
+
 pub fn bundle_ip(net: &Ipv4Net) -> Ipv4Addr {
     host(net, 2)
 }

@@ -283,7 +283,7 @@ pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<Down
                 let removed = store
                     .unpin(&rec.run_id)
                     .map_err(anyhow::Error::from)
-                    .and_then(|()| RunRecord::remove(store, &rec.run_id));
+                    .and_then(|()| RunRecord::end(store, &rec.run_id));
                 if let Err(e) = removed {
                     row.error = Some(format!("{e:#}"));
                 }
@@ -321,7 +321,7 @@ async fn down_orphans(
             .map(|e| format!("{e:#}"));
         if error.is_none() {
             let _ = store.unpin(&run_id);
-            let _ = RunRecord::remove(store, &run_id);
+            let _ = RunRecord::end(store, &run_id);
         }
         rows.push(DownRow {
             run_id,
@@ -386,4 +386,134 @@ fn orphan_record(run_id: &str) -> RunRecord {
     r.pid = 0;
     r.pid_start = None;
     r
+}
+
+/// A run's audit log (`runs/RUNID/audit/audit.jsonl`), read as it grows.
+pub struct AuditReader {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl AuditReader {
+    /// The log of the run `id` names (a run id or a unique prefix of one), live or ended.
+    pub fn open(store: &Store, id: &str) -> Result<AuditReader> {
+        let id = id.trim();
+        let mut found: Vec<String> = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(record::runs_dir(store)) {
+            for ent in rd.flatten() {
+                let name = ent.file_name().to_string_lossy().into_owned();
+                if !id.is_empty() && name.starts_with(id) && ent.path().is_dir() {
+                    found.push(name);
+                }
+            }
+        }
+        found.sort();
+        let run_id = match found.len() {
+            0 => bail!(
+                "no run {id:?} in {} (an ended run's log stays until `bottle gc`); `bottle ps` lists the live runs",
+                store.root().display()
+            ),
+            1 => found.remove(0),
+            n => bail!("{id:?} matches {n} runs ({}); give more of the run id", found.join(", ")),
+        };
+        let dir = record::run_dir(store, &run_id);
+        let path = dir
+            .join(crate::sidecar::pipelock::AUDIT_RUN_DIR)
+            .join(crate::sidecar::pipelock::AUDIT_FILE);
+        Ok(AuditReader {
+            dir,
+            path,
+            offset: 0,
+            partial: Vec::new(),
+        })
+    }
+
+    /// Whether the run is over (no live record left).
+    pub fn ended(&self) -> bool {
+        let record = self.dir.join(record::RECORD_FILE);
+        match RunRecord::load(&record) {
+            Ok(r) => !r.is_live(),
+            Err(_) => true,
+        }
+    }
+
+    /// The events written since the last read (a line still being written waits).
+    pub fn read_new(&mut self) -> Result<Vec<crate::sidecar::audit::Event>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path.display())),
+        };
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut bytes = Vec::new();
+        let n = file.read_to_end(&mut bytes)?;
+        self.offset += n as u64;
+        self.partial.extend_from_slice(&bytes);
+        let mut events = Vec::new();
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            match serde_json::from_slice(&line) {
+                Ok(e) => events.push(e),
+                Err(e) => tracing::warn!("skipping an unreadable audit line: {e}"),
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// One audit event as a line for people.
+pub fn audit_line(e: &crate::sidecar::audit::Event) -> String {
+    let rule = e.rule.as_deref().unwrap_or("-");
+    let decision = serde_json::to_value(e.decision)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    format!(
+        "{}  {:<7} {}:{}{}  {decision} ({rule})  {}  sent {} received {}  {} ms",
+        utc(e.time_ms),
+        e.method,
+        e.host,
+        e.port,
+        e.path,
+        e.status,
+        indicatif::HumanBytes(e.bytes_out),
+        indicatif::HumanBytes(e.bytes_in),
+        e.duration_ms
+    )
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc(1_795_981_234_567), "2026-11-29T19:40:34.567Z");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
 }

@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 
 use super::bundle::ca_dir;
 use super::steps::Ctx;
-use crate::config::{GIT_GATE_PORT, SUPERVISE_PORT, ca_files};
+use crate::config::ca_files;
+use crate::sidecar::daemon::{self, GuestSide};
 use crate::runtime::guest::Guest;
 
 /// Where provisioned files go in the guest, relative to its home.
@@ -18,7 +19,6 @@ pub mod guest_paths {
     pub const PROMPT: &str = ".claude/CLAUDE.md";
     pub const SKILLS: &str = ".claude/skills";
     pub const GITCONFIG: &str = ".gitconfig";
-    pub const SUPERVISE: &str = ".bottle/supervise.json";
     /// Where the CA also goes when the guest has a Debian-style trust store.
     pub const TRUST_STORE_CA: &str = "/usr/local/share/ca-certificates/bottle.crt";
 }
@@ -121,48 +121,33 @@ pub fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<Files> {
         }
         users.push(in_home(".claude"));
     }
-    if p.git_name.is_some() || p.git_email.is_some() || !p.git_remotes.is_empty() {
-        let port = ctx
-            .entry
-            .bundle_spec()
-            .ports
-            .get("git-gate")
-            .copied()
-            .unwrap_or(GIT_GATE_PORT);
-        let mut text = String::from("# Written by bottle: pushes go to the bundle's git-gate.\n");
-        if p.git_name.is_some() || p.git_email.is_some() {
-            text.push_str("[user]\n");
-            if let Some(n) = &p.git_name {
-                text.push_str(&format!("\tname = {}\n", git_quote(n)));
-            }
-            if let Some(e) = &p.git_email {
-                text.push_str(&format!("\temail = {}\n", git_quote(e)));
-            }
+    if p.git_name.is_some() || p.git_email.is_some() {
+        let mut text = String::from("# Written by bottle.\n[user]\n");
+        if let Some(n) = &p.git_name {
+            text.push_str(&format!("\tname = {}\n", git_quote(n)));
         }
-        for r in &p.git_remotes {
-            text.push_str(&format!(
-                "[remote \"{r}\"]\n\turl = git://{bundle_ip}:{port}/{r}\n\tfetch = +refs/heads/*:refs/remotes/{r}/*\n"
-            ));
+        if let Some(e) = &p.git_email {
+            text.push_str(&format!("\temail = {}\n", git_quote(e)));
         }
         files.push((in_home(guest_paths::GITCONFIG), text.into_bytes(), 0o644));
         users.push(in_home(guest_paths::GITCONFIG));
     }
-    if p.supervise {
-        let port = ctx
-            .entry
-            .bundle_spec()
-            .ports
-            .get("supervise")
-            .copied()
-            .unwrap_or(SUPERVISE_PORT);
-        let conf = serde_json::json!({
-            "url": format!("http://{bundle_ip}:{port}"),
-            "run": ctx.names.run_id,
-        });
-        let mut bytes = serde_json::to_vec_pretty(&conf)?;
-        bytes.push(b'\n');
-        files.push((in_home(guest_paths::SUPERVISE), bytes, 0o644));
-        users.push(in_home(".bottle"));
+    // The daemons' own files: git-gate's remotes, supervise's client config.
+    let side = GuestSide {
+        bundle_ip,
+        run_id: &ctx.names.run_id,
+    };
+    for f in daemon::guest_files(ctx.entry.config_key(), &side) {
+        let path = if f.path.starts_with('/') {
+            f.path.clone()
+        } else {
+            in_home(&f.path)
+        };
+        if f.user_owned && !f.path.starts_with('/') {
+            let top = f.path.split('/').next().unwrap_or(&f.path);
+            users.push(in_home(top));
+        }
+        files.push((path, f.bytes, 0o644));
     }
     users.sort();
     users.dedup();

@@ -23,7 +23,7 @@ use crate::hash::BuildHash;
 use crate::plan::GuestBackend;
 use crate::store::Store;
 
-pub const RECORD_FILE: &str = "record.json";
+pub const RECORD_FILE: &str = crate::store::RUN_RECORD;
 const RECORD_FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -156,7 +156,7 @@ impl RunRecord {
         }
     }
 
-    /// Removes the run's folder (record and run folders): the last act of a clean teardown.
+    /// Removes the run's folder (record and run folders): for a run that never started.
     pub fn remove(store: &Store, run_id: &str) -> Result<()> {
         let dir = run_dir(store, run_id);
         match fs::remove_dir_all(&dir) {
@@ -164,6 +164,40 @@ impl RunRecord {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot remove {}", dir.display())),
         }
+    }
+
+    /// The last act of a complete teardown: removes everything of the run's folder but its
+    /// audit log, which stays (with an `ended` marker) until `bottle gc`; a run that logged
+    /// nothing leaves nothing.
+    pub fn end(store: &Store, run_id: &str) -> Result<()> {
+        let dir = run_dir(store, run_id);
+        let keep = crate::sidecar::pipelock::AUDIT_RUN_DIR;
+        let logged = fs::read_dir(dir.join(keep)).is_ok_and(|mut rd| rd.next().is_some());
+        if !logged {
+            return RunRecord::remove(store, run_id);
+        }
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+        };
+        let marker = dir.join(crate::store::RUN_ENDED);
+        fs::write(&marker, format!("{}\n", now_secs()))
+            .with_context(|| format!("cannot write {}", marker.display()))?;
+        for ent in rd.flatten() {
+            let name = ent.file_name();
+            if name == keep || name == crate::store::RUN_ENDED {
+                continue;
+            }
+            let path = ent.path();
+            let r = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            r.with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+        Ok(())
     }
 }
 
@@ -179,6 +213,13 @@ pub fn process_start(pid: u32) -> Option<u64> {
         return None;
     }
     fields.get(19)?.parse().ok()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A new record for a run about to start, owned by this process.

@@ -23,6 +23,7 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 use ipnet::Ipv4Net;
 
@@ -171,6 +172,10 @@ pub struct ContainerSpec {
     /// `no-new-privileges`: right for the bundle; wrong for a guest whose image runs as a
     /// user, since root execs into it (chown, provisioning) would then hold no capability.
     pub no_new_privileges: bool,
+    /// Open stdin once, for [`write_stdin`] before the container starts.
+    pub stdin_once: bool,
+    /// `NAME:IP` entries for the container's `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
 }
 
 async fn try_create(docker: &Docker, spec: ContainerSpec) -> Result<String, DockerError> {
@@ -199,7 +204,11 @@ async fn try_create(docker: &Docker, spec: ContainerSpec) -> Result<String, Dock
         env: Some(spec.env),
         user: spec.user,
         labels: Some(spec.labels),
+        open_stdin: Some(spec.stdin_once),
+        stdin_once: Some(spec.stdin_once),
+        attach_stdin: Some(spec.stdin_once),
         host_config: Some(HostConfig {
+            extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             network_mode: Some(spec.network.clone()),
             mounts: Some(mounts),
             cap_drop: (!spec.cap_drop.is_empty()).then_some(spec.cap_drop),
@@ -242,6 +251,31 @@ pub async fn create_container_loading(
         }
         Err(e) => Err(anyhow!("cannot create container {name}: {e}")),
     }
+}
+
+/// Writes `bytes` to a created (not yet started) container's stdin, then closes it: what the
+/// container reads first when it starts. The bytes travel on the engine's socket only, never
+/// in the container's config. The container must be created with `stdin_once`.
+pub async fn write_stdin(docker: &Docker, container: &str, bytes: &[u8]) -> Result<()> {
+    use bollard::query_parameters::AttachContainerOptionsBuilder;
+    let options = AttachContainerOptionsBuilder::new()
+        .stdin(true)
+        .stream(true)
+        .build();
+    let attached = docker
+        .attach_container(container, Some(options))
+        .await
+        .map_err(|e| anyhow!("cannot attach to {container}'s stdin: {e}"))?;
+    let mut input = attached.input;
+    input
+        .write_all(bytes)
+        .await
+        .map_err(|e| anyhow!("cannot write to {container}'s stdin: {e}"))?;
+    input
+        .shutdown()
+        .await
+        .map_err(|e| anyhow!("cannot close {container}'s stdin: {e}"))?;
+    Ok(())
 }
 
 /// Attaches a (created, not yet started) container to another network.

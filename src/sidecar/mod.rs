@@ -1,30 +1,45 @@
 //! The bundle's daemons, compiled into the `bottle` binary and started as
-//! `bottle sidecar --daemons egress,pipelock[,git-gate][,supervise] [--config-dir /etc/bottle]`.
+//! `bottle sidecar --daemons pipelock[,git-gate][,supervise] [--config-dir /etc/bottle]
+//! [--secrets-on-stdin]`.
 //!
 //! The bundle image is `FROM scratch` with this executable as `/bottle` and entry point
-//! `/bottle sidecar`; `bottle run` passes the daemons of the manifest's bundle spec as the
-//! container's command and mounts their config files under the config folder. Each daemon
-//! runs as a task; the process runs until SIGTERM or SIGINT (then exits 0), or until a daemon
-//! fails (then exits 1 naming it).
+//! `/bottle sidecar`; `bottle run` passes the entry's daemons as the container's command and
+//! mounts their config files under the config folder. Each daemon is one module with its typed
+//! contract ([`daemon::Spec`]; the registry is [`daemon::Daemon`]):
 //!
 //! | daemon | state |
 //! | --- | --- |
-//! | `pipelock` | works: HTTP forward proxy with a host allowlist (absolute-form `http://` requests forwarded, `CONNECT` tunnelled), an audit line per request on stderr. DLP scanning and TLS interception are not there yet. |
-//! | `egress`, `git-gate`, `supervise` | not yet implemented: each logs one line saying so and waits, so a bundle that lists them still comes up |
+//! | [`pipelock`] | the guest's only hop: allowlist, the egress stage ([`egress`]), audit log ([`audit`]) |
+//! | [`git_gate`], [`supervise`] | not yet implemented: each logs one line saying so and waits |
 //!
-//! Log lines go to stderr, one per event, prefixed with the daemon's name. No header value
-//! and no environment value is ever logged: they may carry tokens.
+//! With `--secrets-on-stdin`, the run hands the secrets (the routes' tokens) over as one JSON
+//! object on the container's stdin, read before any daemon starts: token values never pass
+//! through the container's config (`docker inspect`), a file, an argv or a log line.
+//!
+//! The process runs until SIGTERM or SIGINT (then exits 0), or until a daemon fails (then
+//! exits 1 naming it). Log lines go to stderr, one per event, prefixed with the daemon's name.
 
+pub mod audit;
+pub mod daemon;
+pub mod dlp;
+pub mod egress;
+pub mod git_gate;
 pub mod pipelock;
+pub mod scrub;
+pub mod supervise;
 
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
-use clap::{Args, ValueEnum};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
 use tokio::task::JoinSet;
 
-/// Where `bottle run` mounts the daemons' config files inside the bundle.
-pub const DEFAULT_CONFIG_DIR: &str = "/etc/bottle";
+pub use daemon::{CONFIG_DIR as DEFAULT_CONFIG_DIR, Daemon};
+
+/// The most bytes of secrets read from stdin.
+const SECRETS_LIMIT: u64 = 1 << 20;
 
 /// `bottle sidecar`: the bundle's entry point (hidden from `--help`).
 #[derive(Debug, Clone, Args)]
@@ -37,28 +52,12 @@ pub struct SidecarArgs {
         value_name = "DAEMON,..."
     )]
     pub daemons: Vec<Daemon>,
-    /// The folder holding the daemons' config files (pipelock.json, egress.json, ...)
+    /// The folder holding the daemons' config files (pipelock.json, ...)
     #[arg(long, default_value = DEFAULT_CONFIG_DIR, value_name = "DIR")]
     pub config_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Daemon {
-    Egress,
-    Pipelock,
-    GitGate,
-    Supervise,
-}
-
-impl Daemon {
-    pub fn name(self) -> &'static str {
-        match self {
-            Daemon::Egress => "egress",
-            Daemon::Pipelock => "pipelock",
-            Daemon::GitGate => "git-gate",
-            Daemon::Supervise => "supervise",
-        }
-    }
+    /// Read the secrets (a JSON object, env var name → value) from stdin before starting
+    #[arg(long)]
+    pub secrets_on_stdin: bool,
 }
 
 /// One log line on stderr, prefixed with who says it.
@@ -66,10 +65,32 @@ pub fn log(who: &str, line: impl std::fmt::Display) {
     eprintln!("{who}: {line}");
 }
 
+/// Reads the secrets the run writes on stdin: one JSON object of strings, then EOF.
+fn read_secrets() -> Result<BTreeMap<String, String>> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .take(SECRETS_LIMIT)
+        .read_to_end(&mut text)
+        .context("cannot read the secrets from stdin")?;
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Ok(BTreeMap::new());
+    }
+    // The error names neither the input nor a position: either could show a secret.
+    serde_json::from_slice(&text)
+        .map_err(|_| anyhow!("the secrets on stdin are not a JSON object of strings"))
+}
+
 /// Starts the daemons and runs until SIGTERM/SIGINT (`Ok`) or until one of them fails (`Err`).
 pub async fn main(args: SidecarArgs) -> Result<()> {
     // Handlers first: as PID 1 of a container, a signal with no handler is ignored.
     let mut stop = Signals::install()?;
+    let secrets = if args.secrets_on_stdin {
+        tokio::task::spawn_blocking(read_secrets)
+            .await
+            .context("the secrets reader panicked")??
+    } else {
+        BTreeMap::new()
+    };
     let mut daemons: Vec<Daemon> = Vec::new();
     for d in args.daemons {
         if !daemons.contains(&d) {
@@ -80,29 +101,18 @@ pub async fn main(args: SidecarArgs) -> Result<()> {
     log(
         "sidecar",
         format!(
-            "starting {} (config folder {})",
+            "starting {} (config folder {}; {} secret(s))",
             names.join(", "),
-            args.config_dir.display()
+            args.config_dir.display(),
+            secrets.len()
         ),
     );
     let mut set: JoinSet<(Daemon, Result<()>)> = JoinSet::new();
     for d in daemons {
-        match d {
-            Daemon::Pipelock => {
-                let path = args.config_dir.join("pipelock.json");
-                let config = pipelock::Config::load(&path)?;
-                let proxy = pipelock::Pipelock::bind(config).await?;
-                set.spawn(async move { (d, proxy.serve().await) });
-            }
-            Daemon::Egress | Daemon::GitGate | Daemon::Supervise => {
-                set.spawn(async move {
-                    log(d.name(), "not yet implemented (daemons issue)");
-                    std::future::pending::<()>().await;
-                    (d, Ok(()))
-                });
-            }
-        }
+        let serving = daemon::serve(d, &args.config_dir, &secrets)?;
+        set.spawn(async move { (d, serving.await) });
     }
+    drop(secrets);
     tokio::select! {
         signal = stop.recv() => {
             log("sidecar", format!("stopping on {signal}"));
@@ -110,8 +120,10 @@ pub async fn main(args: SidecarArgs) -> Result<()> {
         }
         Some(ended) = set.join_next() => {
             let (d, r) = ended.context("a daemon task panicked")?;
-            let e = r.err().unwrap_or_else(|| anyhow!("it stopped"));
-            Err(e.context(format!("daemon {} failed", d.name())))
+            match r {
+                Ok(()) => bail!("daemon {d} stopped"),
+                Err(e) => Err(e.context(format!("daemon {d} failed"))),
+            }
         }
     }
 }

@@ -4,7 +4,8 @@
 //! (`pins/RUNID`, made by `bottle run` for as long as the run may use the entry — until its
 //! teardown, or `bottle down` after a killed run), or by `--keep`; and every component a kept
 //! entry names. Removed: other entries, components no remaining entry names, leftovers of
-//! killed builds in `tmp/`, and folders of other layout versions. gc holds `gc.lock`
+//! killed builds in `tmp/`, the folders (audit logs) of runs that ended, and folders of other
+//! layout versions. gc holds `gc.lock`
 //! exclusively, so it runs between builds, imports and pins, never in the middle of one.
 
 use std::collections::BTreeSet;
@@ -23,6 +24,8 @@ pub struct GcReport {
     pub removed_components: Vec<String>,
     pub removed_temporary: Vec<String>,
     pub removed_layouts: Vec<String>,
+    /// Folders of runs that ended, with their audit logs.
+    pub removed_runs: Vec<String>,
     pub kept: Vec<String>,
     pub freed_bytes: u64,
 }
@@ -144,6 +147,13 @@ impl Store {
         for name in names(&self.tmp())? {
             remove(&self.tmp().join(&name), &mut report)?;
             report.removed_temporary.push(name);
+        }
+        for name in names(&self.runs())? {
+            let dir = self.runs().join(&name);
+            if dir.join(super::RUN_ENDED).is_file() && !dir.join(super::RUN_RECORD).exists() {
+                remove(&dir, &mut report)?;
+                report.removed_runs.push(name);
+            }
         }
         for name in names(&self.root)? {
             let is_layout = name.len() > 1

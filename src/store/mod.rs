@@ -16,7 +16,8 @@
 //!     ├── locks/                one lock per entry and component, and gc.lock
 //!     ├── local/                machine-local, never shared: verified/ markers
 //!     └── runs/RUNID/           machine-local: a run's record, its CA (keys mode 0600,
-//!                               removed at teardown), the folders its bundle mounts
+//!                               removed at teardown), the folders its bundle mounts; after
+//!                               teardown only its audit log and `ended`, until `bottle gc`
 //! ```
 //!
 //! A component or an entry appears by one `rename(2)` of a finished temporary folder or file,
@@ -48,6 +49,12 @@ use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKind};
 use crate::manifest::{Manifest, ManifestError, RECORD_FILE, Record};
 
 pub const LAYOUT: &str = "v2";
+
+/// A run's record in its folder under `runs/` (see `run::record`): the run may be live.
+pub const RUN_RECORD: &str = "record.json";
+/// Written into a run's folder by a complete teardown that kept the run's audit log: `bottle
+/// gc` removes such folders.
+pub const RUN_ENDED: &str = "ended";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

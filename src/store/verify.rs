@@ -422,7 +422,7 @@ fn check_config(dir: &Path, key: &ConfigKey, record: &Record) -> Vec<Damage> {
             damage.push(Damage::new(&f.path, problem));
         }
     }
-    let provision = config::provision_files(key);
+    let provision = config::copied_files(key);
     for (path, digest) in &provision {
         expected.push(path);
         match listed.get(path.as_str()) {

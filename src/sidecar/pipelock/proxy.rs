@@ -18,8 +18,8 @@
 //! the bottle's CA, sending route hosts through egress, the audit log file.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,103 +34,19 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::log;
+use super::Config;
+use super::allow::{Allowlist, normalize};
+use crate::sidecar::log;
 
 const WHO: &str = "pipelock";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `pipelock.json`, as `build::config::write_configs` writes it. Fields this version does not
-/// use yet (`ca_cert`, `egress_hosts`, ...) are accepted and ignored.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Config {
-    pub listen_port: u16,
-    /// The address to listen on; every interface unless given (tests listen on loopback).
-    #[serde(default = "any_address")]
-    pub listen_host: IpAddr,
-    pub allow: Vec<String>,
-    #[serde(default)]
-    pub dlp: bool,
-}
-
-fn any_address() -> IpAddr {
-    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-}
-
-impl Config {
-    pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read(path).with_context(|| {
-            format!(
-                "cannot read pipelock's config {}; `bottle run` mounts the entry's config/pipelock.json there (or pass --config-dir)",
-                path.display()
-            )
-        })?;
-        serde_json::from_slice(&text)
-            .with_context(|| format!("pipelock's config {} is not valid", path.display()))
-    }
-}
-
-/// Exact hosts and `*.` wildcards, lowercased.
-#[derive(Debug, Clone, Default)]
-pub struct Allowlist {
-    exact: Vec<String>,
-    /// `.example.com` for `*.example.com`.
-    suffixes: Vec<String>,
-}
-
-impl Allowlist {
-    pub fn new<S: AsRef<str>>(entries: &[S]) -> Allowlist {
-        let mut list = Allowlist::default();
-        for e in entries {
-            let e = normalize(e.as_ref());
-            match e.strip_prefix('*') {
-                Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 => {
-                    list.suffixes.push(suffix.to_string())
-                }
-                _ => list.exact.push(e),
-            }
-        }
-        list
-    }
-
-    pub fn allows(&self, host: &str) -> bool {
-        let host = normalize(host);
-        let ipv6 = host.contains(':');
-        if host.is_empty() || (!ipv6 && host.split('.').any(|label| label.is_empty())) {
-            return false;
-        }
-        self.exact.contains(&host)
-            || self
-                .suffixes
-                .iter()
-                .any(|s| host.len() > s.len() && host.ends_with(s.as_str()))
-    }
-
-    pub fn len(&self) -> usize {
-        self.exact.len() + self.suffixes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Lowercase, without IPv6 brackets or one trailing dot.
-fn normalize(host: &str) -> String {
-    let h = host.trim().to_ascii_lowercase();
-    let h = h
-        .strip_prefix('[')
-        .and_then(|x| x.strip_suffix(']'))
-        .unwrap_or(&h);
-    h.strip_suffix('.').unwrap_or(h).to_string()
-}
-
 type Body = BoxBody<Bytes, hyper::Error>;
 
 /// A bound proxy, ready to serve.
-pub struct Pipelock {
+pub struct Proxy {
     listener: TcpListener,
     state: Arc<State>,
 }
@@ -140,8 +56,9 @@ struct State {
     client: Client<HttpConnector, Incoming>,
 }
 
-impl Pipelock {
-    pub async fn bind(config: Config) -> Result<Pipelock> {
+impl Proxy {
+    /// Binds the listening socket. `secrets` holds the routes' tokens by env var name.
+    pub async fn bind(config: Config, _secrets: BTreeMap<String, String>) -> Result<Proxy> {
         let addr = SocketAddr::new(config.listen_host, config.listen_port);
         let listener = TcpListener::bind(addr)
             .await
@@ -155,7 +72,7 @@ impl Pipelock {
             hosts.join(", ")
         };
         log(WHO, format!("listening on {addr}; allowing {shown}"));
-        if config.dlp {
+        if config.dlp.enabled {
             log(
                 WHO,
                 "DLP scanning and TLS interception not yet implemented (daemons issue); CONNECT is tunnelled as is",
@@ -165,7 +82,7 @@ impl Pipelock {
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Pipelock {
+        Ok(Proxy {
             listener,
             state: Arc::new(State { allow, client }),
         })
@@ -422,46 +339,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exact_hosts() {
-        let a = Allowlist::new(&["localhost", "api.example.com"]);
-        assert!(a.allows("localhost"));
-        assert!(a.allows("LocalHost"));
-        assert!(a.allows("localhost."));
-        assert!(a.allows("api.example.com"));
-        assert!(!a.allows("example.com"));
-        assert!(!a.allows("x.api.example.com"));
-        assert!(!a.allows("127.0.0.1"));
-        assert!(!a.allows("localhost.evil.com"));
-        assert!(!a.allows("evillocalhost"));
-        assert!(!a.allows(""));
-    }
-
-    #[test]
-    fn wildcards_match_names_below_only() {
-        let a = Allowlist::new(&["*.localhost", "*.example.com"]);
-        assert!(a.allows("a.localhost"));
-        assert!(a.allows("a.b.localhost"));
-        assert!(a.allows("API.Example.COM"));
-        assert!(!a.allows("localhost"));
-        assert!(!a.allows("example.com"));
-        assert!(!a.allows(".example.com"));
-        assert!(!a.allows("a..example.com"));
-        assert!(!a.allows("badexample.com"));
-        assert!(!a.allows("example.com.evil.org"));
-        assert!(!a.allows("a.localhost.evil.org"));
-    }
-
-    #[test]
-    fn odd_entries_match_nothing_unexpected() {
-        let a = Allowlist::new(&["*", "*.", "[::1]"]);
-        assert!(!a.allows("example.com"));
-        assert!(!a.allows("a."));
-        assert!(a.allows("[::1]"));
-        assert!(a.allows("::1"));
-        assert!(Allowlist::new::<&str>(&[]).is_empty());
-    }
-
-    #[test]
     fn hop_by_hop_headers_go() {
         let mut h = HeaderMap::new();
         h.insert("connection", HeaderValue::from_static("close, x-private"));
@@ -476,13 +353,4 @@ mod tests {
         assert!(h.contains_key("authorization"));
     }
 
-    #[test]
-    fn config_as_the_build_writes_it() {
-        let c: Config = serde_json::from_str(
-            r#"{"listen_port": 8888, "allow": ["a.com"], "dlp": true, "ca_cert": "/x", "egress_hosts": [], "egress_proxy": "127.0.0.1:9999", "audit_log": "/y"}"#,
-        )
-        .unwrap();
-        assert_eq!(c.listen_port, 8888);
-        assert_eq!(c.listen_host, any_address());
-    }
 }

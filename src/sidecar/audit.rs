@@ -1,0 +1,175 @@
+//! The audit log: one JSON line per request the guest makes, appended to a file of the run's
+//! folder (`runs/RUNID/audit/audit.jsonl` on the host, kept after teardown until `bottle gc`;
+//! `bottle logs RUN` prints it), and a short line on stderr.
+//!
+//! A line holds the time, the run, the method, host and port, the path with query *values*
+//! dropped (names kept), the decision and the rule behind it, the status, the bytes each way
+//! and the duration. Never a header value, a query value or a matched secret: those are where
+//! credentials live.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// What pipelock decided about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Forwarded as it was.
+    Allowed,
+    /// Forwarded through egress, with the real credential in place of the guest's.
+    Injected,
+    /// Refused: the host is not allowed, or DLP found a credential.
+    Refused,
+    /// Not a request pipelock can serve (malformed, another scheme).
+    Invalid,
+    /// Allowed, but the upstream could not be reached or failed.
+    Failed,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub run: String,
+    pub method: String,
+    pub host: String,
+    pub port: u16,
+    /// The path, query values dropped (`/search?q=`).
+    pub path: String,
+    pub decision: Decision,
+    /// What decided it: `allowlist`, a DLP rule id, `route:HOST`…
+    pub rule: Option<String>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_ms: u64,
+}
+
+impl Event {
+    pub fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// Where audit lines go.
+#[derive(Debug)]
+pub struct AuditLog {
+    run: String,
+    file: Option<Mutex<std::fs::File>>,
+}
+
+impl AuditLog {
+    /// Appends to `path` (created if missing) and to stderr; `run` names the run in each line
+    /// (the bundle's `BOTTLE_RUN`).
+    pub fn open(path: Option<&Path>, run: &str) -> Result<AuditLog> {
+        let file = match path {
+            Some(p) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .with_context(|| format!("cannot open the audit log {}", p.display()))?,
+            )),
+            None => None,
+        };
+        Ok(AuditLog {
+            run: run.to_string(),
+            file,
+        })
+    }
+
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// Writes one event (best effort: a full disk must not stop the proxy).
+    pub fn record(&self, event: &Event) {
+        let rule = event
+            .rule
+            .as_deref()
+            .map(|r| format!(" rule={r}"))
+            .unwrap_or_default();
+        super::log(
+            "pipelock",
+            format!(
+                "audit {} {}:{}{} {:?}{rule} status={}",
+                event.method, event.host, event.port, event.path, event.decision, event.status
+            ),
+        );
+        if let Some(file) = &self.file {
+            let mut line = serde_json::to_vec(event).expect("events serialize");
+            line.push(b'\n');
+            if let Ok(mut f) = file.lock() {
+                let _ = f.write_all(&line);
+            }
+        }
+    }
+}
+
+/// A path with query values dropped: `/a?x=1&y` → `/a?x=&y`.
+pub fn redact_query(path_and_query: &str) -> String {
+    match path_and_query.split_once('?') {
+        None => path_and_query.to_string(),
+        Some((path, query)) => {
+            let names: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) => format!("{k}="),
+                    None => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", names.join("&"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_go_names_stay() {
+        assert_eq!(redact_query("/a"), "/a");
+        assert_eq!(
+            redact_query("/v1/x?key=sk-ant-123&mode&b=2"),
+            "/v1/x?key=&mode&b="
+        );
+    }
+
+    #[test]
+    fn lines_are_json_with_no_value_beyond_the_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(Some(&path), "run1").unwrap();
+        let e = Event {
+            time_ms: 1,
+            run: log.run().to_string(),
+            method: "GET".into(),
+            host: "a.test".into(),
+            port: 443,
+            path: redact_query("/x?token=secret"),
+            decision: Decision::Refused,
+            rule: Some("allowlist".into()),
+            status: 403,
+            bytes_in: 0,
+            bytes_out: 10,
+            duration_ms: 2,
+        };
+        log.record(&e);
+        log.record(&e);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(!text.contains("secret"));
+        let back: Event = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+}
