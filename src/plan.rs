@@ -269,8 +269,12 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
                 dlp: doc.pipelock.dlp,
                 dlp_rules: r.dlp_rules(&doc.pipelock.dlp_rules)?,
                 dlp_allow: {
-                    let mut v: Vec<String> =
-                        doc.pipelock.dlp_allow.iter().map(|a| a.get_ref().clone()).collect();
+                    let mut v: Vec<String> = doc
+                        .pipelock
+                        .dlp_allow
+                        .iter()
+                        .map(|a| a.get_ref().clone())
+                        .collect();
                     v.sort();
                     v.dedup();
                     v
@@ -386,7 +390,10 @@ impl Resolver<'_> {
     }
 
     /// `http://host:port`, checked.
-    fn upstream_proxy(&self, given: Option<&Spanned<String>>) -> Result<Option<String>, RecipeError> {
+    fn upstream_proxy(
+        &self,
+        given: Option<&Spanned<String>>,
+    ) -> Result<Option<String>, RecipeError> {
         let Some(p) = given else { return Ok(None) };
         let text = p.get_ref().trim();
         let ok = text

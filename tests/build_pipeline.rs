@@ -370,7 +370,7 @@ fn verify_names_each_flipped_truncated_or_deleted_file() {
         format!("bundle/{}", bottle::builder::bundle::IMAGE_ARCHIVE),
         format!("config/{}", paths::GUEST_SPEC),
         format!("config/{}", paths::BUNDLE_SPEC),
-        format!("config/{}", paths::PIPELOCK_CONFIG),
+        format!("config/{}", bottle::sidecar::Daemon::Pipelock.config_file()),
         format!("config/{}", paths::PROMPT),
         format!("config/{}/one/SKILL.md", paths::SKILLS),
     ] {
@@ -488,18 +488,15 @@ fn no_ca_key_or_token_value_is_in_the_store() {
     }
     let show: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     let bundle = &show["bundle"]["spec"];
-    assert_eq!(
-        bundle["env_from_host"],
-        serde_json::json!(["BOTTLE_TEST_TOKEN"])
-    );
+    assert_eq!(bundle["secrets"], serde_json::json!(["BOTTLE_TEST_TOKEN"]));
     let daemons: Vec<&str> = bundle["daemons"]
         .as_array()
         .unwrap()
         .iter()
         .map(|d| d.as_str().unwrap())
         .collect();
-    assert_eq!(daemons, ["egress", "pipelock", "git-gate", "supervise"]);
-    // The bundle mounts both CAs from the run's folder, and no key from the config.
+    assert_eq!(daemons, ["pipelock", "git-gate", "supervise"]);
+    // The bundle mounts the run's CA from the run's folder, and no key from the config.
     let spec = ctx.entry(&hash).bundle_spec().clone();
     let ca: Vec<String> = spec
         .mounts
@@ -509,8 +506,9 @@ fn no_ca_key_or_token_value_is_in_the_store() {
             _ => None,
         })
         .collect();
-    use bottle::config::ca_files::{EGRESS_CERT, EGRESS_KEY, PIPELOCK_CERT, PIPELOCK_KEY};
-    for f in [PIPELOCK_CERT, PIPELOCK_KEY, EGRESS_CERT, EGRESS_KEY] {
+    // One CA per run, pipelock's: egress is a stage of pipelock.
+    use bottle::config::ca_files::{PIPELOCK_CERT, PIPELOCK_KEY};
+    for f in [PIPELOCK_CERT, PIPELOCK_KEY] {
         assert!(ca.iter().any(|c| c == f), "{f} not mounted: {ca:?}");
     }
     let env = &show["guest"]["spec"]["env"];
@@ -525,10 +523,10 @@ fn no_ca_key_or_token_value_is_in_the_store() {
             .contains("{{bundle_ip}}")
     );
 
-    // Without routes, the bundle mounts no egress CA and takes no token.
+    // Without routes, the bundle takes no token.
     let plain = ctx.build(&ctx.write_recipe("p.toml", &base_recipe("secrets-plain")));
     let spec = ctx.entry(&plain).bundle_spec().clone();
-    assert!(spec.env_from_host.is_empty());
+    assert!(spec.secrets.is_empty());
     let ca: Vec<&MountSource> = spec
         .mounts
         .iter()

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bottle::builder::bundle::{IMAGE_ARCHIVE, bundle_tag};
 use bottle::hash::ComponentKind;
-use support::{LABEL_COMPONENT, TestContext, docker_ok, paths, unique};
+use support::{LABEL_COMPONENT, TestContext, docker_ok, unique};
 
 /// Sends one absolute-form GET through the proxy at `addr`; returns the status code.
 fn proxy_get(addr: &str, url: &str) -> u16 {
@@ -96,7 +96,9 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
     // config mounted.
     let container = unique("bottle-test-sidecar");
     ctx.note_container(&container);
-    let config = entry.config.path(paths::PIPELOCK_CONFIG);
+    let config = entry
+        .config
+        .path(&bottle::sidecar::Daemon::Pipelock.config_file());
     docker_ok(&[
         "run",
         "-d",
@@ -130,7 +132,7 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(logs().contains("sidecar: starting pipelock (config folder /etc/bottle)"));
+    assert!(logs().contains("sidecar: starting pipelock (config folder /etc/bottle; 0 secret(s))"));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         docker_ok(&["inspect", "-f", "{{.State.Running}}", &container]),

@@ -753,7 +753,7 @@ fn valid_records() -> Vec<(Record, ComponentId)> {
             mode: f.mode,
         })
         .chain(
-            bottle::config::provision_files(config_key)
+            bottle::config::copied_files(config_key)
                 .into_iter()
                 .map(|(path, blake3)| Artifact {
                     path,

@@ -218,7 +218,7 @@ fn provisioning_and_bundle_mounts() {
         &recipe("run-provision", &ctx.provisioning_extra()),
     );
     let hash = ctx.build(&ctx.recipe());
-    let script = "head -1 $SSL_CERT_FILE; cat ~/.claude/CLAUDE.md; cat ~/.claude/skills/one/SKILL.md; cat ~/.gitconfig; cat ~/.bottle/supervise.json; ls -ln ~/.claude/CLAUDE.md ~/.gitconfig ~/.bottle/supervise.json ~/.claude/skills/one/SKILL.md | awk '{print \"own \" $3 \":\" $4}'; echo \"EOF\"";
+    let script = "head -1 $SSL_CERT_FILE; cat ~/.claude/CLAUDE.md; cat ~/.claude/skills/one/SKILL.md; cat ~/.gitconfig; cat ~/.config/git/config; cat ~/.bottle/supervise.json; ls -ln ~/.claude/CLAUDE.md ~/.gitconfig ~/.config/git/config ~/.bottle/supervise.json ~/.claude/skills/one/SKILL.md | awk '{print \"own \" $3 \":\" $4}'; echo \"EOF\"";
     let out = ctx.ok(&["run", "--json", &hash, "--", "sh", "-c", script]);
     let (text, json) = out.split_at(out.find("EOF").unwrap());
     let report: serde_json::Value = serde_json::from_str(json.trim_start_matches("EOF")).unwrap();
@@ -237,11 +237,12 @@ fn provisioning_and_bundle_mounts() {
         "{text}"
     );
     let owners: Vec<&str> = text.lines().filter(|l| l.starts_with("own ")).collect();
-    assert_eq!(owners, vec!["own 1000:1000"; 4], "{text}");
+    assert_eq!(owners, vec!["own 1000:1000"; 5], "{text}");
     ctx.assert_nothing_left();
 
     let key = ctx.dir.path().join("id_test");
-    // The bundle's mounts: read-only but for the supervise queue; the key in the bundle only;
+    // The bundle's mounts: read-only but for the supervise queue and the audit log; the key
+    // in the bundle only;
     // configs from the config component, the CA from the run's own folder.
     let child = ctx.spawn_paused("command", &["run", &hash, "--", "true"], &[]);
     let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
@@ -273,10 +274,15 @@ fn provisioning_and_bundle_mounts() {
         by_target.insert(dst, src);
     }
     assert!(seen_key, "{mounts}");
-    assert_eq!(rw, vec!["/var/lib/bottle/supervise"], "{mounts}");
+    rw.sort();
+    assert_eq!(
+        rw,
+        vec!["/var/lib/bottle/supervise", "/var/log/bottle"],
+        "{mounts}"
+    );
     assert_eq!(
         by_target["/etc/bottle/pipelock.json"],
-        config_dir.join(paths::PIPELOCK_CONFIG).to_str().unwrap()
+        config_dir.join("pipelock.json").to_str().unwrap()
     );
     assert_eq!(
         by_target["/etc/bottle/ca/pipelock.key"],
@@ -292,10 +298,7 @@ fn provisioning_and_bundle_mounts() {
         "{{json .Config.Cmd}}",
         &format!("bottle-{run_id}-bundle"),
     ]);
-    assert_eq!(
-        cmd.trim(),
-        r#"["--daemons","egress,pipelock,git-gate,supervise"]"#
-    );
+    assert_eq!(cmd.trim(), r#"["--daemons","pipelock,git-gate,supervise"]"#);
     let guest_mounts = docker(&[
         "inspect",
         "--format",
@@ -362,7 +365,7 @@ fn a_run_refuses_files_changed_since_they_were_verified() {
     // A changed config (small, mounted into the bundle) is caught before anything is created.
     let config = ctx
         .component_dir(&hash, ComponentKind::Config)
-        .join(paths::PIPELOCK_CONFIG);
+        .join(bottle::sidecar::Daemon::Pipelock.config_file());
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("example.com", "example.org")).unwrap();
     let out = ctx.output(&["run", &hash, "--", "true"]);
@@ -371,7 +374,7 @@ fn a_run_refuses_files_changed_since_they_were_verified() {
     assert!(
         err.contains(&format!(
             "config/{}: differs from what the component's key renders",
-            paths::PIPELOCK_CONFIG
+            bottle::sidecar::Daemon::Pipelock.config_file()
         )),
         "{err}"
     );

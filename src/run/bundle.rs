@@ -17,8 +17,8 @@ use super::steps::{Ctx, tracked};
 use super::undo::UndoStack;
 use crate::manifest::MountSource;
 use crate::plan::HostTarget;
-use ipnet::Ipv4Net;
 use crate::runtime::docker_run::{self as engine, Bind, ContainerSpec};
+use ipnet::Ipv4Net;
 
 /// The folder of the run's CA files (see `run::ca`).
 pub fn ca_dir(ctx: &Ctx) -> PathBuf {
@@ -79,11 +79,13 @@ pub async fn start_bundle(
     };
     let archive = ctx.entry.bundle.path(&ctx.entry.bundle.image().archive);
     let (docker, n) = (ctx.docker.clone(), name.clone());
-    let create = async move { engine::create_container_loading(&docker, container, &archive).await };
+    let create =
+        async move { engine::create_container_loading(&docker, container, &archive).await };
     let (docker, n2) = (ctx.docker.clone(), name.clone());
-    let (handle, (what, action)) = tracked(format!("remove bundle container {n}"), create, move || {
-        Box::pin(async move { engine::remove_container(&docker, &n2).await })
-    });
+    let (handle, (what, action)) =
+        tracked(format!("remove bundle container {n}"), create, move || {
+            Box::pin(async move { engine::remove_container(&docker, &n2).await })
+        });
     undo.push(what, action);
     handle.await??;
     if let Some(bytes) = secrets {
@@ -124,7 +126,9 @@ fn secrets(names: &[String]) -> Result<Option<Vec<u8>>> {
             ),
         }
     }
-    Ok(Some(serde_json::to_vec(&values).expect("strings serialize")))
+    Ok(Some(
+        serde_json::to_vec(&values).expect("strings serialize"),
+    ))
 }
 
 /// The bundle's bind mounts, from the spec's mount sources.

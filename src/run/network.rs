@@ -40,7 +40,9 @@ pub fn gateway(net: &Ipv4Net) -> Ipv4Addr {
 
 /// The gateway of the /28 the bundle's address lies in.
 pub fn gateway_of_bundle(bundle_ip: Ipv4Addr) -> Ipv4Addr {
-    let net = Ipv4Net::new(bundle_ip, SUBNET_PREFIX).expect("a valid prefix").trunc();
+    let net = Ipv4Net::new(bundle_ip, SUBNET_PREFIX)
+        .expect("a valid prefix")
+        .trunc();
     gateway(&net)
 }
 

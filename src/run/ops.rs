@@ -416,7 +416,10 @@ impl AuditReader {
                 store.root().display()
             ),
             1 => found.remove(0),
-            n => bail!("{id:?} matches {n} runs ({}); give more of the run id", found.join(", ")),
+            n => bail!(
+                "{id:?} matches {n} runs ({}); give more of the run id",
+                found.join(", ")
+            ),
         };
         let dir = record::run_dir(store, &run_id);
         let path = dir
@@ -445,7 +448,9 @@ impl AuditReader {
         let mut file = match std::fs::File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", self.path.display()));
+            }
         };
         file.seek(SeekFrom::Start(self.offset))?;
         let mut bytes = Vec::new();

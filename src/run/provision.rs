@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use super::bundle::ca_dir;
 use super::steps::Ctx;
 use crate::config::ca_files;
-use crate::sidecar::daemon::{self, GuestSide};
 use crate::runtime::guest::Guest;
+use crate::sidecar::daemon::{self, GuestSide};
 
 /// Where provisioned files go in the guest, relative to its home.
 pub mod guest_paths {

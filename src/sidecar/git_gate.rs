@@ -104,7 +104,10 @@ impl Spec for GitGate {
 
     fn serve(_config: Config, _ctx: Context) -> Serving {
         Box::pin(async {
-            super::log(Self::NAME, "not yet implemented (people-facing daemons issue)");
+            super::log(
+                Self::NAME,
+                "not yet implemented (people-facing daemons issue)",
+            );
             std::future::pending::<()>().await;
             Ok(())
         })

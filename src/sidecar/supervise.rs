@@ -65,7 +65,10 @@ impl Spec for Supervise {
 
     fn serve(_config: Config, _ctx: Context) -> Serving {
         Box::pin(async {
-            super::log(Self::NAME, "not yet implemented (people-facing daemons issue)");
+            super::log(
+                Self::NAME,
+                "not yet implemented (people-facing daemons issue)",
+            );
             std::future::pending::<()>().await;
             Ok(())
         })

@@ -17,8 +17,8 @@
 //! Not yet here (the daemons issue): DLP scanning of outbound requests, TLS interception with
 //! the bottle's CA, sending route hosts through egress, the audit log file.
 
-use std::convert::Infallible;
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -352,5 +352,4 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("authorization"));
     }
-
 }
