@@ -37,6 +37,16 @@ pub fn build(key: &ConfigKey, planned: &Planned, dir: &Path) -> Result<()> {
             copy_checked(&planned.host_path(&src_rel), &dest, digest, &src_rel)?;
         }
     }
+    for (route, planned_route) in key.egress.routes.iter().zip(&planned.plan.egress.routes) {
+        if let (Some(digest), Some(rel)) = (route.upstream_ca, &planned_route.upstream_ca) {
+            copy_checked(
+                &planned.host_path(rel),
+                &dir.join(crate::sidecar::egress::upstream_ca_file(&route.host)),
+                digest,
+                rel,
+            )?;
+        }
+    }
     Ok(())
 }
 
