@@ -37,16 +37,6 @@ hosts = {{ "{UPSTREAM}" = "host-gateway" }}
     )
 }
 
-/// A section of a guest script's output: the text after the line `== NAME` up to the next
-/// `== ` line.
-fn section<'a>(out: &'a str, name: &str) -> &'a str {
-    let start = out
-        .find(&format!("== {name}\n"))
-        .unwrap_or_else(|| panic!("no section {name} in:\n{out}"));
-    let rest = &out[start + name.len() + 4..];
-    &rest[..rest.find("\n== ").map(|i| i + 1).unwrap_or(rest.len())]
-}
-
 #[test]
 fn curl_in_a_scratch_guest_reaches_a_host_server_through_the_bundle() {
     let ctx = TestContext::new("tools-curl");

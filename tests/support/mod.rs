@@ -946,3 +946,24 @@ impl TestContext {
         .unwrap();
     }
 }
+
+/// A section of a guest script's output: the text after the line `== NAME` up to the next
+/// `== ` line. Panics (showing the start of `out`) when there is none.
+pub fn section<'a>(out: &'a str, name: &str) -> &'a str {
+    try_section(out, name).unwrap_or_else(|| {
+        let start: String = out.chars().take(4000).collect();
+        panic!("no section {name} in:\n{start}")
+    })
+}
+
+/// [`section`], or `None`.
+pub fn try_section<'a>(out: &'a str, name: &str) -> Option<&'a str> {
+    let marker = format!("== {name}\n");
+    let rest = &out[out.find(&marker)? + marker.len()..];
+    let end = if rest.starts_with("== ") {
+        0
+    } else {
+        rest.find("\n== ").map(|i| i + 1).unwrap_or(rest.len())
+    };
+    Some(&rest[..end])
+}
