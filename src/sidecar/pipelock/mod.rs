@@ -11,7 +11,12 @@
 //! key, read by `bottle sidecar`), its port and its mounts; [`proxy`] serves.
 
 pub mod allow;
+pub mod body;
+pub mod exchange;
+pub mod mint;
 pub mod proxy;
+pub mod refusal;
+pub mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
 
