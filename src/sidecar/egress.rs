@@ -269,7 +269,10 @@ mod tests {
         let egress = Egress::new(&config, &secrets).unwrap();
         let armed = egress.route("api.example.com.").expect("a route");
         let mut h = HeaderMap::new();
-        h.append("authorization", HeaderValue::from_static("Bearer egress-placeholder"));
+        h.append(
+            "authorization",
+            HeaderValue::from_static("Bearer egress-placeholder"),
+        );
         h.append("authorization", HeaderValue::from_static("Basic x"));
         armed.inject(&mut h).unwrap();
         let all: Vec<_> = h.get_all("authorization").iter().collect();
@@ -286,20 +289,34 @@ mod tests {
             upstream_proxy: None,
         };
         let egress = Egress::new(&config, &BTreeMap::new()).unwrap();
-        let err = egress.route("a.test").unwrap().inject(&mut HeaderMap::new());
-        assert_eq!(err, Err(MissingToken { token_env: "TOKEN".into() }));
+        let err = egress
+            .route("a.test")
+            .unwrap()
+            .inject(&mut HeaderMap::new());
+        assert_eq!(
+            err,
+            Err(MissingToken {
+                token_env: "TOKEN".into()
+            })
+        );
     }
 
     #[test]
     fn bad_header_names_and_tokens_are_config_errors() {
         let mut r = route("a.test", "");
         r.header = "bad header".into();
-        let config = Config { routes: vec![r], upstream_proxy: None };
+        let config = Config {
+            routes: vec![r],
+            upstream_proxy: None,
+        };
         assert!(matches!(
             Egress::new(&config, &BTreeMap::new()),
             Err(RouteError::Header { .. })
         ));
-        let config = Config { routes: vec![route("a.test", "")], upstream_proxy: None };
+        let config = Config {
+            routes: vec![route("a.test", "")],
+            upstream_proxy: None,
+        };
         let secrets = BTreeMap::from([("TOKEN".to_string(), "a\nb".to_string())]);
         let err = Egress::new(&config, &secrets).unwrap_err().to_string();
         assert!(err.contains("TOKEN") && !err.contains("a\nb"), "{err}");

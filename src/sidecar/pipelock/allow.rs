@@ -57,7 +57,6 @@ pub fn normalize(host: &str) -> String {
     h.strip_suffix('.').unwrap_or(h).to_string()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +100,4 @@ mod tests {
         assert!(a.allows("::1"));
         assert!(Allowlist::new::<&str>(&[]).is_empty());
     }
-
 }

@@ -5,11 +5,11 @@
 //! back: the answer with egress's scrubber for a route. Every request ends as one audit event
 //! (written by [`Outbound`] when the answer is done).
 
-use std::sync::Arc;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri, Version};
+use std::sync::Arc;
 
 use super::allow::normalize;
 use super::body::{BODY_IDLE, Body, Outbound, Outcome, Pending, Scanned, full};
@@ -108,7 +108,11 @@ struct Forwarded<'a> {
 
 impl State {
     /// Serves one request: the guest always gets an answer, and the audit log an event.
-    pub async fn exchange(self: Arc<Self>, req: Request<Incoming>, origin: Origin) -> Response<Body> {
+    pub async fn exchange(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        origin: Origin,
+    ) -> Response<Body> {
         let mut pending = self.pending(req.method().as_str(), "-", 0);
         let outcome = pending.outcome.clone();
         if let Origin::Tunnel { host, port } = &origin {
@@ -194,10 +198,7 @@ impl State {
             None => (Decision::Allowed, Some("allowlist".into())),
         };
         let body = body.map_err(Into::into).boxed_unsync();
-        Response::from_parts(
-            parts,
-            Outbound::new(body, scrubber, pending).boxed_unsync(),
-        )
+        Response::from_parts(parts, Outbound::new(body, scrubber, pending).boxed_unsync())
     }
 }
 

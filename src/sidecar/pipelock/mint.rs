@@ -198,7 +198,9 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.distinguished_name.push(DnType::CommonName, "test CA");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test CA");
         let cert = params.self_signed(&key).unwrap();
         std::fs::write(dir.join("ca.crt"), cert.pem()).unwrap();
         std::fs::write(dir.join("ca.key"), key.serialize_pem()).unwrap();
@@ -231,7 +233,10 @@ mod tests {
         .err()
         .unwrap()
         .to_string();
-        assert!(err.contains("/nonexistent/ca.key") && err.contains("bottle run"), "{err}");
+        assert!(
+            err.contains("/nonexistent/ca.key") && err.contains("bottle run"),
+            "{err}"
+        );
     }
 
     #[test]

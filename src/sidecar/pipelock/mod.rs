@@ -120,7 +120,11 @@ impl Spec for Pipelock {
     }
 
     fn secrets(key: &ConfigKey) -> Vec<String> {
-        key.egress.routes.iter().map(|r| r.token_env.clone()).collect()
+        key.egress
+            .routes
+            .iter()
+            .map(|r| r.token_env.clone())
+            .collect()
     }
 
     fn serve(config: Config, ctx: Context) -> Serving {

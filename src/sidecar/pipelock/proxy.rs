@@ -148,7 +148,11 @@ fn log_start(config: &Config, secrets: &BTreeMap<String, String>, addr: SocketAd
                 r.host,
                 r.header,
                 r.token_env,
-                if r.upstream_ca.is_some() { "; own upstream CA" } else { "" }
+                if r.upstream_ca.is_some() {
+                    "; own upstream CA"
+                } else {
+                    ""
+                }
             ),
         );
     }

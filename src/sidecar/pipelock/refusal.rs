@@ -105,7 +105,12 @@ impl Refusal {
     }
 
     /// The upstream could not be reached, or its TLS failed.
-    pub fn upstream(target: &str, route: bool, err: Option<&UpstreamError>, other: &str) -> Refusal {
+    pub fn upstream(
+        target: &str,
+        route: bool,
+        err: Option<&UpstreamError>,
+        other: &str,
+    ) -> Refusal {
         let (rule, body) = match err {
             Some(e) if e.is_certificate() => (
                 "upstream-tls",
@@ -157,6 +162,10 @@ mod tests {
         let r = Refusal::missing_token("api.test", "API_TOKEN");
         assert_eq!(r.status, StatusCode::BAD_GATEWAY);
         assert!(r.body.contains("API_TOKEN") && r.rule == "route:api.test");
-        assert!(Refusal::route_over_http("api.test").body.contains("https://api.test/"));
+        assert!(
+            Refusal::route_over_http("api.test")
+                .body
+                .contains("https://api.test/")
+        );
     }
 }

@@ -84,7 +84,9 @@ pub enum CaError {
         path: PathBuf,
         source: rustls::pki_types::pem::Error,
     },
-    #[error("egress route {host}'s upstream_ca {path} holds no usable certificate: {why}; give a PEM file of CA certificates")]
+    #[error(
+        "egress route {host}'s upstream_ca {path} holds no usable certificate: {why}; give a PEM file of CA certificates"
+    )]
     Empty {
         host: String,
         path: PathBuf,
@@ -341,7 +343,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -401,7 +407,11 @@ impl hyper::rt::Read for Conn {
 }
 
 impl hyper::rt::Write for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
     }
 
@@ -447,7 +457,9 @@ mod tests {
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate").unwrap();
         let mut roots = RootCertStore::empty();
-        let err = add_pem(&mut roots, "api.test", &path).unwrap_err().to_string();
+        let err = add_pem(&mut roots, "api.test", &path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("api.test") && err.contains("ca.pem"), "{err}");
     }
 }
