@@ -153,6 +153,7 @@ async fn get(proxy: String, ca: String, n: usize, conns: usize, port: u16) -> Re
                     .header("host", format!("localhost:{port}"))
                     .header("authorization", "Bearer egress-placeholder")
                     .body(Empty::new())?;
+                sender.ready().await?;
                 let resp = sender.send_request(req).await?;
                 let status = resp.status();
                 resp.into_body().collect().await?;

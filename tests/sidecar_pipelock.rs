@@ -81,7 +81,8 @@ async fn an_allowed_https_host_is_intercepted_with_a_leaf_of_the_bottle_ca_and_k
             .header("host", "api.test")
             .body(Empty::<Bytes>::new())
             .unwrap();
-        let resp = sender.send_request(req).await.expect("kept alive");
+        sender.ready().await.expect("kept alive");
+        let resp = sender.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, format!("ok /n{i}"));
@@ -107,11 +108,14 @@ async fn an_allowed_https_host_is_intercepted_with_a_leaf_of_the_bottle_ca_and_k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_host_gets_a_403_that_says_why_over_http_and_inside_connect() {
     let w = world(|_| {}).await;
-    for url in [
-        "http://denied.test/x?secret=1",
-        "https://denied.test/x?secret=1",
-    ] {
-        let c = curl(&w.sidecar, &[url]).await;
+    let cases = [
+        ["--http1.1", "http://denied.test/x?secret=1"],
+        ["--http1.1", "https://denied.test/x?secret=1"],
+        ["--http2", "https://denied.test/x?secret=1"],
+    ];
+    for args in cases {
+        let url = args[1];
+        let c = curl(&w.sidecar, &args).await;
         assert_eq!(c.status, 403, "{url}: {c:?}");
         assert!(
             c.body
@@ -139,8 +143,8 @@ async fn a_denied_host_gets_a_403_that_says_why_over_http_and_inside_connect() {
         .iter()
         .filter(|e| e["host"] == "denied.test" && e["decision"] == "refused")
         .count();
-    // The absolute-form GET, the CONNECT, and the GET inside it.
-    assert_eq!(refused, 3, "{events:#?}");
+    // The absolute-form GET, and twice the CONNECT and the GET inside it.
+    assert_eq!(refused, 5, "{events:#?}");
     find_event(
         &events,
         &[("decision", json!("invalid")), ("status", json!(400))],
@@ -155,6 +159,8 @@ async fn a_route_gets_the_real_token_in_its_header_and_never_over_plain_http() {
     let url = format!("https://api.test:{}/v1/messages?model=x", w.api.port);
     let c = curl(&w.sidecar, &["-H", &auth, "-d", "hello", &url]).await;
     assert_eq!(c.status, 200, "{c:?}");
+    // curl offers h2 (ALPN) inside the tunnel, and pipelock takes it.
+    assert!(c.headers.contains("HTTP/2 200"), "{}", c.headers);
     let seen = w.api.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header("authorization"), [format!("Bearer {TOKEN}")]);

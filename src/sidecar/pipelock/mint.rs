@@ -22,7 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 pub const CACHE_LIMIT: usize = 512;
 
 /// What the guest may negotiate inside an intercepted tunnel.
-const ALPN: &[&[u8]] = &[b"http/1.1"];
+const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {

@@ -2,7 +2,8 @@
 //! (absolute-form `http://` requests, kept alive), and `CONNECT` tunnels, every one of which
 //! is intercepted: pipelock answers `200`, terminates the guest's TLS with a leaf for the
 //! tunnel's host signed by the run's CA ([`super::mint`]), and serves the requests inside as
-//! its own ([`super::exchange`]). A host that is not allowed is intercepted too, so that the
+//! its own ([`super::exchange`]), over HTTP/2 when the guest's client offers it (ALPN `h2`),
+//! else HTTP/1.1. A host that is not allowed is intercepted too, so that the
 //! guest reads the 403's body (a refused CONNECT hides it from most clients).
 //!
 //! Bad input ends one connection, never the proxy: a malformed or oversized head gets hyper's
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::Client;
@@ -178,6 +179,17 @@ fn http1() -> http1::Builder {
     b
 }
 
+/// HTTP/2 inside a tunnel, when the guest's client offers it (ALPN).
+fn http2() -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .keep_alive_interval(HEADER_TIMEOUT)
+        .keep_alive_timeout(HEADER_TIMEOUT)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(128);
+    b
+}
+
 impl State {
     /// One guest connection to pipelock's port.
     async fn serve_guest(self: Arc<Self>, stream: TcpStream) {
@@ -275,7 +287,13 @@ impl State {
             let (state, origin) = (state.clone(), origin.clone());
             async move { Ok::<_, Infallible>(state.exchange(req, origin).await) }
         });
-        let served_by = http1().serve_connection(TokioIo::new(tls), svc).await;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        let served_by = if h2 {
+            http2().serve_connection(io, svc).await
+        } else {
+            http1().serve_connection(io, svc).await
+        };
         if let Err(e) = served_by {
             self.connection_failed(&e, Some((&host, port)), served.load(Ordering::Relaxed));
         }
