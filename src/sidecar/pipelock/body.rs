@@ -148,25 +148,41 @@ impl HttpBody for Scanned {
     }
 }
 
-/// A request's audit event, written once its answer is done.
+/// A request's audit event, written once its answer is done; when dropped unwritten (the
+/// guest left before an answer began), written then with the rule `client-closed`.
 pub struct Pending {
     pub log: Arc<AuditLog>,
     pub event: Event,
     pub start: Instant,
     pub outcome: Arc<Outcome>,
+    pub written: bool,
 }
 
 impl Pending {
     /// Writes the event now, for an answer with no body of pipelock's.
-    pub fn record(self) {
+    pub fn record(mut self) {
         self.write(0)
     }
 
-    fn write(mut self, bytes_out: u64) {
+    fn write(&mut self, bytes_out: u64) {
+        if std::mem::replace(&mut self.written, true) {
+            return;
+        }
         self.event.bytes_in = self.outcome.bytes.load(Ordering::Relaxed);
         self.event.bytes_out = bytes_out;
         self.event.duration_ms = self.start.elapsed().as_millis() as u64;
         self.log.record(&self.event);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.written {
+            self.event
+                .rule
+                .get_or_insert_with(|| "client-closed".into());
+            self.write(0);
+        }
     }
 }
 
@@ -260,7 +276,7 @@ impl HttpBody for Outbound {
 
 impl Drop for Outbound {
     fn drop(&mut self) {
-        if let Some(p) = self.pending.take() {
+        if let Some(mut p) = self.pending.take() {
             p.write(self.bytes);
         }
     }

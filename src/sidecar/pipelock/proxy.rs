@@ -339,6 +339,7 @@ impl State {
             },
             start: Instant::now(),
             outcome: Arc::new(Outcome::default()),
+            written: false,
         }
     }
 }
