@@ -1,442 +1,527 @@
-//! `bottle sidecar --daemons pipelock`: the real binary, real sockets on 127.0.0.1 only.
+//! `bottle sidecar --daemons pipelock`: the real binary, real sockets on 127.0.0.1 only, real
+//! TLS clients (curl with the bottle CA, rustls by hand through a CONNECT).
 //!
-//! The test starts a plain HTTP server and a TLS server (its own CA, a certificate for
-//! `localhost`) and sends requests through the proxy: `localhost` is allowed, `127.0.0.1`
-//! (the same servers under another name) is not.
+//! Each test makes a bottle CA with rcgen (pipelock's `ca_cert`/`ca_key`) and its upstreams:
+//! `api.test`, an egress route whose TLS server is signed by a separate upstream CA given as
+//! the route's `upstream_ca`; `other.test`, allowed but not a route, whose certificate no
+//! public root signs; `plain.test`, plain http. Names reach 127.0.0.1 through pipelock's
+//! test-only override (`BOTTLE_PIPELOCK_TEST_RESOLVE`); `denied.test` is never resolved.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod pipelock_kit;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+use pipelock_kit::*;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
-};
+use tokio::net::TcpStream;
 
-const SECRET: &str = "s3cr3t-header-value-never-logged";
-
-/// A running `bottle sidecar`, killed when dropped (also when a test fails).
-struct Sidecar {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+/// An upstream CA, `api.test` (a route trusting it) and `other.test` (not a route) both on
+/// TLS servers it signed, `plain.test` on plain http, and pipelock set up for them.
+struct World {
+    sidecar: Sidecar,
+    api: Upstream,
+    other: Upstream,
+    plain: Upstream,
 }
 
-impl Sidecar {
-    fn start(config_dir: &Path, daemons: &str) -> Sidecar {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bottle"))
-            .args(["sidecar", "--daemons", daemons, "--config-dir"])
-            .arg(config_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("bottle sidecar starts");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[sidecar] {line}");
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Sidecar { child, lines }
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits until a log line contains `needle`.
-    async fn wait_for(&mut self, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if self.log().iter().any(|l| l.contains(needle)) {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "bottle sidecar exited ({status}) before logging {needle:?}:\n{}",
-                    self.log().join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?} in 20 s:\n{}",
-                self.log().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGTERM, then the exit status (within 10 s).
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "bottle sidecar ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+async fn world(extra: impl FnOnce(&mut Setup)) -> World {
+    let upstream_ca = Ca::new("test upstream CA");
+    let api = upstream(Some(upstream_ca.leaf(&["api.test"]))).await;
+    let other = upstream(Some(upstream_ca.leaf(&["other.test"]))).await;
+    let plain = upstream(None).await;
+    let mut setup = Setup {
+        allow: ["api.test", "other.test", "plain.test"]
+            .map(String::from)
+            .to_vec(),
+        routes: vec![("api.test".into(), Some(upstream_ca.pem()), TOKEN_ENV.into())],
+        secrets: vec![(TOKEN_ENV.into(), TOKEN.into())],
+        names: ["api.test", "other.test", "plain.test"]
+            .map(String::from)
+            .to_vec(),
+        ..Setup::default()
+    };
+    extra(&mut setup);
+    World {
+        sidecar: Sidecar::start(setup).await,
+        api,
+        other,
+        plain,
     }
 }
 
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn assert_no_secret(text: &str) {
+    assert!(!text.contains(TOKEN), "the token leaked: {text}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn write_config(dir: &Path, port: u16, allow: &[&str]) {
-    let config = serde_json::json!({
-        "listen_port": port,
-        "listen_host": "127.0.0.1",
-        "allow": allow,
-        "dlp": { "enabled": false, "rules": [], "allow": [] },
-        "ca_cert": dir.join("ca.crt"),
-        "ca_key": dir.join("ca.key"),
-        "egress": { "routes": [], "upstream_proxy": null },
-        "audit_log": null,
-    });
-    std::fs::write(dir.join("pipelock.json"), config.to_string()).unwrap();
-    std::fs::write(
-        dir.join("git-gate.json"),
-        serde_json::json!({ "port": 9418, "hook": "/x", "upstreams": [] }).to_string(),
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_https_host_is_intercepted_with_a_leaf_of_the_bottle_ca_and_kept_alive() {
+    let w = world(|_| {}).await;
+    // rustls trusting only the bottle CA and verifying the name: the leaf chains to the
+    // bottle CA and names `api.test` (the upstream's own certificate would not verify).
+    let tls = tls_through(
+        w.sidecar.port,
+        "api.test",
+        w.api.port,
+        &[w.sidecar.ca.der()],
     )
-    .unwrap();
-    std::fs::write(
-        dir.join("supervise.json"),
-        serde_json::json!({ "port": 7777, "queue": "/x" }).to_string(),
-    )
-    .unwrap();
+    .await;
+    let chain = tls.get_ref().1.peer_certificates().unwrap();
+    assert_eq!(chain.len(), 1, "the leaf alone");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for i in 0..3 {
+        let req = hyper::Request::get(format!("/n{i}?k=v{i}"))
+            .header("host", "api.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        sender.ready().await.expect("kept alive");
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, format!("ok /n{i}"));
+    }
+    // One guest connection, one upstream connection: both sides kept alive.
+    assert_eq!(
+        w.api.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let events = w.sidecar.events().await;
+    find_event(
+        &events,
+        &[("method", json!("CONNECT")), ("decision", json!("allowed"))],
+    );
+    let e = find_event(&events, &[("path", json!("/n1?k="))]);
+    assert_eq!(e["decision"], "injected");
+    assert_eq!(e["rule"], "route:api.test");
+    assert_eq!(e["run"], "run-under-test");
+    assert_eq!(e["status"], 200);
+    assert!(!w.sidecar.audit_text().contains("v1"), "no query value");
 }
 
-/// Answers every request with `BODY host=<Host header> proxy-auth=<whether it arrived>`.
-async fn answer(
-    req: Request<Incoming>,
-    body: &'static str,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let host = req
-        .headers()
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
-    let proxy_auth = req.headers().contains_key("proxy-authorization");
-    Ok(Response::new(Full::new(Bytes::from(format!(
-        "{body} host={host} proxy-auth={proxy_auth}"
-    )))))
-}
-
-async fn plain_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn(|r| answer(r, "plain ok")))
-                    .await;
-            });
-        }
-    });
-    port
-}
-
-/// A TLS server for `localhost`; returns its port and the CA that signed its certificate.
-async fn tls_server() -> (u16, String, CertificateDer<'static>) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "sidecar test CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_host_gets_a_403_that_says_why_over_http_and_inside_connect() {
+    let w = world(|_| {}).await;
+    let cases = [
+        ["--http1.1", "http://denied.test/x?secret=1"],
+        ["--http1.1", "https://denied.test/x?secret=1"],
+        ["--http2", "https://denied.test/x?secret=1"],
     ];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service_fn(|r| answer(r, "tls ok")))
-                    .await;
-            });
-        }
-    });
-    (port, ca.pem(), ca.der().clone())
+    for args in cases {
+        let url = args[1];
+        let c = curl(&w.sidecar, &args).await;
+        assert_eq!(c.status, 403, "{url}: {c:?}");
+        assert!(
+            c.body
+                .contains("denied.test is not on this bottle's allowlist")
+                && c.body.contains("[pipelock] allow"),
+            "{url}: {}",
+            c.body
+        );
+        assert!(
+            c.headers
+                .to_lowercase()
+                .contains("x-bottle-refused: allowlist")
+        );
+    }
+    // Not a proxy request at all; another scheme in absolute form.
+    let (status, text) = exchange(
+        w.sidecar.port,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("forward proxy"), "{text}");
+    let events = w.sidecar.events().await;
+    let refused = events
+        .iter()
+        .filter(|e| e["host"] == "denied.test" && e["decision"] == "refused")
+        .count();
+    // The absolute-form GET, and twice the CONNECT and the GET inside it.
+    assert_eq!(refused, 5, "{events:#?}");
+    find_event(
+        &events,
+        &[("decision", json!("invalid")), ("status", json!(400))],
+    );
+    assert!(!w.sidecar.audit_text().contains("secret=1"));
 }
 
-/// Sends `request` to the proxy, reads until the proxy closes; returns (status, body).
-async fn exchange(proxy: u16, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", proxy)).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_gets_the_real_token_in_its_header_and_never_over_plain_http() {
+    let w = world(|_| {}).await;
+    let auth = format!("Authorization: Bearer {PLACEHOLDER}");
+    let url = format!("https://api.test:{}/v1/messages?model=x", w.api.port);
+    let c = curl(&w.sidecar, &["-H", &auth, "-d", "hello", &url]).await;
+    assert_eq!(c.status, 200, "{c:?}");
+    // curl offers h2 (ALPN) inside the tunnel, and pipelock takes it.
+    assert!(c.headers.contains("HTTP/2 200"), "{}", c.headers);
+    let seen = w.api.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("authorization"), [format!("Bearer {TOKEN}")]);
+    assert_eq!(seen[0].body, b"hello");
+    assert!(!format!("{seen:?}").contains(PLACEHOLDER), "{seen:?}");
+    assert_eq!(seen[0].header("host"), [format!("api.test:{}", w.api.port)]);
+
+    // Plain http to the route host: refused, nothing reaches it.
+    let c = curl(
+        &w.sidecar,
+        &["-H", &auth, &format!("http://api.test:{}/", w.api.port)],
+    )
+    .await;
+    assert_eq!(c.status, 403, "{c:?}");
+    assert!(c.body.contains("only sent over TLS") && c.body.contains("https://api.test/"));
+    assert_eq!(w.api.seen().len(), 1);
+
+    // Through absolute-form http, an allowed non-route host is forwarded as is.
+    let c = curl(
+        &w.sidecar,
+        &[&format!("http://plain.test:{}/p", w.plain.port)],
+    )
+    .await;
+    assert_eq!((c.status, c.body.as_str()), (200, "ok /p"), "{c:?}");
+    assert!(w.plain.seen()[0].header("authorization").is_empty());
+
+    let events = w.sidecar.events().await;
+    find_event(
+        &events,
+        &[
+            ("method", json!("POST")),
+            ("decision", json!("injected")),
+            ("rule", json!("route:api.test")),
+            ("bytes_in", json!(5)),
+        ],
+    );
+    find_event(
+        &events,
+        &[
+            ("decision", json!("refused")),
+            ("rule", json!("route:api.test")),
+            ("status", json!(403)),
+        ],
+    );
+    find_event(
+        &events,
+        &[
+            ("host", json!("plain.test")),
+            ("decision", json!("allowed")),
+            ("rule", json!("allowlist")),
+        ],
+    );
+    assert_no_secret(&w.sidecar.audit_text());
+    assert_no_secret(&w.sidecar.log().join("\n"));
+}
+
+/// Fails against the stub scrubber (it passes bytes through); un-ignore once
+/// `src/sidecar/scrub.rs` is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the scrubber (src/sidecar/scrub.rs)"]
+async fn an_upstream_that_echoes_the_request_never_hands_the_token_to_the_guest() {
+    let w = world(|_| {}).await;
+    let url = format!("https://api.test:{}/echo", w.api.port);
+    let c = curl(
+        &w.sidecar,
+        &["-H", &format!("Authorization: Bearer {PLACEHOLDER}"), &url],
+    )
+    .await;
+    assert_eq!(c.status, 200, "{c:?}");
+    // The upstream got the token, and echoed it 5 bytes a chunk, and in a header.
+    assert_eq!(
+        w.api.seen()[0].header("authorization"),
+        [format!("Bearer {TOKEN}")]
+    );
+    assert!(c.body.starts_with("auth=Bearer "), "{}", c.body);
+    assert!(c.body.contains("[removed by bottle egress]"), "{}", c.body);
+    assert_no_secret(&c.body);
+    assert_no_secret(&c.headers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_trusts_a_route_ca_and_refuses_an_unknown_one_saying_why() {
+    let w = world(|_| {}).await;
+    let c = curl(&w.sidecar, &[&format!("https://api.test:{}/", w.api.port)]).await;
+    assert_eq!(c.status, 200, "{c:?}");
+    let c = curl(
+        &w.sidecar,
+        &[&format!("https://other.test:{}/", w.other.port)],
+    )
+    .await;
+    assert_eq!(c.status, 502, "{c:?}");
+    assert!(
+        c.body.contains("certificate of other.test") && c.body.contains("not trusted"),
+        "{}",
+        c.body
+    );
+    assert!(c.body.contains("upstream_ca"), "{}", c.body);
+    assert!(w.other.seen().is_empty(), "no request reached it");
+    let events = w.sidecar.events().await;
+    find_event(
+        &events,
+        &[
+            ("host", json!("other.test")),
+            ("decision", json!("failed")),
+            ("rule", json!("upstream-tls")),
+            ("status", json!(502)),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_without_its_token_is_refused_naming_the_env_var() {
+    let w = world(|s| s.secrets.clear()).await;
+    w.sidecar
+        .log()
+        .iter()
+        .find(|l| l.contains("NO TOKEN"))
+        .expect("the start says so");
+    let c = curl(&w.sidecar, &[&format!("https://api.test:{}/", w.api.port)]).await;
+    assert_eq!(c.status, 502, "{c:?}");
+    assert!(
+        c.body.contains(TOKEN_ENV) && c.body.contains("bottle run"),
+        "{}",
+        c.body
+    );
+    assert!(w.api.seen().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_connections_go_through_the_upstream_proxy() {
+    let (proxy_port, tunnels) = connect_proxy().await;
+    let w = world(|s| s.upstream_proxy = Some(format!("http://127.0.0.1:{proxy_port}"))).await;
+    let c = curl(
+        &w.sidecar,
+        &[&format!("https://api.test:{}/via", w.api.port)],
+    )
+    .await;
+    assert_eq!((c.status, c.body.as_str()), (200, "ok /via"), "{c:?}");
+    let c = curl(
+        &w.sidecar,
+        &[&format!("http://plain.test:{}/via", w.plain.port)],
+    )
+    .await;
+    assert_eq!(c.status, 200, "{c:?}");
+    let tunnels = tunnels.lock().unwrap().clone();
+    assert!(
+        tunnels.contains(&format!("api.test:{}", w.api.port)),
+        "{tunnels:?}"
+    );
+    assert!(
+        tunnels.contains(&format!("plain.test:{}", w.plain.port)),
+        "{tunnels:?}"
+    );
+}
+
+/// Fails against the stub scanner (it finds nothing); un-ignore once `src/sidecar/dlp.rs`
+/// honours `Dlp.rules`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the DLP engine (src/sidecar/dlp.rs)"]
+async fn dlp_refuses_a_recipe_rule_in_the_url_a_header_and_the_body_even_split() {
+    let w =
+        world(|s| s.dlp_rules = vec![("test-secret".into(), "TESTSECRET[0-9]{8}".into())]).await;
+    let secret = "TESTSECRET12345678";
+    let base = format!("https://api.test:{}", w.api.port);
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("the URL", vec![format!("{base}/x?k={secret}")]),
+        (
+            "the header x-note",
+            vec![
+                "-H".into(),
+                format!("X-Note: {secret}"),
+                format!("{base}/x"),
+            ],
+        ),
+        (
+            "the request body",
+            vec!["-d".into(), format!("a={secret}"), format!("{base}/x")],
+        ),
+    ];
+    for (place, args) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let c = curl(&w.sidecar, &args).await;
+        assert_eq!(c.status, 403, "{place}: {c:?}");
+        assert!(
+            c.body.contains("test-secret") && c.body.contains(place),
+            "{}",
+            c.body
+        );
+        assert!(c.body.contains("dlp_allow"), "{}", c.body);
+    }
+    // A body whose secret is split across two chunks, the second sent later.
+    let mut tls = tls_through(
+        w.sidecar.port,
+        "api.test",
+        w.api.port,
+        &[w.sidecar.ca.der()],
+    )
+    .await;
+    tls.write_all(b"POST /split HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nTESTSECRE\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tls.write_all(b"9\r\nT12345678\r\n0\r\n\r\n").await.unwrap();
+    let mut out = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out[..n]);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(
+        w.api
+            .seen()
+            .iter()
+            .all(|s| !String::from_utf8_lossy(&s.body).contains("T12345678"))
+    );
+    assert!(
+        w.api.seen().iter().all(|s| s.path != "/x"),
+        "nothing reached the upstream"
+    );
+    let events = w.sidecar.events().await;
+    let refused = events.iter().filter(|e| e["rule"] == "test-secret").count();
+    assert_eq!(refused, 4, "{events:#?}");
+    assert!(!w.sidecar.audit_text().contains(secret));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_ends_one_connection_and_others_are_served() {
+    let mut w = world(|_| {}).await;
+    let port = w.sidecar.port;
+    // A head that trickles in: dropped after the header timeout; meanwhile others are served.
+    let trickle = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(b"GET http://plain.test/ HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        for _ in 0..60 {
+            if s.write_all(b"X").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        started.elapsed()
+    });
+    // Malformed request line.
+    let (status, _) = exchange(port, b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert_eq!(status, 400);
+    // A head over 64 KiB.
+    let big = format!(
+        "GET http://plain.test:{}/ HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        w.plain.port,
+        "a".repeat(70_000)
+    );
+    let (status, _) = exchange(port, big.as_bytes()).await;
+    assert_eq!(status, 431);
+    // A TLS client that gives up mid-handshake.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"CONNECT api.test:443 HTTP/1.1\r\nHost: api.test:443\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 200"));
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+        .await
+        .unwrap();
+    drop(s);
+    // An upstream that closes early: the guest sees the answer cut, not a hang.
+    let c = curl(
+        &w.sidecar,
+        &[&format!("https://api.test:{}/close-early", w.api.port)],
+    )
+    .await;
+    assert!(!c.ok, "{c:?}");
+    // Still serving.
+    let c = curl(
+        &w.sidecar,
+        &[&format!("http://plain.test:{}/after", w.plain.port)],
+    )
+    .await;
+    assert_eq!((c.status, c.body.as_str()), (200, "ok /after"), "{c:?}");
+    let took = trickle.await.unwrap();
+    assert!(
+        took < Duration::from_secs(28),
+        "the trickle was cut after the header timeout: {took:?}"
+    );
+    let events = w.sidecar.events().await;
+    find_event(
+        &events,
+        &[("rule", json!("malformed")), ("status", json!(400))],
+    );
+    find_event(
+        &events,
+        &[("rule", json!("headers-too-large")), ("status", json!(431))],
+    );
+    find_event(&events, &[("rule", json!("timeout"))]);
+    find_event(
+        &events,
+        &[
+            ("method", json!("CONNECT")),
+            ("rule", json!("tls-handshake")),
+        ],
+    );
+    find_event(
+        &events,
+        &[
+            ("path", json!("/close-early")),
+            ("decision", json!("failed")),
+        ],
+    );
+    assert!(
+        w.sidecar.child.try_wait().unwrap().is_none(),
+        "pipelock is still up"
+    );
+}
+
+/// Regression: a client that half-closes after sending its request (busybox `nc` does) got
+/// no answer for an allowed host: hyper closed the connection on the read side's EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let w = world(|_| {}).await;
+    let mut s = TcpStream::connect(("127.0.0.1", w.sidecar.port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET http://plain.test:{}/hc HTTP/1.1\r\nHost: plain.test\r\n\r\n",
+        w.plain.port
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.shutdown().await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
         .await
         .expect("the proxy answers within 20 s")
         .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("")
-        .to_string();
-    (status, body)
-}
-
-fn get(target_host: &str, port: u16) -> String {
-    format!(
-        "GET http://{target_host}:{port}/hello?q=1 HTTP/1.1\r\nHost: {target_host}:{port}\r\nAuthorization: Bearer {SECRET}\r\nProxy-Authorization: Basic {SECRET}\r\nConnection: close\r\n\r\n"
-    )
-}
-
-/// A real TLS client (rustls) through a CONNECT written by hand.
-async fn tls_through_connect(proxy: u16, tls_port: u16, ca: &CertificateDer<'static>) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", proxy)).await.unwrap();
-    s.write_all(
-        format!("CONNECT localhost:{tls_port} HTTP/1.1\r\nHost: localhost:{tls_port}\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let b = s.read_u8().await.expect("the proxy answers the CONNECT");
-        head.push(b);
-    }
-    let head = String::from_utf8_lossy(&head);
+    let text = String::from_utf8_lossy(&out);
     assert!(
-        head.starts_with("HTTP/1.1 200"),
-        "CONNECT answered {head:?}"
+        text.starts_with("HTTP/1.1 200") && text.ends_with("ok /hc"),
+        "{text:?}"
     );
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let mut tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), s)
-        .await
-        .expect("the TLS handshake through the tunnel completes");
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelock_forwards_allowed_hosts_and_refuses_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = free_port();
-    write_config(dir.path(), proxy, &["localhost"]);
-    let http_port = plain_server().await;
-    let (tls_port, ca_pem, ca_der) = tls_server().await;
-    let mut sidecar = Sidecar::start(dir.path(), "pipelock");
-    sidecar
-        .wait_for(&format!("listening on 127.0.0.1:{proxy}"))
-        .await;
-
-    // Allowed: the server's body, hop-by-hop headers dropped, Host naming the target.
-    let (status, body) = exchange(proxy, &get("localhost", http_port)).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        body,
-        format!("plain ok host=localhost:{http_port} proxy-auth=false")
-    );
-
-    // The same server under a name not on the allowlist.
-    let (status, body) = exchange(proxy, &get("127.0.0.1", http_port)).await;
-    assert_eq!(status, 403, "{body}");
-    assert!(
-        body.contains("127.0.0.1"),
-        "the refusal names the host: {body}"
-    );
-
-    // Not a proxy request at all.
-    let (status, _) = exchange(
-        proxy,
-        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(status, 400);
-
-    // CONNECT to a host not on the allowlist.
-    let (status, body) = exchange(
-        proxy,
-        &format!("CONNECT 127.0.0.1:{tls_port} HTTP/1.1\r\nHost: 127.0.0.1:{tls_port}\r\nConnection: close\r\n\r\n"),
-    )
-    .await;
-    assert_eq!(status, 403, "{body}");
-    assert!(body.contains("127.0.0.1"), "{body}");
-
-    // CONNECT to localhost: a real TLS client completes the handshake and gets the body.
-    let reply = tls_through_connect(proxy, tls_port, &ca_der).await;
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(
-        reply.ends_with("tls ok host=localhost proxy-auth=false"),
-        "{reply}"
-    );
-
-    // curl, another real TLS client, when the machine has it.
-    if Command::new("curl").arg("--version").output().is_ok() {
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, &ca_pem).unwrap();
-        let run_curl = |url: String| {
-            Command::new("curl")
-                .args(["-sS", "--max-time", "20", "--proxy"])
-                .arg(format!("http://127.0.0.1:{proxy}"))
-                .arg("--cacert")
-                .arg(&ca_file)
-                .arg(url)
-                .args(["-w", "\n%{http_code}"])
-                .env_remove("no_proxy")
-                .env_remove("NO_PROXY")
-                .output()
-                .expect("curl runs")
-        };
-        let out = run_curl(format!("https://localhost:{tls_port}/"));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "curl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            stdout,
-            format!("tls ok host=localhost:{tls_port} proxy-auth=false\n200")
-        );
-        // curl through a refused CONNECT fails (the proxy answered 403).
-        let out = run_curl(format!("https://127.0.0.1:{tls_port}/"));
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("403"), "curl: {stderr}");
-    } else {
-        eprintln!("curl is not installed: the TLS check ran with rustls only");
+async fn the_other_daemons_say_so_and_sigterm_ends_the_sidecar() {
+    let mut sidecar = Sidecar::start_daemons(Setup::default(), "pipelock,git-gate,supervise").await;
+    for d in ["git-gate", "supervise"] {
+        sidecar.wait_for(&format!("{d}: not yet implemented")).await;
     }
-
-    // One audit line per request; no header value in any line.
-    let log = sidecar.log();
-    let has = |s: &str| log.iter().any(|l| l.contains(s));
-    assert!(
-        has(&format!("GET localhost:{http_port} allowed status=200")),
-        "{log:#?}"
-    );
-    assert!(
-        has(&format!("GET 127.0.0.1:{http_port} refused status=403")),
-        "{log:#?}"
-    );
-    assert!(
-        has(&format!("CONNECT localhost:{tls_port} allowed status=200")),
-        "{log:#?}"
-    );
-    assert!(
-        has(&format!("CONNECT 127.0.0.1:{tls_port} refused status=403")),
-        "{log:#?}"
-    );
-    assert!(
-        !log.iter().any(|l| l.contains(SECRET) || l.contains("q=1")),
-        "{log:#?}"
-    );
-
+    // An empty allowlist refuses everything.
+    let (status, text) = exchange(
+        sidecar.port,
+        b"GET http://localhost:9/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
     let status = sidecar.terminate();
     assert!(
         status.success(),
-        "SIGTERM should end the sidecar with 0, got {status}"
+        "SIGTERM ends the sidecar with 0, got {status}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn daemons_not_yet_implemented_say_so_and_keep_the_bundle_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = free_port();
-    write_config(dir.path(), proxy, &[]);
-    let mut sidecar = Sidecar::start(dir.path(), "pipelock,git-gate,supervise");
-    for d in ["git-gate", "supervise"] {
-        sidecar
-            .wait_for(&format!(
-                "{d}: not yet implemented (people-facing daemons issue)"
-            ))
-            .await;
-    }
-    sidecar.wait_for("pipelock: listening on").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        sidecar.child.try_wait().unwrap().is_none(),
-        "the sidecar stays up"
-    );
-    let log = sidecar.log();
-    for d in ["git-gate", "supervise"] {
-        let n = log
-            .iter()
-            .filter(|l| l.starts_with(&format!("{d}:")))
-            .count();
-        assert_eq!(n, 1, "{d} logs exactly one line: {log:#?}");
-    }
-    // An empty allowlist refuses everything.
-    let (status, _) = exchange(proxy, &get("localhost", 9)).await;
-    assert_eq!(status, 403);
-    assert!(sidecar.terminate().success());
 }
 
 #[test]
@@ -453,37 +538,33 @@ fn a_missing_config_fails_naming_the_file() {
 }
 
 #[test]
+fn a_missing_ca_fails_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({
+        "listen_port": free_port(), "listen_host": "127.0.0.1", "allow": [],
+        "dlp": {"enabled": false, "rules": [], "allow": []},
+        "ca_cert": dir.path().join("nope.crt"), "ca_key": dir.path().join("nope.key"),
+        "egress": {"routes": [], "upstream_proxy": null}, "audit_log": null,
+    });
+    std::fs::write(dir.path().join("pipelock.json"), config.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bottle"))
+        .args(["sidecar", "--daemons", "pipelock", "--config-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nope.key") && stderr.contains("bottle run"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn an_unknown_daemon_is_a_usage_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_bottle"))
         .args(["sidecar", "--daemons", "pipelock,bogus"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-}
-
-/// Regression: a client that half-closes after sending its request (busybox `nc` does) got
-/// no answer for an allowed host: hyper closed the connection on the read side's EOF.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = free_port();
-    write_config(dir.path(), proxy, &["localhost"]);
-    let http_port = plain_server().await;
-    let mut sidecar = Sidecar::start(dir.path(), "pipelock");
-    sidecar
-        .wait_for(&format!("listening on 127.0.0.1:{proxy}"))
-        .await;
-    let mut s = TcpStream::connect(("127.0.0.1", proxy)).await.unwrap();
-    s.write_all(get("localhost", http_port).as_bytes())
-        .await
-        .unwrap();
-    s.shutdown().await.unwrap(); // half-close: no more bytes from the client
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
-        .await
-        .expect("the proxy answers within 20 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
-    assert!(text.contains("plain ok"), "{text:?}");
 }

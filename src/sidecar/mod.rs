@@ -9,7 +9,7 @@
 //!
 //! | daemon | state |
 //! | --- | --- |
-//! | [`pipelock`] | the guest's only hop: allowlist, the egress stage ([`egress`]), audit log ([`audit`]) |
+//! | [`pipelock`] | the guest's only hop: allowlist, TLS interception, DLP ([`dlp`]), the egress stage ([`egress`], [`scrub`]), audit log ([`audit`]) |
 //! | [`git_gate`], [`supervise`] | not yet implemented: each logs one line saying so and waits |
 //!
 //! With `--secrets-on-stdin`, the run hands the secrets (the routes' tokens) over as one JSON

@@ -7,11 +7,35 @@
 //! ([`crate::sidecar::audit`]). Route hosts go through the egress stage
 //! ([`crate::sidecar::egress`]), in this process: the guest cannot address it.
 //!
+//! Every `CONNECT` is intercepted: TLS is terminated with a leaf of the run's CA, so DLP sees
+//! what the guest sends, egress can set a route's credential, and a refusal is a body the
+//! guest's client reads. HTTP/1.1 both ways, kept alive; upstream TLS is verified against the
+//! public roots compiled in and, for a route, its `upstream_ca`.
+//!
 //! This module owns pipelock's typed config (rendered by the build from the entry's config
-//! key, read by `bottle sidecar`), its port and its mounts; [`proxy`] serves.
+//! key, read by `bottle sidecar`), its port and its mounts. The rest:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`proxy`] | the listener, guest connections, `CONNECT` and interception |
+//! | [`exchange`] | one request: target, allowlist, DLP, egress, upstream, audit event |
+//! | [`body`] | streamed bodies: DLP on the way out, scrubbing and counting on the way back |
+//! | [`mint`] | leaf certificates from the run's CA, cached |
+//! | [`upstream`] | connections to upstreams: resolution, `upstream_proxy`, TLS trust |
+//! | [`refusal`] | pipelock's own answers and their explanatory bodies |
+//! | [`allow`] | the allowlist |
+//!
+//! Built on hyper and tokio-rustls directly rather than on a MITM crate (`hudsucker`): the
+//! chain needs per-route upstream trust, DLP that can abort a streaming upstream request,
+//! header injection and scrubbing in one place, and 403s answered inside the guest's TLS.
 
 pub mod allow;
+pub mod body;
+pub mod exchange;
+pub mod mint;
 pub mod proxy;
+pub mod refusal;
+pub mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -1,49 +1,54 @@
-//! pipelock: the guest's first and only hop out. An HTTP forward proxy with a host allowlist.
+//! pipelock's connections: the listening socket, the guest's HTTP/1.1 connections to it
+//! (absolute-form `http://` requests, kept alive), and `CONNECT` tunnels, every one of which
+//! is intercepted: pipelock answers `200`, terminates the guest's TLS with a leaf for the
+//! tunnel's host signed by the run's CA ([`super::mint`]), and serves the requests inside as
+//! its own ([`super::exchange`]), over HTTP/2 when the guest's client offers it (ALPN `h2`),
+//! else HTTP/1.1. A host that is not allowed is intercepted too, so that the
+//! guest reads the 403's body (a refused CONNECT hides it from most clients).
 //!
-//! - `GET http://host:port/path` (any method, absolute form, `http://` only): forwarded when
-//!   `host` is allowed, hop-by-hop headers dropped both ways, `Host` set from the target;
-//! - `CONNECT host:port`: the upstream is dialled, then bytes are tunnelled both ways when
-//!   `host` is allowed (no TLS interception yet);
-//! - every other host gets `403` with a short body naming it; requests that are not proxy
-//!   requests (origin form, other schemes) get `400`;
-//! - one audit line per request on stderr: client IP, method, target host and port, allowed or
-//!   refused, the status answered. Never a header value, a path or a query: they may carry
-//!   tokens.
-//!
-//! The allowlist holds exact hosts (`api.example.com`) and wildcards (`*.example.com`, which
-//! matches every name below `example.com` but not `example.com` itself). Matching is on the
-//! lowercased host without a trailing dot; ports are not restricted.
-//!
-//! Not yet here (the daemons issue): DLP scanning of outbound requests, TLS interception with
-//! the bottle's CA, sending route hosts through egress, the audit log file.
+//! Bad input ends one connection, never the proxy: a malformed or oversized head gets hyper's
+//! 400/431, a head that trickles in slower than [`HEADER_TIMEOUT`] or a TLS handshake slower
+//! than [`HANDSHAKE_TIMEOUT`] is dropped, and each is an audit event.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Config;
 use super::allow::{Allowlist, normalize};
+use super::body::{Body, Outcome, Pending, full};
+use super::exchange::{Origin, answer};
+use super::mint::Minter;
+use super::refusal::Refusal;
+use super::upstream::Connector;
+use crate::sidecar::audit::{AuditLog, Decision, Event};
+use crate::sidecar::dlp;
+use crate::sidecar::egress::Egress;
 use crate::sidecar::log;
 
 const WHO: &str = "pipelock";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-type Body = BoxBody<Bytes, hyper::Error>;
+/// The longest a request head may take to arrive (also how long a kept-alive connection may
+/// stay idle between requests).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest the guest's TLS handshake inside a tunnel may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head accepted (hyper answers 431 past it).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How long an idle upstream connection is kept for reuse.
+const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// A bound proxy, ready to serve.
 pub struct Proxy {
@@ -51,40 +56,52 @@ pub struct Proxy {
     state: Arc<State>,
 }
 
-struct State {
-    allow: Allowlist,
-    client: Client<HttpConnector, Incoming>,
+/// What every connection shares.
+pub struct State {
+    pub(super) allow: Allowlist,
+    pub(super) dlp: Option<Arc<dlp::Scanner>>,
+    pub(super) egress: Egress,
+    pub(super) minter: Minter,
+    pub(super) client: Client<Connector, Body>,
+    pub(super) audit: Arc<AuditLog>,
 }
 
 impl Proxy {
-    /// Binds the listening socket. `secrets` holds the routes' tokens by env var name.
-    pub async fn bind(config: Config, _secrets: BTreeMap<String, String>) -> Result<Proxy> {
+    /// Loads the CA, the routes (with their tokens from `secrets`, by env var name) and the DLP
+    /// rules, opens the audit log, and binds the listening socket.
+    pub async fn bind(config: Config, secrets: BTreeMap<String, String>) -> Result<Proxy> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let minter = Minter::load(
+            Path::new(&config.ca_cert),
+            Path::new(&config.ca_key),
+            provider.clone(),
+        )?;
+        let dlp = dlp::Scanner::new(&config.dlp).context("pipelock's DLP rules cannot be used")?;
+        let egress = Egress::new(&config.egress, &secrets)?;
+        let connector = Connector::new(&config.egress, provider)?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(32)
+            .set_host(false)
+            .build(connector);
+        let run = std::env::var("BOTTLE_RUN").unwrap_or_else(|_| "-".into());
+        let audit = AuditLog::open(config.audit_log.as_deref().map(Path::new), &run)?;
         let addr = SocketAddr::new(config.listen_host, config.listen_port);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("pipelock cannot listen on {addr}"))?;
-        let allow = Allowlist::new(&config.allow);
-        let mut hosts = config.allow.clone();
-        hosts.sort();
-        let shown = if hosts.is_empty() {
-            "no host (every request is refused)".to_string()
-        } else {
-            hosts.join(", ")
-        };
-        log(WHO, format!("listening on {addr}; allowing {shown}"));
-        if config.dlp.enabled {
-            log(
-                WHO,
-                "DLP scanning and TLS interception not yet implemented (daemons issue); CONNECT is tunnelled as is",
-            );
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        log_start(&config, &secrets, addr, dlp.is_some());
         Ok(Proxy {
             listener,
-            state: Arc::new(State { allow, client }),
+            state: Arc::new(State {
+                allow: Allowlist::new(&config.allow),
+                dlp,
+                egress,
+                minter,
+                client,
+                audit: Arc::new(audit),
+            }),
         })
     }
 
@@ -95,7 +112,7 @@ impl Proxy {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self) -> Result<()> {
         loop {
-            let (stream, peer) = match self.listener.accept().await {
+            let (stream, _peer) = match self.listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, do not die.
@@ -105,251 +122,224 @@ impl Proxy {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let state = self.state.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(state.handle(req, peer.ip()).await) }
-                });
-                // A client that goes away mid-request is not worth a log line. One that only
-                // half-closes after its request (busybox nc does) still gets its answer.
-                let _ = http1::Builder::new()
-                    .half_close(true)
-                    .preserve_header_case(true)
-                    .title_case_headers(true)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
+            tokio::spawn(self.state.clone().serve_guest(stream));
         }
     }
 }
 
-impl State {
-    async fn handle(&self, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
-        let method = req.method().clone();
-        let (target, response, note) = if method == Method::CONNECT {
-            self.connect(req).await
+fn log_start(config: &Config, secrets: &BTreeMap<String, String>, addr: SocketAddr, dlp: bool) {
+    let mut hosts = config.allow.clone();
+    hosts.sort();
+    let shown = if hosts.is_empty() {
+        "no host (every request is refused)".to_string()
+    } else {
+        hosts.join(", ")
+    };
+    log(WHO, format!("listening on {addr}; allowing {shown}"));
+    for r in &config.egress.routes {
+        let token = if secrets.get(&r.token_env).is_some_and(|t| !t.is_empty()) {
+            "token present"
         } else {
-            self.forward(req).await
+            "NO TOKEN: its requests are refused"
         };
-        let decision = match response.status() {
-            StatusCode::FORBIDDEN => "refused",
-            StatusCode::BAD_REQUEST => "invalid",
-            _ => "allowed",
-        };
-        let note = note.map(|n| format!(" ({n})")).unwrap_or_default();
         log(
             WHO,
             format!(
-                "audit from={peer} {method} {target} {decision} status={}{note}",
-                response.status().as_u16()
+                "egress route {} (header {}, token from {}: {token}{})",
+                r.host,
+                r.header,
+                r.token_env,
+                if r.upstream_ca.is_some() {
+                    "; own upstream CA"
+                } else {
+                    ""
+                }
             ),
         );
-        response
     }
+    if let Some(p) = &config.egress.upstream_proxy {
+        log(WHO, format!("outbound connections go through {p}"));
+    }
+    log(
+        WHO,
+        format!(
+            "TLS interception on; DLP {}",
+            if dlp { "on" } else { "off" }
+        ),
+    );
+}
 
-    /// `CONNECT host:port`: dial, answer 200, then tunnel the upgraded connection.
-    async fn connect(&self, req: Request<Incoming>) -> (String, Response<Body>, Option<String>) {
-        let Some((host, port)) = req
-            .uri()
-            .authority()
-            .and_then(|a| Some((a.host().to_string(), a.port_u16()?)))
-        else {
-            return (
-                "-".into(),
-                text(
-                    StatusCode::BAD_REQUEST,
-                    "pipelock: CONNECT needs a host:port target\n".into(),
-                ),
-                None,
-            );
-        };
-        let target = format!("{host}:{port}");
-        if !self.allow.allows(&host) {
-            return (target, refused(&host), None);
-        }
-        let dial = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((normalize(&host), port)),
-        )
-        .await;
-        let mut upstream = match dial {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return (target.clone(), unreachable(&target), Some(e.to_string())),
-            Err(_) => {
-                return (
-                    target.clone(),
-                    unreachable(&target),
-                    Some("timed out".into()),
-                );
-            }
-        };
-        let _ = upstream.set_nodelay(true);
-        tokio::spawn(async move {
-            match hyper::upgrade::on(req).await {
-                Ok(upgraded) => {
-                    let mut client = TokioIo::new(upgraded);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
-                Err(e) => log(WHO, format!("CONNECT tunnel was not opened: {e}")),
+fn http1() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
+        // A client that half-closes after its request (busybox nc does) still gets the answer.
+        .half_close(true);
+    b
+}
+
+/// HTTP/2 inside a tunnel, when the guest's client offers it (ALPN).
+fn http2() -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .keep_alive_interval(HEADER_TIMEOUT)
+        .keep_alive_timeout(HEADER_TIMEOUT)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(128);
+    b
+}
+
+impl State {
+    /// One guest connection to pipelock's port.
+    async fn serve_guest(self: Arc<Self>, stream: TcpStream) {
+        let served = Arc::new(AtomicU64::new(0));
+        let (state, count) = (self.clone(), served.clone());
+        let svc = service_fn(move |req: Request<Incoming>| {
+            count.fetch_add(1, Ordering::Relaxed);
+            let state = state.clone();
+            async move {
+                let response = if req.method() == Method::CONNECT {
+                    state.connect(req)
+                } else {
+                    state.exchange(req, Origin::Plain).await
+                };
+                Ok::<_, Infallible>(response)
             }
         });
-        (target, Response::new(empty()), None)
+        let served_by = http1()
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await;
+        if let Err(e) = served_by {
+            self.connection_failed(&e, None, served.load(Ordering::Relaxed));
+        }
     }
 
-    /// An absolute-form `http://` request: forwarded without hop-by-hop headers.
-    async fn forward(&self, req: Request<Incoming>) -> (String, Response<Body>, Option<String>) {
-        let uri = req.uri();
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return (
-                "-".into(),
-                text(
-                    StatusCode::BAD_REQUEST,
-                    "pipelock is a forward proxy: send absolute-form requests (http://host/path) or CONNECT host:port\n".into(),
-                ),
-                None,
+    /// `CONNECT host:port`: answered 200, then intercepted once the connection is upgraded.
+    fn connect(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let target = req
+            .uri()
+            .authority()
+            .and_then(|a| Some((normalize(a.host()), a.port_u16()?)))
+            .filter(|(h, _)| !h.is_empty());
+        let Some((host, port)) = target else {
+            let pending = self.pending("CONNECT", "-", 0);
+            return answer(
+                Refusal::invalid("CONNECT needs a host:port target"),
+                pending,
             );
         };
-        let host = authority.host().to_string();
-        let port = authority.port_u16().unwrap_or(80);
-        let target = format!("{host}:{port}");
-        if !scheme.eq_ignore_ascii_case("http") {
-            return (
-                target,
-                text(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "pipelock forwards http:// requests only; for {scheme}:// use CONNECT\n"
-                    ),
-                ),
-                None,
-            );
-        }
-        if !self.allow.allows(&host) {
-            return (target, refused(&host), None);
-        }
-        // Rebuild the target without userinfo; `Host` names exactly where the request goes.
-        let host_header = match authority.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
-        };
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let Ok(new_uri) = format!("http://{host_header}{path}").parse::<Uri>() else {
-            return (
-                target,
-                text(
-                    StatusCode::BAD_REQUEST,
-                    "pipelock: malformed target\n".into(),
-                ),
-                None,
-            );
-        };
-        let (mut parts, body) = req.into_parts();
-        parts.uri = new_uri;
-        strip_hop_by_hop(&mut parts.headers);
-        if let Ok(v) = HeaderValue::from_str(&host_header) {
-            parts.headers.insert(header::HOST, v);
-        }
-        match self.client.request(Request::from_parts(parts, body)).await {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                (target, Response::from_parts(parts, body.boxed()), None)
+        tokio::spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => self.intercept(TokioIo::new(upgraded), host, port).await,
+                Err(e) => log(WHO, format!("CONNECT {host}:{port}: no tunnel ({e})")),
             }
-            Err(e) => {
-                let mut why = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    why = format!("{why}: {s}");
-                    source = s.source();
+        });
+        Response::new(full(""))
+    }
+
+    /// The guest's TLS inside a tunnel, terminated with a leaf for `host`; its requests served.
+    async fn intercept(
+        self: Arc<Self>,
+        io: TokioIo<hyper::upgrade::Upgraded>,
+        host: String,
+        port: u16,
+    ) {
+        let mut pending = self.pending("CONNECT", &host, port);
+        pending.event.status = 200;
+        let handshake = match self.minter.server_config(&host) {
+            Ok(config) => {
+                let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                    Ok(Ok(tls)) => Ok(tls),
+                    Ok(Err(e)) => Err(format!("the guest's TLS handshake failed: {e}")),
+                    Err(_) => Err(format!(
+                        "the guest's TLS handshake took over {} s",
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    )),
                 }
-                (target.clone(), unreachable(&target), Some(why))
             }
+            Err(e) => Err(e.to_string()),
+        };
+        let tls = match handshake {
+            Ok(tls) => tls,
+            Err(why) => {
+                log(WHO, format!("CONNECT {host}:{port}: {why}"));
+                pending.event.rule = Some("tls-handshake".into());
+                return pending.record();
+            }
+        };
+        (pending.event.decision, pending.event.rule) = if self.allow.allows(&host) {
+            (Decision::Allowed, Some("allowlist".into()))
+        } else {
+            (Decision::Refused, Some("allowlist".into()))
+        };
+        pending.record();
+        let served = Arc::new(AtomicU64::new(0));
+        let (state, count) = (self.clone(), served.clone());
+        let origin = Origin::Tunnel {
+            host: host.clone(),
+            port,
+        };
+        let svc = service_fn(move |req| {
+            count.fetch_add(1, Ordering::Relaxed);
+            let (state, origin) = (state.clone(), origin.clone());
+            async move { Ok::<_, Infallible>(state.exchange(req, origin).await) }
+        });
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        let served_by = if h2 {
+            http2().serve_connection(io, svc).await
+        } else {
+            http1().serve_connection(io, svc).await
+        };
+        if let Err(e) = served_by {
+            self.connection_failed(&e, Some((&host, port)), served.load(Ordering::Relaxed));
         }
     }
-}
 
-/// Drops the headers that describe one hop, not the request: the fixed list and every header
-/// `Connection` names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    /// A guest connection hyper gave up on: an audit event when the guest sent something
+    /// pipelock could not take (a client that just left is not one).
+    fn connection_failed(&self, e: &hyper::Error, tunnel: Option<(&str, u16)>, served: u64) {
+        let (rule, status) = if e.is_parse_too_large() {
+            ("headers-too-large", 431)
+        } else if e.is_parse() {
+            ("malformed", 400)
+        } else if e.is_timeout() && served == 0 {
+            // A kept-alive connection idle past the timeout just closes.
+            ("timeout", 0)
+        } else {
+            return;
+        };
+        let (host, port) = tunnel.unwrap_or(("-", 0));
+        log(WHO, format!("dropped a connection ({host}:{port}): {e}"));
+        let mut pending = self.pending("-", host, port);
+        pending.event.rule = Some(rule.into());
+        pending.event.status = status;
+        pending.record();
     }
-    for n in [
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(n);
-    }
-}
 
-fn refused(host: &str) -> Response<Body> {
-    text(
-        StatusCode::FORBIDDEN,
-        format!(
-            "pipelock: {host} is not on this bottle's allowlist; add it under [pipelock] allow in the recipe\n"
-        ),
-    )
-}
-
-fn unreachable(target: &str) -> Response<Body> {
-    text(
-        StatusCode::BAD_GATEWAY,
-        format!("pipelock: cannot reach {target}\n"),
-    )
-}
-
-fn text(status: StatusCode, body: String) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-fn empty() -> Body {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("close, x-private"));
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert(
-            "proxy-authorization",
-            HeaderValue::from_static("Basic eA=="),
-        );
-        h.insert("authorization", HeaderValue::from_static("Bearer t"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("authorization"));
+    pub(super) fn pending(&self, method: &str, host: &str, port: u16) -> Pending {
+        Pending {
+            log: self.audit.clone(),
+            event: Event {
+                time_ms: Event::now_ms(),
+                run: self.audit.run().to_string(),
+                method: method.into(),
+                host: host.into(),
+                port,
+                path: "-".into(),
+                decision: Decision::Invalid,
+                rule: None,
+                status: 0,
+                bytes_in: 0,
+                bytes_out: 0,
+                duration_ms: 0,
+            },
+            start: Instant::now(),
+            outcome: Arc::new(Outcome::default()),
+            written: false,
+        }
     }
 }

@@ -1,0 +1,327 @@
+//! One request through pipelock, in order: its target (absolute-form `http://`, or the
+//! CONNECT tunnel it came through), the allowlist, DLP on what the guest sent (the URL, each
+//! header as `Name: value`, then the body as it streams), the egress stage for a route host
+//! (HTTPS only: the guest's credential header replaced by the real one), the upstream, and
+//! back: the answer with egress's scrubber for a route. Every request ends as one audit event
+//! (written by [`Outbound`] when the answer is done).
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, Uri, Version};
+use std::sync::Arc;
+
+use super::allow::normalize;
+use super::body::{BODY_IDLE, Body, Outbound, Outcome, Pending, Scanned, full};
+use super::proxy::State;
+use super::refusal::{REFUSED_HEADER, Refusal, route_rule};
+use super::upstream::UpstreamError;
+use crate::sidecar::audit::{Decision, redact_query};
+use crate::sidecar::dlp::Scanner;
+use crate::sidecar::egress::Armed;
+
+/// Where a request came in.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// pipelock's own port: absolute-form `http://` requests.
+    Plain,
+    /// Inside the intercepted TLS of a `CONNECT host:port`.
+    Tunnel { host: String, port: u16 },
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub https: bool,
+    /// Lowercased, without brackets or a trailing dot.
+    pub host: String,
+    pub port: u16,
+    /// The path and query, as the guest sent them.
+    pub path: String,
+}
+
+impl Target {
+    /// What pipelock makes of a request arriving by `origin`.
+    pub fn of(uri: &Uri, origin: &Origin) -> Result<Target, Refusal> {
+        let path = match uri.path_and_query().map(|p| p.as_str()) {
+            Some(p) if p.starts_with('/') => p.to_string(),
+            _ => "/".to_string(),
+        };
+        match origin {
+            Origin::Tunnel { host, port } => Ok(Target {
+                https: true,
+                host: host.clone(),
+                port: *port,
+                path,
+            }),
+            Origin::Plain => {
+                let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+                    return Err(Refusal::invalid(
+                        "pipelock is a forward proxy: send absolute-form requests (http://host/path) or CONNECT host:port",
+                    ));
+                };
+                if !scheme.eq_ignore_ascii_case("http") {
+                    return Err(Refusal::invalid(&format!(
+                        "pipelock forwards http:// requests only; for {scheme}:// use CONNECT (set the proxy for https too)"
+                    )));
+                }
+                let host = normalize(authority.host());
+                if host.is_empty() {
+                    return Err(Refusal::invalid("the target has no host"));
+                }
+                Ok(Target {
+                    https: false,
+                    host,
+                    port: authority.port_u16().unwrap_or(80),
+                    path,
+                })
+            }
+        }
+    }
+
+    /// `host` or `host:port` (the scheme's default port left out); IPv6 in brackets.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default = if self.https { 443 } else { 80 };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority(), self.path)
+    }
+}
+
+/// An upstream's answer on its way back, with the route it went through.
+struct Forwarded<'a> {
+    response: Response<Incoming>,
+    route: Option<&'a Armed>,
+}
+
+impl State {
+    /// Serves one request: the guest always gets an answer, and the audit log an event.
+    pub async fn exchange(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        origin: Origin,
+    ) -> Response<Body> {
+        let mut pending = self.pending(req.method().as_str(), "-", 0);
+        let outcome = pending.outcome.clone();
+        if let Origin::Tunnel { host, port } = &origin {
+            pending.event.host = host.clone();
+            pending.event.port = *port;
+        }
+        let target = match Target::of(req.uri(), &origin) {
+            Ok(t) => t,
+            Err(r) => return answer(r, pending),
+        };
+        pending.event.host = target.host.clone();
+        pending.event.port = target.port;
+        pending.event.path = redact_query(&target.path);
+        match self.forward(req, &target, &outcome).await {
+            Ok(f) => self.relay(f, &target, pending),
+            Err(r) => answer(r, pending),
+        }
+    }
+
+    async fn forward<'a>(
+        &'a self,
+        req: Request<Incoming>,
+        t: &Target,
+        outcome: &Arc<Outcome>,
+    ) -> Result<Forwarded<'a>, Refusal> {
+        if !self.allow.allows(&t.host) {
+            return Err(Refusal::not_allowed(&t.host));
+        }
+        let route = self.egress.route(&t.host);
+        if route.is_some() && !t.https {
+            return Err(Refusal::route_over_http(&t.host));
+        }
+        if let Some(dlp) = &self.dlp {
+            scan_head(dlp, &t.url(), req.headers())?;
+        }
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(route) = route {
+            route
+                .inject(&mut parts.headers)
+                .map_err(|m| Refusal::missing_token(&t.host, &m.token_env))?;
+        }
+        let authority = t.authority();
+        parts.uri = t
+            .url()
+            .parse()
+            .map_err(|_| Refusal::invalid("the target is not a valid URL"))?;
+        parts.version = Version::HTTP_11;
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            parts.headers.insert(header::HOST, v);
+        }
+        let body = Scanned::new(body, self.dlp.as_ref().map(|d| d.body()), outcome.clone());
+        let sent = self
+            .client
+            .request(Request::from_parts(parts, body.boxed_unsync()))
+            .await;
+        // The body was cut: whatever the upstream made of it, the guest learns why.
+        if let Some(rule) = outcome.finding.get() {
+            return Err(Refusal::dlp(rule, "the request body"));
+        }
+        if outcome.idle.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Refusal::body_idle(BODY_IDLE.as_secs()));
+        }
+        match sent {
+            Ok(response) => Ok(Forwarded { response, route }),
+            Err(e) => Err(upstream_refusal(t, route.is_some(), &e)),
+        }
+    }
+
+    /// The upstream's answer to the guest: hop-by-hop headers dropped, scrubbed for a route.
+    fn relay(&self, f: Forwarded<'_>, t: &Target, mut pending: Pending) -> Response<Body> {
+        let (mut parts, body) = f.response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let scrubber = f.route.map(|route| {
+            route.scrub_headers(&mut parts.headers);
+            // Scrubbing may change the length.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            route.scrubber()
+        });
+        pending.event.status = parts.status.as_u16();
+        (pending.event.decision, pending.event.rule) = match f.route {
+            Some(_) => (Decision::Injected, Some(route_rule(&t.host))),
+            None => (Decision::Allowed, Some("allowlist".into())),
+        };
+        let body = body.map_err(Into::into).boxed_unsync();
+        Response::from_parts(parts, Outbound::new(body, scrubber, pending).boxed_unsync())
+    }
+}
+
+/// pipelock's own answer, audited like any other.
+pub fn answer(r: Refusal, mut pending: Pending) -> Response<Body> {
+    pending.event.status = r.status.as_u16();
+    pending.event.decision = r.decision;
+    pending.event.rule = Some(r.rule.clone());
+    let mut response = Response::new(Outbound::new(full(r.body), None, pending).boxed_unsync());
+    *response.status_mut() = r.status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&r.rule) {
+        h.insert(REFUSED_HEADER, v);
+    }
+    response
+}
+
+/// DLP on the head: the URL, then each header as `Name: value`.
+fn scan_head(dlp: &Scanner, url: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+    if let Some(f) = dlp.scan(url.as_bytes()) {
+        return Err(Refusal::dlp(&f.rule, "the URL"));
+    }
+    let mut line = Vec::with_capacity(256);
+    for (name, value) in headers {
+        line.clear();
+        line.extend_from_slice(name.as_str().as_bytes());
+        line.extend_from_slice(b": ");
+        line.extend_from_slice(value.as_bytes());
+        if let Some(f) = dlp.scan(&line) {
+            return Err(Refusal::dlp(&f.rule, &format!("the header {name}")));
+        }
+    }
+    Ok(())
+}
+
+fn upstream_refusal(t: &Target, route: bool, e: &hyper_util::client::legacy::Error) -> Refusal {
+    let target = format!("{}:{}", t.host, t.port);
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut chain = Vec::new();
+    while let Some(c) = cause {
+        if let Some(u) = c.downcast_ref::<UpstreamError>() {
+            return Refusal::upstream(&target, route, Some(u), "");
+        }
+        chain.push(c.to_string());
+        cause = c.source();
+    }
+    Refusal::upstream(&target, route, None, &chain.join(": "))
+}
+
+/// Drops the headers that describe one hop, not the request: the fixed list and every header
+/// `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(
+            "proxy-authorization",
+            HeaderValue::from_static("Basic eA=="),
+        );
+        h.insert("authorization", HeaderValue::from_static("Bearer t"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("authorization"));
+    }
+
+    #[test]
+    fn targets_come_from_the_absolute_form_or_the_tunnel() {
+        let uri: Uri = "http://A.Test:8080/x?q=1".parse().unwrap();
+        let t = Target::of(&uri, &Origin::Plain).unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.https), ("a.test", 8080, false));
+        assert_eq!(t.url(), "http://a.test:8080/x?q=1");
+        let tunnel = Origin::Tunnel {
+            host: "b.test".into(),
+            port: 443,
+        };
+        // Inside a tunnel, the tunnel names the host, whatever the request says.
+        let uri: Uri = "https://other.test/y".parse().unwrap();
+        assert_eq!(Target::of(&uri, &tunnel).unwrap().url(), "https://b.test/y");
+        let uri: Uri = "/z".parse().unwrap();
+        assert!(Target::of(&uri, &Origin::Plain).is_err());
+        let uri: Uri = "https://c.test/".parse().unwrap();
+        assert!(Target::of(&uri, &Origin::Plain).is_err());
+        let v6 = Target {
+            https: true,
+            host: "::1".into(),
+            port: 8443,
+            path: "/".into(),
+        };
+        assert_eq!(v6.authority(), "[::1]:8443");
+    }
+}

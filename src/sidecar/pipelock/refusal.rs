@@ -1,0 +1,171 @@
+//! What pipelock answers when it does not forward a request: a status and a plain-text body
+//! that tells the agent what was refused, by which rule, and how a person can allow it.
+//! Vague denials make agents work around them; these say exactly what happened.
+//!
+//! Each answer names its audit decision and rule ([`Refusal::decision`], [`Refusal::rule`]),
+//! and carries `X-Bottle-Refused: RULE` so a client can tell pipelock's answer from the
+//! upstream's.
+
+use hyper::StatusCode;
+
+use super::upstream::UpstreamError;
+use crate::sidecar::audit::Decision;
+
+/// The header naming the rule behind one of pipelock's own answers.
+pub const REFUSED_HEADER: &str = "x-bottle-refused";
+
+/// One of pipelock's own answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub decision: Decision,
+    pub rule: String,
+    pub body: String,
+}
+
+impl Refusal {
+    /// `host` is not on the allowlist.
+    pub fn not_allowed(host: &str) -> Refusal {
+        Refusal {
+            status: StatusCode::FORBIDDEN,
+            decision: Decision::Refused,
+            rule: "allowlist".into(),
+            body: format!(
+                "pipelock refused this request: {host} is not on this bottle's allowlist (rule: allowlist).\n\
+                 Nothing was sent to {host}. To allow it, a person adds \"{host}\" under [pipelock] allow \
+                 in the recipe (or \"*.DOMAIN\" for every name below DOMAIN) and runs the bottle again.\n"
+            ),
+        }
+    }
+
+    /// DLP found what looks like a credential in `place` (the URL, a header named, the body).
+    pub fn dlp(rule: &str, place: &str) -> Refusal {
+        Refusal {
+            status: StatusCode::FORBIDDEN,
+            decision: Decision::Refused,
+            rule: rule.to_string(),
+            body: format!(
+                "pipelock refused this request: {place} holds what looks like a credential (DLP rule {rule}).\n\
+                 The request was not sent on. Do not send credentials from inside the bottle: a route's \
+                 token is added by pipelock itself. If the value is not a credential, a person can list \
+                 it under [pipelock] dlp_allow in the recipe.\n"
+            ),
+        }
+    }
+
+    /// Plain http to a route host: its token goes over TLS only.
+    pub fn route_over_http(host: &str) -> Refusal {
+        Refusal {
+            status: StatusCode::FORBIDDEN,
+            decision: Decision::Refused,
+            rule: route_rule(host),
+            body: format!(
+                "pipelock refused this request: {host} is an egress route, and its credential is only \
+                 sent over TLS (rule: {}). Use https://{host}/ instead of http://.\n",
+                route_rule(host)
+            ),
+        }
+    }
+
+    /// The run handed over no token for the route.
+    pub fn missing_token(host: &str, token_env: &str) -> Refusal {
+        Refusal {
+            status: StatusCode::BAD_GATEWAY,
+            decision: Decision::Failed,
+            rule: route_rule(host),
+            body: format!(
+                "pipelock cannot send this request: {host} is an egress route whose token comes from \
+                 the host's environment variable {token_env}, and the run was given none (rule: {}).\n\
+                 A person sets {token_env} in the environment of `bottle run` and runs the bottle again.\n",
+                route_rule(host)
+            ),
+        }
+    }
+
+    /// Not a request pipelock serves.
+    pub fn invalid(why: &str) -> Refusal {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            decision: Decision::Invalid,
+            rule: "request".into(),
+            body: format!("pipelock cannot serve this request: {why}\n"),
+        }
+    }
+
+    /// The guest stopped sending its body.
+    pub fn body_idle(secs: u64) -> Refusal {
+        Refusal {
+            status: StatusCode::REQUEST_TIMEOUT,
+            decision: Decision::Failed,
+            rule: "timeout".into(),
+            body: format!(
+                "pipelock dropped this request: its body stalled for {secs} s; the upstream's request was aborted.\n"
+            ),
+        }
+    }
+
+    /// The upstream could not be reached, or its TLS failed.
+    pub fn upstream(
+        target: &str,
+        route: bool,
+        err: Option<&UpstreamError>,
+        other: &str,
+    ) -> Refusal {
+        let (rule, body) = match err {
+            Some(e) if e.is_certificate() => (
+                "upstream-tls",
+                format!(
+                    "pipelock did not send this request: the TLS certificate of {target} is not trusted ({e}).\n\
+                     pipelock trusts the public roots and, for an egress route, the route's own CA. {}\n",
+                    if route {
+                        "This host is a route: a person sets the route's upstream_ca in the recipe to the CA that signed its certificate."
+                    } else {
+                        "If this host uses a private CA, a person declares it as an egress route with that CA as upstream_ca in the recipe."
+                    }
+                ),
+            ),
+            Some(e) => (
+                "upstream",
+                format!("pipelock cannot reach {target}: {e}.\n"),
+            ),
+            None => (
+                "upstream",
+                format!("pipelock got no answer from {target}: {other}.\n"),
+            ),
+        };
+        Refusal {
+            status: StatusCode::BAD_GATEWAY,
+            decision: Decision::Failed,
+            rule: rule.into(),
+            body,
+        }
+    }
+}
+
+/// The audit rule of a route host.
+pub fn route_rule(host: &str) -> String {
+    format!("route:{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_what_which_rule_and_how_to_allow() {
+        let r = Refusal::not_allowed("evil.test");
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert!(r.body.contains("evil.test") && r.body.contains("[pipelock] allow"));
+        let r = Refusal::dlp("aws-key", "the URL");
+        assert!(r.body.contains("aws-key") && r.body.contains("dlp_allow"));
+        assert_eq!(r.rule, "aws-key");
+        let r = Refusal::missing_token("api.test", "API_TOKEN");
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+        assert!(r.body.contains("API_TOKEN") && r.rule == "route:api.test");
+        assert!(
+            Refusal::route_over_http("api.test")
+                .body
+                .contains("https://api.test/")
+        );
+    }
+}
