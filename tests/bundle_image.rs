@@ -99,6 +99,17 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
     let config = entry
         .config
         .path(&bottle::sidecar::Daemon::Pipelock.config_file());
+    // What a run mints and makes: a CA (here made by the test) and the audit log's folder.
+    let ca = ctx.dir.path().join("ca");
+    std::fs::create_dir_all(&ca).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(ca.join("pipelock.crt"), cert.pem()).unwrap();
+    std::fs::write(ca.join("pipelock.key"), key.serialize_pem()).unwrap();
+    let audit = ctx.dir.path().join("audit");
+    std::fs::create_dir_all(&audit).unwrap();
     docker_ok(&[
         "run",
         "-d",
@@ -108,6 +119,10 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
         &format!("{}={}", support::LABEL_STORE, ctx.store_label),
         "-v",
         &format!("{}:/etc/bottle/pipelock.json:ro", config.display()),
+        "-v",
+        &format!("{}:/etc/bottle/ca:ro", ca.display()),
+        "-v",
+        &format!("{}:/var/log/bottle", audit.display()),
         &tag,
         "--daemons",
         "pipelock",
@@ -153,10 +168,16 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
         403
     );
     assert!(
-        logs().contains("GET refused.test:80 refused status=403"),
+        logs().contains("audit GET refused.test:80/ refused rule=allowlist status=403"),
         "{}",
         logs()
     );
+    // …and its audit log, a JSON line, in the folder a run mounts there.
+    let line = std::fs::read_to_string(audit.join("audit.jsonl")).unwrap();
+    let event: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(event["host"], "refused.test");
+    assert_eq!(event["decision"], "refused");
+    assert_eq!(event["rule"], "allowlist");
 
     // `docker stop` (SIGTERM) ends it with 0.
     docker_ok(&["stop", "-t", "10", &container]);

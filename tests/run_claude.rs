@@ -156,7 +156,6 @@ fn the_claude_docker_guest_runs_the_pinned_claude_code() {
 }
 
 #[test]
-#[ignore = "needs pipelock TLS interception"]
 fn claude_p_in_a_bottle_gets_its_answer_with_the_real_token_upstream() {
     if !claude_files_present("claude_p_in_a_bottle_gets_its_answer_with_the_real_token_upstream") {
         return;

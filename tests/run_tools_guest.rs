@@ -158,7 +158,6 @@ fn git_in_a_scratch_guest_clones_over_http_through_the_bundle() {
 }
 
 #[test]
-#[ignore = "needs pipelock TLS interception"]
 fn https_through_the_bundle_carries_the_real_token_upstream_and_never_back() {
     let ctx = TestContext::new("tools-https-egress");
     ctx.use_tools_guest();

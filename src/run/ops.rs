@@ -472,10 +472,7 @@ impl AuditReader {
 /// One audit event as a line for people.
 pub fn audit_line(e: &crate::sidecar::audit::Event) -> String {
     let rule = e.rule.as_deref().unwrap_or("-");
-    let decision = serde_json::to_value(e.decision)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let decision = e.decision.name();
     format!(
         "{}  {:<7} {}:{}{}  {decision} ({rule})  {}  sent {} received {}  {} ms",
         utc(e.time_ms),

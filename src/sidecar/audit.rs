@@ -31,6 +31,19 @@ pub enum Decision {
     Failed,
 }
 
+impl Decision {
+    /// Its name in the log (`allowed`, `refused`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Injected => "injected",
+            Decision::Refused => "refused",
+            Decision::Invalid => "invalid",
+            Decision::Failed => "failed",
+        }
+    }
+}
+
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -101,8 +114,13 @@ impl AuditLog {
         super::log(
             "pipelock",
             format!(
-                "audit {} {}:{}{} {:?}{rule} status={}",
-                event.method, event.host, event.port, event.path, event.decision, event.status
+                "audit {} {}:{}{} {}{rule} status={}",
+                event.method,
+                event.host,
+                event.port,
+                event.path,
+                event.decision.name(),
+                event.status
             ),
         );
         if let Some(file) = &self.file {

@@ -335,8 +335,27 @@ git_email = "agent@bottle.invalid"
     }
 
     /// The run folders of this store (`runs/RUNID`).
+    /// The runs of this store that are not over: folders with a record, or with neither a
+    /// record nor the `ended` marker a complete teardown leaves beside the run's audit log.
     pub fn records(&self) -> Vec<String> {
-        names_in(&self.store().runs())
+        let runs = self.store().runs();
+        names_in(&runs)
+            .into_iter()
+            .filter(|r| {
+                let dir = runs.join(r);
+                dir.join(bottle::store::RUN_RECORD).exists()
+                    || !dir.join(bottle::store::RUN_ENDED).exists()
+            })
+            .collect()
+    }
+
+    /// The folders of runs that ended and kept their audit log (until `bottle gc`).
+    pub fn ended_runs(&self) -> Vec<String> {
+        let runs = self.store().runs();
+        names_in(&runs)
+            .into_iter()
+            .filter(|r| runs.join(r).join(bottle::store::RUN_ENDED).exists())
+            .collect()
     }
 
     /// The pins of this store (`pins/RUNID`).

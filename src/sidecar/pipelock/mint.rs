@@ -27,14 +27,14 @@ const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {
     #[error(
-        "cannot read the run's CA {which} {path}: {source}; `bottle run` mints it into the run's ca/ folder and mounts it"
+        "cannot read the run's CA {which} {path}; `bottle run` mints it into the run's ca/ folder and mounts it"
     )]
     Read {
         which: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the run's CA {which} {path} is not a usable PEM {which}: {source}")]
+    #[error("the run's CA {which} {path} is not a usable PEM {which}")]
     Parse {
         which: &'static str,
         path: PathBuf,
@@ -42,9 +42,9 @@ pub enum MintError {
     },
     #[error("cannot make pipelock's leaf key: {0}")]
     Key(rcgen::Error),
-    #[error("cannot sign a certificate for {host:?} (not a DNS name or an IP address?): {source}")]
+    #[error("cannot sign a certificate for {host:?} (not a DNS name or an IP address?)")]
     Sign { host: String, source: rcgen::Error },
-    #[error("cannot make a TLS server config for {host}: {source}")]
+    #[error("cannot make a TLS server config for {host}")]
     Server { host: String, source: rustls::Error },
 }
 

@@ -44,10 +44,10 @@ const PROXY_HEAD_LIMIT: usize = 16 * 1024;
 /// Why pipelock could not reach an upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("cannot resolve {host}: {source}")]
-    Resolve { host: String, source: io::Error },
-    #[error("cannot connect to {target}: {source}")]
-    Connect { target: String, source: io::Error },
+    #[error("cannot resolve {host}: {cause}")]
+    Resolve { host: String, cause: io::Error },
+    #[error("cannot connect to {target}: {cause}")]
+    Connect { target: String, cause: io::Error },
     #[error("no connection to {target} within {} s", CONNECT_TIMEOUT.as_secs())]
     Timeout { target: String },
     #[error("the upstream proxy {proxy} did not open a tunnel to {target}: {why}")]
@@ -56,8 +56,8 @@ pub enum UpstreamError {
         target: String,
         why: String,
     },
-    #[error("TLS with {host} failed: {source}")]
-    Tls { host: String, source: io::Error },
+    #[error("TLS with {host} failed: {cause}")]
+    Tls { host: String, cause: io::Error },
     #[error("{host:?} is not a name TLS can verify")]
     Name { host: String },
 }
@@ -66,7 +66,7 @@ impl UpstreamError {
     /// Whether the upstream's certificate is what failed (not trusted, expired, wrong name).
     pub fn is_certificate(&self) -> bool {
         match self {
-            UpstreamError::Tls { source, .. } => source
+            UpstreamError::Tls { cause, .. } => cause
                 .get_ref()
                 .and_then(|e| e.downcast_ref::<rustls::Error>())
                 .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_))),
@@ -78,11 +78,11 @@ impl UpstreamError {
 /// A route's CA file pipelock cannot use.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("cannot read egress route {host}'s upstream_ca {path}: {source}")]
+    #[error("cannot read egress route {host}'s upstream_ca {path}: {cause}")]
     Read {
         host: String,
         path: PathBuf,
-        source: rustls::pki_types::pem::Error,
+        cause: rustls::pki_types::pem::Error,
     },
     #[error(
         "egress route {host}'s upstream_ca {path} holds no usable certificate: {why}; give a PEM file of CA certificates"
@@ -153,10 +153,10 @@ fn public_roots() -> RootCertStore {
 fn add_pem(roots: &mut RootCertStore, host: &str, path: &Path) -> Result<(), CaError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|source| CaError::Read {
+        .map_err(|cause| CaError::Read {
             host: host.to_string(),
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
     let empty = |why: String| CaError::Empty {
         host: host.to_string(),
@@ -251,7 +251,7 @@ impl Inner {
             .map_err(|_| UpstreamError::Timeout {
                 target: target.clone(),
             })?
-            .map_err(|source| UpstreamError::Tls { host, source })?;
+            .map_err(|cause| UpstreamError::Tls { host, cause })?;
         Ok(Conn(TokioIo::new(Stream::Tls(Box::new(stream)))))
     }
 
@@ -274,9 +274,9 @@ impl Inner {
             Some(ip) => vec![SocketAddr::new(*ip, port)],
             None => tokio::net::lookup_host((host, port))
                 .await
-                .map_err(|source| UpstreamError::Resolve {
+                .map_err(|cause| UpstreamError::Resolve {
                     host: host.to_string(),
-                    source,
+                    cause,
                 })?
                 .collect(),
         };
@@ -289,7 +289,7 @@ impl Inner {
         }
         Err(UpstreamError::Connect {
             target,
-            source: last,
+            cause: last,
         })
     }
 }
