@@ -310,7 +310,7 @@ pub(super) const SPECS: &[Spec] = &[
         keywords: &["Q~"],
         exact: true,
         lead: 5,
-        pattern: r"(?:^|[^A-Za-z0-9_~.-])(?P<secret>[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34})(?:[^A-Za-z0-9_~.-]|$)",
+        pattern: r"(?:^|[^A-Za-z0-9_~.-])(?P<secret>[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34})(?:[^A-Za-z0-9_~-]|$)",
         check: Check::Entropy(3.5),
     },
     Spec {

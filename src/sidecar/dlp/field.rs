@@ -6,7 +6,8 @@
 //!   ([`super::heuristics::looks_random`]). The name is split into words (`_ - .` and case
 //!   changes: `AWS_SECRET_ACCESS_KEY`, `x-api-key`, `clientSecret`); its last credential word
 //!   (`password passwd passphrase pwd pass secret token auth credential(s) creds apikey`, or
-//!   `key` after a word such as `api access secret private client signing…`) may be followed
+//!   `key` after a word such as `api access secret private client signing…` or a vendor's
+//!   name such as `mailgun datadog algolia…`) may be followed
 //!   only by words like `value` or `base64`, and must not follow a word that makes it a
 //!   non-secret (`page_token`, `csrf_token`, `max_tokens`…). So `token_type`, `secret_name`,
 //!   `password_hash`, `api_key_id` and `tokenizer` are not credential fields. An
@@ -72,7 +73,11 @@ pub(super) fn field(hay: &[u8], hit: Range<usize>) -> Option<Found<'_>> {
     let kind = classify(name)?;
     let flag = name.starts_with(b"-");
     let xml = ns > 0 && hay[ns - 1] == b'<';
-    let (mut at, quote) = assignment(hay, ne, flag, xml)?;
+    let (mut at, mut quote) = assignment(hay, ne, flag, xml)?;
+    if quote.is_none() && let Some(after) = typed(hay, at) {
+        // `password: &str = "…"`: the type is not the value; what follows `=` is
+        (at, quote) = after;
+    }
     let basic = scheme(hay, &mut at);
     let end = value_end(hay, at, quote)?;
     let value = &hay[at..end];
@@ -107,6 +112,26 @@ fn assignment(hay: &[u8], mut i: usize, flag: bool, xml: bool) -> Option<(usize,
         _ => return None,
     };
     i = skip_blanks(hay, i + op);
+    match quote_at(hay, i) {
+        Some((len, q)) => Some((i + len, Some(q))),
+        None => Some((i, None)),
+    }
+}
+
+/// A declaration's type at `at` (`name: &'static str = value`, `name: Option<String> = …`):
+/// type bytes, blanks, then `=` (base64 padding has no blank before it). Where the value after
+/// `=` starts, and its quote.
+fn typed(hay: &[u8], at: usize) -> Option<(usize, Option<u8>)> {
+    let is_type_byte = |b: u8| b.is_ascii_alphanumeric() || b"_&'<>:[]*. ".contains(&b);
+    let mut i = at;
+    while i < hay.len() && i - at < 48 && is_type_byte(hay[i]) {
+        i += 1;
+    }
+    let typed = i > at + 1 && matches!(hay[i - 1], b' ' | b'\t') && hay.get(i) == Some(&b'=');
+    if !typed || matches!(hay.get(i + 1), Some(b'=' | b'>')) {
+        return None;
+    }
+    let i = skip_blanks(hay, i + 1);
     match quote_at(hay, i) {
         Some((len, q)) => Some((i + len, Some(q))),
         None => Some((i, None)),
@@ -201,11 +226,20 @@ const BENIGN: &[&str] = &[
     "idempotency", "request", "cancel", "cancellation", "resume", "pagination", "max", "min",
     "num", "total", "input", "output", "completion", "prompt", "cache", "count", "public",
 ];
+/// Words that make a following `key` a credential: what the key is for, or whose it is.
 const KEY_QUALIFIERS: &[&str] = &[
     "api", "access", "secret", "private", "client", "auth", "signing", "sign", "encryption",
     "master", "account", "app", "service", "license", "subscription", "primary", "secondary",
     "storage", "shared", "consumer", "webhook", "deploy", "session", "admin", "root", "jwt",
     "hmac", "sas", "ingest", "write", "server", "management", "developer", "live", "prod",
+    // vendors whose keys have no recognizable shape of their own
+    "aws", "azure", "gcp", "google", "firebase", "stripe", "openai", "anthropic", "github",
+    "gitlab", "slack", "sendgrid", "mailgun", "mailchimp", "twilio", "algolia", "pusher",
+    "sentry", "datadog", "dd", "newrelic", "segment", "mixpanel", "amplitude", "cloudflare",
+    "vercel", "netlify", "heroku", "openrouter", "groq", "mistral", "cohere", "gemini",
+    "deepseek", "perplexity", "together", "fireworks", "replicate", "pinecone", "supabase",
+    "discord", "telegram", "shopify", "paypal", "braintree", "square", "plaid", "postmark",
+    "resend", "mapbox", "elevenlabs", "notion", "airtable", "okta", "auth0", "clerk",
 ];
 const NEUTRAL: &[&str] = &[
     "value", "val", "str", "string", "b64", "base64", "raw", "plain", "hex", "data", "enc",

@@ -61,6 +61,7 @@ pub(super) fn looks_random(v: &[u8], min_len: usize) -> bool {
     !(is_placeholder(v)
         || is_uuid(v)
         || is_version(v)
+        || is_number(v)
         || is_url_or_path(v)
         || is_code_path(v)
         || has_digest_prefix(v)
@@ -100,10 +101,31 @@ pub(super) fn is_version(v: &[u8]) -> bool {
         && parts.iter().all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
 }
 
-/// URLs and file paths: `://`, `www.`, `./`, `~/`, or a leading `/` before two or more
-/// segments of path bytes, one a word (base64 may start with `/` too, seldom so).
+/// A number as code writes it: `-2141913080i32`, `0x8004170B_u32`, `1_000_000usize`.
+pub(super) fn is_number(v: &[u8]) -> bool {
+    let v = v.strip_prefix(b"-").unwrap_or(v);
+    let (digits, hex) = match v.strip_prefix(b"0x").or_else(|| v.strip_prefix(b"0X")) {
+        Some(rest) => (rest, true),
+        None => (v, false),
+    };
+    let end = digits
+        .iter()
+        .position(|b| !(*b == b'_' || if hex { b.is_ascii_hexdigit() } else { b.is_ascii_digit() }))
+        .unwrap_or(digits.len());
+    let suffix = digits[end..].strip_prefix(b"_").unwrap_or(&digits[end..]);
+    const SUFFIXES: &[&str] = &[
+        "", "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128", "usize",
+        "f32", "f64", "l", "ul", "ull", "ll", "u", "L", "UL", "ULL", "LL", "U", "n",
+    ];
+    end > 0 && SUFFIXES.iter().any(|s| suffix == s.as_bytes())
+}
+
+/// URLs, resource names and file paths: `://`, `www.`, `arn:`, `urn:`, `./`, `~/`, or a
+/// leading `/` before two or more segments of path bytes, one a word (base64 may start with
+/// `/` too, seldom so).
 pub(super) fn is_url_or_path(v: &[u8]) -> bool {
-    if memchr::memmem::find(v, b"://").is_some() || memchr::memmem::find(v, b"www.").is_some() {
+    let url = memchr::memmem::find(v, b"://").is_some() || memchr::memmem::find(v, b"www.").is_some();
+    if url || v.starts_with(b"arn:") || v.starts_with(b"urn:") {
         return true;
     }
     if v.starts_with(b"./") || v.starts_with(b"../") || v.starts_with(b"~/") {
@@ -117,9 +139,23 @@ pub(super) fn is_url_or_path(v: &[u8]) -> bool {
     segments.len() >= 2 && segments.iter().all(path_bytes) && segments.iter().any(|s| is_wordy(s))
 }
 
-/// A dotted expression of identifiers with a word in it: `settings.API_KEY_2024`,
-/// `process.env.TOKEN`, `self.config.secret`.
+/// Code, not a value: a path with `::` (`core::fmt::Debug`), a dotted expression of
+/// identifiers with a word in it (`settings.API_KEY_2024`, `process.env.TOKEN`), or one
+/// `SCREAMING_SNAKE` or `snake_case` identifier (`PKERB_S4U2PROXY_CRED`, `jobserver_auth_2`).
 pub(super) fn is_code_path(v: &[u8]) -> bool {
+    if memchr::memmem::find(v, b"::").is_some() {
+        return true;
+    }
+    let snake = |upper: bool| {
+        v.contains(&b'_')
+            && v.first().is_some_and(u8::is_ascii_alphabetic)
+            && v.iter().all(|b| {
+                *b == b'_' || b.is_ascii_digit() || if upper { b.is_ascii_uppercase() } else { b.is_ascii_lowercase() }
+            })
+    };
+    if snake(true) || snake(false) {
+        return true;
+    }
     let parts: Vec<&[u8]> = v.split(|b| *b == b'.').collect();
     let identifier = |p: &&[u8]| {
         p.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
@@ -151,10 +187,9 @@ pub(super) fn has_run(v: &[u8]) -> bool {
     false
 }
 
-/// Made of words: three fifths or more of the value's letters are in segments (split at non-letters and
-/// case changes, `getUserToken` → `get`, `User`, `Token`) that read like words: four letters or
-/// more, at least two thirds of their letter pairs among English's 150 most common. Random strings
-/// seldom hold such segments.
+/// Made of words: half or more of the value's letters are in segments (split at non-letters
+/// and case changes, `getUserToken` → `get`, `User`, `Token`) that read like words. Of random
+/// strings of 16 to 64 characters, about one in 2,000 reads so.
 pub(super) fn is_wordy(v: &[u8]) -> bool {
     let mut covered = 0;
     let mut start = 0;
@@ -170,7 +205,7 @@ pub(super) fn is_wordy(v: &[u8]) -> bool {
         }
         start = end;
     }
-    letters > 0 && covered * 5 >= letters * 3
+    letters > 0 && covered * 2 >= letters
 }
 
 /// The end of the letter segment starting at `start`: at a non-letter, a lowercase-to-uppercase
@@ -191,8 +226,20 @@ fn segment_end(v: &[u8], start: usize) -> usize {
     i
 }
 
-/// The 150 most common letter pairs of English text (Norvig's counts over Google Books).
-const BIGRAMS: &str = "th he in er an re on at en nd ti es or te of ed is it al ar st to nt ng se ha as ou io le ve co me de hi ri ro ic ne ea ra ce li ch ll be ma si om ur ca el ta la ns di fo ho pe ec pr no ct us ac ot il tr ly nc et ut ss so rs un lo wa ge ie wh ee wi em ad ol rt po we na ul ni ts mo ow pa im mi ai sh ir su id os iv ia am fi ci vi pl ig tu ev ld ry mp fe bl ab gh ty op wo sa ay ex ke fr oo av ag if ap gr od bo sp rd do uc bu ei ov by rm ep tt oc fa ef cu rn sc gi da yo cr cl";
+/// Common letter pairs of English and of code identifiers (Norvig's counts over Google Books,
+/// the first 280 or so, plus a few of Windows-style names: `lp`, `sz`, `dw`). Random letters
+/// make such a pair about two times in five; words, four times in five.
+const BIGRAMS: &str = "th he in er an re on at en nd ti es or te of ed is it al ar st to nt ng se ha as ou io le ve co me de hi ri ro ic ne ea ra ce li ch ll be ma si om ur ca el ta la ns di fo ho pe ec pr no ct us ac ot il tr ly nc et ut ss so rs un lo wa ge ie wh ee wi em ad ol rt po we na ul ni ts mo ow pa im mi ai sh ir su id os iv ia am fi ci vi pl ig tu ev ld ry mp fe bl ab gh ty op wo sa ay ex ke fr oo av ag if ap gr od bo sp rd do uc bu ei ov by rm ep tt oc fa ef cu rn sc gi da yo cr cl du ga qu ue ff ba ey ls va um pp ua up lu go ht ru ug ds lt pi rc rr eg au ck ew mu br bi pt ak pu ui rg ib tl ny ki rk ys ob mm fu ph og ms ye ud mb ip ub oi rl gu dr hr cc tw ft wn nu af hu nn eo vo rv nf xp gn sm fl iz ok nl my gl aw ju oa eq sy sl ps jo lf nv je nk kn gs dy hy ze ks xt bj ym lp sz dw";
+
+/// Three-letter words common in identifiers (`getApiKey`, `MAX_LEN`).
+const SHORT_WORDS: &[&str] = &[
+    "key", "api", "get", "set", "new", "old", "max", "min", "url", "uri", "use", "add", "sub",
+    "the", "and", "for", "not", "all", "any", "has", "can", "end", "run", "app", "log", "err",
+    "buf", "len", "str", "num", "val", "var", "ptr", "ref", "raw", "dir", "src", "dst", "tmp",
+    "msg", "req", "res", "ctx", "cfg", "env", "out", "net", "sys", "usr", "bin", "lib", "pub",
+    "mod", "def", "int", "obj", "arg", "row", "col", "tab", "map", "vec", "box", "dyn", "mut",
+    "let", "pid", "uid", "gid", "day", "win", "web", "dev", "doc", "job", "ssl", "tls", "rsa",
+];
 
 const fn bigram_table() -> [[bool; 26]; 26] {
     let mut t = [[false; 26]; 26];
@@ -207,9 +254,12 @@ const fn bigram_table() -> [[bool; 26]; 26] {
 
 static COMMON: [[bool; 26]; 26] = bigram_table();
 
-/// Four letters or more, most of whose letter pairs are common in English (random letters
-/// make a common pair about one time in five).
+/// A common three-letter word, or four letters or more of which two thirds of the pairs are
+/// common.
 fn reads_like_word(seg: &[u8]) -> bool {
+    if seg.len() == 3 {
+        return SHORT_WORDS.iter().any(|w| seg.eq_ignore_ascii_case(w.as_bytes()));
+    }
     if seg.len() < 4 {
         return false;
     }

@@ -24,6 +24,7 @@ fn credential_fields_in_every_carrier() {
         format!("$password => '{v}',"),
         format!("Authorization: token {v}"),
         format!("AWS_SESSION_TOKEN={v}"),
+        format!("const API_TOKEN: &str = \"{v}\";"),
     ];
     for text in carriers {
         assert!(s.scan(text.as_bytes()).is_some(), "missed {text:?}");
@@ -55,6 +56,8 @@ fn look_alikes_in_credential_fields_are_left() {
         r#"<input type="password" name="password" placeholder="Password">"#.into(),
         "The author of the secret garden used a token ring network.".into(),
         "PWD=/home/agent/work/project-2024/src".into(),
+        "pub pszPassword: windows_sys::core::PWSTR, let token: Token2024Kind = Token2024Kind::new();".into(),
+        "pub const STATUS_WRONG_PASSWORD: NTSTATUS = -1073741718i32;".into(),
         format!("token_env = \"ANTHROPIC_API_KEY\"  # secret: {}", uuid(&mut rng)),
     ];
     for text in quiet {
@@ -86,6 +89,8 @@ fn ordinary_values_fail_the_heuristics() {
         "550e8400-e29b-41d4-a716-446655440000", "v10.4.1-rc.2", "/usr/local/bin/python3",
         "https://example.com/x", "aaaaaaaaaaaaaaaaaaaaaaaa", "1234567890123456789",
         "SGVsbG8sIHRoaXMgaXMgYSBzZW50ZW5jZQ==", "egress-placeholder", "Content-Type2024",
+        "X509HardwareKeyUsageFlags", "SpAcceptCredentialsFn", "PKERB_S4U2PROXY_CRED",
+        "windows_sys::core::PWSTR", "-2141913080i32", "0x8004170B_u32", "arn:aws:kms:us-east-1:123456789012:key/1a2b",
     ] {
         assert!(!looks_random(v.as_bytes(), 12), "{v}");
     }

@@ -22,7 +22,7 @@ fn pem(rng: &mut Rng, kind: &str) -> String {
     format!("-----BEGIN {kind}-----\n{}\n-----END {kind}-----\n", lines.join("\n"))
 }
 
-/// Tokens whose shape is a prefix and a run of one alphabet.
+/// Tokens whose shape is a prefix and a run of one alphabet: AI, code hosting, chat, payments.
 fn prefixed(rng: &mut Rng) -> Vec<Case> {
     let r = rng;
     vec![
@@ -82,6 +82,13 @@ fn prefixed(rng: &mut Rng) -> Vec<Case> {
         case("stripe-secret-key", vec![format!("sk_live_{}", r.pick(ALNUM, 99)), format!("sk_test_{}", r.pick(ALNUM, 24))], vec![format!("pk_live_{}", r.pick(ALNUM, 24)), format!("sk_live_{}", r.pick(ALNUM, 10))]),
         case("stripe-restricted-key", vec![format!("rk_live_{}", r.pick(ALNUM, 24))], vec![format!("rk_live_{}", r.pick(ALNUM, 10))]),
         case("stripe-webhook-secret", vec![format!("whsec_{}", r.pick(ALNUM, 32))], vec![format!("whsec_{}", r.pick(ALNUM, 10))]),
+    ]
+}
+
+/// More prefixed tokens: cloud, package registries, other services.
+fn prefixed_more(rng: &mut Rng) -> Vec<Case> {
+    let r = rng;
+    vec![
         case("google-api-key", vec![format!("AIza{}", r.pick(ALNUM_US, 35))], vec![format!("AIza{}", r.pick(ALNUM, 36)), format!("AIza{}", r.pick(ALNUM, 20))]),
         case("google-oauth-client-secret", vec![format!("GOCSPX-{}", r.pick(ALNUM_US, 28))], vec![format!("GOCSPX-{}", r.pick(ALNUM, 12))]),
         case("google-oauth-token", vec![format!("ya29.{}", r.pick(ALNUM_US, 150))], vec![format!("ya29.{}", r.pick(ALNUM, 12))]),
@@ -171,6 +178,13 @@ fn contextual(rng: &mut Rng) -> Vec<Case> {
             vec![format!("HRKU-AA{}", r.pick(ALNUM_US, 58)), format!("HEROKU_API_KEY={}", uuid(r))],
             vec![format!("HRKU-AA{}", r.pick(ALNUM, 20)), "heroku_app_name=my-app".into()],
         ),
+    ]
+}
+
+/// The generic rules: a URL's password, an Authorization header, a credential-looking field.
+fn generic(rng: &mut Rng) -> Vec<Case> {
+    let r = rng;
+    vec![
         case(
             "url-password",
             vec![format!("git clone https://deploy:{}@git.example.com/x.git", r.pick(ALNUM, 20))],
@@ -209,7 +223,9 @@ fn contextual(rng: &mut Rng) -> Vec<Case> {
 pub(super) fn cases() -> Vec<Case> {
     let mut rng = Rng::new(0x5eed);
     let mut all = prefixed(&mut rng);
+    all.extend(prefixed_more(&mut rng));
     all.extend(contextual(&mut rng));
+    all.extend(generic(&mut rng));
     all
 }
 
