@@ -86,17 +86,20 @@
 //!
 //! # Window
 //!
-//! A body is decoded and scanned in steps of at most [`STEP`] bytes; the last [`WINDOW`] bytes
-//! stay for the next step, so a match of up to `WINDOW - MARGIN` (4032) bytes is found
-//! wherever the chunks split it, and is reported once: a step reports only matches ending
-//! past what the previous one covered, and leaves a match ending in its last [`MARGIN`]
-//! bytes (whose end may still move) to the next. Memory is `WINDOW + STEP` plus a few bytes of
-//! an unfinished escape, whatever the body's or the chunks' size. Every built-in match is
-//! shorter (a JWT up to 4015 bytes; a PEM key is recognized by its BEGIN line and first key
-//! bytes, not its whole block); a recipe regex matching more may be missed across chunks.
+//! A body is decoded into a buffer and scanned in steps: once [`BATCH`] bytes of new text have
+//! gathered (or [`STEP`] bytes, whatever the chunks' sizes), and at [`BodyScanner::finish`].
+//! The last [`WINDOW`] bytes stay for the next step, so a match of up to `WINDOW - MARGIN`
+//! (4032) bytes is found wherever the chunks split it, and is reported once: a step reports
+//! only matches ending past what the previous one covered, and leaves a match ending in its
+//! last [`MARGIN`] bytes (whose end may still move) to the next. Memory is at most
+//! `WINDOW + STEP` (68 KiB) plus a few bytes of an unfinished escape, whatever the body's or
+//! the chunks' size. Every built-in match is shorter than the window (a JWT up to 4015 bytes; a
+//! PEM key is recognized by its BEGIN line and first key bytes, not its whole block); a recipe
+//! regex matching more may be missed across steps.
 //!
-//! A finding may come one call after the chunk that held the secret (at the latest from
-//! [`BodyScanner::finish`]), so a caller must not send the body on before `finish`.
+//! So a finding may come some calls after the chunk that held the secret, at the latest from
+//! [`BodyScanner::finish`]: a caller must not send a body on before `finish` has returned
+//! `None` (a secret split across two chunks cannot be known from the first alone anyway).
 
 mod catalogue;
 mod decode;
@@ -119,6 +122,9 @@ pub const WINDOW: usize = 4096;
 pub const MARGIN: usize = 64;
 /// The most a body step decodes and scans at once (a larger chunk is cut).
 pub const STEP: usize = 64 * 1024;
+/// Small chunks are gathered until this much new text has arrived, so the window is not
+/// scanned again for every few bytes.
+pub const BATCH: usize = 16 * 1024;
 
 /// A credential found: the id of the rule that matched (what a refusal and the audit log
 /// name). Never the matched bytes.
@@ -192,9 +198,17 @@ impl BodyScanner {
             return None;
         }
         let mut first = None;
-        for piece in chunk.chunks(STEP) {
-            let found = self.step(piece, false);
-            first = first.or(found);
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let room = (WINDOW + STEP).saturating_sub(self.buf.len()).max(1);
+            let (piece, tail) = rest.split_at(rest.len().min(room));
+            rest = tail;
+            self.decode(piece, false);
+            let full = self.buf.len() >= WINDOW + STEP;
+            if full || self.buf.len() >= self.seen + MARGIN + BATCH {
+                let found = self.step(false);
+                first = first.or(found);
+            }
         }
         first
     }
@@ -204,7 +218,8 @@ impl BodyScanner {
         if std::mem::replace(&mut self.finished, true) {
             return None;
         }
-        self.step(&[], true)
+        self.decode(&[], true);
+        self.step(true)
     }
 
     /// The memory the scanner holds for the body: its buffer's capacity and any unfinished
@@ -213,12 +228,16 @@ impl BodyScanner {
         self.buf.capacity() + self.decoder.pending()
     }
 
-    fn step(&mut self, piece: &[u8], last: bool) -> Option<Finding> {
+    fn decode(&mut self, piece: &[u8], last: bool) {
         let need = self.buf.len() + piece.len() + decode::MAX_PENDING;
         if need > self.buf.capacity() {
             self.buf.reserve_exact(need - self.buf.len());
         }
         self.decoder.decode(piece, last, &mut self.buf);
+    }
+
+    /// Scans what arrived since the last step (all of it when `last`), then keeps the window.
+    fn step(&mut self, last: bool) -> Option<Finding> {
         let upto = if last { self.buf.len() } else { self.buf.len().saturating_sub(MARGIN) };
         let mut found = None;
         if upto > self.seen {

@@ -2,11 +2,19 @@
 
 use super::rules::cases;
 use super::*;
-use crate::sidecar::dlp::{STEP, WINDOW};
+use crate::sidecar::dlp::{BATCH, MARGIN, STEP, WINDOW};
 
-/// `hit` JSON-escaped inside a chat request, and where its escaped form starts and ends.
+/// Ordinary text long enough that a body scanner scans it as a step of its own: whatever
+/// follows it in the same chunk ends that step, so a cut there is a step boundary.
+fn filler() -> String {
+    let line = "lorem ipsum dolor sit amet, consectetur adipiscing elit\n";
+    line.repeat((BATCH + MARGIN) / line.len() + 1)
+}
+
+/// `hit` JSON-escaped inside a chat request after [`filler`], and where its escaped form
+/// starts and ends.
 fn carried(hit: &str) -> (String, usize, usize) {
-    let content = serde_json::to_string(&format!("look: {hit} thanks")).unwrap();
+    let content = serde_json::to_string(&format!("{}look: {hit} thanks", filler())).unwrap();
     let body = format!("{{\"messages\": [{{\"role\": \"user\", \"content\": {content}}}]}}");
     let escaped = serde_json::to_string(hit).unwrap();
     let escaped = &escaped[1..escaped.len() - 1];
@@ -32,26 +40,32 @@ fn every_rule_is_found_split_in_two_at_several_offsets() {
 }
 
 #[test]
-fn every_rule_is_found_fed_a_byte_at_a_time() {
+fn every_rule_is_found_fed_in_small_chunks() {
     let s = scanner();
     for c in cases() {
-        let (body, _, _) = carried(&c.hits[0]);
-        let pieces: Vec<&[u8]> = body.as_bytes().chunks(1).collect();
-        assert_eq!(body_rule(&s, &pieces).map(|f| f.rule).as_deref(), Some(c.id), "{body:?}");
+        let (body, start, _) = carried(&c.hits[0]);
+        let b = body.as_bytes();
+        // the filler in one piece, then the secret a byte at a time, then the rest
+        let mut pieces: Vec<&[u8]> = vec![&b[..start - 5]];
+        pieces.extend(b[start - 5..start + 200.min(b.len() - start)].chunks(1));
+        pieces.push(&b[(start + 200).min(b.len())..]);
+        assert_eq!(body_rule(&s, &pieces).map(|f| f.rule).as_deref(), Some(c.id), "{}", c.id);
+        let sevens: Vec<&[u8]> = b.chunks(7).collect();
+        assert_eq!(body_rule(&s, &sevens).map(|f| f.rule).as_deref(), Some(c.id), "{} in 7-byte chunks", c.id);
     }
 }
 
 #[test]
-fn some_secrets_are_found_split_at_every_offset() {
+fn some_secrets_are_found_split_at_every_offset_through_them() {
     let s = scanner();
     let all = cases();
     for id in ["anthropic-api-key", "private-key", "jwt", "credential-field", "aws-secret-access-key"] {
         let c = all.iter().find(|c| c.id == id).unwrap();
-        let (body, _, _) = carried(&c.hits[0]);
+        let (body, start, end) = carried(&c.hits[0]);
         let b = body.as_bytes();
-        for cut in 0..=b.len() {
+        for cut in start - 8..=end + 8 {
             let found = body_rule(&s, &[&b[..cut], &b[cut..]]);
-            assert_eq!(found.map(|f| f.rule).as_deref(), Some(id), "cut {cut} of {body:?}");
+            assert_eq!(found.map(|f| f.rule).as_deref(), Some(id), "cut {cut} of {id}");
         }
     }
 }
@@ -62,8 +76,8 @@ fn a_secret_far_into_a_large_body_is_found_across_steps() {
     let mut rng = Rng::new(3);
     let filler = "lorem ipsum dolor sit amet, consectetur adipiscing elit\n".repeat(3000);
     let key = format!("ghp_{}", rng.pick(ALNUM, 36));
-    // the key straddles the STEP boundary inside one large chunk
-    let at = STEP - 10;
+    // the key straddles the end of the first step (the buffer full) inside one large chunk
+    let at = WINDOW + STEP - 10;
     let body = format!("{}{key}{}", &filler[..at], &filler[..5000]);
     assert_eq!(body_rule(&s, &[body.as_bytes()]).map(|f| f.rule).as_deref(), Some("github-pat"));
 }
@@ -89,10 +103,21 @@ fn a_match_is_held_until_its_end_is_known() {
     let mut rng = Rng::new(5);
     // 36 characters after AIza would be a near miss, 35 a key: the 36th arrives later.
     let long = format!("AIza{}", rng.pick(ALNUM, 36));
-    let body = format!("k = {long} done");
+    let body = format!("{}k = {long} done", filler());
     let cut = body.find("AIza").unwrap() + 4 + 35;
     let b = body.as_bytes();
     assert_eq!(body_rule(&s, &[&b[..cut], &b[cut..]]), None);
+}
+
+#[test]
+fn a_step_is_taken_once_a_batch_has_gathered() {
+    let s = scanner();
+    let mut rng = Rng::new(6);
+    let key = format!("npm_{}", rng.pick(ALNUM, 36));
+    let mut body = s.body();
+    assert_eq!(body.feed(format!("{key} ").as_bytes()), None, "a small chunk waits for more");
+    assert!(body.feed(filler().as_bytes()).is_some(), "found once a batch has gathered");
+    assert_eq!(body.finish(), None, "and reported once");
 }
 
 #[test]
