@@ -119,3 +119,12 @@ fn the_doc_table_lists_every_rule() {
         assert!(doc.contains(&format!("| `{id}` |")), "{id} is missing from the table in dlp.rs");
     }
 }
+
+#[test]
+fn scanners_and_scrubbers_cross_tasks() {
+    fn shared<T: Send + Sync>() {}
+    fn moved<T: Send>() {}
+    shared::<Scanner>();
+    moved::<super::BodyScanner>();
+    moved::<crate::sidecar::scrub::Scrubber>();
+}
