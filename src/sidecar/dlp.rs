@@ -68,11 +68,13 @@
 //! | `credential-field` | a generated-looking value in a credential-looking field | `"api_key": "…"`, `?token=…`, `DB_PASSWORD=…`, `X-Api-Key: …` |
 //!
 //! The last three are code (`field`): a value counts when it is 16 bytes or more (12 for a
-//! password, 8 in a URL or Basic credentials), at most 512, clears an entropy floor (3.4 bits
-//! per byte, 2.9 for hex, lower for short values), mixes letters and digits, and is none of:
-//! a UUID, a digest written with its algorithm, a version, a URL or path, a placeholder
-//! (`${X}`, `<your-key>`, `xxxx`, `example`…), words (`getUserToken`), a run (`123456`),
-//! base64 of plain text.
+//! password, 8 in a URL or Basic credentials), at most 512, clears an entropy floor (3.2 bits
+//! per byte, 2.9 for hex, lower for short values), has letters and digits or both cases, and
+//! is none of: a UUID, a digest written with its algorithm, a version, a number literal, a
+//! URL, ARN or path, a placeholder (`${X}`, `<your-key>`, `xxxx`, `example`…), words
+//! (`getUserToken`), code (`core::fmt::Debug`, `SNAKE_CASE`, a declaration's type), a run
+//! (`123456`), base64 of plain text. These aim at generated credentials; a password a person
+//! made of words passes for text.
 //!
 //! The recipe's rules (`dlp_rules = [{ id, regex }]`) run beside these over the whole text;
 //! the group named `secret`, if any, is the secret. A match that equals or lies inside a
