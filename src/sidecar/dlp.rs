@@ -41,7 +41,6 @@
 //! | `jwt` | JSON web tokens whose header decodes to JSON with `alg` | `eyJ….eyJ….…` |
 //! | `azure-storage-account-key` | Azure storage account keys (connection strings) | `AccountKey=<86 base64>==` |
 //! | `azure-shared-access-key` | Azure Service Bus / Event Hubs keys | `SharedAccessKey=…` |
-//! | `azure-sas-token` | Azure shared access signatures in URLs | `sv=2022-11-02&…&sig=…` |
 //! | `azure-ad-client-secret` | Microsoft Entra (Azure AD) client secrets | `abc8Q~…` |
 //! | `digitalocean-token` | DigitalOcean personal, OAuth and refresh tokens | `dop_v1_<64 hex>` |
 //! | `heroku-api-key` | Heroku API keys: new format, and a UUID after a Heroku name | `HRKU-AA…`, `HEROKU_API_KEY=<uuid>` |
@@ -75,6 +74,13 @@
 //! (`getUserToken`), code (`core::fmt::Debug`, `SNAKE_CASE`, a declaration's type), a run
 //! (`123456`), base64 of plain text. These aim at generated credentials; a password a person
 //! made of words passes for text.
+//!
+//! Not findings: a JWT, an AWS key id or a credential field that is a parameter of a signed
+//! URL's query (a `sig=`, `Signature=`, `X-Amz-Credential=`… parameter earlier in the same
+//! query): such a URL is a grant its host's owner made to fetch it, expiring soon, and
+//! downloads are redirected to them (GitHub release assets carry `…&sig=…&jwt=eyJ…`, S3
+//! presigned URLs `X-Amz-Credential=AKIA…`). For the same reason there is no rule for Azure
+//! SAS tokens.
 //!
 //! The recipe's rules (`dlp_rules = [{ id, regex }]`) run beside these over the whole text;
 //! the group named `secret`, if any, is the secret. A match that equals or lies inside a

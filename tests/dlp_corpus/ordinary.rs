@@ -175,6 +175,42 @@ fn headers(r: &mut Rng) -> Vec<String> {
     ]
 }
 
+/// A GitHub release download's redirect (an Azure SAS with GitHub's own JWT), an S3 presigned
+/// URL with temporary credentials: signed URLs, whose credentials are their grant.
+fn signed_urls(r: &mut Rng) -> Vec<String> {
+    let header = b64url(br#"{"typ":"JWT","alg":"HS256"}"#);
+    let claims = format!(
+        r#"{{"iss":"github.com","aud":"release-assets.githubusercontent.com","key":"key1","exp":{},"nbf":{},"path":"releaseassetproduction.blob.core.windows.net"}}"#,
+        1_764_168_275 + r.below(1_000_000),
+        1_764_167_975 + r.below(1_000_000)
+    );
+    let jwt = format!("{header}.{}.{}", b64url(claims.as_bytes()), b64url(&r.bytes(32)));
+    let sig = b64(&r.bytes(32)).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    vec![
+        format!(
+            "https://release-assets.githubusercontent.com/github-production-release-asset/{}/{}?sp=r&sv=2018-11-09&sr=b&spr=https&se=2025-11-26T15%3A13%3A33Z&rscd=attachment%3B+filename%3Dtool-linux-amd64.tar.gz&rsct=application%2Foctet-stream&skoid={}&sktid={}&skt=2025-11-26T14%3A12%3A46Z&ske=2025-11-26T15%3A13%3A33Z&sks=b&skv=2018-11-09&sig={sig}&jwt={jwt}&filename=tool-linux-amd64.tar.gz&response-content-disposition=attachment%3B%20filename%3Dtool-linux-amd64.tar.gz&response-content-type=application%2Foctet-stream",
+            r.pick(DIGITS, 9),
+            uuid(r),
+            uuid(r),
+            uuid(r)
+        ),
+        format!(
+            "https://productionresultssa{}.blob.core.windows.net/actions-results/{}/workflow-job-run-{}/logs/job/job-logs.txt?rsct=text%2Fplain&se=2025-01-01T00%3A00%3A00Z&sig={sig}&ske=2025-01-01T00%3A00%3A00Z&skoid={}&sks=b&skt=2024-12-31T00%3A00%3A00Z&sktid={}&skv=2024-11-04&sp=r&spr=https&sr=b&st=2024-12-31T23%3A50%3A00Z&sv=2024-11-04",
+            r.below(20),
+            uuid(r),
+            uuid(r),
+            uuid(r),
+            uuid(r)
+        ),
+        format!(
+            "https://bucket.s3.amazonaws.com/builds/app.tar?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIA{}%2F20240718%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240718T144553Z&X-Amz-Expires=300&X-Amz-Security-Token={}&X-Amz-SignedHeaders=host&X-Amz-Signature={}",
+            r.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
+            b64(&r.bytes(300)).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D"),
+            r.pick(HEX, 64)
+        ),
+    ]
+}
+
 fn urls(r: &mut Rng) -> Vec<String> {
     vec![
         format!("/repos/acme/app/commits?sha={}&per_page=100&page={}", sha(r), r.below(9)),
@@ -211,6 +247,11 @@ pub fn all(root: &Path, r: &mut Rng) -> Vec<(String, Item)> {
     for _ in 0..40 {
         out.extend(headers(r).into_iter().map(|h| ("header".to_string(), Item::Value(h))));
         out.extend(urls(r).into_iter().map(|u| ("url".to_string(), Item::Value(u))));
+        for u in signed_urls(r) {
+            let curl = format!("$ curl -sSLv https://github.com/acme/tool/releases/download/v1.2.0/tool.tar.gz\n< HTTP/2 302\n< location: {u}\n< HTTP/2 200\n");
+            out.push(("signed url in a tool result".to_string(), Item::body(format!(r#"{{"content":{}}}"#, json_str(&curl)))));
+            out.push(("signed url".to_string(), Item::Value(u)));
+        }
     }
     out
 }

@@ -120,10 +120,6 @@ const KINDS: &[(&str, Make)] = &[
     ("azure-shared-access-key", |r| {
         Secret::Line(format!("Endpoint=sb://ns{}.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey={}=", r.pick(DIGITS, 4), r.pick(B64, 43)))
     }),
-    ("azure-sas-token", |r| {
-        let sig = urlencode(&format!("{}=", r.pick(B64, 43)));
-        Secret::Url(format!("https://st{}.blob.core.windows.net/backups/db.tar?sv=2022-11-02&ss=b&srt=o&sp=r&se=2030-01-01T00:00:00Z&spr=https&sig={sig}", r.pick(DIGITS, 6)))
-    }),
     ("azure-ad-client-secret", |r| Secret::Token(format!("{}{}Q~{}", r.pick(ALNUM, 3), r.below(10), r.pick(ALNUM_US, 34)))),
     ("digitalocean-token", |r| tok("dop_v1_", r, HEX, 64)),
     ("heroku-api-key", |r| match r.below(2) {

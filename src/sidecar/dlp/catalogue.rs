@@ -80,6 +80,11 @@ macro_rules! assign {
 
 const E: Check = Check::Entropy(3.0);
 
+/// Rules whose match is no finding as a parameter of a signed URL's query (see
+/// [`super::heuristics::in_signed_url_query`]): the key id of an S3 presigned URL
+/// (`X-Amz-Credential=AKIA…`), the JWT of a GitHub release-asset download (`…&sig=…&jwt=…`).
+pub(super) const IN_SIGNED_URLS: &[&str] = &["aws-access-key-id", "jwt"];
+
 pub(super) const SPECS: &[Spec] = &[
     Spec {
         id: "anthropic-api-key",
@@ -295,14 +300,6 @@ pub(super) const SPECS: &[Spec] = &[
         exact: false,
         lead: 0,
         pattern: r"(?i:SharedAccessKey)=(?P<secret>[A-Za-z0-9+/]{42,44}=?)",
-        check: Check::Entropy(4.0),
-    },
-    Spec {
-        id: "azure-sas-token",
-        keywords: &["sig="],
-        exact: true,
-        lead: ANY,
-        pattern: r#"sv=[0-9]{4}-[0-9]{2}-[0-9]{2}&[^\s"'<>]{0,400}?[?&]sig=(?P<secret>[A-Za-z0-9+/]{42,44}={0,2})"#,
         check: Check::Entropy(4.0),
     },
     Spec {

@@ -14,12 +14,14 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use anyhow::{Context, Result, bail};
 use regex::bytes::Regex;
 
-use super::catalogue::{ANY, Check, SPECS};
+use super::catalogue::{ANY, Check, IN_SIGNED_URLS, SPECS};
+use super::heuristics::in_signed_url_query;
 use super::field::{self, FIELD_KEYWORDS, FIELD_REACH, URL_KEYWORDS, URL_REACH};
 use crate::plan::DlpRulePlan;
 
 enum Matcher {
-    Regex { re: Regex, check: Check, group: bool },
+    /// `signed`: a match that is a parameter of a signed URL's query is no finding.
+    Regex { re: Regex, check: Check, group: bool, signed: bool },
     Field,
     UrlPassword,
 }
@@ -31,6 +33,12 @@ struct Rule {
     reach: usize,
     /// How far before its keyword a match may start.
     lead: usize,
+}
+
+impl Rule {
+    fn matcher_is_field(&self) -> bool {
+        matches!(self.matcher, Matcher::Field)
+    }
 }
 
 struct Keyword {
@@ -90,7 +98,8 @@ impl Engine {
             };
             let group = re.capture_names().any(|n| n == Some("secret"));
             let lead = if spec.lead == ANY { reach } else { spec.lead };
-            let matcher = Matcher::Regex { re, check: spec.check, group };
+            let signed = IN_SIGNED_URLS.contains(&spec.id);
+            let matcher = Matcher::Regex { re, check: spec.check, group, signed };
             b.add(spec.id, matcher, reach, lead, spec.keywords, spec.exact);
         }
         b.add("credential-field", Matcher::Field, FIELD_REACH, FIELD_REACH, FIELD_KEYWORDS, false);
@@ -99,7 +108,7 @@ impl Engine {
             let re = Regex::new(&r.regex).with_context(|| format!("DLP rule {}", r.id))?;
             let group = re.capture_names().any(|n| n == Some("secret"));
             let reach = max_len(&r.regex).unwrap_or(window).min(window);
-            let matcher = Matcher::Regex { re, check: Check::Shape, group };
+            let matcher = Matcher::Regex { re, check: Check::Shape, group, signed: false };
             b.unkeyed.push(b.rules.len());
             b.rules.push(Rule { id: r.id.clone(), matcher, reach, lead: reach });
         }
@@ -162,7 +171,8 @@ impl Engine {
             Matcher::Field => field::field(hay, hit)?,
             Matcher::UrlPassword => field::url_password(hay, hit)?,
         };
-        (accept.takes(found.end) && !self.allowed(&found.secret)).then_some(found.id)
+        let granted = rule.matcher_is_field() && in_signed_url_query(hay, found.start);
+        (accept.takes(found.end) && !granted && !self.allowed(&found.secret)).then_some(found.id)
     }
 
     /// Runs `rule`'s regex over `hay[lo..hi]` (what precedes `lo` still counts for `\b`). With
@@ -176,7 +186,7 @@ impl Engine {
         hit: Option<Range<usize>>,
         accept: Accept,
     ) -> Option<&'e str> {
-        let Matcher::Regex { re, check, group } = &rule.matcher else {
+        let Matcher::Regex { re, check, group, signed } = &rule.matcher else {
             return None;
         };
         let hay = &hay[..hi];
@@ -188,14 +198,16 @@ impl Engine {
             }
             let holds_hit = hit.as_ref().is_none_or(|h| m.end() >= h.end);
             if holds_hit && accept.takes(m.end()) {
-                let secret = if *group {
+                let span = if *group {
                     re.captures_at(hay, m.start())
                         .and_then(|c| c.name("secret"))
-                        .map_or(m.as_bytes(), |s| s.as_bytes())
+                        .map_or(m.range(), |s| s.range())
                 } else {
-                    m.as_bytes()
+                    m.range()
                 };
-                if check.passes(secret) && !self.allowed(secret) {
+                let granted = *signed && in_signed_url_query(hay, span.start);
+                let secret = &hay[span];
+                if check.passes(secret) && !granted && !self.allowed(secret) {
                     return Some(&rule.id);
                 }
             }

@@ -37,11 +37,12 @@ const MIN_SECRET: usize = 16;
 const MIN_URL_PASSWORD: usize = 8;
 
 /// A secret a code rule found: its rule, the secret (what allowed values are compared with)
-/// and where the match ends in the haystack.
+/// and where its value starts and the match ends in the haystack.
 #[derive(Debug)]
 pub(super) struct Found<'h> {
     pub id: &'static str,
     pub secret: Cow<'h, [u8]>,
+    pub start: usize,
     pub end: usize,
 }
 
@@ -84,10 +85,10 @@ pub(super) fn field(hay: &[u8], hit: Range<usize>) -> Option<Found<'_>> {
     let id = if kind == Kind::Authorization { "authorization-header" } else { "credential-field" };
     if basic && let Some(password) = basic_password(value) {
         return looks_random(&password, MIN_URL_PASSWORD)
-            .then_some(Found { id, secret: Cow::Owned(password), end });
+            .then_some(Found { id, secret: Cow::Owned(password), start: at, end });
     }
     let min = if kind == Kind::Password { MIN_PASSWORD } else { MIN_SECRET };
-    looks_random(value, min).then_some(Found { id, secret: Cow::Borrowed(value), end })
+    looks_random(value, min).then_some(Found { id, secret: Cow::Borrowed(value), start: at, end })
 }
 
 /// The password of a `user:password` in base64 (HTTP Basic).
@@ -324,6 +325,7 @@ pub(super) fn url_password(hay: &[u8], hit: Range<usize>) -> Option<Found<'_>> {
     looks_random(password, MIN_URL_PASSWORD).then_some(Found {
         id: "url-password",
         secret: Cow::Borrowed(password),
+        start: start + colon + 1,
         end: i + 1,
     })
 }

@@ -291,3 +291,33 @@ const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIEN
 pub(super) fn decode_base64(v: &[u8]) -> Option<Vec<u8>> {
     STANDARD.decode(v).or_else(|_| URL_SAFE.decode(v)).ok()
 }
+
+/// Parameters that make a URL a signed one: a grant to fetch that URL, made by its host's
+/// owner and expiring soon (S3 and GCS presigned URLs, Azure SAS, GitHub's release-asset
+/// redirects).
+const SIGNED_URL_PARAMS: &[&str] = &[
+    "sig=", "signature=", "x-amz-signature=", "x-amz-credential=", "x-goog-signature=",
+    "x-goog-credential=",
+];
+
+/// Whether `at` starts a parameter's value in the query of a signed URL: a signature or
+/// credential parameter comes earlier in the same query (only what precedes is looked at, so a
+/// stream needs nothing that has not arrived).
+pub(super) fn in_signed_url_query(hay: &[u8], at: usize) -> bool {
+    if at == 0 || hay.get(at - 1) != Some(&b'=') {
+        return false;
+    }
+    let lo = at.saturating_sub(4096);
+    let Some(q) = hay[lo..at]
+        .iter()
+        .rposition(|b| *b == b'?' || b.is_ascii_whitespace() || b"\"'<>`".contains(b))
+        .map(|i| lo + i)
+        .filter(|i| hay[*i] == b'?')
+    else {
+        return false;
+    };
+    let query = hay[q..at].to_ascii_lowercase();
+    SIGNED_URL_PARAMS.iter().any(|p| {
+        memchr::memmem::find_iter(&query, p.as_bytes()).any(|i| i > 0 && matches!(query[i - 1], b'?' | b'&'))
+    })
+}

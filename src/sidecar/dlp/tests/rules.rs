@@ -161,14 +161,6 @@ fn contextual(rng: &mut Rng) -> Vec<Case> {
             vec!["SharedAccessKeyName=RootManageSharedAccessKey".into()],
         ),
         case(
-            "azure-sas-token",
-            vec![format!(
-                "https://acct.blob.core.windows.net/c/b.txt?sv=2022-11-02&ss=b&sp=rl&se=2030-01-01T00%3A00%3A00Z&sig={}%3D",
-                r.pick(ALNUM, 43)
-            )],
-            vec![format!("https://example.com/?sig={}", r.pick(ALNUM, 43))],
-        ),
-        case(
             "azure-ad-client-secret",
             vec![format!("client secret {}{}Q~{}", r.pick(ALNUM, 3), r.below(10), r.pick(ALNUM_US, 34))],
             vec!["abcQ~short".into()],
@@ -326,4 +318,41 @@ fn a_recipe_rule_secret_group_is_what_allow_compares() {
     .unwrap();
     assert_eq!(s.scan(b"corp_pw=Aa1Bb2Cc3Dd4"), None);
     assert!(s.scan(b"corp_pw=Zz9Yy8Xx7Ww6").is_some());
+}
+
+fn github_asset_url(rng: &mut Rng) -> String {
+    let jwt = jwt(rng, r#"{"typ":"JWT","alg":"HS256"}"#);
+    format!(
+        "https://release-assets.githubusercontent.com/github-production-release-asset/{}/{}?sp=r&sv=2018-11-09&sr=b&spr=https&se=2025-11-26T15%3A13%3A33Z&rscd=attachment%3B+filename%3Dtool.tar.gz&skoid={}&sks=b&skv=2018-11-09&sig={}%3D&jwt={jwt}&filename=tool.tar.gz",
+        rng.pick("0123456789", 9),
+        uuid(rng),
+        uuid(rng),
+        rng.pick(ALNUM, 43)
+    )
+}
+
+fn s3_presigned_url(rng: &mut Rng) -> String {
+    format!(
+        "https://bucket.s3.amazonaws.com/a/b.tar?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA{}%2F20240718%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240718T144553Z&X-Amz-Expires=300&X-Amz-Security-Token={}&X-Amz-SignedHeaders=host&X-Amz-Signature={}",
+        rng.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
+        rng.pick(B64, 300),
+        rng.pick(HEX, 64)
+    )
+}
+
+#[test]
+fn credentials_of_a_signed_url_are_its_grant() {
+    let s = scanner();
+    let mut rng = Rng::new(31);
+    for url in [github_asset_url(&mut rng), s3_presigned_url(&mut rng)] {
+        assert_eq!(rule_of(&s, &url), None, "{url}");
+        let curl = format!("{{\"content\": \"< HTTP/2 302\\n< location: {url}\\n\"}}");
+        assert_eq!(rule_of(&s, &curl), None, "{curl}");
+    }
+    // the same credentials elsewhere are found
+    let token = jwt(&mut rng, r#"{"alg":"HS256"}"#);
+    assert_eq!(rule_of(&s, &format!("/collect?jwt={token}&sig=abc")).as_deref(), Some("jwt"));
+    assert_eq!(rule_of(&s, &format!("https://evil.example/?x={token}")).as_deref(), Some("jwt"));
+    let key = format!("AKIA{}", rng.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16));
+    assert_eq!(rule_of(&s, &format!("/upload?key={key}&Signature=x")).as_deref(), Some("aws-access-key-id"));
 }
