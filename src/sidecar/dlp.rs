@@ -2,14 +2,137 @@
 //! anything leaves the bundle (and before egress injects a real token, so an injected token
 //! never trips it). A finding names its rule, never the secret.
 //!
-//! NOTE: the rules are not written yet; [`Scanner`] finds nothing. The API is what pipelock
-//! codes against.
+//! This module owns the rule catalogue, the recipe's rules and allowed values as compiled
+//! ([`Scanner`]), and the scanning of one value or of a body in chunks ([`BodyScanner`]).
+//! Submodules: `catalogue` (the regex rules), `field` (the rules written as code),
+//! `heuristics` (entropy and false-positive filters), `decode` (escapes), `engine` (prefilter
+//! and search).
+//!
+//! # Rules
+//!
+//! In the gitleaks style: each rule has an id (what a refusal and the audit log name), keywords
+//! of which one must appear (an Aho-Corasick prefilter, any ASCII case), a bounded regex or
+//! code, and a check of what it captured (an entropy floor, a JWT header…).
+//!
+//! | id | finds | example shape |
+//! | --- | --- | --- |
+//! | `anthropic-api-key` | Anthropic API and admin keys | `sk-ant-api03-…`, `sk-ant-admin01-…` |
+//! | `anthropic-oauth-token` | Anthropic OAuth access and refresh tokens | `sk-ant-oat01-…`, `sk-ant-ort01-…` |
+//! | `openai-api-key` | OpenAI keys: project, service account, admin, legacy | `sk-proj-…`, `sk-…T3BlbkFJ…` |
+//! | `aws-access-key-id` | AWS access key ids (not the docs' `…EXAMPLE`) | `AKIA` + 16, `ASIA…` |
+//! | `aws-secret-access-key` | 40-byte AWS secret keys after an AWS-ish name, entropy ≥ 4 | `aws_secret_access_key = …` |
+//! | `github-pat` | GitHub classic personal access tokens | `ghp_` + 36 |
+//! | `github-oauth-token` | GitHub OAuth tokens | `gho_…` |
+//! | `github-app-token` | GitHub App user-to-server and installation tokens | `ghu_…`, `ghs_…` |
+//! | `github-refresh-token` | GitHub refresh tokens | `ghr_…` |
+//! | `github-fine-grained-pat` | GitHub fine-grained tokens | `github_pat_` + 22 `_` + 59 |
+//! | `gitlab-pat` | GitLab personal, project and group tokens | `glpat-…` |
+//! | `gitlab-token` | other GitLab tokens: trigger, deploy, runner, CI job, feed, OAuth… | `glptt-…`, `gldt-…`, `glrt-…`, `GR1348941…` |
+//! | `slack-token` | Slack bot, user, app and config tokens | `xoxb-123-456-…`, `xapp-1-…` |
+//! | `slack-webhook` | Slack incoming webhooks | `hooks.slack.com/services/T…/B…/…` |
+//! | `stripe-secret-key` | Stripe secret keys, live and test | `sk_live_…`, `sk_test_…` |
+//! | `stripe-restricted-key` | Stripe restricted keys | `rk_live_…` |
+//! | `stripe-webhook-secret` | Stripe webhook signing secrets | `whsec_…` |
+//! | `google-api-key` | Google API keys | `AIza` + 35 |
+//! | `google-oauth-client-secret` | Google OAuth client secrets | `GOCSPX-…` |
+//! | `google-oauth-token` | Google OAuth access tokens | `ya29.…` |
+//! | `gcp-service-account-key` | a GCP service-account key file (its key id) | `"private_key_id": "<40 hex>"` |
+//! | `private-key` | PEM private keys: RSA, EC, DSA, OpenSSH, PKCS#8, encrypted, PGP (the BEGIN line and the first 40 bytes of key) | `-----BEGIN RSA PRIVATE KEY-----` + base64 |
+//! | `jwt` | JSON web tokens whose header decodes to JSON with `alg` | `eyJ….eyJ….…` |
+//! | `azure-storage-account-key` | Azure storage account keys (connection strings) | `AccountKey=<86 base64>==` |
+//! | `azure-shared-access-key` | Azure Service Bus / Event Hubs keys | `SharedAccessKey=…` |
+//! | `azure-ad-client-secret` | Microsoft Entra (Azure AD) client secrets | `abc8Q~…` |
+//! | `digitalocean-token` | DigitalOcean personal, OAuth and refresh tokens | `dop_v1_<64 hex>` |
+//! | `heroku-api-key` | Heroku API keys: new format, and a UUID after a Heroku name | `HRKU-AA…`, `HEROKU_API_KEY=<uuid>` |
+//! | `npm-token` | npm access tokens | `npm_` + 36 |
+//! | `pypi-token` | PyPI upload tokens | `pypi-AgEIcHlwaS5vcmc…` |
+//! | `huggingface-token` | Hugging Face tokens | `hf_` + 34 letters |
+//! | `sendgrid-api-key` | SendGrid keys | `SG.<22>.<43>` |
+//! | `shopify-token` | Shopify access tokens and shared secrets | `shpat_<32 hex>` |
+//! | `docker-hub-token` | Docker Hub personal and organization tokens | `dckr_pat_…` |
+//! | `vault-token` | HashiCorp Vault service and batch tokens | `hvs.…`, `hvb.…` |
+//! | `terraform-cloud-token` | Terraform Cloud / Enterprise tokens | `<14>.atlasv1.…` |
+//! | `databricks-token` | Databricks tokens | `dapi<32 hex>` |
+//! | `groq-api-key` | Groq keys | `gsk_` + 52 |
+//! | `xai-api-key` | xAI keys | `xai-` + 80 |
+//! | `replicate-token` | Replicate tokens | `r8_` + 37 |
+//! | `linear-api-key` | Linear keys | `lin_api_` + 40 |
+//! | `postman-api-key` | Postman keys | `PMAK-<24 hex>-<34 hex>` |
+//! | `age-secret-key` | age secret keys | `AGE-SECRET-KEY-1…` |
+//! | `doppler-token` | Doppler tokens | `dp.pt.…`, `dp.st.…` |
+//! | `sentry-token` | Sentry auth tokens | `sntrys_…`, `sntryu_…` |
+//! | `grafana-token` | Grafana service-account and Cloud tokens | `glsa_…`, `glc_…` |
+//! | `url-password` | a generated-looking password in a URL | `https://user:<password>@host` |
+//! | `authorization-header` | a generated-looking `Authorization` value (Basic decoded) | `Authorization: Bearer …` |
+//! | `credential-field` | a generated-looking value in a credential-looking field | `"api_key": "…"`, `?token=…`, `DB_PASSWORD=…`, `X-Api-Key: …` |
+//!
+//! The last three are code (`field`): a value counts when it is 16 bytes or more (12 for a
+//! password, 8 in a URL or Basic credentials), at most 512, clears an entropy floor (3.2 bits
+//! per byte, 2.9 for hex, lower for short values), has letters and digits or both cases, and
+//! is none of: a UUID, a digest written with its algorithm, a version, a number literal, a
+//! URL, ARN or path, a placeholder (`${X}`, `<your-key>`, `xxxx`, `example`…), words
+//! (`getUserToken`), code (`core::fmt::Debug`, `SNAKE_CASE`, a declaration's type), a run
+//! (`123456`), base64 of plain text. These aim at generated credentials; a password a person
+//! made of words passes for text.
+//!
+//! Not findings: a JWT, an AWS key id or a credential field that is a parameter of a signed
+//! URL's query (a `sig=`, `Signature=`, `X-Amz-Credential=`… parameter earlier in the same
+//! query): such a URL is a grant its host's owner made to fetch it, expiring soon, and
+//! downloads are redirected to them (GitHub release assets carry `…&sig=…&jwt=eyJ…`, S3
+//! presigned URLs `X-Amz-Credential=AKIA…`). For the same reason there is no rule for Azure
+//! SAS tokens.
+//!
+//! The recipe's rules (`dlp_rules = [{ id, regex }]`) run beside these over the whole text;
+//! the group named `secret`, if any, is the secret. A match that equals or lies inside a
+//! recipe's allowed value (`dlp_allow`), or egress's placeholder, is never a finding.
+//!
+//! # Decoding
+//!
+//! Rules see the text decoded once (`decode`): percent-encoding (URLs, form bodies), JSON
+//! string escapes (`\/`, `\uXXXX`, `\"`…) and `\xHH`. Not decoded: `+` as a space, base64
+//! (except HTTP Basic credentials and a JWT's header), HTML entities, compression, nesting.
+//!
+//! # Window
+//!
+//! A body is decoded into a buffer and scanned in steps: once [`BATCH`] bytes of new text have
+//! gathered (or [`STEP`] bytes, whatever the chunks' sizes), and at [`BodyScanner::finish`].
+//! The last [`WINDOW`] bytes stay for the next step, so a match of up to `WINDOW - MARGIN`
+//! (4032) bytes is found wherever the chunks split it, and is reported once: a step reports
+//! only matches ending past what the previous one covered, and leaves a match ending in its
+//! last [`MARGIN`] bytes (whose end may still move) to the next. Memory is at most
+//! `WINDOW + STEP` (68 KiB) plus a few bytes of an unfinished escape, whatever the body's or
+//! the chunks' size. Every built-in match is shorter than the window (a JWT up to 4015 bytes; a
+//! PEM key is recognized by its BEGIN line and first key bytes, not its whole block); a recipe
+//! regex matching more may be missed across steps.
+//!
+//! So a finding may come some calls after the chunk that held the secret, at the latest from
+//! [`BodyScanner::finish`]: a caller must not send a body on before `finish` has returned
+//! `None` (a secret split across two chunks cannot be known from the first alone anyway).
+
+mod catalogue;
+mod decode;
+mod engine;
+mod field;
+mod heuristics;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
 use anyhow::Result;
 
 use super::pipelock::Dlp;
+use engine::{Accept, Engine};
+
+/// The bytes of a body kept from one step to the next.
+pub const WINDOW: usize = 4096;
+/// A match ending this close to the end of what has arrived waits for the next step.
+pub const MARGIN: usize = 64;
+/// The most a body step decodes and scans at once (a larger chunk is cut).
+pub const STEP: usize = 64 * 1024;
+/// Small chunks are gathered until this much new text has arrived, so the window is not
+/// scanned again for every few bytes.
+pub const BATCH: usize = 16 * 1024;
 
 /// A credential found: the id of the rule that matched (what a refusal and the audit log
 /// name). Never the matched bytes.
@@ -21,7 +144,7 @@ pub struct Finding {
 /// The compiled rules: the built-in catalogue and the recipe's, minus its allowed values.
 #[derive(Debug)]
 pub struct Scanner {
-    _private: (),
+    engine: Engine,
 }
 
 impl Scanner {
@@ -30,37 +153,109 @@ impl Scanner {
         if !dlp.enabled {
             return Ok(None);
         }
-        Ok(Some(Arc::new(Scanner { _private: () })))
+        let always = [super::egress::PLACEHOLDER];
+        let engine = Engine::new(&dlp.rules, &dlp.allow, &always, WINDOW - MARGIN)?;
+        Ok(Some(Arc::new(Scanner { engine })))
     }
 
     /// Scans one whole value: a request target, or one header as `Name: value`.
-    pub fn scan(&self, _bytes: &[u8]) -> Option<Finding> {
-        None
+    pub fn scan(&self, bytes: &[u8]) -> Option<Finding> {
+        let text = decode::decode_all(bytes);
+        let accept = Accept { after: 0, upto: text.len() };
+        self.engine.find(&text, accept).map(finding)
     }
 
     /// A scanner for a body that arrives in chunks: it keeps a bounded window of the previous
     /// chunk so a secret split across two chunks is found.
     pub fn body(self: &Arc<Self>) -> BodyScanner {
         BodyScanner {
-            _scanner: self.clone(),
+            scanner: self.clone(),
+            decoder: decode::Decoder::default(),
+            buf: Vec::new(),
+            seen: 0,
+            finished: false,
         }
     }
+
+    /// The ids of the rules in force: the built-in ones, then the recipe's.
+    pub fn rules(&self) -> impl Iterator<Item = &str> {
+        self.engine.rule_ids()
+    }
+}
+
+fn finding(rule: &str) -> Finding {
+    Finding { rule: rule.to_string() }
 }
 
 /// Scans a body chunk by chunk with bounded memory.
 #[derive(Debug)]
 pub struct BodyScanner {
-    _scanner: Arc<Scanner>,
+    scanner: Arc<Scanner>,
+    decoder: decode::Decoder,
+    /// Decoded text: the last [`WINDOW`] bytes of earlier steps, then the current step's.
+    buf: Vec<u8>,
+    /// Matches ending at or before this offset of `buf` have been looked at.
+    seen: usize,
+    finished: bool,
 }
 
 impl BodyScanner {
     /// Feeds the next chunk; a finding means the request must be refused.
-    pub fn feed(&mut self, _chunk: &[u8]) -> Option<Finding> {
-        None
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<Finding> {
+        if self.finished {
+            return None;
+        }
+        let mut first = None;
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let room = (WINDOW + STEP).saturating_sub(self.buf.len()).max(1);
+            let (piece, tail) = rest.split_at(rest.len().min(room));
+            rest = tail;
+            self.decode(piece, false);
+            let full = self.buf.len() >= WINDOW + STEP;
+            if full || self.buf.len() >= self.seen + MARGIN + BATCH {
+                let found = self.step(false);
+                first = first.or(found);
+            }
+        }
+        first
     }
 
     /// The end of the body.
     pub fn finish(&mut self) -> Option<Finding> {
-        None
+        if std::mem::replace(&mut self.finished, true) {
+            return None;
+        }
+        self.decode(&[], true);
+        self.step(true)
+    }
+
+    /// The memory the scanner holds for the body: its buffer's capacity and any unfinished
+    /// escape. At most `WINDOW + STEP` plus a few bytes.
+    pub fn buffered(&self) -> usize {
+        self.buf.capacity() + self.decoder.pending()
+    }
+
+    fn decode(&mut self, piece: &[u8], last: bool) {
+        let need = self.buf.len() + piece.len() + decode::MAX_PENDING;
+        if need > self.buf.capacity() {
+            self.buf.reserve_exact(need - self.buf.len());
+        }
+        self.decoder.decode(piece, last, &mut self.buf);
+    }
+
+    /// Scans what arrived since the last step (all of it when `last`), then keeps the window.
+    fn step(&mut self, last: bool) -> Option<Finding> {
+        let upto = if last { self.buf.len() } else { self.buf.len().saturating_sub(MARGIN) };
+        let mut found = None;
+        if upto > self.seen {
+            let accept = Accept { after: self.seen, upto };
+            found = self.scanner.engine.find(&self.buf, accept).map(finding);
+            self.seen = upto;
+        }
+        let drop = self.buf.len().saturating_sub(WINDOW);
+        self.buf.drain(..drop);
+        self.seen = self.seen.saturating_sub(drop);
+        found
     }
 }

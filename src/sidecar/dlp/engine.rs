@@ -1,0 +1,244 @@
+//! The compiled rules and the search: one Aho-Corasick pass over the (decoded) text finds
+//! every keyword in any ASCII case; each hit runs only its own rules, each over a region no
+//! longer than its longest match around the hit. A recipe rule (no keywords) runs its regex
+//! over the whole text.
+//!
+//! A search accepts only matches that end inside a given range of the haystack; the body
+//! scanner ([`super::BodyScanner`]) uses that to scan an overlap between chunks without
+//! reporting a match twice, and to leave a match that reaches the end of what has arrived for
+//! the next chunk.
+
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use anyhow::{Context, Result, bail};
+use regex::bytes::Regex;
+
+use super::catalogue::{ANY, Check, IN_SIGNED_URLS, SPECS};
+use super::heuristics::in_signed_url_query;
+use super::field::{self, FIELD_KEYWORDS, FIELD_REACH, URL_KEYWORDS, URL_REACH};
+use crate::plan::DlpRulePlan;
+
+enum Matcher {
+    /// `signed`: a match that is a parameter of a signed URL's query is no finding.
+    Regex { re: Regex, check: Check, group: bool, signed: bool },
+    Field,
+    UrlPassword,
+}
+
+struct Rule {
+    id: String,
+    matcher: Matcher,
+    /// The longest match, in bytes (recipe rules without a bound: the scanner's window).
+    reach: usize,
+    /// How far before its keyword a match may start.
+    lead: usize,
+}
+
+impl Rule {
+    fn matcher_is_field(&self) -> bool {
+        matches!(self.matcher, Matcher::Field)
+    }
+}
+
+struct Keyword {
+    text: Vec<u8>,
+    exact: bool,
+    rules: Vec<usize>,
+}
+
+/// Matches ending in `(after, upto]` are reported.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Accept {
+    pub after: usize,
+    pub upto: usize,
+}
+
+impl Accept {
+    fn takes(self, end: usize) -> bool {
+        end > self.after && end <= self.upto
+    }
+}
+
+pub(super) struct Engine {
+    ac: AhoCorasick,
+    keywords: Vec<Keyword>,
+    rules: Vec<Rule>,
+    /// Recipe rules: indexes into `rules`, run over the whole text.
+    unkeyed: Vec<usize>,
+    allow: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .field("allow", &self.allow.len())
+            .finish()
+    }
+}
+
+/// The longest match of `pattern`, when it has one.
+fn max_len(pattern: &str) -> Option<usize> {
+    let hir = regex_syntax::ParserBuilder::new().utf8(false).build().parse(pattern).ok()?;
+    hir.properties().maximum_len()
+}
+
+impl Engine {
+    /// Compiles the catalogue, the recipe's `rules` and its `allow` values (plus `always`,
+    /// values never flagged whatever the recipe says). Recipe matches longer than `window`
+    /// may be missed across chunk boundaries.
+    pub(super) fn new(recipe: &[DlpRulePlan], allow: &[String], always: &[&str], window: usize) -> Result<Engine> {
+        let mut b = Builder::default();
+        for spec in SPECS {
+            let pattern = format!("(?-u){}", spec.pattern);
+            let re = Regex::new(&pattern).with_context(|| format!("built-in DLP rule {}", spec.id))?;
+            let Some(reach) = max_len(&pattern) else {
+                bail!("built-in DLP rule {} has no longest match", spec.id);
+            };
+            let group = re.capture_names().any(|n| n == Some("secret"));
+            let lead = if spec.lead == ANY { reach } else { spec.lead };
+            let signed = IN_SIGNED_URLS.contains(&spec.id);
+            let matcher = Matcher::Regex { re, check: spec.check, group, signed };
+            b.add(spec.id, matcher, reach, lead, spec.keywords, spec.exact);
+        }
+        b.add("credential-field", Matcher::Field, FIELD_REACH, FIELD_REACH, FIELD_KEYWORDS, false);
+        b.add("url-password", Matcher::UrlPassword, URL_REACH, URL_REACH, URL_KEYWORDS, false);
+        for r in recipe {
+            let re = Regex::new(&r.regex).with_context(|| format!("DLP rule {}", r.id))?;
+            let group = re.capture_names().any(|n| n == Some("secret"));
+            let reach = max_len(&r.regex).unwrap_or(window).min(window);
+            let matcher = Matcher::Regex { re, check: Check::Shape, group, signed: false };
+            b.unkeyed.push(b.rules.len());
+            b.rules.push(Rule { id: r.id.clone(), matcher, reach, lead: reach });
+        }
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(b.keywords.iter().map(|k| &k.text))
+            .context("DLP keywords")?;
+        let mut allow: Vec<Vec<u8>> = allow.iter().map(|a| a.as_bytes().to_vec()).collect();
+        allow.extend(always.iter().map(|a| a.as_bytes().to_vec()));
+        allow.retain(|a| !a.is_empty());
+        Ok(Engine { ac, keywords: b.keywords, rules: b.rules, unkeyed: b.unkeyed, allow })
+    }
+
+    /// Every rule id, built-in then the recipe's (an id may be listed twice).
+    pub(super) fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.id.as_str())
+    }
+
+    /// A secret in `hay` whose match ends where `accept` takes it: its rule id. A rule for a
+    /// format (or the recipe's) is named before the generic field and URL rules, so a key in
+    /// an `api_key` field is reported as the key it is.
+    pub(super) fn find(&self, hay: &[u8], accept: Accept) -> Option<&str> {
+        let mut generic = None;
+        for hit in self.ac.find_overlapping_iter(hay) {
+            let kw = &self.keywords[hit.pattern().as_usize()];
+            if kw.exact && hay[hit.range()] != kw.text[..] {
+                continue;
+            }
+            for &r in &kw.rules {
+                let rule = &self.rules[r];
+                let is_generic = !matches!(rule.matcher, Matcher::Regex { .. });
+                if hit.start() + rule.reach <= accept.after || (is_generic && generic.is_some()) {
+                    continue;
+                }
+                match self.at_hit(rule, hay, hit.range(), accept) {
+                    Some(id) if is_generic => generic = Some(id),
+                    Some(id) => return Some(id),
+                    None => {}
+                }
+            }
+        }
+        let recipe = self.unkeyed.iter().find_map(|&r| {
+            let rule = &self.rules[r];
+            let from = accept.after.saturating_sub(rule.reach);
+            self.regex_in(rule, hay, from, hay.len(), None, accept)
+        });
+        recipe.or(generic)
+    }
+
+    /// Runs `rule` for the keyword at `hit`.
+    fn at_hit<'e>(&'e self, rule: &'e Rule, hay: &[u8], hit: Range<usize>, accept: Accept) -> Option<&'e str> {
+        let found = match rule.matcher {
+            Matcher::Regex { .. } => {
+                let lo = hit.start.saturating_sub(rule.lead);
+                let hi = (hit.start + rule.reach + 1).min(hay.len());
+                return self.regex_in(rule, hay, lo, hi, Some(hit), accept);
+            }
+            Matcher::Field => field::field(hay, hit)?,
+            Matcher::UrlPassword => field::url_password(hay, hit)?,
+        };
+        let granted = rule.matcher_is_field() && in_signed_url_query(hay, found.start);
+        (accept.takes(found.end) && !granted && !self.allowed(&found.secret)).then_some(found.id)
+    }
+
+    /// Runs `rule`'s regex over `hay[lo..hi]` (what precedes `lo` still counts for `\b`). With
+    /// a keyword `hit`, only matches that hold it count.
+    fn regex_in<'e>(
+        &'e self,
+        rule: &'e Rule,
+        hay: &[u8],
+        lo: usize,
+        hi: usize,
+        hit: Option<Range<usize>>,
+        accept: Accept,
+    ) -> Option<&'e str> {
+        let Matcher::Regex { re, check, group, signed } = &rule.matcher else {
+            return None;
+        };
+        let hay = &hay[..hi];
+        let mut at = lo;
+        while at <= hay.len() {
+            let m = re.find_at(hay, at)?;
+            if hit.as_ref().is_some_and(|h| m.start() > h.start) {
+                return None;
+            }
+            let holds_hit = hit.as_ref().is_none_or(|h| m.end() >= h.end);
+            if holds_hit && accept.takes(m.end()) {
+                let span = if *group {
+                    re.captures_at(hay, m.start())
+                        .and_then(|c| c.name("secret"))
+                        .map_or(m.range(), |s| s.range())
+                } else {
+                    m.range()
+                };
+                let granted = *signed && in_signed_url_query(hay, span.start);
+                let secret = &hay[span];
+                if check.passes(secret) && !granted && !self.allowed(secret) {
+                    return Some(&rule.id);
+                }
+            }
+            at = if m.end() > m.start() { m.end() } else { m.end() + 1 };
+        }
+        None
+    }
+
+    /// A match equal to, or contained in, an allowed value is not a finding.
+    fn allowed(&self, secret: &[u8]) -> bool {
+        secret.is_empty() || self.allow.iter().any(|a| memchr::memmem::find(a, secret).is_some())
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    keywords: Vec<Keyword>,
+    rules: Vec<Rule>,
+    unkeyed: Vec<usize>,
+}
+
+impl Builder {
+    fn add(&mut self, id: &str, matcher: Matcher, reach: usize, lead: usize, keywords: &[&str], exact: bool) {
+        let r = self.rules.len();
+        self.rules.push(Rule { id: id.to_string(), matcher, reach, lead });
+        for text in keywords {
+            let text = text.as_bytes();
+            match self.keywords.iter_mut().find(|k| k.text.eq_ignore_ascii_case(text)) {
+                Some(k) if k.exact == exact && k.text == text => k.rules.push(r),
+                _ => self.keywords.push(Keyword { text: text.to_vec(), exact, rules: vec![r] }),
+            }
+        }
+    }
+}

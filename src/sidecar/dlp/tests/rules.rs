@@ -1,0 +1,358 @@
+//! Each rule: secrets it must find (with the rule's id) and near misses it must leave alone.
+
+use super::*;
+
+pub(super) struct Case {
+    pub id: &'static str,
+    pub hits: Vec<String>,
+    pub misses: Vec<String>,
+}
+
+fn case(id: &'static str, hits: Vec<String>, misses: Vec<String>) -> Case {
+    Case { id, hits, misses }
+}
+
+fn jwt(rng: &mut Rng, header: &str) -> String {
+    let payload = format!(r#"{{"sub":"{}","iat":{},"exp":{}}}"#, uuid(rng), 1_700_000_000, 1_800_000_000);
+    format!("{}.{}.{}", b64url(header.as_bytes()), b64url(payload.as_bytes()), b64url(&rng.bytes(32)))
+}
+
+fn pem(rng: &mut Rng, kind: &str) -> String {
+    let lines: Vec<String> = (0..4).map(|_| rng.pick(B64, 64)).collect();
+    format!("-----BEGIN {kind}-----\n{}\n-----END {kind}-----\n", lines.join("\n"))
+}
+
+/// Tokens whose shape is a prefix and a run of one alphabet: AI, code hosting, chat, payments.
+fn prefixed(rng: &mut Rng) -> Vec<Case> {
+    let r = rng;
+    vec![
+        case(
+            "anthropic-api-key",
+            vec![format!("sk-ant-api03-{}AA", r.pick(ALNUM_US, 93)), format!("sk-ant-admin01-{}AA", r.pick(ALNUM_US, 93))],
+            vec![format!("sk-ant-api03-{}", r.pick(ALNUM, 12)), "sk-ant-api03-...".into()],
+        ),
+        case(
+            "anthropic-oauth-token",
+            vec![format!("sk-ant-oat01-{}AA", r.pick(ALNUM_US, 93)), format!("sk-ant-ort01-{}AA", r.pick(ALNUM_US, 93))],
+            vec![format!("sk-ant-oat-{}", r.pick(ALNUM, 90))],
+        ),
+        case(
+            "openai-api-key",
+            vec![
+                format!("sk-proj-{}T3BlbkFJ{}", r.pick(ALNUM_US, 74), r.pick(ALNUM_US, 74)),
+                format!("sk-{}T3BlbkFJ{}", r.pick(ALNUM, 20), r.pick(ALNUM, 20)),
+                format!("sk-svcacct-{}", r.pick(ALNUM_US, 120)),
+            ],
+            vec!["sk-proj-your-key-here".into(), format!("sk-{}", r.pick(ALNUM, 48))],
+        ),
+        case(
+            "aws-access-key-id",
+            vec![format!("AKIA{}", r.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)), format!("ASIA{}", r.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16))],
+            vec!["AKIAIOSFODNN7EXAMPLE".into(), format!("AKIA{}", r.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ", 12)), format!("XAKIA{}", r.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16))],
+        ),
+        case("github-pat", vec![format!("ghp_{}", r.pick(ALNUM, 36))], vec![format!("ghp_{}", r.pick(ALNUM, 20)), format!("ghp_{}", "x".repeat(36))]),
+        case("github-oauth-token", vec![format!("gho_{}", r.pick(ALNUM, 36))], vec![format!("gho_{}", r.pick(ALNUM, 30))]),
+        case("github-app-token", vec![format!("ghu_{}", r.pick(ALNUM, 36)), format!("ghs_{}", r.pick(ALNUM, 36))], vec![format!("ghs_{}", r.pick(ALNUM, 35))]),
+        case("github-refresh-token", vec![format!("ghr_{}", r.pick(ALNUM, 76))], vec!["ghr_".into()]),
+        case(
+            "github-fine-grained-pat",
+            vec![format!("github_pat_{}_{}", r.pick(ALNUM, 22), r.pick(ALNUM, 59))],
+            vec![format!("github_pat_{}", r.pick(ALNUM, 22)), "github_pat_token_name".into()],
+        ),
+        case("gitlab-pat", vec![format!("glpat-{}", r.pick(ALNUM_US, 20))], vec![format!("glpat-{}", r.pick(ALNUM, 12))]),
+        case(
+            "gitlab-token",
+            vec![format!("glptt-{}", r.pick(HEX, 40)), format!("glrt-{}", r.pick(ALNUM_US, 20)), format!("GR1348941{}", r.pick(ALNUM_US, 20))],
+            vec!["glrt-runner".into(), format!("GR1348941{}", r.pick(ALNUM, 8))],
+        ),
+        case(
+            "slack-token",
+            vec![
+                format!("xoxb-{}-{}-{}", r.pick("0123456789", 12), r.pick("0123456789", 13), r.pick(ALNUM, 24)),
+                format!("xoxp-{}-{}-{}-{}", r.pick("0123456789", 11), r.pick("0123456789", 12), r.pick("0123456789", 13), r.pick(HEX, 32)),
+                format!("xapp-1-A{}-{}-{}", r.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10), r.pick("0123456789", 13), r.pick(HEX, 64)),
+            ],
+            vec!["xoxb-not-a-real-token".into(), format!("xoxb-{}", r.pick(ALNUM, 30))],
+        ),
+        case(
+            "slack-webhook",
+            vec![format!("https://hooks.slack.com/services/T{}/B{}/{}", r.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10), r.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10), r.pick(ALNUM, 24))],
+            vec!["https://hooks.slack.com/services/".into(), "https://hooks.slack.com/services/T000/B000/XXXX".into()],
+        ),
+        case("stripe-secret-key", vec![format!("sk_live_{}", r.pick(ALNUM, 99)), format!("sk_test_{}", r.pick(ALNUM, 24))], vec![format!("pk_live_{}", r.pick(ALNUM, 24)), format!("sk_live_{}", r.pick(ALNUM, 10))]),
+        case("stripe-restricted-key", vec![format!("rk_live_{}", r.pick(ALNUM, 24))], vec![format!("rk_live_{}", r.pick(ALNUM, 10))]),
+        case("stripe-webhook-secret", vec![format!("whsec_{}", r.pick(ALNUM, 32))], vec![format!("whsec_{}", r.pick(ALNUM, 10))]),
+    ]
+}
+
+/// More prefixed tokens: cloud, package registries, other services.
+fn prefixed_more(rng: &mut Rng) -> Vec<Case> {
+    let r = rng;
+    vec![
+        case("google-api-key", vec![format!("AIza{}", r.pick(ALNUM_US, 35))], vec![format!("AIza{}", r.pick(ALNUM, 36)), format!("AIza{}", r.pick(ALNUM, 20))]),
+        case("google-oauth-client-secret", vec![format!("GOCSPX-{}", r.pick(ALNUM_US, 28))], vec![format!("GOCSPX-{}", r.pick(ALNUM, 12))]),
+        case("google-oauth-token", vec![format!("ya29.{}", r.pick(ALNUM_US, 150))], vec![format!("ya29.{}", r.pick(ALNUM, 12))]),
+        case("digitalocean-token", vec![format!("dop_v1_{}", r.pick(HEX, 64)), format!("dor_v1_{}", r.pick(HEX, 64))], vec![format!("dop_v1_{}", r.pick(HEX, 20))]),
+        case("npm-token", vec![format!("npm_{}", r.pick(ALNUM, 36))], vec!["npm_config_registry".into(), format!("npm_{}", r.pick(ALNUM, 40))]),
+        case("pypi-token", vec![format!("pypi-AgEIcHlwaS5vcmc{}", r.pick(ALNUM_US, 120))], vec![format!("pypi-AgE{}", r.pick(ALNUM, 20))]),
+        case("huggingface-token", vec![format!("hf_{}", r.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 34))], vec!["hf_hub_download".into(), format!("hf_{}", "a".repeat(34))]),
+        case("sendgrid-api-key", vec![format!("SG.{}.{}", r.pick(ALNUM_US, 22), r.pick(ALNUM_US, 43))], vec![format!("SG.{}.{}", r.pick(ALNUM, 10), r.pick(ALNUM, 10))]),
+        case("shopify-token", vec![format!("shpat_{}", r.pick(HEX, 32)), format!("shpss_{}", r.pick(HEX, 32))], vec![format!("shpat_{}", r.pick(HEX, 16))]),
+        case("docker-hub-token", vec![format!("dckr_pat_{}", r.pick(ALNUM_US, 27))], vec!["dckr_pat_short".into()]),
+        case("vault-token", vec![format!("hvs.{}", r.pick(ALNUM_US, 90))], vec!["hvs.short".into()]),
+        case("terraform-cloud-token", vec![format!("{}.atlasv1.{}", r.pick(ALNUM, 14), r.pick(ALNUM_US, 67))], vec!["x.atlasv1.short".into()]),
+        case("databricks-token", vec![format!("dapi{}", r.pick(HEX, 32))], vec![format!("dapi{}", r.pick(HEX, 16)), format!("xdapi{}", r.pick(HEX, 32))]),
+        case("groq-api-key", vec![format!("gsk_{}", r.pick(ALNUM, 52))], vec![format!("gsk_{}", r.pick(ALNUM, 20))]),
+        case("xai-api-key", vec![format!("xai-{}", r.pick(ALNUM, 80))], vec![format!("xai-{}", r.pick(ALNUM, 20))]),
+        case("replicate-token", vec![format!("r8_{}", r.pick(ALNUM, 37))], vec![format!("r8_{}", r.pick(ALNUM, 20))]),
+        case("linear-api-key", vec![format!("lin_api_{}", r.pick(ALNUM, 40))], vec![format!("lin_api_{}", r.pick(ALNUM, 20))]),
+        case("postman-api-key", vec![format!("PMAK-{}-{}", r.pick(HEX, 24), r.pick(HEX, 34))], vec![format!("PMAK-{}", r.pick(HEX, 24))]),
+        case("age-secret-key", vec![format!("AGE-SECRET-KEY-1{}", r.pick("QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 58))], vec![format!("AGE-SECRET-KEY-1{}", r.pick("QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 20))]),
+        case("doppler-token", vec![format!("dp.pt.{}", r.pick(ALNUM, 43))], vec![format!("dp.pt.{}", r.pick(ALNUM, 10))]),
+        case("sentry-token", vec![format!("sntryu_{}", r.pick(HEX, 64))], vec![format!("sntryu_{}", r.pick(HEX, 10))]),
+        case("grafana-token", vec![format!("glsa_{}_{}", r.pick(ALNUM, 32), r.pick(HEX, 8)), format!("glc_{}", r.pick(B64, 100))], vec![format!("glsa_{}", r.pick(ALNUM, 10))]),
+    ]
+}
+
+/// Rules whose match holds context: a field name, a connection string, a URL, a header.
+fn contextual(rng: &mut Rng) -> Vec<Case> {
+    let r = rng;
+    let pgp = format!("-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: GnuPG v2\n\n{}\n", r.pick(B64, 64));
+    vec![
+        case(
+            "aws-secret-access-key",
+            vec![
+                format!("aws_secret_access_key = {}", r.pick(B64, 40)),
+                format!(r#"{{"SecretAccessKey": "{}"}}"#, r.pick(B64, 40)),
+            ],
+            vec![format!("checksum = {}", r.pick(B64, 40)), format!("aws_secret_access_key = {}", "A".repeat(40))],
+        ),
+        case(
+            "gcp-service-account-key",
+            vec![format!(r#"{{"type": "service_account", "private_key_id": "{}"}}"#, r.pick(HEX, 40))],
+            vec![format!(r#""private_key_id": "{}""#, r.pick(HEX, 20))],
+        ),
+        case(
+            "private-key",
+            ["RSA PRIVATE KEY", "EC PRIVATE KEY", "DSA PRIVATE KEY", "OPENSSH PRIVATE KEY", "PRIVATE KEY", "ENCRYPTED PRIVATE KEY"]
+                .iter()
+                .map(|k| pem(r, k))
+                .chain([pgp])
+                .collect(),
+            vec![
+                "-----BEGIN RSA PRIVATE KEY-----\n...\n-----END RSA PRIVATE KEY-----".into(),
+                pem(r, "PUBLIC KEY"),
+                pem(r, "CERTIFICATE"),
+            ],
+        ),
+        case(
+            "jwt",
+            vec![jwt(r, r#"{"alg":"HS256","typ":"JWT"}"#), jwt(r, r#"{"alg":"RS256","kid":"abc"}"#)],
+            vec![jwt(r, r#"{"typ":"JWT"}"#), format!("eyJ{}.{}.{}", r.pick(ALNUM, 20), r.pick(ALNUM, 20), r.pick(ALNUM, 20))],
+        ),
+        case(
+            "azure-storage-account-key",
+            vec![format!("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={}==;EndpointSuffix=core.windows.net", r.pick(B64, 86))],
+            vec![format!("AccountKey={}==", r.pick(B64, 40))],
+        ),
+        case(
+            "azure-shared-access-key",
+            vec![format!("Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey={}=", r.pick(B64, 43))],
+            vec!["SharedAccessKeyName=RootManageSharedAccessKey".into()],
+        ),
+        case(
+            "azure-ad-client-secret",
+            vec![format!("client secret {}{}Q~{}", r.pick(ALNUM, 3), r.below(10), r.pick(ALNUM_US, 34))],
+            vec!["abcQ~short".into()],
+        ),
+        case(
+            "heroku-api-key",
+            vec![format!("HRKU-AA{}", r.pick(ALNUM_US, 58)), format!("HEROKU_API_KEY={}", uuid(r))],
+            vec![format!("HRKU-AA{}", r.pick(ALNUM, 20)), "heroku_app_name=my-app".into()],
+        ),
+    ]
+}
+
+/// The generic rules: a URL's password, an Authorization header, a credential-looking field.
+fn generic(rng: &mut Rng) -> Vec<Case> {
+    let r = rng;
+    vec![
+        case(
+            "url-password",
+            vec![format!("git clone https://deploy:{}@git.example.com/x.git", r.pick(ALNUM, 20))],
+            vec!["https://user:password@example.com".into(), "postgres://app:${DB_PASSWORD}@db/app".into()],
+        ),
+        case(
+            "authorization-header",
+            vec![
+                format!("Authorization: Bearer {}", r.pick(ALNUM, 40)),
+                format!("Authorization: Basic {}", b64(format!("bot:{}", r.pick(ALNUM, 16)).as_bytes())),
+            ],
+            vec![
+                "Authorization: Bearer egress-placeholder".into(),
+                format!("Authorization: Basic {}", b64(b"x-access-token:egress-placeholder")),
+                "Authorization: Bearer ${TOKEN}".into(),
+            ],
+        ),
+        case(
+            "credential-field",
+            vec![
+                format!(r#"{{"api_key": "{}"}}"#, r.pick(ALNUM, 32)),
+                format!("DB_PASSWORD={}", r.pick("abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789!@#%^*", 16)),
+                format!("GET /v1/items?limit=5&access_token={} HTTP/1.1", r.pick(ALNUM, 40)),
+                format!("X-Api-Key: {}", r.pick(HEX, 32)),
+            ],
+            vec![
+                format!(r#"{{"api_key_id": "{}"}}"#, r.pick(ALNUM, 32)),
+                r#"{"token_type": "Bearer", "max_tokens": 4096}"#.into(),
+                format!(r#"{{"session_token": "{}"}}"#, uuid(r)),
+                r#"{"password": "correct horse battery staple"}"#.into(),
+            ],
+        ),
+    ]
+}
+
+pub(super) fn cases() -> Vec<Case> {
+    let mut rng = Rng::new(0x5eed);
+    let mut all = prefixed(&mut rng);
+    all.extend(prefixed_more(&mut rng));
+    all.extend(contextual(&mut rng));
+    all.extend(generic(&mut rng));
+    all
+}
+
+#[test]
+fn every_rule_finds_its_secrets_and_names_itself() {
+    let s = scanner();
+    for c in cases() {
+        for hit in &c.hits {
+            let text = format!("some text before {hit} and after\n");
+            assert_eq!(rule_of(&s, &text).as_deref(), Some(c.id), "{text:?}");
+        }
+    }
+}
+
+/// A near miss trips nothing, except where the generic field rule rightly sees a random value
+/// in a credential-looking field (`AccountKey=<40 random bytes>`).
+#[test]
+fn every_rule_leaves_its_near_misses() {
+    let s = scanner();
+    for c in cases() {
+        for miss in &c.misses {
+            let text = format!("some text before {miss} and after\n");
+            let found = rule_of(&s, &text);
+            let generic = found.as_deref() == Some("credential-field") && c.id != "credential-field";
+            assert!(found.is_none() || generic, "{found:?} flagged {text:?}, a near miss of {}", c.id);
+        }
+    }
+}
+
+#[test]
+fn every_rule_has_cases() {
+    let ids: Vec<&str> = cases().iter().map(|c| c.id).collect();
+    for id in scanner().rules() {
+        assert!(ids.contains(&id), "rule {id} has no test case");
+    }
+    for c in cases() {
+        assert!(!c.hits.is_empty() && !c.misses.is_empty(), "{}", c.id);
+    }
+}
+
+#[test]
+fn a_secret_at_the_very_start_or_end_is_found() {
+    let s = scanner();
+    for c in cases() {
+        for hit in &c.hits {
+            assert!(s.scan(hit.as_bytes()).is_some(), "{} missed {hit:?} alone", c.id);
+        }
+    }
+}
+
+#[test]
+fn allowed_values_are_not_flagged() {
+    let mut rng = Rng::new(7);
+    let key = format!("ghp_{}", rng.pick(ALNUM, 36));
+    let doc_example = format!("see {key} in the docs");
+    let s = Scanner::new(&dlp(&[], &[&key])).unwrap().unwrap();
+    assert_eq!(s.scan(key.as_bytes()), None, "equal");
+    let s = Scanner::new(&dlp(&[], &[&doc_example])).unwrap().unwrap();
+    assert_eq!(s.scan(format!("x {key} y").as_bytes()), None, "contained in an allowed value");
+    let s = Scanner::new(&dlp(&[], &[&key[..20]])).unwrap().unwrap();
+    assert!(s.scan(key.as_bytes()).is_some(), "an allowed prefix does not allow the whole");
+}
+
+#[test]
+fn egress_placeholder_is_never_flagged() {
+    let s = scanner();
+    let p = crate::sidecar::egress::PLACEHOLDER;
+    for text in [
+        format!("Authorization: Bearer {p}"),
+        format!("x-api-key: {p}"),
+        format!("GET /repo.git/info/refs?access_token={p}"),
+        format!("{{\"api_key\":\"{p}\",\"password\":\"{p}\"}}"),
+        format!("https://x-access-token:{p}@github.com/o/r.git"),
+    ] {
+        assert_eq!(s.scan(text.as_bytes()), None, "{text}");
+    }
+}
+
+#[test]
+fn recipe_rules_are_added_with_their_ids() {
+    let mut rng = Rng::new(9);
+    let token = format!("itk_{}", rng.pick("abcdefghijklmnopqrstuvwxyz0123456789", 20));
+    let s = Scanner::new(&dlp(&[("internal-token", r"itk_[a-z0-9]{20}")], &[])).unwrap().unwrap();
+    let found = s.scan(format!("{{\"x\": \"{token}\"}}").as_bytes());
+    assert_eq!(found.map(|f| f.rule).as_deref(), Some("internal-token"));
+    assert!(s.rules().any(|r| r == "internal-token"));
+    let pieces: Vec<&[u8]> = vec![b"prefix ", &token.as_bytes()[..9], &token.as_bytes()[9..], b" suffix"];
+    assert_eq!(body_rule(&s, &pieces).map(|f| f.rule).as_deref(), Some("internal-token"));
+}
+
+#[test]
+fn a_recipe_rule_secret_group_is_what_allow_compares() {
+    let s = Scanner::new(&dlp(
+        &[("corp-password", r"corp_pw=(?P<secret>[A-Za-z0-9]{12,})")],
+        &["Aa1Bb2Cc3Dd4"],
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(s.scan(b"corp_pw=Aa1Bb2Cc3Dd4"), None);
+    assert!(s.scan(b"corp_pw=Zz9Yy8Xx7Ww6").is_some());
+}
+
+fn github_asset_url(rng: &mut Rng) -> String {
+    let jwt = jwt(rng, r#"{"typ":"JWT","alg":"HS256"}"#);
+    format!(
+        "https://release-assets.githubusercontent.com/github-production-release-asset/{}/{}?sp=r&sv=2018-11-09&sr=b&spr=https&se=2025-11-26T15%3A13%3A33Z&rscd=attachment%3B+filename%3Dtool.tar.gz&skoid={}&sks=b&skv=2018-11-09&sig={}%3D&jwt={jwt}&filename=tool.tar.gz",
+        rng.pick("0123456789", 9),
+        uuid(rng),
+        uuid(rng),
+        rng.pick(ALNUM, 43)
+    )
+}
+
+fn s3_presigned_url(rng: &mut Rng) -> String {
+    format!(
+        "https://bucket.s3.amazonaws.com/a/b.tar?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA{}%2F20240718%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240718T144553Z&X-Amz-Expires=300&X-Amz-Security-Token={}&X-Amz-SignedHeaders=host&X-Amz-Signature={}",
+        rng.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
+        rng.pick(B64, 300),
+        rng.pick(HEX, 64)
+    )
+}
+
+#[test]
+fn credentials_of_a_signed_url_are_its_grant() {
+    let s = scanner();
+    let mut rng = Rng::new(31);
+    for url in [github_asset_url(&mut rng), s3_presigned_url(&mut rng)] {
+        assert_eq!(rule_of(&s, &url), None, "{url}");
+        let curl = format!("{{\"content\": \"< HTTP/2 302\\n< location: {url}\\n\"}}");
+        assert_eq!(rule_of(&s, &curl), None, "{curl}");
+    }
+    // the same credentials elsewhere are found
+    let token = jwt(&mut rng, r#"{"alg":"HS256"}"#);
+    assert_eq!(rule_of(&s, &format!("/collect?jwt={token}&sig=abc")).as_deref(), Some("jwt"));
+    assert_eq!(rule_of(&s, &format!("https://evil.example/?x={token}")).as_deref(), Some("jwt"));
+    let key = format!("AKIA{}", rng.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16));
+    assert_eq!(rule_of(&s, &format!("/upload?key={key}&Signature=x")).as_deref(), Some("aws-access-key-id"));
+}
