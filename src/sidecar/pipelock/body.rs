@@ -1,7 +1,8 @@
 //! Bodies on their way through pipelock, streamed frame by frame with bounded memory:
 //!
-//! - [`Scanned`]: what the guest sends, through DLP's [`BodyScanner`] before each chunk goes
-//!   upstream; a finding (or a guest that stops sending for [`BODY_IDLE`]) ends it with an
+//! - [`Scanned`]: what the guest sends, through DLP's [`BodyScanner`]; the last [`HOLD_BACK`]
+//!   bytes wait until what follows them is scanned, so no part of a secret leaves before DLP
+//!   finds it; a finding (or a guest that stops sending for [`BODY_IDLE`]) ends the body with an
 //!   error, which aborts the upstream request: the upstream gets nothing more;
 //! - [`Outbound`]: what goes back to the guest, counted, through egress's [`Scrubber`] for a
 //!   route; it writes the request's audit event when it is done (or dropped: the guest left).
@@ -19,7 +20,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
 use crate::sidecar::audit::{AuditLog, Decision, Event};
-use crate::sidecar::dlp::BodyScanner;
+use crate::sidecar::dlp::{self, BodyScanner};
 use crate::sidecar::scrub::Scrubber;
 
 /// How long the guest may pause mid-body before the request is dropped.
@@ -52,6 +53,12 @@ pub struct Outcome {
     pub idle: AtomicBool,
 }
 
+/// How many bytes of a scanned body are held back from the upstream: DLP reports a match up
+/// to one step after its bytes arrived, and a match (its encoded form up to three times as
+/// long) may begin a window before that; held back, no byte of a secret split across chunks
+/// leaves before the secret is found.
+pub const HOLD_BACK: usize = dlp::STEP + 3 * dlp::WINDOW;
+
 /// The guest's request body, scanned on its way upstream.
 pub struct Scanned {
     inner: Incoming,
@@ -59,6 +66,8 @@ pub struct Scanned {
     outcome: Arc<Outcome>,
     idle: Pin<Box<Sleep>>,
     done: bool,
+    /// Scanned bytes not yet released upstream (at most [`HOLD_BACK`] between chunks).
+    held: bytes::BytesMut,
 }
 
 impl Scanned {
@@ -69,11 +78,32 @@ impl Scanned {
             outcome,
             idle: Box::pin(tokio::time::sleep(BODY_IDLE)),
             done: false,
+            held: bytes::BytesMut::new(),
         }
+    }
+
+    /// The held bytes, all of them: the body is over and clean.
+    fn release_all(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        if self.held.is_empty() {
+            return Poll::Ready(None);
+        }
+        let data = self.held.split().freeze();
+        self.count(&data);
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn count(&self, data: &Bytes) {
+        self.outcome
+            .bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
     }
 
     fn found(&mut self, rule: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
+        // What was held back never leaves.
+        self.held.clear();
+        self.scanner = None;
         let _ = self.outcome.finding.set(rule.clone());
         Poll::Ready(Some(Err(Box::new(BodyError::Dlp(rule)))))
     }
@@ -90,26 +120,30 @@ impl HttpBody for Scanned {
         let this = self.get_mut();
         loop {
             if this.done {
+                if !this.held.is_empty() && this.scanner.is_some() {
+                    return this.release_all();
+                }
                 return Poll::Ready(None);
             }
             let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => {
                     if this.idle.as_mut().poll(cx).is_ready() {
                         this.done = true;
+                        this.held.clear();
                         this.outcome.idle.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(BodyError::Idle))));
                     }
                     return Poll::Pending;
                 }
                 Poll::Ready(None) => {
-                    this.done = true;
                     if let Some(f) = this.scanner.as_mut().and_then(|s| s.finish()) {
                         return this.found(f.rule);
                     }
-                    return Poll::Ready(None);
+                    return this.release_all();
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
+                    this.held.clear();
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 Poll::Ready(Some(Ok(frame))) => frame,
@@ -121,30 +155,27 @@ impl HttpBody for Scanned {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if let Some(scanner) = this.scanner.as_mut() {
-                let mut finding = scanner.feed(&data);
-                // The last chunk: the scanner's end now, since hyper polls no further.
-                if finding.is_none() && this.inner.is_end_stream() {
-                    this.done = true;
-                    finding = scanner.finish();
-                }
-                if let Some(f) = finding {
+            let Some(scanner) = this.scanner.as_mut() else {
+                this.count(&data);
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            };
+            if let Some(f) = scanner.feed(&data) {
+                return this.found(f.rule);
+            }
+            this.held.extend_from_slice(&data);
+            // The last chunk: the scanner's end now, since hyper polls no further.
+            if this.inner.is_end_stream() {
+                if let Some(f) = scanner.finish() {
                     return this.found(f.rule);
                 }
+                return this.release_all();
             }
-            this.outcome
-                .bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+            if this.held.len() > HOLD_BACK {
+                let data = this.held.split_to(this.held.len() - HOLD_BACK).freeze();
+                this.count(&data);
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
