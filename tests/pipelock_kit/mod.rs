@@ -131,12 +131,15 @@ fn full(text: impl Into<Bytes>) -> TestBody {
 /// in the answer's body, sent 5 bytes at a time (so a token is split across chunks);
 /// `/close-early`: announces 1000 bytes, sends 10, then fails; anything else: `ok PATH`.
 async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<TestBody> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, mut incoming) = req.into_parts();
+    // Every byte that arrived, also of a body the proxy cut off: a leak must show.
+    let mut body = Vec::new();
+    while let Some(Ok(frame)) = incoming.frame().await {
+        if let Ok(data) = frame.into_data() {
+            body.extend_from_slice(&data);
+        }
+    }
+    let body = Bytes::from(body);
     let path = parts.uri.path().to_string();
     let headers = parts
         .headers
