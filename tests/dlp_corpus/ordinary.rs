@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::{ALNUM, ALNUM_US, B64, DIGITS, HEX, Item, Rng, b64, b64url, json_str, uuid};
+use crate::kit::{ALNUM, ALNUM_US, B64, DIGITS, HEX, Item, Rng, b64, b64url, json_str, uuid};
 
 /// Every text file under `root` (sources, docs, Cargo.lock, scripts, recipes), as sent raw and
 /// as an agent sends a file to a model: inside a chat request.
@@ -12,7 +12,10 @@ fn repository(root: &Path) -> Vec<(String, Item)> {
     let walk = walkdir::WalkDir::new(root).into_iter().filter_entry(|e| {
         let name = e.file_name().to_string_lossy();
         let hidden = name.starts_with('.') && e.depth() > 0 && name != ".ci" && name != ".cargo";
-        !hidden && !name.starts_with("target")
+        // Not the repository's: build output, the default store, files scripts/setup fetched.
+        let local = e.depth() == 1 && (name == "cache" || name.starts_with("target"))
+            || name == "fetched";
+        !hidden && !local
     });
     for entry in walk.filter_map(Result::ok).filter(|e| e.file_type().is_file()) {
         let Ok(bytes) = std::fs::read(entry.path()) else { continue };

@@ -1,6 +1,6 @@
 //! Generated secrets of every built-in kind, each embedded in a carrier an agent would send.
 
-use crate::{ALNUM, ALNUM_US, B64, DIGITS, HEX, Item, Rng, UPPER_NUM, b64, b64url, json_str, urlencode, uuid};
+use crate::kit::{ALNUM, ALNUM_US, B64, DIGITS, HEX, Item, Rng, UPPER_NUM, b64, b64url, json_str, urlencode, uuid};
 
 /// A secret as generated, by where it can go.
 enum Secret {

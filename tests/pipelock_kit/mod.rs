@@ -33,7 +33,8 @@ use tokio_rustls::rustls::pki_types::{
 };
 
 /// The real token of the test's route: the guest never holds it.
-pub const TOKEN: &str = "tok-REAL-5d41402abc4b2a76b9719d911017c592";
+/// Words, not random characters: the repository's own files are DLP's ordinary corpus.
+pub const TOKEN: &str = "tok-REAL-route-token-of-the-pipelock-tests";
 /// What the guest holds instead.
 pub const PLACEHOLDER: &str = "egress-placeholder";
 pub const TOKEN_ENV: &str = "TEST_API_TOKEN";
