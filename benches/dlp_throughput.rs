@@ -26,11 +26,19 @@ use bottle::sidecar::scrub::Scrubber;
 
 /// The chunk size bodies are fed in: 64 KiB, or `DLP_CHUNK` bytes.
 fn chunk() -> usize {
-    std::env::var("DLP_CHUNK").ok().and_then(|c| c.parse().ok()).filter(|c| *c > 0).unwrap_or(64 * 1024)
+    std::env::var("DLP_CHUNK")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|c| *c > 0)
+        .unwrap_or(64 * 1024)
 }
 
 fn scanner() -> Arc<Scanner> {
-    let dlp = Dlp { enabled: true, rules: Vec::new(), allow: Vec::new() };
+    let dlp = Dlp {
+        enabled: true,
+        rules: Vec::new(),
+        allow: Vec::new(),
+    };
     Scanner::new(&dlp).expect("rules compile").expect("enabled")
 }
 
@@ -38,8 +46,19 @@ fn scanner() -> Arc<Scanner> {
 fn repository_text() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["src", "tests", "benches", "README.md", "Cargo.lock", "Cargo.toml", "recipes"] {
-        for entry in walkdir::WalkDir::new(root.join(dir)).into_iter().filter_map(Result::ok) {
+    for dir in [
+        "src",
+        "tests",
+        "benches",
+        "README.md",
+        "Cargo.lock",
+        "Cargo.toml",
+        "recipes",
+    ] {
+        for entry in walkdir::WalkDir::new(root.join(dir))
+            .into_iter()
+            .filter_map(Result::ok)
+        {
             if let Ok(text) = std::fs::read_to_string(entry.path()) {
                 files.push(text);
             }
@@ -106,7 +125,11 @@ fn dlp(s: &Arc<Scanner>, data: &[u8]) -> usize {
 
 fn scrub(data: &[u8]) -> usize {
     // a token-shaped secret, made here so that no file holds one
-    let secret: Vec<u8> = b"ghp_".iter().copied().chain((0..36u8).map(|i| b"Zq9Xw8Vu7T"[usize::from(i % 10)])).collect();
+    let secret: Vec<u8> = b"ghp_"
+        .iter()
+        .copied()
+        .chain((0..36u8).map(|i| b"Zq9Xw8Vu7T"[usize::from(i % 10)]))
+        .collect();
     let mut s = Scrubber::new(&[&secret]);
     let mut out = 0;
     for chunk in data.chunks(chunk()) {
@@ -116,7 +139,10 @@ fn scrub(data: &[u8]) -> usize {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
     let runs = arg(2).and_then(|r| r.parse().ok()).unwrap_or(5);
     let read = |p: &str| std::fs::read(p).unwrap_or_else(|e| panic!("reading {p}: {e}"));
@@ -143,7 +169,9 @@ fn main() {
             println!("{found}");
         }
         _ => {
-            eprintln!("usage: dlp_throughput gen DIR MIB | dlp|memchr|scrub FILE [RUNS] | once FILE");
+            eprintln!(
+                "usage: dlp_throughput gen DIR MIB | dlp|memchr|scrub FILE [RUNS] | once FILE"
+            );
             std::process::exit(2);
         }
     }

@@ -27,7 +27,11 @@ use bottle::sidecar::pipelock::Dlp;
 use kit::{Item, Rng};
 
 fn scanner() -> Arc<Scanner> {
-    let dlp = Dlp { enabled: true, rules: Vec::new(), allow: Vec::new() };
+    let dlp = Dlp {
+        enabled: true,
+        rules: Vec::new(),
+        allow: Vec::new(),
+    };
     Scanner::new(&dlp).unwrap().unwrap()
 }
 
@@ -86,8 +90,17 @@ fn corpus_catch_and_false_positive_rates() {
         k.dedup();
         k.len()
     };
-    println!("DLP corpus: {} secrets of {kinds} kinds; caught {caught} = {:.2}% (named by their own rule: {named})", secrets.len(), catch * 100.0);
-    println!("DLP corpus: {} ordinary bodies and values; flagged {} = {:.3}%", ordinary.len(), flagged.len(), fp * 100.0);
+    println!(
+        "DLP corpus: {} secrets of {kinds} kinds; caught {caught} = {:.2}% (named by their own rule: {named})",
+        secrets.len(),
+        catch * 100.0
+    );
+    println!(
+        "DLP corpus: {} ordinary bodies and values; flagged {} = {:.3}%",
+        ordinary.len(),
+        flagged.len(),
+        fp * 100.0
+    );
     for m in &missed {
         println!("  missed {m}");
     }

@@ -161,7 +161,10 @@ impl Scanner {
     /// Scans one whole value: a request target, or one header as `Name: value`.
     pub fn scan(&self, bytes: &[u8]) -> Option<Finding> {
         let text = decode::decode_all(bytes);
-        let accept = Accept { after: 0, upto: text.len() };
+        let accept = Accept {
+            after: 0,
+            upto: text.len(),
+        };
         self.engine.find(&text, accept).map(finding)
     }
 
@@ -184,7 +187,9 @@ impl Scanner {
 }
 
 fn finding(rule: &str) -> Finding {
-    Finding { rule: rule.to_string() }
+    Finding {
+        rule: rule.to_string(),
+    }
 }
 
 /// Scans a body chunk by chunk with bounded memory.
@@ -246,10 +251,17 @@ impl BodyScanner {
 
     /// Scans what arrived since the last step (all of it when `last`), then keeps the window.
     fn step(&mut self, last: bool) -> Option<Finding> {
-        let upto = if last { self.buf.len() } else { self.buf.len().saturating_sub(MARGIN) };
+        let upto = if last {
+            self.buf.len()
+        } else {
+            self.buf.len().saturating_sub(MARGIN)
+        };
         let mut found = None;
         if upto > self.seen {
-            let accept = Accept { after: self.seen, upto };
+            let accept = Accept {
+                after: self.seen,
+                upto,
+            };
             found = self.scanner.engine.find(&self.buf, accept).map(finding);
             self.seen = upto;
         }

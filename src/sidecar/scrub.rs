@@ -46,13 +46,23 @@ impl Scrubber {
             }
         }
         let ac = (!patterns.is_empty())
-            .then(|| AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&patterns).ok())
+            .then(|| {
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&patterns)
+                    .ok()
+            })
             .flatten();
         let mut first = [false; 256];
         for p in &patterns {
             first[usize::from(p[0])] = true;
         }
-        Scrubber { patterns, ac, first, held: Vec::new() }
+        Scrubber {
+            patterns,
+            ac,
+            first,
+            held: Vec::new(),
+        }
     }
 
     /// The next chunk in; what can be passed on out (some bytes may be held back).
@@ -114,7 +124,10 @@ impl Scrubber {
             .find(|&i| {
                 let rest = &hay[i..];
                 self.first[usize::from(rest[0])]
-                    && self.patterns.iter().any(|p| p.len() > rest.len() && p.starts_with(rest))
+                    && self
+                        .patterns
+                        .iter()
+                        .any(|p| p.len() > rest.len() && p.starts_with(rest))
             })
             .unwrap_or(hay.len())
     }
@@ -126,7 +139,11 @@ fn plain_matches(hay: &[u8], patterns: &[Vec<u8>]) -> Vec<std::ops::Range<usize>
     let mut out = Vec::new();
     let mut i = 0;
     while i < hay.len() {
-        let longest = patterns.iter().filter(|p| hay[i..].starts_with(p)).map(Vec::len).max();
+        let longest = patterns
+            .iter()
+            .filter(|p| hay[i..].starts_with(p))
+            .map(Vec::len)
+            .max();
         match longest {
             Some(len) => {
                 out.push(i..i + len);

@@ -55,7 +55,14 @@ pub fn b64url(bytes: &[u8]) -> String {
 
 pub fn uuid(rng: &mut Rng) -> String {
     let h = rng.pick(HEX, 32);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// `text` as a JSON string literal.
@@ -67,7 +74,9 @@ pub fn json_str(text: &str) -> String {
 pub fn urlencode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -94,4 +103,3 @@ impl Item {
         text.replace('\n', "⏎")
     }
 }
-

@@ -13,17 +13,29 @@ fn repository(root: &Path) -> Vec<(String, Item)> {
         let name = e.file_name().to_string_lossy();
         let hidden = name.starts_with('.') && e.depth() > 0 && name != ".ci" && name != ".cargo";
         // Not the repository's: build output, the default store, files scripts/setup fetched.
-        let local = e.depth() == 1 && (name == "cache" || name.starts_with("target"))
-            || name == "fetched";
+        let local =
+            e.depth() == 1 && (name == "cache" || name.starts_with("target")) || name == "fetched";
         !hidden && !local
     });
-    for entry in walk.filter_map(Result::ok).filter(|e| e.file_type().is_file()) {
-        let Ok(bytes) = std::fs::read(entry.path()) else { continue };
+    for entry in walk
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+    {
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
         if bytes.len() > 4 << 20 || bytes.contains(&0) {
             continue;
         }
-        let Ok(text) = String::from_utf8(bytes) else { continue };
-        let name = entry.path().strip_prefix(root).unwrap_or(entry.path()).display().to_string();
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        let name = entry
+            .path()
+            .strip_prefix(root)
+            .unwrap_or(entry.path())
+            .display()
+            .to_string();
         let wrapped = format!(
             r#"{{"model":"claude-sonnet-4-5","messages":[{{"role":"user","content":[{{"type":"tool_result","tool_use_id":"toolu_01Hq","content":{}}}]}}]}}"#,
             json_str(&text)
@@ -35,7 +47,15 @@ fn repository(root: &Path) -> Vec<(String, Item)> {
 }
 
 fn timestamp(r: &mut Rng) -> String {
-    format!("2024-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", 1 + r.below(12), 1 + r.below(28), r.below(24), r.below(60), r.below(60), r.below(1000))
+    format!(
+        "2024-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        1 + r.below(12),
+        1 + r.below(28),
+        r.below(24),
+        r.below(60),
+        r.below(60),
+        r.below(1000)
+    )
 }
 
 fn sha(r: &mut Rng) -> String {
@@ -44,7 +64,11 @@ fn sha(r: &mut Rng) -> String {
 
 fn github_commit(r: &mut Rng) -> String {
     let (commit, tree, parent) = (sha(r), sha(r), sha(r));
-    let signature = format!("-----BEGIN PGP SIGNATURE-----\n\n{}\n{}\n=ab12\n-----END PGP SIGNATURE-----", r.pick(B64, 64), r.pick(B64, 40));
+    let signature = format!(
+        "-----BEGIN PGP SIGNATURE-----\n\n{}\n{}\n=ab12\n-----END PGP SIGNATURE-----",
+        r.pick(B64, 64),
+        r.pick(B64, 40)
+    );
     format!(
         r#"{{"sha":"{commit}","node_id":"C_kwDO{}","commit":{{"author":{{"name":"Ada","email":"ada@example.com","date":"{}"}},"message":"Fix token refresh race in the session cache","tree":{{"sha":"{tree}","url":"https://api.github.com/repos/acme/app/git/trees/{tree}"}},"verification":{{"verified":true,"reason":"valid","signature":{},"payload":"tree {tree}\nparent {parent}\n"}}}},"url":"https://api.github.com/repos/acme/app/commits/{commit}","parents":[{{"sha":"{parent}"}}],"stats":{{"additions":{},"deletions":{}}}}}"#,
         r.pick(ALNUM, 20),
@@ -65,7 +89,10 @@ fn package_lock(r: &mut Rng) -> String {
             )
         })
         .collect();
-    format!(r#"{{"name":"app","lockfileVersion":3,"packages":{{{}}}}}"#, entries.join(","))
+    format!(
+        r#"{{"name":"app","lockfileVersion":3,"packages":{{{}}}}}"#,
+        entries.join(",")
+    )
 }
 
 fn image_upload(r: &mut Rng) -> String {
@@ -93,7 +120,11 @@ fn telemetry(r: &mut Rng) -> String {
             )
         })
         .collect();
-    format!(r#"{{"batch":[{}],"sent_at":"{}"}}"#, events.join(","), timestamp(r))
+    format!(
+        r#"{{"batch":[{}],"sent_at":"{}"}}"#,
+        events.join(","),
+        timestamp(r)
+    )
 }
 
 fn chat_with_ids(r: &mut Rng) -> String {
@@ -163,16 +194,29 @@ fn headers(r: &mut Rng) -> Vec<String> {
     vec![
         format!("x-request-id: {}", uuid(r)),
         format!("If-None-Match: W/\"{}\"", r.pick(HEX, 40)),
-        format!("Cookie: _ga=GA1.2.{}.{}; theme=dark; _gid=GA1.2.{}", r.pick(DIGITS, 10), r.pick(DIGITS, 10), r.pick(DIGITS, 9)),
+        format!(
+            "Cookie: _ga=GA1.2.{}.{}; theme=dark; _gid=GA1.2.{}",
+            r.pick(DIGITS, 10),
+            r.pick(DIGITS, 10),
+            r.pick(DIGITS, 9)
+        ),
         format!("traceparent: 00-{}-{}-01", r.pick(HEX, 32), r.pick(HEX, 16)),
-        format!("User-Agent: claude-cli/1.0.{} (external, cli)", r.below(100)),
+        format!(
+            "User-Agent: claude-cli/1.0.{} (external, cli)",
+            r.below(100)
+        ),
         "anthropic-version: 2023-06-01".into(),
         "Authorization: Bearer egress-placeholder".into(),
         "x-api-key: egress-placeholder".into(),
         format!("x-amz-content-sha256: {}", r.pick(HEX, 64)),
         format!("Content-MD5: {}", b64(&r.bytes(16))),
         format!("x-stainless-retry-count: {}", r.below(3)),
-        format!("X-GitHub-Request-Id: {}:{}:{}", r.pick("ABCDEF0123456789", 4), r.pick("ABCDEF0123456789", 6), r.pick("ABCDEF0123456789", 8)),
+        format!(
+            "X-GitHub-Request-Id: {}:{}:{}",
+            r.pick("ABCDEF0123456789", 4),
+            r.pick("ABCDEF0123456789", 6),
+            r.pick("ABCDEF0123456789", 8)
+        ),
         format!("Sec-WebSocket-Key: {}", b64(&r.bytes(16))),
         format!("Idempotency-Key: {}", uuid(r)),
     ]
@@ -187,8 +231,15 @@ fn signed_urls(r: &mut Rng) -> Vec<String> {
         1_764_168_275 + r.below(1_000_000),
         1_764_167_975 + r.below(1_000_000)
     );
-    let jwt = format!("{header}.{}.{}", b64url(claims.as_bytes()), b64url(&r.bytes(32)));
-    let sig = b64(&r.bytes(32)).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    let jwt = format!(
+        "{header}.{}.{}",
+        b64url(claims.as_bytes()),
+        b64url(&r.bytes(32))
+    );
+    let sig = b64(&r.bytes(32))
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
     vec![
         format!(
             "https://release-assets.githubusercontent.com/github-production-release-asset/{}/{}?sp=r&sv=2018-11-09&sr=b&spr=https&se=2025-11-26T15%3A13%3A33Z&rscd=attachment%3B+filename%3Dtool-linux-amd64.tar.gz&rsct=application%2Foctet-stream&skoid={}&sktid={}&skt=2025-11-26T14%3A12%3A46Z&ske=2025-11-26T15%3A13%3A33Z&sks=b&skv=2018-11-09&sig={sig}&jwt={jwt}&filename=tool-linux-amd64.tar.gz&response-content-disposition=attachment%3B%20filename%3Dtool-linux-amd64.tar.gz&response-content-type=application%2Foctet-stream",
@@ -208,7 +259,10 @@ fn signed_urls(r: &mut Rng) -> Vec<String> {
         format!(
             "https://bucket.s3.amazonaws.com/builds/app.tar?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIA{}%2F20240718%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240718T144553Z&X-Amz-Expires=300&X-Amz-Security-Token={}&X-Amz-SignedHeaders=host&X-Amz-Signature={}",
             r.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
-            b64(&r.bytes(300)).replace('+', "%2B").replace('/', "%2F").replace('=', "%3D"),
+            b64(&r.bytes(300))
+                .replace('+', "%2B")
+                .replace('/', "%2F")
+                .replace('=', "%3D"),
             r.pick(HEX, 64)
         ),
     ]
@@ -216,14 +270,45 @@ fn signed_urls(r: &mut Rng) -> Vec<String> {
 
 fn urls(r: &mut Rng) -> Vec<String> {
     vec![
-        format!("/repos/acme/app/commits?sha={}&per_page=100&page={}", sha(r), r.below(9)),
-        format!("https://registry.npmjs.org/pkg/-/pkg-1.{}.0.tgz", r.below(30)),
-        format!("/v1/files/{}/content?download=true&version={}", uuid(r), r.pick(ALNUM_US, 24)),
-        format!("/search?q=token+refresh+secret&cursor={}&limit=20", b64url(&r.bytes(24))),
-        format!("https://objects.githubusercontent.com/github-production-release-asset/{}/{}?response-content-disposition=attachment", r.pick(DIGITS, 9), uuid(r)),
-        format!("/api/v2/jobs/{}/logs?since={}&session_id={}", r.pick(DIGITS, 8), timestamp(r), uuid(r)),
-        format!("https://crates.io/api/v1/crates/regex/1.{}.{}/download", r.below(12), r.below(9)),
-        format!("/oauth/authorize?response_type=code&client_id={}&state={}&redirect_uri=http%3A%2F%2Flocalhost%3A8080%2Fcallback", r.pick(ALNUM, 20), r.pick(HEX, 32)),
+        format!(
+            "/repos/acme/app/commits?sha={}&per_page=100&page={}",
+            sha(r),
+            r.below(9)
+        ),
+        format!(
+            "https://registry.npmjs.org/pkg/-/pkg-1.{}.0.tgz",
+            r.below(30)
+        ),
+        format!(
+            "/v1/files/{}/content?download=true&version={}",
+            uuid(r),
+            r.pick(ALNUM_US, 24)
+        ),
+        format!(
+            "/search?q=token+refresh+secret&cursor={}&limit=20",
+            b64url(&r.bytes(24))
+        ),
+        format!(
+            "https://objects.githubusercontent.com/github-production-release-asset/{}/{}?response-content-disposition=attachment",
+            r.pick(DIGITS, 9),
+            uuid(r)
+        ),
+        format!(
+            "/api/v2/jobs/{}/logs?since={}&session_id={}",
+            r.pick(DIGITS, 8),
+            timestamp(r),
+            uuid(r)
+        ),
+        format!(
+            "https://crates.io/api/v1/crates/regex/1.{}.{}/download",
+            r.below(12),
+            r.below(9)
+        ),
+        format!(
+            "/oauth/authorize?response_type=code&client_id={}&state={}&redirect_uri=http%3A%2F%2Flocalhost%3A8080%2Fcallback",
+            r.pick(ALNUM, 20),
+            r.pick(HEX, 32)
+        ),
     ]
 }
 
@@ -248,11 +333,24 @@ pub fn all(root: &Path, r: &mut Rng) -> Vec<(String, Item)> {
         }
     }
     for _ in 0..40 {
-        out.extend(headers(r).into_iter().map(|h| ("header".to_string(), Item::Value(h))));
-        out.extend(urls(r).into_iter().map(|u| ("url".to_string(), Item::Value(u))));
+        out.extend(
+            headers(r)
+                .into_iter()
+                .map(|h| ("header".to_string(), Item::Value(h))),
+        );
+        out.extend(
+            urls(r)
+                .into_iter()
+                .map(|u| ("url".to_string(), Item::Value(u))),
+        );
         for u in signed_urls(r) {
-            let curl = format!("$ curl -sSLv https://github.com/acme/tool/releases/download/v1.2.0/tool.tar.gz\n< HTTP/2 302\n< location: {u}\n< HTTP/2 200\n");
-            out.push(("signed url in a tool result".to_string(), Item::body(format!(r#"{{"content":{}}}"#, json_str(&curl)))));
+            let curl = format!(
+                "$ curl -sSLv https://github.com/acme/tool/releases/download/v1.2.0/tool.tar.gz\n< HTTP/2 302\n< location: {u}\n< HTTP/2 200\n"
+            );
+            out.push((
+                "signed url in a tool result".to_string(),
+                Item::body(format!(r#"{{"content":{}}}"#, json_str(&curl))),
+            ));
             out.push(("signed url".to_string(), Item::Value(u)));
         }
     }

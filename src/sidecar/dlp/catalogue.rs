@@ -59,7 +59,9 @@ impl Check {
 fn jwt_header_has_alg(token: &[u8]) -> bool {
     let header = token.split(|b| *b == b'.').next().unwrap_or_default();
     decode_base64(header)
-        .and_then(|json| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).ok())
+        .and_then(|json| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).ok()
+        })
         .is_some_and(|h| h.get("alg").is_some_and(serde_json::Value::is_string))
 }
 
@@ -120,7 +122,13 @@ pub(super) const SPECS: &[Spec] = &[
     },
     Spec {
         id: "aws-secret-access-key",
-        keywords: &["aws", "amazon", "secretaccesskey", "secret_access_key", "secret-access-key"],
+        keywords: &[
+            "aws",
+            "amazon",
+            "secretaccesskey",
+            "secret_access_key",
+            "secret-access-key",
+        ],
         exact: false,
         lead: ANY,
         pattern: concat!(
@@ -182,8 +190,18 @@ pub(super) const SPECS: &[Spec] = &[
     Spec {
         id: "gitlab-token",
         keywords: &[
-            "glptt-", "gldt-", "glrt-", "glcbt-", "glft-", "glsoat-", "glimt-", "gloas-",
-            "glagent-", "glffct-", "glwt-", "GR1348941",
+            "glptt-",
+            "gldt-",
+            "glrt-",
+            "glcbt-",
+            "glft-",
+            "glsoat-",
+            "glimt-",
+            "gloas-",
+            "glagent-",
+            "glffct-",
+            "glwt-",
+            "GR1348941",
         ],
         exact: true,
         lead: 0,
@@ -192,7 +210,9 @@ pub(super) const SPECS: &[Spec] = &[
     },
     Spec {
         id: "slack-token",
-        keywords: &["xoxb-", "xoxp-", "xoxa-", "xoxo-", "xoxs-", "xoxr-", "xoxe", "xapp-"],
+        keywords: &[
+            "xoxb-", "xoxp-", "xoxa-", "xoxo-", "xoxs-", "xoxr-", "xoxe", "xapp-",
+        ],
         exact: true,
         lead: 0,
         pattern: concat!(

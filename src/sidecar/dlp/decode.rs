@@ -26,7 +26,11 @@ pub(super) struct Decoder {
 
 enum Escape {
     /// `consumed` input bytes became `bytes[..len]`.
-    Decoded { consumed: usize, bytes: [u8; 4], len: usize },
+    Decoded {
+        consumed: usize,
+        bytes: [u8; 4],
+        len: usize,
+    },
     /// The input ends inside what may still become an escape.
     Incomplete,
     /// Not an escape: the byte stands for itself.
@@ -53,7 +57,11 @@ impl Decoder {
             out.extend_from_slice(&data[i..i + k]);
             let at = i + k;
             match escape(&data[at..]) {
-                Escape::Decoded { consumed, bytes, len } => {
+                Escape::Decoded {
+                    consumed,
+                    bytes,
+                    len,
+                } => {
                     out.extend_from_slice(&bytes[..len]);
                     i = at + consumed;
                 }
@@ -90,7 +98,11 @@ pub(super) fn decode_all(input: &[u8]) -> Cow<'_, [u8]> {
 }
 
 fn one(consumed: usize, b: u8) -> Escape {
-    Escape::Decoded { consumed, bytes: [b, 0, 0, 0], len: 1 }
+    Escape::Decoded {
+        consumed,
+        bytes: [b, 0, 0, 0],
+        len: 1,
+    }
 }
 
 /// `s` starts with `%` or `\`.
@@ -169,5 +181,9 @@ fn unicode_escape(s: &[u8]) -> Escape {
     };
     let mut bytes = [0u8; 4];
     let len = c.encode_utf8(&mut bytes).len();
-    Escape::Decoded { consumed, bytes, len }
+    Escape::Decoded {
+        consumed,
+        bytes,
+        len,
+    }
 }

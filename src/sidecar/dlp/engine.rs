@@ -15,13 +15,18 @@ use anyhow::{Context, Result, bail};
 use regex::bytes::Regex;
 
 use super::catalogue::{ANY, Check, IN_SIGNED_URLS, SPECS};
-use super::heuristics::in_signed_url_query;
 use super::field::{self, FIELD_KEYWORDS, FIELD_REACH, URL_KEYWORDS, URL_REACH};
+use super::heuristics::in_signed_url_query;
 use crate::plan::DlpRulePlan;
 
 enum Matcher {
     /// `signed`: a match that is a parameter of a signed URL's query is no finding.
-    Regex { re: Regex, check: Check, group: bool, signed: bool },
+    Regex {
+        re: Regex,
+        check: Check,
+        group: bool,
+        signed: bool,
+    },
     Field,
     UrlPassword,
 }
@@ -72,7 +77,10 @@ pub(super) struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("rules", &self.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .field(
+                "rules",
+                &self.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            )
             .field("allow", &self.allow.len())
             .finish()
     }
@@ -80,7 +88,11 @@ impl std::fmt::Debug for Engine {
 
 /// The longest match of `pattern`, when it has one.
 fn max_len(pattern: &str) -> Option<usize> {
-    let hir = regex_syntax::ParserBuilder::new().utf8(false).build().parse(pattern).ok()?;
+    let hir = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()?;
     hir.properties().maximum_len()
 }
 
@@ -88,29 +100,64 @@ impl Engine {
     /// Compiles the catalogue, the recipe's `rules` and its `allow` values (plus `always`,
     /// values never flagged whatever the recipe says). Recipe matches longer than `window`
     /// may be missed across chunk boundaries.
-    pub(super) fn new(recipe: &[DlpRulePlan], allow: &[String], always: &[&str], window: usize) -> Result<Engine> {
+    pub(super) fn new(
+        recipe: &[DlpRulePlan],
+        allow: &[String],
+        always: &[&str],
+        window: usize,
+    ) -> Result<Engine> {
         let mut b = Builder::default();
         for spec in SPECS {
             let pattern = format!("(?-u){}", spec.pattern);
-            let re = Regex::new(&pattern).with_context(|| format!("built-in DLP rule {}", spec.id))?;
+            let re =
+                Regex::new(&pattern).with_context(|| format!("built-in DLP rule {}", spec.id))?;
             let Some(reach) = max_len(&pattern) else {
                 bail!("built-in DLP rule {} has no longest match", spec.id);
             };
             let group = re.capture_names().any(|n| n == Some("secret"));
             let lead = if spec.lead == ANY { reach } else { spec.lead };
             let signed = IN_SIGNED_URLS.contains(&spec.id);
-            let matcher = Matcher::Regex { re, check: spec.check, group, signed };
+            let matcher = Matcher::Regex {
+                re,
+                check: spec.check,
+                group,
+                signed,
+            };
             b.add(spec.id, matcher, reach, lead, spec.keywords, spec.exact);
         }
-        b.add("credential-field", Matcher::Field, FIELD_REACH, FIELD_REACH, FIELD_KEYWORDS, false);
-        b.add("url-password", Matcher::UrlPassword, URL_REACH, URL_REACH, URL_KEYWORDS, false);
+        b.add(
+            "credential-field",
+            Matcher::Field,
+            FIELD_REACH,
+            FIELD_REACH,
+            FIELD_KEYWORDS,
+            false,
+        );
+        b.add(
+            "url-password",
+            Matcher::UrlPassword,
+            URL_REACH,
+            URL_REACH,
+            URL_KEYWORDS,
+            false,
+        );
         for r in recipe {
             let re = Regex::new(&r.regex).with_context(|| format!("DLP rule {}", r.id))?;
             let group = re.capture_names().any(|n| n == Some("secret"));
             let reach = max_len(&r.regex).unwrap_or(window).min(window);
-            let matcher = Matcher::Regex { re, check: Check::Shape, group, signed: false };
+            let matcher = Matcher::Regex {
+                re,
+                check: Check::Shape,
+                group,
+                signed: false,
+            };
             b.unkeyed.push(b.rules.len());
-            b.rules.push(Rule { id: r.id.clone(), matcher, reach, lead: reach });
+            b.rules.push(Rule {
+                id: r.id.clone(),
+                matcher,
+                reach,
+                lead: reach,
+            });
         }
         let ac = AhoCorasick::builder()
             .ascii_case_insensitive(true)
@@ -121,7 +168,13 @@ impl Engine {
         let mut allow: Vec<Vec<u8>> = allow.iter().map(|a| a.as_bytes().to_vec()).collect();
         allow.extend(always.iter().map(|a| a.as_bytes().to_vec()));
         allow.retain(|a| !a.is_empty());
-        Ok(Engine { ac, keywords: b.keywords, rules: b.rules, unkeyed: b.unkeyed, allow })
+        Ok(Engine {
+            ac,
+            keywords: b.keywords,
+            rules: b.rules,
+            unkeyed: b.unkeyed,
+            allow,
+        })
     }
 
     /// Every rule id, built-in then the recipe's (an id may be listed twice).
@@ -161,7 +214,13 @@ impl Engine {
     }
 
     /// Runs `rule` for the keyword at `hit`.
-    fn at_hit<'e>(&'e self, rule: &'e Rule, hay: &[u8], hit: Range<usize>, accept: Accept) -> Option<&'e str> {
+    fn at_hit<'e>(
+        &'e self,
+        rule: &'e Rule,
+        hay: &[u8],
+        hit: Range<usize>,
+        accept: Accept,
+    ) -> Option<&'e str> {
         let found = match rule.matcher {
             Matcher::Regex { .. } => {
                 let lo = hit.start.saturating_sub(rule.lead);
@@ -186,7 +245,13 @@ impl Engine {
         hit: Option<Range<usize>>,
         accept: Accept,
     ) -> Option<&'e str> {
-        let Matcher::Regex { re, check, group, signed } = &rule.matcher else {
+        let Matcher::Regex {
+            re,
+            check,
+            group,
+            signed,
+        } = &rule.matcher
+        else {
             return None;
         };
         let hay = &hay[..hi];
@@ -211,14 +276,22 @@ impl Engine {
                     return Some(&rule.id);
                 }
             }
-            at = if m.end() > m.start() { m.end() } else { m.end() + 1 };
+            at = if m.end() > m.start() {
+                m.end()
+            } else {
+                m.end() + 1
+            };
         }
         None
     }
 
     /// A match equal to, or contained in, an allowed value is not a finding.
     fn allowed(&self, secret: &[u8]) -> bool {
-        secret.is_empty() || self.allow.iter().any(|a| memchr::memmem::find(a, secret).is_some())
+        secret.is_empty()
+            || self
+                .allow
+                .iter()
+                .any(|a| memchr::memmem::find(a, secret).is_some())
     }
 }
 
@@ -230,14 +303,35 @@ struct Builder {
 }
 
 impl Builder {
-    fn add(&mut self, id: &str, matcher: Matcher, reach: usize, lead: usize, keywords: &[&str], exact: bool) {
+    fn add(
+        &mut self,
+        id: &str,
+        matcher: Matcher,
+        reach: usize,
+        lead: usize,
+        keywords: &[&str],
+        exact: bool,
+    ) {
         let r = self.rules.len();
-        self.rules.push(Rule { id: id.to_string(), matcher, reach, lead });
+        self.rules.push(Rule {
+            id: id.to_string(),
+            matcher,
+            reach,
+            lead,
+        });
         for text in keywords {
             let text = text.as_bytes();
-            match self.keywords.iter_mut().find(|k| k.text.eq_ignore_ascii_case(text)) {
+            match self
+                .keywords
+                .iter_mut()
+                .find(|k| k.text.eq_ignore_ascii_case(text))
+            {
                 Some(k) if k.exact == exact && k.text == text => k.rules.push(r),
-                _ => self.keywords.push(Keyword { text: text.to_vec(), exact, rules: vec![r] }),
+                _ => self.keywords.push(Keyword {
+                    text: text.to_vec(),
+                    exact,
+                    rules: vec![r],
+                }),
             }
         }
     }

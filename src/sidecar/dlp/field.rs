@@ -21,8 +21,16 @@ use std::ops::Range;
 use super::heuristics::{MAX_VALUE, decode_base64, looks_random};
 
 /// Keywords that start a credential-field check (any ASCII case).
-pub(super) const FIELD_KEYWORDS: &[&str] =
-    &["pass", "pwd", "secret", "token", "key", "auth", "credential", "creds"];
+pub(super) const FIELD_KEYWORDS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+    "creds",
+];
 /// The bytes past its keyword a credential field may reach: the rest of its name, the
 /// assignment, a scheme word and the value.
 pub(super) const FIELD_REACH: usize = NAME_MAX + 32 + MAX_VALUE;
@@ -75,20 +83,39 @@ pub(super) fn field(hay: &[u8], hit: Range<usize>) -> Option<Found<'_>> {
     let flag = name.starts_with(b"-");
     let xml = ns > 0 && hay[ns - 1] == b'<';
     let (mut at, mut quote) = assignment(hay, ne, flag, xml)?;
-    if quote.is_none() && let Some(after) = typed(hay, at) {
+    if quote.is_none()
+        && let Some(after) = typed(hay, at)
+    {
         // `password: &str = "…"`: the type is not the value; what follows `=` is
         (at, quote) = after;
     }
     let basic = scheme(hay, &mut at);
     let end = value_end(hay, at, quote)?;
     let value = &hay[at..end];
-    let id = if kind == Kind::Authorization { "authorization-header" } else { "credential-field" };
+    let id = if kind == Kind::Authorization {
+        "authorization-header"
+    } else {
+        "credential-field"
+    };
     if basic && let Some(password) = basic_password(value) {
-        return looks_random(&password, MIN_URL_PASSWORD)
-            .then_some(Found { id, secret: Cow::Owned(password), start: at, end });
+        return looks_random(&password, MIN_URL_PASSWORD).then_some(Found {
+            id,
+            secret: Cow::Owned(password),
+            start: at,
+            end,
+        });
     }
-    let min = if kind == Kind::Password { MIN_PASSWORD } else { MIN_SECRET };
-    looks_random(value, min).then_some(Found { id, secret: Cow::Borrowed(value), start: at, end })
+    let min = if kind == Kind::Password {
+        MIN_PASSWORD
+    } else {
+        MIN_SECRET
+    };
+    looks_random(value, min).then_some(Found {
+        id,
+        secret: Cow::Borrowed(value),
+        start: at,
+        end,
+    })
 }
 
 /// The password of a `user:password` in base64 (HTTP Basic).
@@ -159,7 +186,11 @@ fn skip_blanks(hay: &[u8], mut i: usize) -> usize {
 /// Skips an authorization scheme word (`Bearer `, `Token `, `Basic `); true for Basic.
 fn scheme(hay: &[u8], at: &mut usize) -> bool {
     let rest = &hay[*at..];
-    for (word, basic) in [(&b"bearer "[..], false), (b"token ", false), (b"basic ", true)] {
+    for (word, basic) in [
+        (&b"bearer "[..], false),
+        (b"token ", false),
+        (b"basic ", true),
+    ] {
         if rest.len() > word.len() && rest[..word.len()].eq_ignore_ascii_case(word) {
             *at += word.len();
             return basic;
@@ -179,7 +210,9 @@ fn value_end(hay: &[u8], start: usize, quote: Option<u8>) -> Option<usize> {
         return None;
     }
     match quote {
-        Some(q) if hay.get(end) != Some(&q) && quote_at(hay, end).map(|(_, b)| b) != Some(q) => None,
+        Some(q) if hay.get(end) != Some(&q) && quote_at(hay, end).map(|(_, b)| b) != Some(q) => {
+            None
+        }
         _ => Some(end),
     }
 }
@@ -189,8 +222,21 @@ fn is_value_byte(b: u8, quote: Option<u8>) -> bool {
         && Some(b) != quote
         && !matches!(
             b,
-            b'"' | b'\'' | b'`' | b'&' | b',' | b';' | b'<' | b'>' | b'(' | b')' | b'[' | b']'
-                | b'{' | b'}' | b'\\' | b'|'
+            b'"' | b'\''
+                | b'`'
+                | b'&'
+                | b','
+                | b';'
+                | b'<'
+                | b'>'
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b'{'
+                | b'}'
+                | b'\\'
+                | b'|'
         )
 }
 
@@ -223,24 +269,127 @@ fn words(name: &[u8]) -> Vec<&[u8]> {
 }
 
 const BENIGN: &[&str] = &[
-    "page", "next", "prev", "previous", "continuation", "sync", "cursor", "csrf", "xsrf",
-    "idempotency", "request", "cancel", "cancellation", "resume", "pagination", "max", "min",
-    "num", "total", "input", "output", "completion", "prompt", "cache", "count", "public",
+    "page",
+    "next",
+    "prev",
+    "previous",
+    "continuation",
+    "sync",
+    "cursor",
+    "csrf",
+    "xsrf",
+    "idempotency",
+    "request",
+    "cancel",
+    "cancellation",
+    "resume",
+    "pagination",
+    "max",
+    "min",
+    "num",
+    "total",
+    "input",
+    "output",
+    "completion",
+    "prompt",
+    "cache",
+    "count",
+    "public",
 ];
 /// Words that make a following `key` a credential: what the key is for, or whose it is.
 const KEY_QUALIFIERS: &[&str] = &[
-    "api", "access", "secret", "private", "client", "auth", "signing", "sign", "encryption",
-    "master", "account", "app", "service", "license", "subscription", "primary", "secondary",
-    "storage", "shared", "consumer", "webhook", "deploy", "session", "admin", "root", "jwt",
-    "hmac", "sas", "ingest", "write", "server", "management", "developer", "live", "prod",
+    "api",
+    "access",
+    "secret",
+    "private",
+    "client",
+    "auth",
+    "signing",
+    "sign",
+    "encryption",
+    "master",
+    "account",
+    "app",
+    "service",
+    "license",
+    "subscription",
+    "primary",
+    "secondary",
+    "storage",
+    "shared",
+    "consumer",
+    "webhook",
+    "deploy",
+    "session",
+    "admin",
+    "root",
+    "jwt",
+    "hmac",
+    "sas",
+    "ingest",
+    "write",
+    "server",
+    "management",
+    "developer",
+    "live",
+    "prod",
     // vendors whose keys have no recognizable shape of their own
-    "aws", "azure", "gcp", "google", "firebase", "stripe", "openai", "anthropic", "github",
-    "gitlab", "slack", "sendgrid", "mailgun", "mailchimp", "twilio", "algolia", "pusher",
-    "sentry", "datadog", "dd", "newrelic", "segment", "mixpanel", "amplitude", "cloudflare",
-    "vercel", "netlify", "heroku", "openrouter", "groq", "mistral", "cohere", "gemini",
-    "deepseek", "perplexity", "together", "fireworks", "replicate", "pinecone", "supabase",
-    "discord", "telegram", "shopify", "paypal", "braintree", "square", "plaid", "postmark",
-    "resend", "mapbox", "elevenlabs", "notion", "airtable", "okta", "auth0", "clerk",
+    "aws",
+    "azure",
+    "gcp",
+    "google",
+    "firebase",
+    "stripe",
+    "openai",
+    "anthropic",
+    "github",
+    "gitlab",
+    "slack",
+    "sendgrid",
+    "mailgun",
+    "mailchimp",
+    "twilio",
+    "algolia",
+    "pusher",
+    "sentry",
+    "datadog",
+    "dd",
+    "newrelic",
+    "segment",
+    "mixpanel",
+    "amplitude",
+    "cloudflare",
+    "vercel",
+    "netlify",
+    "heroku",
+    "openrouter",
+    "groq",
+    "mistral",
+    "cohere",
+    "gemini",
+    "deepseek",
+    "perplexity",
+    "together",
+    "fireworks",
+    "replicate",
+    "pinecone",
+    "supabase",
+    "discord",
+    "telegram",
+    "shopify",
+    "paypal",
+    "braintree",
+    "square",
+    "plaid",
+    "postmark",
+    "resend",
+    "mapbox",
+    "elevenlabs",
+    "notion",
+    "airtable",
+    "okta",
+    "auth0",
+    "clerk",
 ];
 const NEUTRAL: &[&str] = &[
     "value", "val", "str", "string", "b64", "base64", "raw", "plain", "hex", "data", "enc",
@@ -270,7 +419,18 @@ fn credential_word(words: &[&[u8]], j: usize) -> Option<Kind> {
     if is_one_of(w, &["password", "passwd", "passphrase", "pwd", "pass"]) {
         return Some(Kind::Password);
     }
-    if is_one_of(w, &["secret", "token", "apikey", "credential", "credentials", "creds", "auth"]) {
+    if is_one_of(
+        w,
+        &[
+            "secret",
+            "token",
+            "apikey",
+            "credential",
+            "credentials",
+            "creds",
+            "auth",
+        ],
+    ) {
         return Some(Kind::Secret);
     }
     if w.eq_ignore_ascii_case(b"key") {
@@ -293,7 +453,9 @@ fn classify(name: &[u8]) -> Option<Kind> {
     if last.eq_ignore_ascii_case(b"authorization") {
         return Some(Kind::Authorization);
     }
-    let (j, kind) = (0..words.len()).rev().find_map(|j| Some((j, credential_word(&words, j)?)))?;
+    let (j, kind) = (0..words.len())
+        .rev()
+        .find_map(|j| Some((j, credential_word(&words, j)?)))?;
     let tail_neutral = words[j + 1..]
         .iter()
         .all(|w| is_one_of(w, NEUTRAL) || w.iter().all(u8::is_ascii_digit));
@@ -309,13 +471,18 @@ pub(super) fn url_password(hay: &[u8], hit: Range<usize>) -> Option<Found<'_>> {
         let b = hay[i];
         if i - start >= USERINFO_MAX
             || !(0x21..=0x7e).contains(&b)
-            || matches!(b, b'/' | b'?' | b'#' | b'"' | b'\'' | b'<' | b'>' | b'`' | b'\\')
+            || matches!(
+                b,
+                b'/' | b'?' | b'#' | b'"' | b'\'' | b'<' | b'>' | b'`' | b'\\'
+            )
         {
             return None;
         }
         i += 1;
     }
-    let host_follows = hay.get(i + 1).is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'[');
+    let host_follows = hay
+        .get(i + 1)
+        .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'[');
     if i >= hay.len() || !host_follows {
         return None;
     }

@@ -8,9 +8,9 @@
 //! password a person chose from words passes for ordinary text, by design.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
 use base64::alphabet;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 
 /// The longest value considered: longer runs are blobs (images, documents), not credentials.
 pub(super) const MAX_VALUE: usize = 512;
@@ -74,11 +74,28 @@ pub(super) fn looks_random(v: &[u8], min_len: usize) -> bool {
 /// `xxxx`, `example`, `placeholder` (egress's own placeholder among them)…
 pub(super) fn is_placeholder(v: &[u8]) -> bool {
     const MARKS: &[&[u8]] = &[
-        b"${", b"{{", b"$(", b"<", b">", b"%s", b"****", b"xxxx", b"example", b"placeholder",
-        b"dummy", b"sample", b"changeme", b"redacted", b"your", b"fake", b"mock",
+        b"${",
+        b"{{",
+        b"$(",
+        b"<",
+        b">",
+        b"%s",
+        b"****",
+        b"xxxx",
+        b"example",
+        b"placeholder",
+        b"dummy",
+        b"sample",
+        b"changeme",
+        b"redacted",
+        b"your",
+        b"fake",
+        b"mock",
     ];
     let lower = v.to_ascii_lowercase();
-    MARKS.iter().any(|m| memchr::memmem::find(&lower, m).is_some())
+    MARKS
+        .iter()
+        .any(|m| memchr::memmem::find(&lower, m).is_some())
 }
 
 /// `8-4-4-4-12` hex digits.
@@ -93,12 +110,17 @@ pub(super) fn is_uuid(v: &[u8]) -> bool {
 /// `1.2.3`, `v10.4.1-beta.2+build.5`.
 pub(super) fn is_version(v: &[u8]) -> bool {
     let v = v.strip_prefix(b"v").unwrap_or(v);
-    let core_end = v.iter().position(|b| *b == b'-' || *b == b'+').unwrap_or(v.len());
+    let core_end = v
+        .iter()
+        .position(|b| *b == b'-' || *b == b'+')
+        .unwrap_or(v.len());
     let core = &v[..core_end];
     let parts: Vec<&[u8]> = core.split(|b| *b == b'.').collect();
     parts.len() >= 2
         && parts.len() <= 4
-        && parts.iter().all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
 }
 
 /// A number as code writes it: `-2141913080i32`, `0x8004170B_u32`, `1_000_000usize`.
@@ -110,7 +132,14 @@ pub(super) fn is_number(v: &[u8]) -> bool {
     };
     let end = digits
         .iter()
-        .position(|b| !(*b == b'_' || if hex { b.is_ascii_hexdigit() } else { b.is_ascii_digit() }))
+        .position(|b| {
+            !(*b == b'_'
+                || if hex {
+                    b.is_ascii_hexdigit()
+                } else {
+                    b.is_ascii_digit()
+                })
+        })
         .unwrap_or(digits.len());
     let suffix = digits[end..].strip_prefix(b"_").unwrap_or(&digits[end..]);
     const SUFFIXES: &[&str] = &[
@@ -124,7 +153,8 @@ pub(super) fn is_number(v: &[u8]) -> bool {
 /// leading `/` before two or more segments of path bytes, one a word (base64 may start with
 /// `/` too, seldom so).
 pub(super) fn is_url_or_path(v: &[u8]) -> bool {
-    let url = memchr::memmem::find(v, b"://").is_some() || memchr::memmem::find(v, b"www.").is_some();
+    let url =
+        memchr::memmem::find(v, b"://").is_some() || memchr::memmem::find(v, b"www.").is_some();
     if url || v.starts_with(b"arn:") || v.starts_with(b"urn:") {
         return true;
     }
@@ -135,7 +165,10 @@ pub(super) fn is_url_or_path(v: &[u8]) -> bool {
         return false;
     }
     let segments: Vec<&[u8]> = v.split(|b| *b == b'/').filter(|s| !s.is_empty()).collect();
-    let path_bytes = |s: &&[u8]| s.iter().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b));
+    let path_bytes = |s: &&[u8]| {
+        s.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
+    };
     segments.len() >= 2 && segments.iter().all(path_bytes) && segments.iter().any(|s| is_wordy(s))
 }
 
@@ -150,7 +183,13 @@ pub(super) fn is_code_path(v: &[u8]) -> bool {
         v.contains(&b'_')
             && v.first().is_some_and(u8::is_ascii_alphabetic)
             && v.iter().all(|b| {
-                *b == b'_' || b.is_ascii_digit() || if upper { b.is_ascii_uppercase() } else { b.is_ascii_lowercase() }
+                *b == b'_'
+                    || b.is_ascii_digit()
+                    || if upper {
+                        b.is_ascii_uppercase()
+                    } else {
+                        b.is_ascii_lowercase()
+                    }
             })
     };
     if snake(true) || snake(false) {
@@ -158,7 +197,8 @@ pub(super) fn is_code_path(v: &[u8]) -> bool {
     }
     let parts: Vec<&[u8]> = v.split(|b| *b == b'.').collect();
     let identifier = |p: &&[u8]| {
-        p.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        p.first()
+            .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
             && p.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
     };
     parts.len() >= 2 && parts.iter().all(identifier) && parts.iter().any(|p| is_wordy(p))
@@ -167,9 +207,16 @@ pub(super) fn is_code_path(v: &[u8]) -> bool {
 /// A digest written with its algorithm (`sha256:…`, `sha512-…` as in lock files).
 pub(super) fn has_digest_prefix(v: &[u8]) -> bool {
     let lower = v.to_ascii_lowercase();
-    [&b"sha1"[..], b"sha256", b"sha384", b"sha512", b"md5", b"blake3"]
-        .iter()
-        .any(|p| lower.starts_with(p) && matches!(lower.get(p.len()), Some(b':' | b'-' | b'=')))
+    [
+        &b"sha1"[..],
+        b"sha256",
+        b"sha384",
+        b"sha512",
+        b"md5",
+        b"blake3",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p) && matches!(lower.get(p.len()), Some(b':' | b'-' | b'=')))
 }
 
 /// Five or more equal bytes in a row, or an ascending or descending run of six
@@ -178,8 +225,16 @@ pub(super) fn has_run(v: &[u8]) -> bool {
     let (mut same, mut up, mut down) = (1, 1, 1);
     for w in v.windows(2) {
         same = if w[1] == w[0] { same + 1 } else { 1 };
-        up = if w[1] == w[0].wrapping_add(1) { up + 1 } else { 1 };
-        down = if w[1].wrapping_add(1) == w[0] { down + 1 } else { 1 };
+        up = if w[1] == w[0].wrapping_add(1) {
+            up + 1
+        } else {
+            1
+        };
+        down = if w[1].wrapping_add(1) == w[0] {
+            down + 1
+        } else {
+            1
+        };
         if same >= 5 || up >= 6 || down >= 6 {
             return true;
         }
@@ -258,13 +313,18 @@ static COMMON: [[bool; 26]; 26] = bigram_table();
 /// common.
 fn reads_like_word(seg: &[u8]) -> bool {
     if seg.len() == 3 {
-        return SHORT_WORDS.iter().any(|w| seg.eq_ignore_ascii_case(w.as_bytes()));
+        return SHORT_WORDS
+            .iter()
+            .any(|w| seg.eq_ignore_ascii_case(w.as_bytes()));
     }
     if seg.len() < 4 {
         return false;
     }
     let lower = |b: u8| (b.to_ascii_lowercase() - b'a') as usize;
-    let common = seg.windows(2).filter(|w| COMMON[lower(w[0])][lower(w[1])]).count();
+    let common = seg
+        .windows(2)
+        .filter(|w| COMMON[lower(w[0])][lower(w[1])])
+        .count();
     common * 3 >= (seg.len() - 1) * 2
 }
 
@@ -274,7 +334,10 @@ pub(super) fn is_base64_of_text(v: &[u8]) -> bool {
     let Some(decoded) = decode_base64(v) else {
         return false;
     };
-    let printable = decoded.iter().filter(|b| (0x20..=0x7e).contains(*b) || b"\r\n\t".contains(b)).count();
+    let printable = decoded
+        .iter()
+        .filter(|b| (0x20..=0x7e).contains(*b) || b"\r\n\t".contains(b))
+        .count();
     decoded.len() >= 8
         && printable * 10 >= decoded.len() * 9
         && decoded.contains(&b' ')
@@ -296,7 +359,11 @@ pub(super) fn decode_base64(v: &[u8]) -> Option<Vec<u8>> {
 /// owner and expiring soon (S3 and GCS presigned URLs, Azure SAS, GitHub's release-asset
 /// redirects).
 const SIGNED_URL_PARAMS: &[&str] = &[
-    "sig=", "signature=", "x-amz-signature=", "x-amz-credential=", "x-goog-signature=",
+    "sig=",
+    "signature=",
+    "x-amz-signature=",
+    "x-amz-credential=",
+    "x-goog-signature=",
     "x-goog-credential=",
 ];
 
@@ -318,6 +385,7 @@ pub(super) fn in_signed_url_query(hay: &[u8], at: usize) -> bool {
     };
     let query = hay[q..at].to_ascii_lowercase();
     SIGNED_URL_PARAMS.iter().any(|p| {
-        memchr::memmem::find_iter(&query, p.as_bytes()).any(|i| i > 0 && matches!(query[i - 1], b'?' | b'&'))
+        memchr::memmem::find_iter(&query, p.as_bytes())
+            .any(|i| i > 0 && matches!(query[i - 1], b'?' | b'&'))
     })
 }

@@ -44,7 +44,11 @@ fn percent(secret: &[u8], digits: &[u8; 16]) -> Vec<u8> {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             out.push(b);
         } else {
-            out.extend_from_slice(&[b'%', digits[usize::from(b >> 4)], digits[usize::from(b & 15)]]);
+            out.extend_from_slice(&[
+                b'%',
+                digits[usize::from(b >> 4)],
+                digits[usize::from(b & 15)],
+            ]);
         }
     }
     out
@@ -75,5 +79,8 @@ fn base64_core(secret: &[u8], shift: usize, engine: &GeneralPurpose) -> Vec<u8> 
     let encoded = engine.encode(&input).into_bytes();
     let start = (8 * shift).div_ceil(6);
     let end = (8 * (shift + secret.len()) / 6).min(encoded.len());
-    encoded.get(start..end).map(<[u8]>::to_vec).unwrap_or_default()
+    encoded
+        .get(start..end)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
 }

@@ -8,7 +8,8 @@ use super::{MASK, Scrubber};
 const SECRET: &[u8] = b"tok_9fK2xQ7pLmZ4vW8rT1yB6nC3";
 
 fn masked(text: &str) -> Vec<u8> {
-    text.replace("{MASK}", std::str::from_utf8(MASK).unwrap()).into_bytes()
+    text.replace("{MASK}", std::str::from_utf8(MASK).unwrap())
+        .into_bytes()
 }
 
 /// Feeds `input` in `pieces`, checking that nothing emitted so far ends in a prefix of a secret
@@ -82,7 +83,16 @@ fn several_secrets_with_overlapping_prefixes() {
     let a: &[u8] = b"ghs_AAAAbbbbCCCCdddd1111";
     let b: &[u8] = b"ghs_AAAAbbbbZZZZyyyy2222";
     let long: &[u8] = b"ghs_AAAAbbbbCCCCdddd1111-and-more";
-    let input = [&b"1:"[..], a, b" 2:", b, b" 3:", long, b" 4:ghs_AAAAbbbb end"].concat();
+    let input = [
+        &b"1:"[..],
+        a,
+        b" 2:",
+        b,
+        b" 3:",
+        long,
+        b" 4:ghs_AAAAbbbb end",
+    ]
+    .concat();
     let expected = masked("1:{MASK} 2:{MASK} 3:{MASK} 4:ghs_AAAAbbbb end");
     for cut in 0..=input.len() {
         let mut s = Scrubber::new(&[a, b, long]);
@@ -99,9 +109,15 @@ fn a_secret_inside_another_is_masked_whole_when_the_longer_completes() {
     let inner: &[u8] = b"abcdefgh12345678";
     let outer: &[u8] = b"xxabcdefgh12345678yy";
     let mut s = Scrubber::new(&[inner, outer]);
-    assert_eq!(run(&mut s, &[b"<", &outer[..12], &outer[12..], b">"]), masked("<{MASK}>"));
+    assert_eq!(
+        run(&mut s, &[b"<", &outer[..12], &outer[12..], b">"]),
+        masked("<{MASK}>")
+    );
     let mut s = Scrubber::new(&[inner, outer]);
-    assert_eq!(run(&mut s, &[b"<xx", inner, b"zz>"]), masked("<xx{MASK}zz>"));
+    assert_eq!(
+        run(&mut s, &[b"<xx", inner, b"zz>"]),
+        masked("<xx{MASK}zz>")
+    );
 }
 
 #[test]
@@ -123,7 +139,11 @@ fn masks_encoded_forms() {
         let out = run(&mut s, &[input.as_bytes()]);
         assert!(contains(&out, MASK), "nothing masked in {input}");
         for form in super::forms::forms(secret) {
-            assert!(!contains(&out, &form), "{input}: a form is left in {}", String::from_utf8_lossy(&out));
+            assert!(
+                !contains(&out, &form),
+                "{input}: a form is left in {}",
+                String::from_utf8_lossy(&out)
+            );
         }
     }
 }
@@ -138,7 +158,11 @@ fn base64_forms_are_masked_at_every_split() {
         let out = run(&mut s, &[&b[..cut], &b[cut..]]);
         assert!(contains(&out, MASK), "cut {cut}");
         for form in super::forms::forms(SECRET) {
-            assert!(!contains(&out, &form), "cut {cut}: {}", String::from_utf8_lossy(&out));
+            assert!(
+                !contains(&out, &form),
+                "cut {cut}: {}",
+                String::from_utf8_lossy(&out)
+            );
         }
     }
 }
@@ -169,7 +193,9 @@ fn random_chunkings_never_leak() {
         let mut out = Vec::new();
         let mut rest = &input[..];
         while !rest.is_empty() {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let n = ((state >> 33) as usize % 97 + 1).min(rest.len());
             out.extend_from_slice(&s.feed(&rest[..n]));
             rest = &rest[n..];

@@ -10,14 +10,28 @@ fn decoded(input: &str) -> String {
 #[test]
 fn decodes_percent_json_and_hex_escapes() {
     assert_eq!(decoded("a%2Db%2fc"), "a-b/c");
-    assert_eq!(decoded(r#"sk\u002dant \/x\/ \"q\" \\ \n\t"#), "sk-ant /x/ \"q\" \\ \n\t");
+    assert_eq!(
+        decoded(r#"sk\u002dant \/x\/ \"q\" \\ \n\t"#),
+        "sk-ant /x/ \"q\" \\ \n\t"
+    );
     assert_eq!(decoded(r"\x41\x2d"), "A-");
     assert_eq!(decoded(r"\ud83d\ude00 \u00e9"), "😀 é");
 }
 
 #[test]
 fn keeps_what_is_not_an_escape() {
-    for kept in ["100% sure", "%zz", "a+b", r"C:\path", r"\q", "%", r"\", r"\u12", r"\ud83d alone", r"\ude00"] {
+    for kept in [
+        "100% sure",
+        "%zz",
+        "a+b",
+        r"C:\path",
+        r"\q",
+        "%",
+        r"\",
+        r"\u12",
+        r"\ud83d alone",
+        r"\ude00",
+    ] {
         assert_eq!(decoded(kept), kept);
     }
     assert_eq!(decoded("%255C"), "%5C", "one level only");
@@ -56,7 +70,10 @@ fn secrets_hidden_by_escapes_are_found() {
     let escaped = key.replace('_', r"\u005f");
     assert_eq!(rule_of(&s, &escaped).as_deref(), Some("github-pat"));
     let encoded = key.replace('_', "%5F");
-    assert_eq!(rule_of(&s, &format!("/search?q={encoded}")).as_deref(), Some("github-pat"));
+    assert_eq!(
+        rule_of(&s, &format!("/search?q={encoded}")).as_deref(),
+        Some("github-pat")
+    );
     let value = rng.pick(ALNUM, 32);
     let nested = format!(r#"{{"content": "{{\"api\u005fkey\": \"{value}\"}}"}}"#);
     assert_eq!(rule_of(&s, &nested).as_deref(), Some("credential-field"));

@@ -68,7 +68,12 @@ fn look_alikes_in_credential_fields_are_left() {
 #[test]
 fn random_values_pass_the_heuristics() {
     let mut rng = Rng::new(23);
-    for (alphabet, lens) in [(ALNUM, 16..65), (HEX, 32..65), (B64, 20..65), (ALNUM_US, 24..80)] {
+    for (alphabet, lens) in [
+        (ALNUM, 16..65),
+        (HEX, 32..65),
+        (B64, 20..65),
+        (ALNUM_US, 24..80),
+    ] {
         let mut passed = 0;
         let mut total = 0;
         for _ in 0..40 {
@@ -85,14 +90,26 @@ fn random_values_pass_the_heuristics() {
 #[test]
 fn ordinary_values_fail_the_heuristics() {
     for v in [
-        "getUserAccessToken", "correct-horse-battery-staple", "settings.API_KEY_2024",
-        "550e8400-e29b-41d4-a716-446655440000", "v10.4.1-rc.2", "/usr/local/bin/python3",
-        "https://example.com/x", "aaaaaaaaaaaaaaaaaaaaaaaa", "1234567890123456789",
-        "SGVsbG8sIHRoaXMgaXMgYSBzZW50ZW5jZQ==", "egress-placeholder", "Content-Type2024",
-        "X509HardwareKeyUsageFlags", "SpAcceptCredentialsFn", "PKERB_S4U2PROXY_CRED",
-        "windows_sys::core::PWSTR", "-2141913080i32", "0x8004170B_u32", "arn:aws:kms:us-east-1:123456789012:key/1a2b",
+        "getUserAccessToken",
+        "correct-horse-battery-staple",
+        "settings.API_KEY_2024",
+        "550e8400-e29b-41d4-a716-446655440000",
+        "v10.4.1-rc.2",
+        "/usr/local/bin/python3",
+        "https://example.com/x",
+        "aaaaaaaaaaaaaaaaaaaaaaaa",
+        "1234567890123456789",
+        "SGVsbG8sIHRoaXMgaXMgYSBzZW50ZW5jZQ==",
+        "egress-placeholder",
+        "Content-Type2024",
+        "X509HardwareKeyUsageFlags",
+        "SpAcceptCredentialsFn",
+        "PKERB_S4U2PROXY_CRED",
+        "windows_sys::core::PWSTR",
+        "-2141913080i32",
+        "0x8004170B_u32",
+        "arn:aws:kms:us-east-1:123456789012:key/1a2b",
     ] {
         assert!(!looks_random(v.as_bytes(), 12), "{v}");
     }
 }
-

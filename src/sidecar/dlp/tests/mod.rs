@@ -60,7 +60,14 @@ pub(super) fn b64(bytes: &[u8]) -> String {
 
 pub(super) fn uuid(rng: &mut Rng) -> String {
     let h = rng.pick(HEX, 32);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 pub(super) fn dlp(rules: &[(&str, &str)], allow: &[&str]) -> Dlp {
@@ -68,7 +75,10 @@ pub(super) fn dlp(rules: &[(&str, &str)], allow: &[&str]) -> Dlp {
         enabled: true,
         rules: rules
             .iter()
-            .map(|(id, regex)| DlpRulePlan { id: id.to_string(), regex: regex.to_string() })
+            .map(|(id, regex)| DlpRulePlan {
+                id: id.to_string(),
+                regex: regex.to_string(),
+            })
             .collect(),
         allow: allow.iter().map(|a| a.to_string()).collect(),
     }
@@ -82,7 +92,10 @@ pub(super) fn scanner() -> Arc<Scanner> {
 pub(super) fn rule_of(s: &Arc<Scanner>, text: &str) -> Option<String> {
     let one = s.scan(text.as_bytes()).map(|f| f.rule);
     let mut body = s.body();
-    let fed = body.feed(text.as_bytes()).or_else(|| body.finish()).map(|f| f.rule);
+    let fed = body
+        .feed(text.as_bytes())
+        .or_else(|| body.finish())
+        .map(|f| f.rule);
     assert_eq!(one, fed, "scan and body disagree on {text:?}");
     one
 }
@@ -116,7 +129,10 @@ fn a_bad_recipe_regex_is_an_error_naming_the_rule() {
 fn the_doc_table_lists_every_rule() {
     let doc = include_str!("../../dlp.rs");
     for id in scanner().rules() {
-        assert!(doc.contains(&format!("| `{id}` |")), "{id} is missing from the table in dlp.rs");
+        assert!(
+            doc.contains(&format!("| `{id}` |")),
+            "{id} is missing from the table in dlp.rs"
+        );
     }
 }
 

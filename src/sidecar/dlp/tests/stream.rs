@@ -33,7 +33,11 @@ fn every_rule_is_found_split_in_two_at_several_offsets() {
             let len = end - start;
             for cut in [start + 1, start + len / 3, start + len / 2, end - 1] {
                 let found = body_rule(&s, &[&b[..cut], &b[cut..]]);
-                assert_eq!(found.map(|f| f.rule).as_deref(), Some(c.id), "cut {cut} of {body:?}");
+                assert_eq!(
+                    found.map(|f| f.rule).as_deref(),
+                    Some(c.id),
+                    "cut {cut} of {body:?}"
+                );
             }
         }
     }
@@ -49,9 +53,19 @@ fn every_rule_is_found_fed_in_small_chunks() {
         let mut pieces: Vec<&[u8]> = vec![&b[..start - 5]];
         pieces.extend(b[start - 5..start + 200.min(b.len() - start)].chunks(1));
         pieces.push(&b[(start + 200).min(b.len())..]);
-        assert_eq!(body_rule(&s, &pieces).map(|f| f.rule).as_deref(), Some(c.id), "{}", c.id);
+        assert_eq!(
+            body_rule(&s, &pieces).map(|f| f.rule).as_deref(),
+            Some(c.id),
+            "{}",
+            c.id
+        );
         let sevens: Vec<&[u8]> = b.chunks(7).collect();
-        assert_eq!(body_rule(&s, &sevens).map(|f| f.rule).as_deref(), Some(c.id), "{} in 7-byte chunks", c.id);
+        assert_eq!(
+            body_rule(&s, &sevens).map(|f| f.rule).as_deref(),
+            Some(c.id),
+            "{} in 7-byte chunks",
+            c.id
+        );
     }
 }
 
@@ -59,13 +73,23 @@ fn every_rule_is_found_fed_in_small_chunks() {
 fn some_secrets_are_found_split_at_every_offset_through_them() {
     let s = scanner();
     let all = cases();
-    for id in ["anthropic-api-key", "private-key", "jwt", "credential-field", "aws-secret-access-key"] {
+    for id in [
+        "anthropic-api-key",
+        "private-key",
+        "jwt",
+        "credential-field",
+        "aws-secret-access-key",
+    ] {
         let c = all.iter().find(|c| c.id == id).unwrap();
         let (body, start, end) = carried(&c.hits[0]);
         let b = body.as_bytes();
         for cut in start - 8..=end + 8 {
             let found = body_rule(&s, &[&b[..cut], &b[cut..]]);
-            assert_eq!(found.map(|f| f.rule).as_deref(), Some(id), "cut {cut} of {id}");
+            assert_eq!(
+                found.map(|f| f.rule).as_deref(),
+                Some(id),
+                "cut {cut} of {id}"
+            );
         }
     }
 }
@@ -79,7 +103,10 @@ fn a_secret_far_into_a_large_body_is_found_across_steps() {
     // the key straddles the end of the first step (the buffer full) inside one large chunk
     let at = WINDOW + STEP - 10;
     let body = format!("{}{key}{}", &filler[..at], &filler[..5000]);
-    assert_eq!(body_rule(&s, &[body.as_bytes()]).map(|f| f.rule).as_deref(), Some("github-pat"));
+    assert_eq!(
+        body_rule(&s, &[body.as_bytes()]).map(|f| f.rule).as_deref(),
+        Some("github-pat")
+    );
 }
 
 #[test]
@@ -115,8 +142,15 @@ fn a_step_is_taken_once_a_batch_has_gathered() {
     let mut rng = Rng::new(6);
     let key = format!("npm_{}", rng.pick(ALNUM, 36));
     let mut body = s.body();
-    assert_eq!(body.feed(format!("{key} ").as_bytes()), None, "a small chunk waits for more");
-    assert!(body.feed(filler().as_bytes()).is_some(), "found once a batch has gathered");
+    assert_eq!(
+        body.feed(format!("{key} ").as_bytes()),
+        None,
+        "a small chunk waits for more"
+    );
+    assert!(
+        body.feed(filler().as_bytes()).is_some(),
+        "found once a batch has gathered"
+    );
     assert_eq!(body.finish(), None, "and reported once");
 }
 
