@@ -424,3 +424,64 @@ fn the_command_gets_a_terminal_of_the_callers_size() {
     assert_eq!(out, "no-tty\n");
     ctx.assert_nothing_left();
 }
+
+#[test]
+fn a_runs_audit_log_follows_the_run_and_stays_until_gc() {
+    let ctx = TestContext::new("run-logs");
+    let hash = ctx.build(&ctx.recipe());
+    // The guest asks for a denied host (busybox wget through http_proxy), then waits.
+    let run = ctx.spawn(&[
+        "run",
+        &hash,
+        "--",
+        "sh",
+        "-c",
+        "wget -q -O /dev/null http://denied.test/x?token=abc; while [ ! -f /tmp/go ]; do sleep 0.1; done",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
+        if let Some(r) = ps.as_array().and_then(|a| a.first())
+            && r["live"] == true
+            && r["guest"].is_string()
+        {
+            break r["run_id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the run did not come up");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let follow = ctx.spawn(&["logs", "--follow", "--json", &id[..6]]);
+    std::thread::sleep(Duration::from_secs(2));
+    ctx.ok(&["exec", &id, "--", "touch", "/tmp/go"]);
+    let (code, _, err) = run.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{err}");
+    // `--follow` ends by itself when the run does, having printed the refusal.
+    let (code, out, err) = follow.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["host"] == "denied.test"
+            && e["decision"] == "refused"
+            && e["rule"] == "allowlist"
+            && e["path"] == "/x?token="),
+        "{out}"
+    );
+    assert!(!out.contains("abc"), "a query value is in the log: {out}");
+    // After the run, until gc: the log stays, the run does not.
+    ctx.assert_nothing_left();
+    assert_eq!(ctx.ended_runs(), vec![id.clone()]);
+    let text = ctx.ok(&["logs", &id]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("denied.test:80/x?token=") && l.contains("refused (allowlist)")),
+        "{text}"
+    );
+    let gc: serde_json::Value = serde_json::from_str(&ctx.ok(&["gc", "--json"])).unwrap();
+    assert_eq!(gc["removed_runs"], serde_json::json!([id]));
+    let out = ctx.output(&["logs", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no run"), "{}", stderr(&out));
+}

@@ -267,12 +267,13 @@ pub async fn down(store: &Store, id: Option<&str>, all: bool) -> Result<Vec<Down
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             }
             row.signalled = true;
-            let dir = record::run_dir(store, &rec.run_id);
+            // A run that tears itself down removes its record (keeping, at most, its log).
+            let record = record::run_dir(store, &rec.run_id).join(record::RECORD_FILE);
             let deadline = Instant::now() + DOWN_WAIT;
-            while dir.exists() && rec.is_live() && Instant::now() < deadline {
+            while record.exists() && rec.is_live() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if !dir.exists() {
+            if !record.exists() {
                 row.torn_down_by_run = true;
                 rows.push(row);
                 continue;

@@ -167,13 +167,12 @@ impl RunRecord {
     }
 
     /// The last act of a complete teardown: removes everything of the run's folder but its
-    /// audit log, which stays (with an `ended` marker) until `bottle gc`; a run that logged
-    /// nothing leaves nothing.
+    /// audit log, which stays (with an `ended` marker) until `bottle gc`, so `bottle logs`
+    /// answers for every run; a run that never got as far as its bundle leaves nothing.
     pub fn end(store: &Store, run_id: &str) -> Result<()> {
         let dir = run_dir(store, run_id);
         let keep = crate::sidecar::pipelock::AUDIT_RUN_DIR;
-        let logged = fs::read_dir(dir.join(keep)).is_ok_and(|mut rd| rd.next().is_some());
-        if !logged {
+        if !dir.join(keep).is_dir() {
             return RunRecord::remove(store, run_id);
         }
         let rd = match fs::read_dir(&dir) {
