@@ -97,6 +97,7 @@ fn a_token_reaches_the_bundle_and_nothing_else() {
         logs.contains("1 secret(s)"),
         "the bundle got no secret:\n{logs}"
     );
+    assert!(!logs.contains(&value), "the bundle's log holds the token");
     let inspect = docker(&["inspect", &bundle]);
     assert!(
         !inspect.contains(&value),
