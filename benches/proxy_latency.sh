@@ -108,7 +108,7 @@ for s in "${setups[@]}"; do
     done
   done
 done
-grep -q "Injected" "$work/sidecar.log" || die "pipelock injected nothing: $(tail -3 "$work/sidecar.log")"
+grep -q " injected rule=route:" "$work/sidecar.log" || die "pipelock injected nothing: $(tail -3 "$work/sidecar.log")"
 
 echo "load: $(uptime)"
 python3 - "$work/times" "$n" "$conns" <<'EOF'

@@ -107,7 +107,7 @@ for bytes in "$small" "$size"; do
   done
   echo "$bytes $(kib "$pl_pid" VmHWM) $(kib "$pl_pid" VmRSS)" >>"$work/rss"
 done
-grep -q "Injected" "$work/sidecar.log" || die "pipelock injected nothing"
+grep -q " injected rule=route:" "$work/sidecar.log" || die "pipelock injected nothing"
 
 echo "load: $(uptime)"
 python3 - "$work/times" "$work/rss" "$idle_rss" <<'EOF'

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use super::scrub::Scrubber;
+use super::scrub::{Compiled, Scrubber};
 use crate::hash::ConfigKey;
 use crate::manifest::{Mount, MountSource};
 
@@ -127,6 +127,8 @@ pub struct Armed {
     /// The header's value, `None` when the run handed over no token for the route.
     value: Option<HeaderValue>,
     token: Option<Vec<u8>>,
+    /// The token's forms, compiled once for every response of the route.
+    scrub: std::sync::Arc<Compiled>,
 }
 
 impl std::fmt::Debug for Armed {
@@ -176,6 +178,10 @@ impl Egress {
                     route: route.clone(),
                     header,
                     value,
+                    scrub: match token {
+                        Some(t) => Compiled::new(&[t.as_bytes()]),
+                        None => Compiled::new(&[]),
+                    },
                     token: token.map(|t| t.as_bytes().to_vec()),
                 },
             );
@@ -217,10 +223,7 @@ impl Armed {
 
     /// A scrubber of the token, for one stream the upstream sends back.
     pub fn scrubber(&self) -> Scrubber {
-        match &self.token {
-            Some(t) => Scrubber::new(&[t.as_slice()]),
-            None => Scrubber::new(&[]),
-        }
+        self.scrub.scrubber()
     }
 
     /// Scrubs the token from every header value the upstream sent back.

@@ -23,20 +23,35 @@ use bytes::Bytes;
 /// What the secret is replaced with.
 pub const MASK: &[u8] = b"[removed by bottle egress]";
 
+/// The forms of some secrets, compiled once (about 50 µs) and shared by every scrubber of
+/// them: egress compiles a route's when it starts, not per response.
 #[derive(Debug)]
-pub struct Scrubber {
+pub struct Compiled {
     /// Every form of every secret; none when there is nothing to scrub.
     patterns: Vec<Vec<u8>>,
     /// Built over `patterns` (none if it could not be, then a plain search is used).
     ac: Option<AhoCorasick>,
     /// Bytes that may begin a pattern, for the tail check.
     first: [bool; 256],
+}
+
+/// Scrubs one stream.
+#[derive(Debug)]
+pub struct Scrubber {
+    compiled: std::sync::Arc<Compiled>,
     held: Vec<u8>,
 }
 
 impl Scrubber {
     /// A scrubber for `secrets` (empty ones are ignored).
     pub fn new(secrets: &[&[u8]]) -> Scrubber {
+        Compiled::new(secrets).scrubber()
+    }
+}
+
+impl Compiled {
+    /// Compiles the forms of `secrets` (empty ones are ignored).
+    pub fn new(secrets: &[&[u8]]) -> std::sync::Arc<Compiled> {
         let mut patterns: Vec<Vec<u8>> = Vec::new();
         for secret in secrets.iter().filter(|s| !s.is_empty()) {
             for form in forms::forms(secret) {
@@ -57,17 +72,26 @@ impl Scrubber {
         for p in &patterns {
             first[usize::from(p[0])] = true;
         }
-        Scrubber {
+        std::sync::Arc::new(Compiled {
             patterns,
             ac,
             first,
+        })
+    }
+
+    /// A scrubber of one stream.
+    pub fn scrubber(self: &std::sync::Arc<Self>) -> Scrubber {
+        Scrubber {
+            compiled: self.clone(),
             held: Vec::new(),
         }
     }
+}
 
+impl Scrubber {
     /// The next chunk in; what can be passed on out (some bytes may be held back).
     pub fn feed(&mut self, chunk: &[u8]) -> Bytes {
-        if self.patterns.is_empty() {
+        if self.compiled.patterns.is_empty() {
             return Bytes::copy_from_slice(chunk);
         }
         self.held.extend_from_slice(chunk);
@@ -109,22 +133,23 @@ impl Scrubber {
 
     /// Leftmost-longest, non-overlapping matches of the patterns in `hay`.
     fn matches(&self, hay: &[u8]) -> Vec<std::ops::Range<usize>> {
-        match &self.ac {
+        match &self.compiled.ac {
             Some(ac) => ac.find_iter(hay).map(|m| m.range()).collect(),
-            None => plain_matches(hay, &self.patterns),
+            None => plain_matches(hay, &self.compiled.patterns),
         }
     }
 
     /// The earliest offset at or after `from` where the rest of `hay` is a proper prefix of a
     /// pattern (`hay.len()` when there is none).
     fn tail(&self, hay: &[u8], from: usize) -> usize {
-        let longest = self.patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let longest = self.compiled.patterns.iter().map(Vec::len).max().unwrap_or(0);
         let start = from.max(hay.len().saturating_sub(longest.saturating_sub(1)));
         (start..hay.len())
             .find(|&i| {
                 let rest = &hay[i..];
-                self.first[usize::from(rest[0])]
+                self.compiled.first[usize::from(rest[0])]
                     && self
+                        .compiled
                         .patterns
                         .iter()
                         .any(|p| p.len() > rest.len() && p.starts_with(rest))
