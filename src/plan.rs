@@ -167,7 +167,17 @@ pub struct UpstreamPlan {
     pub url: String,
     /// A host path, as written (a leading `~/` is expanded at run time). Never read at build.
     pub identity: String,
+    /// A host path, as written; `~/.ssh/known_hosts` unless the recipe names one.
+    pub known_hosts: String,
+    /// Patterns of the branches a push may update (`*` matches within a path segment, `**`
+    /// across); sorted.
+    pub branches: Vec<String>,
+    pub tags: bool,
+    pub max_push_bytes: u64,
 }
+
+/// The default of `max_push_bytes`: 100 MiB.
+pub const DEFAULT_MAX_PUSH_BYTES: u64 = 100 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SupervisePlan {
@@ -463,10 +473,43 @@ impl Resolver<'_> {
                     "identity must be the host path of an SSH key",
                 ));
             }
+            let mut branches = match &u.branches {
+                Some(b) => {
+                    if b.get_ref().is_empty()
+                        || b.get_ref()
+                            .iter()
+                            .any(|p| p.trim().is_empty() || p.starts_with('/') || p.contains(".."))
+                    {
+                        return Err(recipe.error_at(
+                            b.span(),
+                            "branches must list branch name patterns such as \"agent/*\" (no empty entry, no leading / or ..)",
+                        ));
+                    }
+                    b.get_ref().iter().map(|p| p.trim().to_string()).collect()
+                }
+                None => vec!["**".to_string()],
+            };
+            branches.sort();
+            branches.dedup();
+            let max_push_bytes = match &u.max_push_bytes {
+                Some(m) if *m.get_ref() == 0 => {
+                    return Err(recipe.error_at(m.span(), "max_push_bytes must be more than 0"));
+                }
+                Some(m) => *m.get_ref(),
+                None => DEFAULT_MAX_PUSH_BYTES,
+            };
             upstreams.push(UpstreamPlan {
                 name: u.name.get_ref().clone(),
                 url: u.url.get_ref().trim().to_string(),
                 identity: u.identity.get_ref().trim().to_string(),
+                known_hosts: u
+                    .known_hosts
+                    .as_ref()
+                    .map(|k| k.get_ref().trim().to_string())
+                    .unwrap_or_else(|| "~/.ssh/known_hosts".to_string()),
+                branches,
+                tags: u.tags,
+                max_push_bytes,
             });
         }
         upstreams.sort_by(|a, b| a.name.cmp(&b.name));

@@ -204,6 +204,16 @@ pub struct Upstream {
     /// Host path of the SSH identity key. Referenced by path only: never read at build time,
     /// mounted read-only into the bundle at run time.
     pub identity: Spanned<String>,
+    /// Host path of the known_hosts file the upstream's host key is checked against (read at
+    /// run time); default the person's `~/.ssh/known_hosts`.
+    pub known_hosts: Option<Spanned<String>>,
+    /// The branches a push may update (`agent/*` patterns); default any branch.
+    pub branches: Option<Spanned<Vec<String>>>,
+    /// Whether a push may create tags; default no.
+    #[serde(default)]
+    pub tags: bool,
+    /// The most bytes one push may send; default 100 MiB.
+    pub max_push_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

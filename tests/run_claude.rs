@@ -86,15 +86,17 @@ fn claude_docker_recipe(ctx: &TestContext, name: &str) -> toml::Table {
     recipe.insert("name".into(), name.into());
     let key = ctx.dir.path().join("id_test");
     std::fs::write(&key, "not a real key\n").unwrap();
+    let known = ctx.dir.path().join("known_hosts_test");
+    std::fs::write(&known, "").unwrap();
     if let Some(ups) = recipe
         .get_mut("git-gate")
         .and_then(|g| g.get_mut("upstreams"))
         .and_then(|u| u.as_array_mut())
     {
         for up in ups {
-            up.as_table_mut()
-                .unwrap()
-                .insert("identity".into(), key.to_str().unwrap().into());
+            let up = up.as_table_mut().unwrap();
+            up.insert("identity".into(), key.to_str().unwrap().into());
+            up.insert("known_hosts".into(), known.to_str().unwrap().into());
         }
     }
     recipe

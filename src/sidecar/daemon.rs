@@ -94,6 +94,8 @@ pub struct Context {
     pub config_dir: PathBuf,
     /// Secret values the run handed over on stdin, by env var name (tokens). Never logged.
     pub secrets: BTreeMap<String, String>,
+    /// What the bundle's daemons share in its process (supervise's grants).
+    pub shared: std::sync::Arc<super::shared::Shared>,
 }
 
 /// A file for the guest: its path there (absolute, or relative to the guest user's home),
@@ -230,7 +232,11 @@ pub fn guest_files(key: &ConfigKey, side: &GuestSide<'_>) -> Vec<GuestFile> {
         .collect()
 }
 
-fn start<S: Spec>(config_dir: &Path, secrets: &BTreeMap<String, String>) -> Result<Serving> {
+fn start<S: Spec>(
+    config_dir: &Path,
+    secrets: &BTreeMap<String, String>,
+    shared: &std::sync::Arc<super::shared::Shared>,
+) -> Result<Serving> {
     let path = config_dir.join(S::DAEMON.config_file());
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
@@ -246,6 +252,7 @@ fn start<S: Spec>(config_dir: &Path, secrets: &BTreeMap<String, String>) -> Resu
         Context {
             config_dir: config_dir.to_path_buf(),
             secrets: secrets.clone(),
+            shared: shared.clone(),
         },
     ))
 }
@@ -255,10 +262,11 @@ pub fn serve(
     daemon: Daemon,
     config_dir: &Path,
     secrets: &BTreeMap<String, String>,
+    shared: &std::sync::Arc<super::shared::Shared>,
 ) -> Result<Serving> {
     match daemon {
-        Daemon::Pipelock => start::<pipelock::Pipelock>(config_dir, secrets),
-        Daemon::GitGate => start::<git_gate::GitGate>(config_dir, secrets),
-        Daemon::Supervise => start::<supervise::Supervise>(config_dir, secrets),
+        Daemon::Pipelock => start::<pipelock::Pipelock>(config_dir, secrets, shared),
+        Daemon::GitGate => start::<git_gate::GitGate>(config_dir, secrets, shared),
+        Daemon::Supervise => start::<supervise::Supervise>(config_dir, secrets, shared),
     }
 }

@@ -2,20 +2,19 @@
 //! key, which is mounted into the bundle only and never enters the guest. Not yet serving (the
 //! people-facing daemons' issue): it logs so and waits, so a bundle that lists it comes up.
 //!
-//! This module owns its typed config, port, mounts (the pre-receive hook, one read-only
-//! identity key per upstream) and the guest's git remotes pointing at it.
+//! This module owns its typed config (upstreams with their policy: branch patterns, tags, a
+//! size limit), port, mounts (per upstream, its identity key and its known_hosts, read-only)
+//! and the guest's git remotes pointing at it.
 
 use serde::{Deserialize, Serialize};
 
 use super::daemon::{Context, Daemon, GuestFile, GuestSide, Serving, Spec};
-use crate::config::RenderedFile;
 use crate::hash::ConfigKey;
 use crate::manifest::{Mount, MountSource};
 
 pub const PORT: u16 = 9418;
-const HOOK_FILE: &str = "git-gate/pre-receive";
-const HOOK: &str = "/etc/bottle/git-gate/pre-receive";
 const KEYS: &str = "/etc/bottle/git-gate/keys";
+const KNOWN_HOSTS: &str = "/etc/bottle/git-gate/known_hosts";
 /// The guest's git config the remotes go in (read besides `~/.gitconfig`).
 const GUEST_GIT_CONFIG: &str = ".config/git/config";
 
@@ -24,7 +23,6 @@ const GUEST_GIT_CONFIG: &str = ".config/git/config";
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub port: u16,
-    pub hook: String,
     pub upstreams: Vec<Upstream>,
 }
 
@@ -32,9 +30,18 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub name: String,
+    /// The real upstream: `ssh://[user@]host[:port]/path` or `user@host:path`.
     pub url: String,
     /// The identity key's path in the bundle.
     pub identity: String,
+    /// The known_hosts file's path in the bundle: the upstream's host key must be in it.
+    pub known_hosts: String,
+    /// Patterns of the branches a push may update.
+    pub branches: Vec<String>,
+    /// Whether a push may create or update tags.
+    pub tags: bool,
+    /// The most bytes one push may send.
+    pub max_push_bytes: u64,
 }
 
 pub struct GitGate;
@@ -50,36 +57,32 @@ impl Spec for GitGate {
         let ups = &key.git_gate.upstreams;
         (!ups.is_empty()).then(|| Config {
             port: PORT,
-            hook: HOOK.to_string(),
             upstreams: ups
                 .iter()
                 .map(|u| Upstream {
                     name: u.name.clone(),
                     url: u.url.clone(),
                     identity: format!("{KEYS}/{}", u.name),
+                    known_hosts: format!("{KNOWN_HOSTS}/{}", u.name),
+                    branches: u.branches.clone(),
+                    tags: u.tags,
+                    max_push_bytes: u.max_push_bytes,
                 })
                 .collect(),
         })
     }
 
-    fn files(_key: &ConfigKey) -> Vec<RenderedFile> {
-        vec![RenderedFile {
-            path: HOOK_FILE.to_string(),
-            bytes: PRE_RECEIVE.as_bytes().to_vec(),
-            mode: 0o755,
-        }]
-    }
-
     fn mounts(key: &ConfigKey) -> Vec<Mount> {
-        let mut mounts = vec![Mount {
-            source: MountSource::Config(HOOK_FILE.to_string()),
-            target: HOOK.to_string(),
-            read_only: true,
-        }];
+        let mut mounts = Vec::new();
         for u in &key.git_gate.upstreams {
             mounts.push(Mount {
                 source: MountSource::Host(u.identity.clone()),
                 target: format!("{KEYS}/{}", u.name),
+                read_only: true,
+            });
+            mounts.push(Mount {
+                source: MountSource::Host(u.known_hosts.clone()),
+                target: format!("{KNOWN_HOSTS}/{}", u.name),
                 read_only: true,
             });
         }
@@ -113,19 +116,3 @@ impl Spec for GitGate {
         })
     }
 }
-
-/// The pre-receive hook: refuses branch deletions and history rewrites.
-const PRE_RECEIVE: &str = r#"#!/bin/sh
-# bottle git-gate pre-receive hook: an agent may add commits, never delete or rewrite.
-zero=0000000000000000000000000000000000000000
-status=0
-while read -r old new ref; do
-  if [ "$new" = "$zero" ]; then
-    echo "git-gate: refusing to delete $ref" >&2; status=1; continue
-  fi
-  if [ "$old" != "$zero" ] && ! git merge-base --is-ancestor "$old" "$new"; then
-    echo "git-gate: refusing a non-fast-forward push to $ref" >&2; status=1
-  fi
-done
-exit $status
-"#;

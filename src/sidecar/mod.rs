@@ -26,6 +26,7 @@ pub mod egress;
 pub mod git_gate;
 pub mod pipelock;
 pub mod scrub;
+pub mod shared;
 pub mod supervise;
 
 use std::collections::BTreeMap;
@@ -108,8 +109,9 @@ pub async fn main(args: SidecarArgs) -> Result<()> {
         ),
     );
     let mut set: JoinSet<(Daemon, Result<()>)> = JoinSet::new();
+    let shared = std::sync::Arc::new(shared::Shared::default());
     for d in daemons {
-        let serving = daemon::serve(d, &args.config_dir, &secrets)?;
+        let serving = daemon::serve(d, &args.config_dir, &secrets, &shared)?;
         set.spawn(async move { (d, serving.await) });
     }
     drop(secrets);

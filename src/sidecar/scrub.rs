@@ -142,7 +142,13 @@ impl Scrubber {
     /// The earliest offset at or after `from` where the rest of `hay` is a proper prefix of a
     /// pattern (`hay.len()` when there is none).
     fn tail(&self, hay: &[u8], from: usize) -> usize {
-        let longest = self.compiled.patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let longest = self
+            .compiled
+            .patterns
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0);
         let start = from.max(hay.len().saturating_sub(longest.saturating_sub(1)));
         (start..hay.len())
             .find(|&i| {

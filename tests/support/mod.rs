@@ -154,16 +154,19 @@ impl TestContext {
     }
 
     /// Recipe tables for every provisioning part: a git-gate upstream (with a dummy identity
-    /// file of this test), supervise, prompt, skills and git identity.
+    /// and known_hosts file of this test), supervise, prompt, skills and git identity.
     pub fn provisioning_extra(&self) -> String {
         let key = self.dir.path().join("id_test");
         std::fs::write(&key, "not a real key\n").unwrap();
+        let known = self.dir.path().join("known_hosts_test");
+        std::fs::write(&known, "").unwrap();
         format!(
             r#"
 [[git-gate.upstreams]]
 name = "origin"
 url = "git@example.invalid:x/y.git"
 identity = "{}"
+known_hosts = "{}"
 
 [supervise]
 enabled = true
@@ -174,7 +177,8 @@ skills = "skills"
 git_name = "Agent"
 git_email = "agent@bottle.invalid"
 "#,
-            key.display()
+            key.display(),
+            known.display()
         )
     }
 
