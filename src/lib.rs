@@ -20,6 +20,7 @@ pub mod config;
 pub mod context;
 pub mod diff;
 pub mod digest;
+pub mod files;
 pub mod hash;
 pub mod manifest;
 pub mod oci;

@@ -28,26 +28,6 @@ fn env_of(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Waits until `bottle ps --json` shows a live run with a guest; returns (run id, bundle IP).
-fn wait_live(ctx: &TestContext) -> (String, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
-        if let Some(r) = ps.as_array().and_then(|a| a.first())
-            && r["live"] == true
-            && r["guest"].is_string()
-            && r["bundle_ip"].is_string()
-        {
-            return (
-                r["run_id"].as_str().unwrap().to_string(),
-                r["bundle_ip"].as_str().unwrap().to_string(),
-            );
-        }
-        assert!(Instant::now() < deadline, "the run did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn demo_end_to_end_user_home_env_exit_codes() {
     let ctx = TestContext::new("run-e2e");
@@ -84,7 +64,7 @@ fn demo_end_to_end_user_home_env_exit_codes() {
         "-c",
         "env; echo ===; while [ ! -f /tmp/done ]; do sleep 0.1; done",
     ]);
-    let (run_id, bundle_ip) = wait_live(&ctx);
+    let (run_id, bundle_ip) = ctx.wait_live();
     let want = guest_env(&ctx, &hash, &bundle_ip);
     assert!(want.contains_key("CLAUDE_CODE_OAUTH_TOKEN"));
     assert!(want["HTTPS_PROXY"].contains(&bundle_ip));
@@ -438,18 +418,7 @@ fn a_runs_audit_log_follows_the_run_and_stays_until_gc() {
         "-c",
         "wget -q -O /dev/null http://denied.test/x?token=abc; while [ ! -f /tmp/go ]; do sleep 0.1; done",
     ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let id = loop {
-        let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
-        if let Some(r) = ps.as_array().and_then(|a| a.first())
-            && r["live"] == true
-            && r["guest"].is_string()
-        {
-            break r["run_id"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "the run did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (id, _) = ctx.wait_live();
     let follow = ctx.spawn(&["logs", "--follow", "--json", &id[..6]]);
     std::thread::sleep(Duration::from_secs(2));
     ctx.ok(&["exec", &id, "--", "touch", "/tmp/go"]);

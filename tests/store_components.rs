@@ -191,22 +191,6 @@ fn recipes_with_one_dockerfile_and_context_share_one_guest() {
     ctx.assert_nothing_left();
 }
 
-/// Waits until `bottle ps --json` of `ctx` shows a live run with a guest; returns its id.
-fn wait_live(ctx: &TestContext) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
-        if let Some(r) = ps.as_array().and_then(|a| a.first())
-            && r["live"] == true
-            && r["guest"].is_string()
-        {
-            return r["run_id"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "the run did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn an_entry_imported_into_an_empty_store_verifies_and_runs_with_its_own_ca() {
     let src = TestContext::new("import-src");
@@ -239,7 +223,7 @@ fn an_entry_imported_into_an_empty_store_verifies_and_runs_with_its_own_ca() {
         "-c",
         "echo ok; while [ ! -f /tmp/go ]; do sleep 0.1; done",
     ]);
-    let run_id = wait_live(&dst);
+    let run_id = dst.wait_live().0;
     let ca = dst.store().runs().join(&run_id).join("ca");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&ca.join(ca_files::PIPELOCK_KEY)), 0o600);

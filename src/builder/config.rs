@@ -2,7 +2,6 @@
 //! the provisioning files copied from the recipe's folder, each checked against the digest
 //! the key holds, so the component is exactly what its name describes.
 
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -16,7 +15,7 @@ use crate::plan::Planned;
 /// Writes the config component of `key` into `dir`.
 pub fn build(key: &ConfigKey, planned: &Planned, dir: &Path) -> Result<()> {
     for f in config::render(key).files {
-        write_file(&dir.join(&f.path), &f.bytes, f.mode)?;
+        crate::files::write_new(&dir.join(&f.path), &f.bytes, f.mode)?;
     }
     let p = &planned.plan.provision;
     if let (Some(rel), Some(digest)) = (&p.prompt, key.provision.prompt) {
@@ -47,24 +46,6 @@ pub fn build(key: &ConfigKey, planned: &Planned, dir: &Path) -> Result<()> {
             )?;
         }
     }
-    Ok(())
-}
-
-/// Creates `path` (and its folders) with `mode` from the start, writes and syncs it.
-pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    // The umask may have cleared bits we asked for; set them exactly.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     Ok(())
 }
 

@@ -11,14 +11,14 @@
 //! (egress is a stage of pipelock, so it needs none of its own). No CA is ever part of a
 //! component or a hash.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
 use crate::config::ca_files;
+use crate::files::write_new;
 
 /// Mints the run's CA into `dir` (created with mode 0700): pipelock's, which signs the
 /// certificates of the hosts it intercepts. `name` is the entry's, for the subject.
@@ -54,24 +54,8 @@ fn mint(dir: &Path, cert_file: &str, key_file: &str, cn: &str) -> Result<()> {
     let cert = params
         .self_signed(&key)
         .context("cannot sign the CA certificate")?;
-    write_mode(&dir.join(key_file), key.serialize_pem().as_bytes(), 0o600)?;
-    write_mode(&dir.join(cert_file), cert.pem().as_bytes(), 0o644)?;
-    Ok(())
-}
-
-/// Creates `path` with `mode` from the start (a key is never readable by others, not even for
-/// a moment), writes and syncs it.
-fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    // The umask may have cleared bits we asked for; set them exactly.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    write_new(&dir.join(key_file), key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&dir.join(cert_file), cert.pem().as_bytes(), 0o644)?;
     Ok(())
 }
 

@@ -255,6 +255,27 @@ git_email = "agent@bottle.invalid"
         serde_json::from_str(&self.ok(&["build", "--json", recipe.to_str().unwrap()])).unwrap()
     }
 
+    /// Waits until `bottle ps --json` shows a live run with a guest; returns (run id, bundle
+    /// IP).
+    pub fn wait_live(&self) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ps: serde_json::Value = serde_json::from_str(&self.ok(&["ps", "--json"])).unwrap();
+            if let Some(r) = ps.as_array().and_then(|a| a.first())
+                && r["live"] == true
+                && r["guest"].is_string()
+                && r["bundle_ip"].is_string()
+            {
+                return (
+                    r["run_id"].as_str().unwrap().to_string(),
+                    r["bundle_ip"].as_str().unwrap().to_string(),
+                );
+            }
+            assert!(Instant::now() < deadline, "the run did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The guest's Dockerfile for this test (see [`dockerfile`]).
     pub fn dockerfile(&self, home: bool) -> String {
         dockerfile(home, &self.test_id_path)
