@@ -35,8 +35,7 @@ impl Shared {
             .read()
             .expect("grants lock")
             .hosts
-            .iter()
-            .any(|h| *h == host)
+            .contains(&host)
     }
 
     /// Changes the grants (and bumps their version).

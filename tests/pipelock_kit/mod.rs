@@ -365,10 +365,25 @@ impl Sidecar {
         });
         std::fs::write(dir.path().join("pipelock.json"), config.to_string()).unwrap();
         // The other daemons' configs, for a test that starts them too.
-        let git_gate = serde_json::json!({"port": free_port(), "hook": "", "upstreams": []});
-        std::fs::write(dir.path().join("git-gate.json"), git_gate.to_string()).unwrap();
-        let supervise = serde_json::json!({"port": free_port(), "queue": dir.path().join("queue")});
-        std::fs::write(dir.path().join("supervise.json"), supervise.to_string()).unwrap();
+        // Written from the daemons' own typed configs, so a field change cannot drift here.
+        let git_gate = bottle::sidecar::git_gate::Config {
+            port: free_port(),
+            upstreams: Vec::new(),
+        };
+        std::fs::write(
+            dir.path().join("git-gate.json"),
+            serde_json::to_string(&git_gate).unwrap(),
+        )
+        .unwrap();
+        let supervise = bottle::sidecar::supervise::Config {
+            port: free_port(),
+            queue: dir.path().join("queue").display().to_string(),
+        };
+        std::fs::write(
+            dir.path().join("supervise.json"),
+            serde_json::to_string(&supervise).unwrap(),
+        )
+        .unwrap();
         let resolve: Vec<String> = setup
             .names
             .iter()
