@@ -365,7 +365,8 @@ impl Sidecar {
         });
         std::fs::write(dir.path().join("pipelock.json"), config.to_string()).unwrap();
         // The other daemons' configs, for a test that starts them too.
-        let git_gate = serde_json::json!({"port": free_port(), "hook": "", "upstreams": []});
+        let git_gate =
+            serde_json::json!({"port": free_port(), "listen_host": "127.0.0.1", "upstreams": []});
         std::fs::write(dir.path().join("git-gate.json"), git_gate.to_string()).unwrap();
         let supervise = serde_json::json!({"port": free_port(), "queue": dir.path().join("queue")});
         std::fs::write(dir.path().join("supervise.json"), supervise.to_string()).unwrap();
