@@ -95,11 +95,13 @@ pub fn lookup_name(host: &str, port: u16) -> String {
 impl KnownHosts {
     /// Reads `path`; lines that cannot be read (bad keys, unknown markers) are skipped, as ssh
     /// does.
-    pub fn load(path: &Path, upstream: &str) -> Result<KnownHosts, HostKeyError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| HostKeyError::Read {
-            path: path.display().to_string(),
-            upstream: upstream.to_string(),
-            cause,
+    pub fn load(path: &Path, upstream: &str) -> Result<KnownHosts, Box<HostKeyError>> {
+        let text = std::fs::read_to_string(path).map_err(|cause| {
+            Box::new(HostKeyError::Read {
+                path: path.display().to_string(),
+                upstream: upstream.to_string(),
+                cause,
+            })
         })?;
         Ok(KnownHosts::parse(&text))
     }
@@ -183,7 +185,7 @@ impl KnownHosts {
         host: &str,
         port: u16,
         key: &PublicKey,
-    ) -> Result<(), HostKeyError> {
+    ) -> Result<(), Box<HostKeyError>> {
         let fingerprint = format!("{} {}", key.algorithm(), key.fingerprint(HashAlg::Sha256));
         let shown = format!("{host} port {port}");
         let port_flag = if port == 22 {
@@ -191,21 +193,21 @@ impl KnownHosts {
         } else {
             format!(" -p {port}")
         };
-        match self.verdict(host, port, key) {
-            Verdict::Trusted => Ok(()),
-            Verdict::Revoked => Err(HostKeyError::Revoked {
+        let refusal = match self.verdict(host, port, key) {
+            Verdict::Trusted => return Ok(()),
+            Verdict::Revoked => HostKeyError::Revoked {
                 upstream: upstream.to_string(),
                 host: shown,
                 fingerprint,
-            }),
-            Verdict::Unknown => Err(HostKeyError::Unknown {
+            },
+            Verdict::Unknown => HostKeyError::Unknown {
                 upstream: upstream.to_string(),
                 host: shown,
                 name: host.to_string(),
                 port_flag,
                 fingerprint,
-            }),
-            Verdict::Mismatch(known) => Err(HostKeyError::Mismatch {
+            },
+            Verdict::Mismatch(known) => HostKeyError::Mismatch {
                 upstream: upstream.to_string(),
                 host: shown,
                 name: host.to_string(),
@@ -213,8 +215,9 @@ impl KnownHosts {
                 port_flag,
                 fingerprint,
                 known: known.join(", "),
-            }),
-        }
+            },
+        };
+        Err(Box::new(refusal))
     }
 }
 

@@ -52,12 +52,11 @@ impl Target {
             url: url.to_string(),
             why,
         };
-        let (user, rest) = |s: &str| -> (String, String) {
-            match s.split_once('@') {
-                Some((u, r)) => (u.to_string(), r.to_string()),
-                None => ("git".to_string(), s.to_string()),
-            }
-        }(url.strip_prefix("ssh://").unwrap_or(url));
+        let unschemed = url.strip_prefix("ssh://").unwrap_or(url);
+        let (user, rest) = match unschemed.split_once('@') {
+            Some((u, r)) => (u.to_string(), r.to_string()),
+            None => ("git".to_string(), unschemed.to_string()),
+        };
         if user.is_empty() {
             return Err(bad("has an empty user"));
         }
@@ -149,7 +148,7 @@ pub enum SshError {
     #[error(transparent)]
     Url(#[from] UrlError),
     #[error(transparent)]
-    HostKey(#[from] HostKeyError),
+    HostKey(#[from] Box<HostKeyError>),
     #[error(
         "cannot read the identity key of upstream {upstream:?} (mounted from the recipe's identity): {why}"
     )]
@@ -181,7 +180,7 @@ struct Checker {
     upstream: String,
     host: String,
     port: u16,
-    refused: Arc<std::sync::Mutex<Option<HostKeyError>>>,
+    refused: Arc<std::sync::Mutex<Option<Box<HostKeyError>>>>,
 }
 
 impl client::Handler for Checker {
