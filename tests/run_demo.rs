@@ -209,7 +209,7 @@ fn provisioning_and_bundle_mounts() {
     assert!(text.contains("name = \"Agent\""), "{text}");
     assert!(text.contains("email = \"agent@bottle.invalid\""), "{text}");
     assert!(
-        text.contains(&format!("url = git://{ip}:9418/origin")),
+        text.contains(&format!("url = http://{ip}:9418/origin")),
         "{text}"
     );
     assert!(

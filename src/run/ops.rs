@@ -474,8 +474,17 @@ impl AuditReader {
 pub fn audit_line(e: &crate::sidecar::audit::Event) -> String {
     let rule = e.rule.as_deref().unwrap_or("-");
     let decision = e.decision.name();
+    // A git-gate line: the ref update after the repository's path.
+    let git = e
+        .git
+        .as_ref()
+        .map(|g| {
+            use crate::sidecar::audit::short;
+            format!(" {} {}..{}", g.ref_name, short(&g.old), short(&g.new))
+        })
+        .unwrap_or_default();
     format!(
-        "{}  {:<7} {}:{}{}  {decision} ({rule})  {}  sent {} received {}  {} ms",
+        "{}  {:<7} {}:{}{}{git}  {decision} ({rule})  {}  sent {} received {}  {} ms",
         utc(e.time_ms),
         e.method,
         e.host,

@@ -1,11 +1,12 @@
-//! The audit log: one JSON line per request the guest makes, appended to a file of the run's
-//! folder (`runs/RUNID/audit/audit.jsonl` on the host, kept after teardown until `bottle gc`;
+//! The audit log: one JSON line per request the guest makes through pipelock and per ref
+//! update it pushes through git-gate, appended to a file of the run's folder
+//! (`runs/RUNID/audit/audit.jsonl` on the host, kept after teardown until `bottle gc`;
 //! `bottle logs RUN` prints it), and a short line on stderr.
 //!
 //! A line holds the time, the run, the method, host and port, the path with query *values*
 //! dropped (names kept), the decision and the rule behind it, the status, the bytes each way
-//! and the duration. Never a header value, a query value or a matched secret: those are where
-//! credentials live.
+//! and the duration; a git-gate line also the ref update ([`GitUpdate`]). Never a header value,
+//! a query value, a matched secret or a key: those are where credentials live.
 
 use std::io::Write;
 use std::path::Path;
@@ -62,6 +63,21 @@ pub struct Event {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: u64,
+    /// git-gate's lines: the ref update the line is about (absent from pipelock's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitUpdate>,
+}
+
+/// One ref update of a push through git-gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitUpdate {
+    /// The recipe's name of the upstream (`[[git-gate.upstreams]] name`).
+    pub upstream: String,
+    /// The full ref name (`refs/heads/agent/x`).
+    pub ref_name: String,
+    /// Object ids in hex; forty zeros for none (a creation's old, a deletion's new).
+    pub old: String,
+    pub new: String,
 }
 
 impl Event {
@@ -77,6 +93,8 @@ impl Event {
 #[derive(Debug)]
 pub struct AuditLog {
     run: String,
+    /// The daemon whose stderr lines these are.
+    who: &'static str,
     file: Option<Mutex<std::fs::File>>,
 }
 
@@ -96,8 +114,15 @@ impl AuditLog {
         };
         Ok(AuditLog {
             run: run.to_string(),
+            who: "pipelock",
             file,
         })
+    }
+
+    /// The same log, its stderr lines prefixed with `who` (pipelock's unless said).
+    pub fn for_daemon(mut self, who: &'static str) -> AuditLog {
+        self.who = who;
+        self
     }
 
     pub fn run(&self) -> &str {
@@ -111,10 +136,15 @@ impl AuditLog {
             .as_deref()
             .map(|r| format!(" rule={r}"))
             .unwrap_or_default();
+        let git = event
+            .git
+            .as_ref()
+            .map(|g| format!(" {} {}..{}", g.ref_name, short(&g.old), short(&g.new)))
+            .unwrap_or_default();
         super::log(
-            "pipelock",
+            self.who,
             format!(
-                "audit {} {}:{}{} {}{rule} status={}",
+                "audit {} {}:{}{}{git} {}{rule} status={}",
                 event.method,
                 event.host,
                 event.port,
@@ -131,6 +161,11 @@ impl AuditLog {
             }
         }
     }
+}
+
+/// The first 12 digits of an object id.
+pub fn short(oid: &str) -> &str {
+    &oid[..oid.len().min(12)]
 }
 
 /// A path with query values dropped: `/a?x=1&y` → `/a?x=&y`.
@@ -181,6 +216,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 10,
             duration_ms: 2,
+            git: None,
         };
         log.record(&e);
         log.record(&e);
@@ -189,5 +225,43 @@ mod tests {
         assert!(!text.contains("secret"));
         let back: Event = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(back, e);
+        assert!(
+            !text.contains("\"git\""),
+            "pipelock's lines have no git field: {text}"
+        );
+    }
+
+    #[test]
+    fn git_lines_carry_the_ref_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(Some(&path), "run1")
+            .unwrap()
+            .for_daemon("git-gate");
+        let e = Event {
+            time_ms: 1,
+            run: "run1".into(),
+            method: "git-receive-pack".into(),
+            host: "up.test".into(),
+            port: 22,
+            path: "/srv/r.git".into(),
+            decision: Decision::Refused,
+            rule: Some("branches".into()),
+            status: 200,
+            bytes_in: 10,
+            bytes_out: 0,
+            duration_ms: 1,
+            git: Some(GitUpdate {
+                upstream: "origin".into(),
+                ref_name: "refs/heads/main".into(),
+                old: "0".repeat(40),
+                new: "1".repeat(40),
+            }),
+        };
+        log.record(&e);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let back: Event = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(back, e);
+        assert!(text.contains("\"ref_name\":\"refs/heads/main\""), "{text}");
     }
 }

@@ -190,8 +190,8 @@ pub fn config_files(key: &ConfigKey) -> Vec<RenderedFile> {
     .collect()
 }
 
-/// What the bundle needs for an entry's daemons: mounts (each config file first), env, and
-/// the names of the secrets it gets on stdin.
+/// What the bundle needs for an entry's daemons: mounts (each config file first; a target
+/// that two daemons name, once), env, and the names of the secrets it gets on stdin.
 pub fn bundle_needs(key: &ConfigKey) -> (Vec<Mount>, Vec<String>, Vec<String>) {
     let mut mounts = Vec::new();
     let mut env = Vec::new();
@@ -207,7 +207,12 @@ pub fn bundle_needs(key: &ConfigKey) -> (Vec<Mount>, Vec<String>, Vec<String>) {
             Daemon::GitGate => needs::<git_gate::GitGate>(key),
             Daemon::Supervise => needs::<supervise::Supervise>(key),
         };
-        mounts.extend(m);
+        // A folder two daemons share (the run's audit folder) is mounted once.
+        for mount in m {
+            if !mounts.iter().any(|x: &Mount| x.target == mount.target) {
+                mounts.push(mount);
+            }
+        }
         env.extend(e);
         secrets.extend(s);
     }

@@ -368,7 +368,9 @@ impl Sidecar {
         // Written from the daemons' own typed configs, so a field change cannot drift here.
         let git_gate = bottle::sidecar::git_gate::Config {
             port: free_port(),
+            listen_host: std::net::Ipv4Addr::LOCALHOST.into(),
             upstreams: Vec::new(),
+            audit_log: None,
         };
         std::fs::write(
             dir.path().join("git-gate.json"),

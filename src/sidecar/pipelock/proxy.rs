@@ -336,6 +336,7 @@ impl State {
                 bytes_in: 0,
                 bytes_out: 0,
                 duration_ms: 0,
+                git: None,
             },
             start: Instant::now(),
             outcome: Arc::new(Outcome::default()),

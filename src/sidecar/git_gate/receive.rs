@@ -1,0 +1,165 @@
+//! `POST /NAME/git-receive-pack`: a push, read whole (cut at `max_push_bytes`), judged, and
+//! either answered by git-gate (a refusal, in git's report-status) or forwarded byte for byte
+//! to the upstream's `git-receive-pack`, whose answer is relayed and read for the audit log.
+
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+
+use super::Upstream;
+use super::policy::{self, Rule};
+use super::push::{self, Command};
+use super::server::{
+    Audit, Body, State, decode, full, git, is_gzip, read_body, read_report, relay, send_all, text,
+};
+use super::ssh::{self, Service};
+use crate::sidecar::audit::Decision;
+use crate::sidecar::log;
+
+const RESULT: &str = "git-receive-pack-result";
+
+impl State {
+    pub(super) async fn receive(&self, up: &Upstream, req: Request<Incoming>) -> Response<Body> {
+        let audit = Audit {
+            state: self,
+            up,
+            service: Service::ReceivePack,
+            started: Instant::now(),
+        };
+        let gzip = is_gzip(&req);
+        let hint = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let limit = up.max_push_bytes;
+        let body = match read_body(req.into_body(), limit, hint)
+            .await
+            .and_then(|b| decode(gzip, b, limit))
+        {
+            Ok(b) => b,
+            Err(e) => {
+                let why = policy::too_large(up).message;
+                return self.bad_body(&audit, e, Rule::MaxPushBytes.name(), &why);
+            }
+        };
+        // git's probe before a large push: a flush alone, answered with nothing.
+        if body.is_empty() || &body[..] == b"0000" {
+            return git(RESULT, full(Vec::new()));
+        }
+        let advertised = push::receive_caps(&push::passed_on());
+        let request = match push::parse(&body, &advertised) {
+            Ok(r) if r.commands.is_empty() => Err("no ref update before the pack".to_string()),
+            other => other,
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(why) => {
+                let r = policy::malformed(&why);
+                log(WHO, format!("upstream {}: {}", up.name, r.message));
+                audit.record(
+                    Decision::Invalid,
+                    Rule::Malformed.name(),
+                    400,
+                    (0, body.len() as u64),
+                );
+                return text(StatusCode::BAD_REQUEST, &r.message);
+            }
+        };
+        let bytes_in = body.len() as u64;
+        if let Err(refused) = push::decide(up, &request) {
+            let unpack = match refused.iter().find(|(_, r)| r.rule == Rule::Malformed) {
+                Some((_, r)) => r.message.clone(),
+                None => "ok".to_string(),
+            };
+            for (c, r) in refused.iter().filter(|(_, r)| r.rule != Rule::Together) {
+                log(
+                    WHO,
+                    format!("upstream {}: refused {}: {}", up.name, c.name, r.message),
+                );
+            }
+            let rows: Vec<_> = refused
+                .iter()
+                .map(|(c, r)| {
+                    let d = if r.rule == Rule::Malformed {
+                        Decision::Invalid
+                    } else {
+                        Decision::Refused
+                    };
+                    (c.clone(), d, r.rule.name().to_string())
+                })
+                .collect();
+            let answer = push::refusal_report(&request.caps, &unpack, &refused);
+            audit.record_push(&rows, 200, (answer.len() as u64, bytes_in));
+            return git(RESULT, full(answer));
+        }
+        let commands = request.commands.clone();
+        let band = request.wants("side-band-64k");
+        let reports = request.wants("report-status");
+        let head = body.slice(..request.head.len());
+        let pack = body.slice(request.head.len()..);
+        self.forward(
+            &audit,
+            commands,
+            (band, reports),
+            vec![head, pack],
+            bytes_in,
+        )
+        .await
+    }
+
+    /// Sends an accepted push to the upstream and relays its answer.
+    async fn forward(
+        &self,
+        audit: &Audit<'_>,
+        commands: Vec<Command>,
+        (band, reports): (bool, bool),
+        parts: Vec<bytes::Bytes>,
+        bytes_in: u64,
+    ) -> Response<Body> {
+        let up = audit.up;
+        let mut remote = match ssh::open(up, Service::ReceivePack).await {
+            Ok(r) => r,
+            Err(e) => return audit.failed(&e, &commands),
+        };
+        let mut left = Vec::new();
+        if let Err(e) = remote.advertisement(&mut left).await {
+            return audit.failed(&e, &commands);
+        }
+        send_all(&mut remote, parts);
+        let log_to = self.audit.clone();
+        let template = audit.event(Decision::Allowed, "upstream", 200, (0, bytes_in));
+        let upstream = up.name.clone();
+        let body = relay(remote, left, move |bytes_out, answer| {
+            let report = read_report(band, &answer);
+            for c in &commands {
+                let mut e = template.clone();
+                e.bytes_out = bytes_out;
+                match report.get(&c.name) {
+                    Some(None) => {}
+                    Some(Some(why)) => {
+                        e.decision = Decision::Failed;
+                        log(
+                            WHO,
+                            format!("upstream {upstream} refused {}: {why}", c.name),
+                        );
+                    }
+                    // No line for it: the upstream ended early (or was not asked to report).
+                    None if reports => e.decision = Decision::Failed,
+                    None => {}
+                }
+                e.git = Some(crate::sidecar::audit::GitUpdate {
+                    upstream: upstream.clone(),
+                    ref_name: c.name.clone(),
+                    old: c.old.to_string(),
+                    new: c.new.to_string(),
+                });
+                log_to.record(&e);
+            }
+        });
+        git(RESULT, body)
+    }
+}
+
+const WHO: &str = "git-gate";
