@@ -1,4 +1,5 @@
-//! The audit log: one JSON line per request the guest makes, appended to a file of the run's
+//! The audit log: one JSON line per request the guest makes (and per grant a person made for
+//! the run through supervise), appended to a file of the run's
 //! folder (`runs/RUNID/audit/audit.jsonl` on the host, kept after teardown until `bottle gc`;
 //! `bottle logs RUN` prints it), and a short line on stderr.
 //!
@@ -29,6 +30,10 @@ pub enum Decision {
     Invalid,
     /// Allowed, but the upstream could not be reached or failed.
     Failed,
+    /// Not a request: a person granted something for this run through supervise (a host, or
+    /// a value DLP flagged); `host` names it (`dlp:RULE` for a value, never the value itself)
+    /// and `rule` the supervise request (`supervise:ID`).
+    Granted,
 }
 
 impl Decision {
@@ -40,6 +45,7 @@ impl Decision {
             Decision::Refused => "refused",
             Decision::Invalid => "invalid",
             Decision::Failed => "failed",
+            Decision::Granted => "granted",
         }
     }
 }
@@ -65,6 +71,26 @@ pub struct Event {
 }
 
 impl Event {
+    /// A grant a person made for the run through supervise: `what` is the host, or
+    /// `dlp:RULE` for a value DLP flagged (never the value); `request` the supervise request's
+    /// id.
+    pub fn granted(run: &str, what: &str, request: &str) -> Event {
+        Event {
+            time_ms: Event::now_ms(),
+            run: run.to_string(),
+            method: "GRANT".into(),
+            host: what.to_string(),
+            port: 0,
+            path: "-".into(),
+            decision: Decision::Granted,
+            rule: Some(format!("supervise:{request}")),
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0,
+        }
+    }
+
     pub fn now_ms() -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -76,6 +102,8 @@ impl Event {
 /// Where audit lines go.
 #[derive(Debug)]
 pub struct AuditLog {
+    /// Who writes it, for the stderr lines (`pipelock`).
+    who: &'static str,
     run: String,
     file: Option<Mutex<std::fs::File>>,
 }
@@ -95,9 +123,16 @@ impl AuditLog {
             None => None,
         };
         Ok(AuditLog {
+            who: "pipelock",
             run: run.to_string(),
             file,
         })
+    }
+
+    /// The same log, its stderr lines said by `who` (another daemon than pipelock).
+    pub fn said_by(mut self, who: &'static str) -> AuditLog {
+        self.who = who;
+        self
     }
 
     pub fn run(&self) -> &str {
@@ -112,7 +147,7 @@ impl AuditLog {
             .map(|r| format!(" rule={r}"))
             .unwrap_or_default();
         super::log(
-            "pipelock",
+            self.who,
             format!(
                 "audit {} {}:{}{} {}{rule} status={}",
                 event.method,
