@@ -504,9 +504,12 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_other_daemons_say_so_and_sigterm_ends_the_sidecar() {
     let mut sidecar = Sidecar::start_daemons(Setup::default(), "pipelock,git-gate,supervise").await;
-    for d in ["git-gate", "supervise"] {
-        sidecar.wait_for(&format!("{d}: not yet implemented")).await;
-    }
+    sidecar.wait_for("git-gate: not yet implemented").await;
+    let supervise = format!(
+        "supervise: listening on 127.0.0.1:{}",
+        sidecar.supervise_port
+    );
+    sidecar.wait_for(&supervise).await;
     // An empty allowlist refuses everything.
     let (status, text) = exchange(
         sidecar.port,
