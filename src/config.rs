@@ -19,7 +19,7 @@ use crate::digest::Digest;
 use crate::hash::ConfigKey;
 use crate::manifest::{BUNDLE_IP_TEMPLATE, BundleSpec, GuestSpec, ProvisionSpec};
 use crate::sidecar::daemon::{self, Daemon};
-use crate::sidecar::{egress, pipelock};
+use crate::sidecar::{egress, pipelock, supervise};
 
 /// Where the guest finds the run's CA; the trust trio points here.
 pub const GUEST_CA_PATH: &str = "/etc/bottle/ca.crt";
@@ -123,10 +123,18 @@ fn bundle_spec(key: &ConfigKey) -> BundleSpec {
 
 /// The whole guest env: the recipe's entries plus the bottle's fixed ones (see
 /// [`crate::plan::FIXED_GUEST_ENV`]) and a placeholder under each route's token name. The
-/// proxy address is a template filled at run time.
+/// proxy address is a template filled at run time. When supervise runs, its URL is
+/// `BOTTLE_SUPERVISE_URL` and the bundle's address is in `NO_PROXY`: the guest talks to it
+/// directly, not through pipelock.
 fn guest_env(key: &ConfigKey) -> BTreeMap<String, String> {
     let g = &key.guest;
     let proxy = format!("http://{BUNDLE_IP_TEMPLATE}:{}", pipelock::PORT);
+    let supervise = key.supervise.enabled;
+    let no_proxy = if supervise {
+        format!("localhost,127.0.0.1,{BUNDLE_IP_TEMPLATE}")
+    } else {
+        "localhost,127.0.0.1".to_string()
+    };
     let mut env = g.env.clone();
     for r in &key.egress.routes {
         env.insert(r.token_env.clone(), egress::PLACEHOLDER.to_string());
@@ -140,16 +148,26 @@ fn guest_env(key: &ConfigKey) -> BTreeMap<String, String> {
         ("HTTP_PROXY", proxy.clone()),
         ("https_proxy", proxy.clone()),
         ("http_proxy", proxy),
-        ("NO_PROXY", "localhost,127.0.0.1".to_string()),
-        ("no_proxy", "localhost,127.0.0.1".to_string()),
+        ("NO_PROXY", no_proxy.clone()),
+        ("no_proxy", no_proxy),
         ("NODE_EXTRA_CA_CERTS", GUEST_CA_PATH.to_string()),
         ("SSL_CERT_FILE", GUEST_CA_PATH.to_string()),
         ("REQUESTS_CA_BUNDLE", GUEST_CA_PATH.to_string()),
         ("HOME", g.home.clone()),
         ("USER", g.user.clone()),
     ];
-    debug_assert_eq!(fixed.len(), crate::plan::FIXED_GUEST_ENV.len());
-    for (k, v) in fixed {
+    let url = supervise.then(|| {
+        let url = supervise::url(BUNDLE_IP_TEMPLATE);
+        (supervise::URL_ENV, url)
+    });
+    debug_assert!(
+        fixed
+            .iter()
+            .map(|(k, _)| *k)
+            .chain([supervise::URL_ENV])
+            .eq(crate::plan::FIXED_GUEST_ENV.iter().copied())
+    );
+    for (k, v) in fixed.into_iter().chain(url) {
         env.insert(k.to_string(), v);
     }
     env

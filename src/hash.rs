@@ -49,8 +49,10 @@ pub const BUILDER: &str = env!("BOTTLE_SOURCE_DIGEST");
 pub const GUEST_FORMAT: u32 = 1;
 /// Bump when the bundle image archive's layout changes.
 pub const BUNDLE_FORMAT: u32 = 1;
-/// Bump when the config component's files (daemon configs, specs) change shape
-/// (2: git-gate.json gains `listen_host` and `audit_log`).
+/// Bump when the config component's files (daemon configs, specs) change shape.
+/// 2: git-gate.json gains `listen_host` and `audit_log`; pipelock's `supervise`, supervise's
+/// `listen_host` and `audit_log`, the guest's `BOTTLE_SUPERVISE_URL` and the bundle in
+/// `NO_PROXY` when supervise runs.
 pub const CONFIG_FORMAT: u32 = 2;
 
 /// The name of an entry: blake3 of its manifest.

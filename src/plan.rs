@@ -16,7 +16,7 @@ use toml::Spanned;
 use crate::recipe::{self, Backend, Recipe, RecipeError, SmolvmStart};
 
 /// Guest env names the bottle sets itself (the placeholder credential, telemetry off, the
-/// proxy, the trust trio); a recipe may not set them.
+/// proxy, the trust trio, supervise's URL); a recipe may not set them.
 pub const FIXED_GUEST_ENV: &[&str] = &[
     "CLAUDE_CODE_OAUTH_TOKEN",
     "DISABLE_TELEMETRY",
@@ -33,6 +33,8 @@ pub const FIXED_GUEST_ENV: &[&str] = &[
     "REQUESTS_CA_BUNDLE",
     "HOME",
     "USER",
+    // Set only when supervise runs.
+    "BOTTLE_SUPERVISE_URL",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

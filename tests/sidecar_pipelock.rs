@@ -505,7 +505,11 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
 async fn the_other_daemons_say_so_and_sigterm_ends_the_sidecar() {
     let mut sidecar = Sidecar::start_daemons(Setup::default(), "pipelock,git-gate,supervise").await;
     sidecar.wait_for("git-gate: listening on 127.0.0.1:").await;
-    sidecar.wait_for("supervise: not yet implemented").await;
+    let supervise = format!(
+        "supervise: listening on 127.0.0.1:{}",
+        sidecar.supervise_port
+    );
+    sidecar.wait_for(&supervise).await;
     // An empty allowlist refuses everything.
     let (status, text) = exchange(
         sidecar.port,

@@ -136,6 +136,34 @@ pub enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Answer the agent's requests in a live run: list the pending ones (id, kind, what, age),
+    /// approve or deny a grant, answer a question
+    ///
+    /// The agent files requests with supervise in the bundle (allow a host, let DLP pass a
+    /// value, a question; see its `~/.bottle/SUPERVISE.md`). An approved grant takes effect
+    /// within a second, for this run only.
+    Supervise {
+        /// A run id or unique prefix (`bottle ps`)
+        run: String,
+        /// Approve the grant request ID (allow_host, allow_dlp)
+        #[arg(long, value_name = "ID", groups = ["act", "decide"])]
+        approve: Option<String>,
+        /// Deny the request ID (any kind)
+        #[arg(long, value_name = "ID", groups = ["act", "decide"])]
+        deny: Option<String>,
+        /// Why, for the agent (with --deny or --approve)
+        #[arg(long, value_name = "TEXT", requires = "decide")]
+        reason: Option<String>,
+        /// Answer the question ID with TEXT
+        #[arg(long, num_args = 2, value_names = ["ID", "TEXT"], group = "act")]
+        answer: Option<Vec<String>>,
+        /// List answered requests too
+        #[arg(long, conflicts_with = "act")]
+        all: bool,
+        /// Keep printing new requests as the agent files them, until the run ends
+        #[arg(long, short, conflicts_with = "act")]
+        watch: bool,
+    },
     /// Remove what a run left behind (a live run is asked to stop first)
     Down {
         /// A run id or unique prefix (`bottle ps`)

@@ -1,13 +1,14 @@
 //! The command line: clap definitions ([`args`]) and one function per command over library
-//! calls ([`build`], [`inspect`], [`maintain`], [`runs`]). Results go to stdout (text, or one
-//! JSON document under `--json`); progress and messages to stderr. A closed stdout (`| head`)
-//! ends the command quietly.
+//! calls ([`build`], [`inspect`], [`maintain`], [`runs`], [`supervise`]). Results go to stdout
+//! (text, or one JSON document under `--json`); progress and messages to stderr. A closed
+//! stdout (`| head`) ends the command quietly.
 
 pub mod args;
 mod build;
 mod inspect;
 mod maintain;
 mod runs;
+mod supervise;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,18 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Exec { run, command } => runs::exec(&store, run, command).await,
         Command::Down { run, all } => runs::down(g, &store, run.as_deref(), *all).await,
         Command::Logs { run, follow } => runs::logs(g, &store, run, *follow).await,
+        Command::Supervise {
+            run,
+            approve,
+            deny,
+            reason,
+            answer,
+            all,
+            watch,
+        } => {
+            let act = supervise::act(approve, deny, reason, answer);
+            supervise::supervise(g, &store, run, act, *all, *watch).await
+        }
         Command::Sidecar(args) => {
             crate::sidecar::main(args.clone()).await?;
             Ok(Outcome::Success)

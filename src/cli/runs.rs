@@ -56,18 +56,21 @@ pub fn ps(g: &Global, store: &Store) -> Result<Outcome> {
         }
     } else {
         out(format!(
-            "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  BUNDLE",
-            "RUN", "NAME", "HASH", "GUEST", "PID", "STATE"
+            "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  {:>7}  BUNDLE",
+            "RUN", "NAME", "HASH", "GUEST", "PID", "STATE", "PENDING"
         ))?;
         for r in rows {
             out(format!(
-                "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  {}",
+                "{:<10}  {:<12}  {:<12}  {:<7}  {:>7}  {:<5}  {:>7}  {}",
                 r.run_id,
                 r.name,
                 r.hash.map(|h| h.short()).unwrap_or_else(|| "-".into()),
                 format!("{:?}", r.backend).to_lowercase(),
                 r.pid,
                 if r.live { "live" } else { "dead" },
+                r.pending_requests
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 r.bundle_ip.as_deref().unwrap_or("-")
             ))?;
         }

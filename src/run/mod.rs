@@ -36,6 +36,7 @@ pub mod ops;
 mod provision;
 pub mod record;
 mod steps;
+pub mod supervise;
 pub mod undo;
 
 use std::collections::HashMap;

@@ -130,6 +130,9 @@ pub struct PsRow {
     pub subnet: Option<String>,
     pub bundle_ip: Option<String>,
     pub guest: Option<String>,
+    /// How many of the agent's supervise requests wait for a person (`bottle supervise`);
+    /// none when the run has no supervise queue.
+    pub pending_requests: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub teardown_error: Option<String>,
 }
@@ -140,6 +143,7 @@ pub fn ps(store: &Store) -> Result<Vec<PsRow>> {
         match r {
             Ok(r) => rows.push(PsRow {
                 live: r.is_live(),
+                pending_requests: super::supervise::pending_count(store, &r.run_id),
                 run_id: r.run_id,
                 name: r.name,
                 hash: r.hash,

@@ -1,5 +1,6 @@
-//! The audit log: one JSON line per request the guest makes through pipelock and per ref
-//! update it pushes through git-gate, appended to a file of the run's folder
+//! The audit log: one JSON line per request the guest makes through pipelock, per ref update
+//! it pushes through git-gate and per grant a person made for the run through supervise,
+//! appended to a file of the run's folder
 //! (`runs/RUNID/audit/audit.jsonl` on the host, kept after teardown until `bottle gc`;
 //! `bottle logs RUN` prints it), and a short line on stderr.
 //!
@@ -30,6 +31,10 @@ pub enum Decision {
     Invalid,
     /// Allowed, but the upstream could not be reached or failed.
     Failed,
+    /// Not a request: a person granted something for this run through supervise (a host, or
+    /// a value DLP flagged); `host` names it (`dlp:RULE` for a value, never the value itself)
+    /// and `rule` the supervise request (`supervise:ID`).
+    Granted,
 }
 
 impl Decision {
@@ -41,6 +46,7 @@ impl Decision {
             Decision::Refused => "refused",
             Decision::Invalid => "invalid",
             Decision::Failed => "failed",
+            Decision::Granted => "granted",
         }
     }
 }
@@ -81,6 +87,26 @@ pub struct GitUpdate {
 }
 
 impl Event {
+    /// A grant a person made for the run through supervise: `what` is the host, or
+    /// `dlp:RULE` for a value DLP flagged (never the value); `request` the supervise request's
+    /// id.
+    pub fn granted(run: &str, what: &str, request: &str) -> Event {
+        Event {
+            time_ms: Event::now_ms(),
+            run: run.to_string(),
+            method: "GRANT".into(),
+            host: what.to_string(),
+            port: 0,
+            path: "-".into(),
+            decision: Decision::Granted,
+            rule: Some(format!("supervise:{request}")),
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0,
+        }
+    }
+
     pub fn now_ms() -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -11,7 +11,7 @@
 //! | --- | --- |
 //! | [`pipelock`] | the guest's only hop: allowlist, TLS interception, DLP ([`dlp`]), the egress stage ([`egress`], [`scrub`]), audit log ([`audit`]) |
 //! | [`git_gate`] | the guest's git remote: fetches relayed, pushes judged by policy and forwarded over SSH with a key the guest never holds |
-//! | [`supervise`] | not yet implemented: logs one line saying so and waits |
+//! | [`supervise`] | the agent's requests to a person (allow a host, let DLP pass a value, a question), their queue, and the grants pipelock applies ([`shared`]) |
 //!
 //! With `--secrets-on-stdin`, the run hands the secrets (the routes' tokens) over as one JSON
 //! object on the container's stdin, read before any daemon starts: token values never pass

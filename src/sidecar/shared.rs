@@ -28,6 +28,12 @@ impl Shared {
         self.grants.read().expect("grants lock").clone()
     }
 
+    /// The grants' version: changes whenever they do (cheap; for a reader caching what it
+    /// derived from them).
+    pub fn version(&self) -> u64 {
+        self.grants.read().expect("grants lock").version
+    }
+
     /// Whether a person allowed `host` for this run.
     pub fn host_granted(&self, host: &str) -> bool {
         let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -61,5 +67,6 @@ mod tests {
         s.update(|g| g.hosts.push("a.test".into()));
         assert!(s.host_granted("A.test."));
         assert_eq!(s.grants().version, 1);
+        assert_eq!(s.version(), 1);
     }
 }

@@ -302,6 +302,8 @@ pub struct Setup {
     /// Names resolved to 127.0.0.1.
     pub names: Vec<String>,
     pub upstream_proxy: Option<String>,
+    /// supervise's queue folder, when a test keeps it across sidecars (else one of its own).
+    pub supervise_queue: Option<PathBuf>,
 }
 
 /// A running `bottle sidecar --daemons pipelock`, killed when dropped.
@@ -314,6 +316,9 @@ pub struct Sidecar {
     /// The bottle CA's certificate (what the guest trusts).
     pub ca: Ca,
     pub ca_file: PathBuf,
+    /// supervise's port (on 127.0.0.1) and queue folder, for a test that starts it.
+    pub supervise_port: u16,
+    pub queue: PathBuf,
 }
 
 pub fn free_port() -> u16 {
@@ -362,13 +367,15 @@ impl Sidecar {
             "ca_key": key_file,
             "egress": {"routes": routes, "upstream_proxy": setup.upstream_proxy},
             "audit_log": audit,
+            "supervise": daemons.contains("supervise"),
         });
         std::fs::write(dir.path().join("pipelock.json"), config.to_string()).unwrap();
         // The other daemons' configs, for a test that starts them too.
         // Written from the daemons' own typed configs, so a field change cannot drift here.
+        let loopback: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
         let git_gate = bottle::sidecar::git_gate::Config {
             port: free_port(),
-            listen_host: std::net::Ipv4Addr::LOCALHOST.into(),
+            listen_host: loopback,
             upstreams: Vec::new(),
             audit_log: None,
         };
@@ -377,9 +384,17 @@ impl Sidecar {
             serde_json::to_string(&git_gate).unwrap(),
         )
         .unwrap();
+        let supervise_port = free_port();
+        let queue = setup
+            .supervise_queue
+            .clone()
+            .unwrap_or_else(|| dir.path().join("queue"));
+        std::fs::create_dir_all(&queue).unwrap();
         let supervise = bottle::sidecar::supervise::Config {
-            port: free_port(),
-            queue: dir.path().join("queue").display().to_string(),
+            port: supervise_port,
+            queue: queue.display().to_string(),
+            listen_host: loopback,
+            audit_log: Some(audit.display().to_string()),
         };
         std::fs::write(
             dir.path().join("supervise.json"),
@@ -434,6 +449,8 @@ impl Sidecar {
             audit,
             ca,
             ca_file,
+            supervise_port,
+            queue,
         };
         sidecar
             .wait_for(&format!("listening on 127.0.0.1:{port}"))

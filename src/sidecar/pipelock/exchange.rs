@@ -104,6 +104,8 @@ impl Target {
 struct Forwarded<'a> {
     response: Response<Incoming>,
     route: Option<&'a Armed>,
+    /// The rule that let the host through: the allowlist, or a person's grant.
+    allowed_by: &'static str,
 }
 
 impl State {
@@ -138,15 +140,16 @@ impl State {
         t: &Target,
         outcome: &Arc<Outcome>,
     ) -> Result<Forwarded<'a>, Refusal> {
-        if !self.allow.allows(&t.host) {
-            return Err(Refusal::not_allowed(&t.host));
-        }
+        let Some(allowed_by) = self.policy.allows(&t.host) else {
+            return Err(Refusal::not_allowed(&t.host, self.supervise));
+        };
         let route = self.egress.route(&t.host);
         if route.is_some() && !t.https {
             return Err(Refusal::route_over_http(&t.host));
         }
-        if let Some(dlp) = &self.dlp {
-            scan_head(dlp, &t.url(), req.headers())?;
+        let dlp = self.policy.scanner();
+        if let Some(dlp) = &dlp {
+            scan_head(dlp, &t.url(), req.headers(), self.supervise)?;
         }
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -164,20 +167,24 @@ impl State {
         if let Ok(v) = HeaderValue::from_str(&authority) {
             parts.headers.insert(header::HOST, v);
         }
-        let body = Scanned::new(body, self.dlp.as_ref().map(|d| d.body()), outcome.clone());
+        let body = Scanned::new(body, dlp.as_ref().map(|d| d.body()), outcome.clone());
         let sent = self
             .client
             .request(Request::from_parts(parts, body.boxed_unsync()))
             .await;
         // The body was cut: whatever the upstream made of it, the guest learns why.
         if let Some(rule) = outcome.finding.get() {
-            return Err(Refusal::dlp(rule, "the request body"));
+            return Err(Refusal::dlp(rule, "the request body", self.supervise));
         }
         if outcome.idle.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Refusal::body_idle(BODY_IDLE.as_secs()));
         }
         match sent {
-            Ok(response) => Ok(Forwarded { response, route }),
+            Ok(response) => Ok(Forwarded {
+                response,
+                route,
+                allowed_by,
+            }),
             Err(e) => Err(upstream_refusal(t, route.is_some(), &e)),
         }
     }
@@ -195,7 +202,7 @@ impl State {
         pending.event.status = parts.status.as_u16();
         (pending.event.decision, pending.event.rule) = match f.route {
             Some(_) => (Decision::Injected, Some(route_rule(&t.host))),
-            None => (Decision::Allowed, Some("allowlist".into())),
+            None => (Decision::Allowed, Some(f.allowed_by.into())),
         };
         let body = body.map_err(Into::into).boxed_unsync();
         Response::from_parts(parts, Outbound::new(body, scrubber, pending).boxed_unsync())
@@ -221,9 +228,14 @@ pub fn answer(r: Refusal, mut pending: Pending) -> Response<Body> {
 }
 
 /// DLP on the head: the URL, then each header as `Name: value`.
-fn scan_head(dlp: &Scanner, url: &str, headers: &HeaderMap) -> Result<(), Refusal> {
+fn scan_head(
+    dlp: &Scanner,
+    url: &str,
+    headers: &HeaderMap,
+    supervise: bool,
+) -> Result<(), Refusal> {
     if let Some(f) = dlp.scan(url.as_bytes()) {
-        return Err(Refusal::dlp(&f.rule, "the URL"));
+        return Err(Refusal::dlp(&f.rule, "the URL", supervise));
     }
     let mut line = Vec::with_capacity(256);
     for (name, value) in headers {
@@ -232,7 +244,11 @@ fn scan_head(dlp: &Scanner, url: &str, headers: &HeaderMap) -> Result<(), Refusa
         line.extend_from_slice(b": ");
         line.extend_from_slice(value.as_bytes());
         if let Some(f) = dlp.scan(&line) {
-            return Err(Refusal::dlp(&f.rule, &format!("the header {name}")));
+            return Err(Refusal::dlp(
+                &f.rule,
+                &format!("the header {name}"),
+                supervise,
+            ));
         }
     }
     Ok(())

@@ -24,6 +24,7 @@
 //! | [`upstream`] | connections to upstreams: resolution, `upstream_proxy`, TLS trust |
 //! | [`refusal`] | pipelock's own answers and their explanatory bodies |
 //! | [`allow`] | the allowlist |
+//! | [`policy`] | the allowlist and DLP with what a person granted for this run (supervise) |
 //!
 //! Built on hyper and tokio-rustls directly rather than on a MITM crate (`hudsucker`): the
 //! chain needs per-route upstream trust, DLP that can abort a streaming upstream request,
@@ -33,6 +34,7 @@ pub mod allow;
 pub mod body;
 pub mod exchange;
 pub mod mint;
+pub mod policy;
 pub mod proxy;
 pub mod refusal;
 pub mod upstream;
@@ -77,6 +79,10 @@ pub struct Config {
     pub egress: egress::Config,
     /// Where the audit log is written (a path in the bundle); none: stderr only.
     pub audit_log: Option<String>,
+    /// Whether supervise runs in the bundle: refusals then show the request that asks a
+    /// person to allow what was refused.
+    #[serde(default)]
+    pub supervise: bool,
 }
 
 /// DLP as configured: on or off, the recipe's own rules and its allowed values.
@@ -116,6 +122,7 @@ impl Spec for Pipelock {
             ca_key: format!("{CA_DIR}/{}", ca_files::PIPELOCK_KEY),
             egress: egress::config(key),
             audit_log: Some(format!("{AUDIT_DIR}/{AUDIT_FILE}")),
+            supervise: key.supervise.enabled,
         })
     }
 
@@ -148,7 +155,7 @@ impl Spec for Pipelock {
 
     fn serve(config: Config, ctx: Context) -> Serving {
         Box::pin(async move {
-            let proxy = proxy::Proxy::bind(config, ctx.secrets).await?;
+            let proxy = proxy::Proxy::bind(config, ctx.secrets, ctx.shared).await?;
             proxy.serve().await
         })
     }

@@ -28,16 +28,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Config;
-use super::allow::{Allowlist, normalize};
+use super::allow::normalize;
 use super::body::{Body, Outcome, Pending, full};
 use super::exchange::{Origin, answer};
 use super::mint::Minter;
+use super::policy::Policy;
 use super::refusal::Refusal;
 use super::upstream::Connector;
 use crate::sidecar::audit::{AuditLog, Decision, Event};
-use crate::sidecar::dlp;
 use crate::sidecar::egress::Egress;
 use crate::sidecar::log;
+use crate::sidecar::shared::Shared;
 
 const WHO: &str = "pipelock";
 /// The longest a request head may take to arrive (also how long a kept-alive connection may
@@ -58,8 +59,10 @@ pub struct Proxy {
 
 /// What every connection shares.
 pub struct State {
-    pub(super) allow: Allowlist,
-    pub(super) dlp: Option<Arc<dlp::Scanner>>,
+    /// The allowlist and DLP, with what a person granted for this run.
+    pub(super) policy: Policy,
+    /// Whether supervise runs beside pipelock (its refusals then say how to ask a person).
+    pub(super) supervise: bool,
     pub(super) egress: Egress,
     pub(super) minter: Minter,
     pub(super) client: Client<Connector, Body>,
@@ -68,15 +71,20 @@ pub struct State {
 
 impl Proxy {
     /// Loads the CA, the routes (with their tokens from `secrets`, by env var name) and the DLP
-    /// rules, opens the audit log, and binds the listening socket.
-    pub async fn bind(config: Config, secrets: BTreeMap<String, String>) -> Result<Proxy> {
+    /// rules, opens the audit log, and binds the listening socket. `shared` holds the run's
+    /// grants, consulted on every request.
+    pub async fn bind(
+        config: Config,
+        secrets: BTreeMap<String, String>,
+        shared: Arc<Shared>,
+    ) -> Result<Proxy> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let minter = Minter::load(
             Path::new(&config.ca_cert),
             Path::new(&config.ca_key),
             provider.clone(),
         )?;
-        let dlp = dlp::Scanner::new(&config.dlp).context("pipelock's DLP rules cannot be used")?;
+        let policy = Policy::new(&config.allow, &config.dlp, shared)?;
         let egress = Egress::new(&config.egress, &secrets)?;
         let connector = Connector::new(&config.egress, provider)?;
         let client = Client::builder(TokioExecutor::new())
@@ -91,12 +99,12 @@ impl Proxy {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("pipelock cannot listen on {addr}"))?;
-        log_start(&config, &secrets, addr, dlp.is_some());
+        log_start(&config, &secrets, addr, policy.dlp_enabled());
         Ok(Proxy {
             listener,
             state: Arc::new(State {
-                allow: Allowlist::new(&config.allow),
-                dlp,
+                policy,
+                supervise: config.supervise,
                 egress,
                 minter,
                 client,
@@ -270,10 +278,12 @@ impl State {
                 return pending.record();
             }
         };
-        (pending.event.decision, pending.event.rule) = if self.allow.allows(&host) {
-            (Decision::Allowed, Some("allowlist".into()))
-        } else {
-            (Decision::Refused, Some("allowlist".into()))
+        (pending.event.decision, pending.event.rule) = match self.policy.allows(&host) {
+            Some(rule) => (Decision::Allowed, Some(rule.into())),
+            None => (
+                Decision::Refused,
+                Some(super::policy::ALLOWLIST_RULE.into()),
+            ),
         };
         pending.record();
         let served = Arc::new(AtomicU64::new(0));

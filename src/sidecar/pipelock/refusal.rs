@@ -2,6 +2,10 @@
 //! that tells the agent what was refused, by which rule, and how a person can allow it.
 //! Vague denials make agents work around them; these say exactly what happened.
 //!
+//! When supervise runs in the bundle, a refusal a person could lift for this run (a host off
+//! the allowlist, a value DLP flagged) shows the exact request that asks one
+//! ([`supervise_request`]): a `curl` line the agent can run as it is, or fill in.
+//!
 //! Each answer names its audit decision and rule ([`Refusal::decision`], [`Refusal::rule`]),
 //! and carries `X-Bottle-Refused: RULE` so a client can tell pipelock's answer from the
 //! upstream's.
@@ -24,22 +28,54 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    /// `host` is not on the allowlist.
-    pub fn not_allowed(host: &str) -> Refusal {
+    /// `host` is not on the allowlist; `supervise`: whether a person can be asked to allow it
+    /// for this run.
+    pub fn not_allowed(host: &str, supervise: bool) -> Refusal {
+        let recipe = format!(
+            "a person adds \"{host}\" under [pipelock] allow in the recipe (or \"*.DOMAIN\" for \
+             every name below DOMAIN) and runs the bottle again.\n"
+        );
+        let how = if supervise {
+            let ask = [("kind", "allow_host"), ("host", host)];
+            format!(
+                "A person can allow it for this run: ask with\n  {}\n\
+                 which waits for the answer (see ~/.bottle/SUPERVISE.md); once approved, send the \
+                 request again. For every run, {recipe}",
+                supervise_request(&ask)
+            )
+        } else {
+            format!("To allow it, {recipe}")
+        };
         Refusal {
             status: StatusCode::FORBIDDEN,
             decision: Decision::Refused,
             rule: "allowlist".into(),
             body: format!(
                 "pipelock refused this request: {host} is not on this bottle's allowlist (rule: allowlist).\n\
-                 Nothing was sent to {host}. To allow it, a person adds \"{host}\" under [pipelock] allow \
-                 in the recipe (or \"*.DOMAIN\" for every name below DOMAIN) and runs the bottle again.\n"
+                 Nothing was sent to {host}. {how}"
             ),
         }
     }
 
-    /// DLP found what looks like a credential in `place` (the URL, a header named, the body).
-    pub fn dlp(rule: &str, place: &str) -> Refusal {
+    /// DLP found what looks like a credential in `place` (the URL, a header named, the body);
+    /// `supervise`: whether a person can be asked to let the value through for this run. The
+    /// body never holds the value.
+    pub fn dlp(rule: &str, place: &str, supervise: bool) -> Refusal {
+        let how = if supervise {
+            let ask = [("kind", "allow_dlp"), ("rule", rule), ("value", "VALUE")];
+            format!(
+                "If the value is not a credential, a person can let it through for this run: ask with\n  \
+                 {}\n\
+                 with the exact value DLP flagged in place of VALUE (this message never shows it), \
+                 which waits for the answer (see ~/.bottle/SUPERVISE.md). For every run, a person \
+                 lists it under [pipelock] dlp_allow in the recipe.\n",
+                supervise_request(&ask)
+            )
+        } else {
+            "If the value is not a credential, a person can list it under [pipelock] dlp_allow \
+             in the recipe.\n"
+                .to_string()
+        };
         Refusal {
             status: StatusCode::FORBIDDEN,
             decision: Decision::Refused,
@@ -47,8 +83,7 @@ impl Refusal {
             body: format!(
                 "pipelock refused this request: {place} holds what looks like a credential (DLP rule {rule}).\n\
                  The request was not sent on. Do not send credentials from inside the bottle: a route's \
-                 token is added by pipelock itself. If the value is not a credential, a person can list \
-                 it under [pipelock] dlp_allow in the recipe.\n"
+                 token is added by pipelock itself. {how}"
             ),
         }
     }
@@ -142,6 +177,24 @@ impl Refusal {
     }
 }
 
+/// The shell command that files `ask` (JSON fields in this order) with supervise
+/// (`BOTTLE_SUPERVISE_URL` is in the guest's env when supervise runs): one line, the JSON
+/// single-quoted for `sh`.
+pub fn supervise_request(ask: &[(&str, &str)]) -> String {
+    let fields: Vec<String> = ask
+        .iter()
+        .map(|(k, v)| format!("{}:{}", json_string(k), json_string(v)))
+        .collect();
+    let json = format!("{{{}}}", fields.join(",")).replace('\'', "'\\''");
+    format!(
+        "curl -sS -X POST \"$BOTTLE_SUPERVISE_URL/v1/requests\" -H 'content-type: application/json' -d '{json}'"
+    )
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
 /// The audit rule of a route host.
 pub fn route_rule(host: &str) -> String {
     format!("route:{host}")
@@ -153,10 +206,11 @@ mod tests {
 
     #[test]
     fn refusals_say_what_which_rule_and_how_to_allow() {
-        let r = Refusal::not_allowed("evil.test");
+        let r = Refusal::not_allowed("evil.test", false);
         assert_eq!(r.status, StatusCode::FORBIDDEN);
         assert!(r.body.contains("evil.test") && r.body.contains("[pipelock] allow"));
-        let r = Refusal::dlp("aws-key", "the URL");
+        assert!(!r.body.contains("SUPERVISE"));
+        let r = Refusal::dlp("aws-key", "the URL", false);
         assert!(r.body.contains("aws-key") && r.body.contains("dlp_allow"));
         assert_eq!(r.rule, "aws-key");
         let r = Refusal::missing_token("api.test", "API_TOKEN");
@@ -167,5 +221,30 @@ mod tests {
                 .body
                 .contains("https://api.test/")
         );
+    }
+
+    #[test]
+    fn with_supervise_refusals_show_the_request_that_asks_a_person() {
+        let r = Refusal::not_allowed("denied.test", true);
+        let line = r
+            .body
+            .lines()
+            .find(|l| l.trim_start().starts_with("curl "))
+            .expect("a curl line");
+        assert_eq!(
+            line.trim(),
+            r#"curl -sS -X POST "$BOTTLE_SUPERVISE_URL/v1/requests" -H 'content-type: application/json' -d '{"kind":"allow_host","host":"denied.test"}'"#
+        );
+        assert!(r.body.contains("[pipelock] allow"), "{}", r.body);
+        let r = Refusal::dlp("github-pat", "the header authorization", true);
+        assert!(
+            r.body
+                .contains(r#"-d '{"kind":"allow_dlp","rule":"github-pat","value":"VALUE"}'"#),
+            "{}",
+            r.body
+        );
+        // A quote in a name cannot end the shell's quoting.
+        let odd = supervise_request(&[("host", "a'b")]);
+        assert!(odd.ends_with(r#"-d '{"host":"a'\''b"}'"#), "{odd}");
     }
 }

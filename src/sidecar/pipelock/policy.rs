@@ -1,0 +1,184 @@
+//! pipelock's policy for one request's host and content: the recipe's allowlist and DLP rules,
+//! plus what a person granted for this run through supervise — hosts to allow and values DLP
+//! lets through — read from the bundle's [`Shared`] state on every request, so a grant takes
+//! effect on the next request, with no restart; the recipe's hash and store entry do not
+//! change.
+//!
+//! A granted host is checked on each request that the allowlist does not allow (a read lock
+//! and a short list). Granted DLP values change the scanner itself (an allowed value is part
+//! of the compiled engine): the first request that sees the grants' version change compiles
+//! it again with the recipe's allowed values and the granted ones, and every request after
+//! uses it. A grant of hosts only bumps the version and compiles nothing.
+
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+
+use super::Dlp;
+use super::allow::Allowlist;
+use crate::sidecar::dlp::Scanner;
+use crate::sidecar::log;
+use crate::sidecar::shared::Shared;
+
+/// The audit rule of a request the allowlist allows.
+pub const ALLOWLIST_RULE: &str = "allowlist";
+/// The audit rule of a request allowed by a host a person granted.
+pub const GRANT_RULE: &str = "supervise";
+
+/// The allowlist and DLP, with the run's grants.
+pub struct Policy {
+    allow: Allowlist,
+    shared: Arc<Shared>,
+    dlp: Dlp,
+    compiled: RwLock<Compiled>,
+}
+
+/// The scanner in force and the grants it was compiled for.
+struct Compiled {
+    version: u64,
+    granted: Vec<String>,
+    scanner: Option<Arc<Scanner>>,
+}
+
+impl Policy {
+    /// Compiles the recipe's DLP rules (with any values already granted).
+    pub fn new(allow: &[String], dlp: &Dlp, shared: Arc<Shared>) -> Result<Policy> {
+        let grants = shared.grants();
+        let scanner = compile(dlp, &grants.dlp_allow)?;
+        Ok(Policy {
+            allow: Allowlist::new(allow),
+            shared,
+            dlp: dlp.clone(),
+            compiled: RwLock::new(Compiled {
+                version: grants.version,
+                granted: grants.dlp_allow,
+                scanner,
+            }),
+        })
+    }
+
+    /// The rule that lets `host` through — the allowlist, or a person's grant for this run —
+    /// or `None`: refused.
+    pub fn allows(&self, host: &str) -> Option<&'static str> {
+        if self.allow.allows(host) {
+            Some(ALLOWLIST_RULE)
+        } else if self.shared.host_granted(host) {
+            Some(GRANT_RULE)
+        } else {
+            None
+        }
+    }
+
+    /// Whether DLP is on.
+    pub fn dlp_enabled(&self) -> bool {
+        self.dlp.enabled
+    }
+
+    /// The DLP scanner in force (`None`: DLP is off), compiled again first when the granted
+    /// values changed since the last request.
+    pub fn scanner(&self) -> Option<Arc<Scanner>> {
+        let version = self.shared.version();
+        {
+            let c = self.compiled.read().expect("scanner lock");
+            if c.version == version {
+                return c.scanner.clone();
+            }
+        }
+        let grants = self.shared.grants();
+        let mut c = self.compiled.write().expect("scanner lock");
+        if c.version != grants.version {
+            if c.granted != grants.dlp_allow {
+                match compile(&self.dlp, &grants.dlp_allow) {
+                    Ok(s) => {
+                        c.scanner = s;
+                        log(
+                            "pipelock",
+                            format!(
+                                "DLP lets {} granted value(s) through",
+                                grants.dlp_allow.len()
+                            ),
+                        );
+                    }
+                    // The recipe's rules compiled at start, and exact values cannot break
+                    // them: keep the scanner in force rather than fail open.
+                    Err(e) => log("pipelock", format!("DLP keeps its rules: {e:#}")),
+                }
+            }
+            c.version = grants.version;
+            c.granted = grants.dlp_allow;
+        }
+        c.scanner.clone()
+    }
+}
+
+fn compile(dlp: &Dlp, granted: &[String]) -> Result<Option<Arc<Scanner>>> {
+    let mut with = dlp.clone();
+    with.allow.extend(granted.iter().cloned());
+    Scanner::new(&with).context("pipelock's DLP rules cannot be used")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dlp() -> Dlp {
+        Dlp {
+            enabled: true,
+            rules: Vec::new(),
+            allow: Vec::new(),
+        }
+    }
+
+    /// A value the built-in `github-pat` rule flags, made here (the repository's files are
+    /// DLP's ordinary corpus and hold no such literal).
+    fn flagged() -> String {
+        let tail: String = (0..36)
+            .map(|i| b"q7Zk2Rv9Lm4Xw8Tn3Bc6Hd1Jf5Gs0PyW"[(i * 7 + 3) % 32] as char)
+            .collect();
+        format!("ghp_{tail}")
+    }
+
+    #[test]
+    fn granted_hosts_pass_and_say_so() {
+        let shared = Arc::new(Shared::default());
+        let p = Policy::new(&["a.test".into()], &dlp(), shared.clone()).unwrap();
+        assert_eq!(p.allows("a.test"), Some(ALLOWLIST_RULE));
+        assert_eq!(p.allows("b.test"), None);
+        shared.update(|g| g.hosts.push("b.test".into()));
+        assert_eq!(p.allows("B.test."), Some(GRANT_RULE));
+        assert_eq!(p.allows("c.b.test"), None);
+    }
+
+    #[test]
+    fn granted_values_pass_dlp_once_the_version_changes() {
+        let shared = Arc::new(Shared::default());
+        let p = Policy::new(&[], &dlp(), shared.clone()).unwrap();
+        let value = flagged();
+        let line = format!("x-token: {value}");
+        let first = p.scanner().unwrap();
+        assert!(first.scan(line.as_bytes()).is_some());
+        // A host grant compiles nothing.
+        shared.update(|g| g.hosts.push("b.test".into()));
+        assert!(Arc::ptr_eq(&first, &p.scanner().unwrap()));
+        shared.update(|g| g.dlp_allow.push(value.clone()));
+        let second = p.scanner().unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.scan(line.as_bytes()), None);
+        // Another credential is still found.
+        let other = format!("ghp_{}", value[4..].chars().rev().collect::<String>());
+        assert!(second.scan(format!("x: {other}").as_bytes()).is_some());
+    }
+
+    #[test]
+    fn dlp_off_stays_off() {
+        let shared = Arc::new(Shared::default());
+        let off = Dlp {
+            enabled: false,
+            ..dlp()
+        };
+        let p = Policy::new(&[], &off, shared.clone()).unwrap();
+        shared.update(|g| g.dlp_allow.push("x".into()));
+        assert!(p.scanner().is_none());
+        assert!(!p.dlp_enabled());
+    }
+}
