@@ -104,6 +104,7 @@ impl Event {
             bytes_in: 0,
             bytes_out: 0,
             duration_ms: 0,
+            git: None,
         }
     }
 
