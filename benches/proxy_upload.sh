@@ -71,7 +71,7 @@ conf() {
    "token_env": "BENCH_TOKEN", "upstream_ca": "$work/upstream-ca.pem"}], "upstream_proxy": null},
  "audit_log": "$1/audit.jsonl"}
 EOF
-  echo "{\"port\": $(free_port), \"hook\": \"\", \"upstreams\": []}" >"$1/git-gate.json"
+  echo "{\"port\": $(free_port), \"listen_host\": \"127.0.0.1\", \"upstreams\": []}" >"$1/git-gate.json"
   echo "{\"port\": $(free_port), \"queue\": \"$1/queue\"}" >"$1/supervise.json"
 }
 
