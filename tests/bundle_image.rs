@@ -167,11 +167,13 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
         proxy_get(&format!("{ip}:8888"), "http://refused.test/"),
         403
     );
-    assert!(
-        logs().contains("audit GET refused.test:80/ refused rule=allowlist status=403"),
-        "{}",
-        logs()
-    );
+    // The audit line is written once the exchange ends, which may be just after the client
+    // read its answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs().contains("audit GET refused.test:80/ refused rule=allowlist status=403") {
+        assert!(Instant::now() < deadline, "no audit line in 10 s:\n{}", logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // …and its audit log, a JSON line, in the folder a run mounts there.
     let line = std::fs::read_to_string(audit.join("audit.jsonl")).unwrap();
     let event: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();

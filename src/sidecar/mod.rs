@@ -67,6 +67,23 @@ pub fn log(who: &str, line: impl std::fmt::Display) {
     eprintln!("{who}: {line}");
 }
 
+/// The next connection on a daemon's listener, with Nagle off. An error (out of file
+/// descriptors and the like) is logged and waited out: a daemon never dies of one.
+pub async fn accept(listener: &tokio::net::TcpListener, who: &str) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                return stream;
+            }
+            Err(e) => {
+                log(who, format!("cannot accept a connection: {e}"));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Reads the secrets the run writes on stdin: one JSON object of strings, then EOF.
 fn read_secrets() -> Result<BTreeMap<String, String>> {
     let mut text = Vec::new();

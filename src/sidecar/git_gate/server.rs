@@ -95,15 +95,7 @@ impl Gate {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self) -> Result<()> {
         loop {
-            let (stream, _) = match self.listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    log(WHO, format!("cannot accept a connection: {e}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
+            let stream = crate::sidecar::accept(&self.listener, WHO).await;
             let state = self.state.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {

@@ -120,16 +120,7 @@ impl Proxy {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self) -> Result<()> {
         loop {
-            let (stream, _peer) = match self.listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not die.
-                    log(WHO, format!("cannot accept a connection: {e}"));
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
+            let stream = crate::sidecar::accept(&self.listener, WHO).await;
             tokio::spawn(self.state.clone().serve_guest(stream));
         }
     }

@@ -39,7 +39,6 @@ use tokio::sync::Semaphore;
 use super::guide;
 use super::queue::Ask;
 use super::service::{FileError, Service};
-use crate::sidecar::log;
 
 /// How long a request waits for its answer unless it says (`?wait=SECONDS`).
 pub const DEFAULT_WAIT: u64 = 60;
@@ -144,14 +143,7 @@ type Reply = Response<Full<Bytes>>;
 pub async fn serve(service: Arc<Service>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (mut stream, _) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                log("supervise", format!("cannot accept a connection: {e}"));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let mut stream = crate::sidecar::accept(&listener, "supervise").await;
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tokio::spawn(async move {
                 let body = error_body(&format!(
