@@ -171,7 +171,11 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
     // read its answer.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !logs().contains("audit GET refused.test:80/ refused rule=allowlist status=403") {
-        assert!(Instant::now() < deadline, "no audit line in 10 s:\n{}", logs());
+        assert!(
+            Instant::now() < deadline,
+            "no audit line in 10 s:\n{}",
+            logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // …and its audit log, a JSON line, in the folder a run mounts there.

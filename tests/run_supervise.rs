@@ -53,16 +53,6 @@ enabled = true
     )
 }
 
-/// The run id a spawned `bottle run` prints (`bottle run: run ID of NAME (HASH)`).
-fn run_id(run: &mut Spawned) -> String {
-    let seen = run.wait_for_stderr("bottle run: run ", Duration::from_secs(180));
-    let line = seen
-        .lines()
-        .find(|l| l.contains("bottle run: run "))
-        .unwrap();
-    line.split_whitespace().nth(3).unwrap().to_string()
-}
-
 /// `bottle supervise RUN --json [--all]`.
 fn listed(ctx: &TestContext, run: &str, all: bool) -> Vec<Value> {
     let mut args = vec!["supervise", run, "--json"];
@@ -134,8 +124,8 @@ fn an_agent_asks_and_a_person_answers_in_a_real_run() {
     );
     let hash = ctx.build(&ctx.recipe());
     let script = agent_script(server.port);
-    let mut run = ctx.spawn(&["run", "--json", &hash, "--", "sh", "-c", &script]);
-    let id = run_id(&mut run);
+    let run = ctx.spawn(&["run", "--json", &hash, "--", "sh", "-c", &script]);
+    let (id, _) = ctx.wait_live();
     let watch = ctx.spawn(&["supervise", &id, "--watch", "--json"]);
 
     // The agent ran the 403's line: its request waits for a person.
@@ -280,9 +270,8 @@ fn the_queue_survives_a_bundle_restart() {
         &supervise_recipe("supervise-restart", &["a.test", "b.test"]),
     );
     let hash = ctx.build(&ctx.recipe());
-    let mut run = ctx.spawn(&["run", &hash]);
-    let id = run_id(&mut run);
-    run.wait_for_stderr("running sleep", Duration::from_secs(120));
+    let run = ctx.spawn(&["run", &hash]);
+    let (id, _) = ctx.wait_live();
     let file = |host: &str| {
         let out = exec(
             &ctx,

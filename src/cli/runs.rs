@@ -67,7 +67,11 @@ pub fn ps(g: &Global, store: &Store) -> Result<Outcome> {
                 r.hash.map(|h| h.short()).unwrap_or_else(|| "-".into()),
                 format!("{:?}", r.backend).to_lowercase(),
                 r.pid,
-                if r.live { "live" } else { "dead" },
+                match (r.live, r.ready) {
+                    (true, true) => "up",
+                    (true, false) => "start",
+                    (false, _) => "dead",
+                },
                 r.pending_requests
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "-".into()),

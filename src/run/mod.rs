@@ -354,6 +354,11 @@ async fn command_step(ctx: &Ctx, live: &Live, command: &[String]) -> Result<i64>
     };
     ctx.active.lock().expect("lock").push("command");
     steps::pause_at("command").await;
+    {
+        let mut rec = ctx.record.lock().expect("record lock");
+        rec.ready = true;
+        rec.save(&ctx.store)?;
+    }
     ctx.say(format!("running {} as {}", shell_words(&cmd), g.user));
     let started = Instant::now();
     let r = async {

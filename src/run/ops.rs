@@ -126,6 +126,8 @@ pub struct PsRow {
     pub pid: u32,
     /// Whether the process that made the run still runs; a dead one left a stale record.
     pub live: bool,
+    /// Whether the guest is up and the agent's command has started (`bottle exec` works).
+    pub ready: bool,
     pub started: u64,
     pub subnet: Option<String>,
     pub bundle_ip: Option<String>,
@@ -143,6 +145,7 @@ pub fn ps(store: &Store) -> Result<Vec<PsRow>> {
         match r {
             Ok(r) => rows.push(PsRow {
                 live: r.is_live(),
+                ready: r.ready,
                 pending_requests: super::supervise::pending_count(store, &r.run_id),
                 run_id: r.run_id,
                 name: r.name,

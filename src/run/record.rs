@@ -60,6 +60,10 @@ pub struct RunRecord {
     pub smolvm_state_dir: Option<PathBuf>,
     /// Everything the run may have created, in creation order.
     pub created: Vec<Resource>,
+    /// Set when the guest is up and provisioned and the agent's command starts: `bottle exec`
+    /// and `bottle supervise` have a guest to talk to from then on.
+    #[serde(default)]
+    pub ready: bool,
     /// Set when a teardown ran but could not remove everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teardown_error: Option<String>,
@@ -247,6 +251,7 @@ pub fn new_record(
         guest: None,
         smolvm_state_dir,
         created: Vec::new(),
+        ready: false,
         teardown_error: None,
     }
 }
@@ -310,6 +315,7 @@ mod tests {
                 guest: None,
                 smolvm_state_dir: None,
                 created: vec![],
+                ready: false,
                 teardown_error: None,
             }
         }

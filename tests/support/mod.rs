@@ -256,14 +256,15 @@ git_email = "agent@bottle.invalid"
         serde_json::from_str(&self.ok(&["build", "--json", recipe.to_str().unwrap()])).unwrap()
     }
 
-    /// Waits until `bottle ps --json` shows a live run with a guest; returns (run id, bundle
-    /// IP).
+    /// Waits until `bottle ps --json` shows a live run whose agent's command has started (its
+    /// guest is up: `bottle exec` works); returns (run id, bundle IP).
     pub fn wait_live(&self) -> (String, String) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ps: serde_json::Value = serde_json::from_str(&self.ok(&["ps", "--json"])).unwrap();
             if let Some(r) = ps.as_array().and_then(|a| a.first())
                 && r["live"] == true
+                && r["ready"] == true
                 && r["guest"].is_string()
                 && r["bundle_ip"].is_string()
             {
