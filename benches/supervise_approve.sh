@@ -134,8 +134,8 @@ def guest(script, **kw):
 
 def loop(host):
     # Ask for the host until it answers; stop after one success (or 60 s).
-    return guest(f"end=$(( $(date +%s) + 60 )); until wget -q -O /dev/null http://{host}:{port}/ 2>/dev/null; do [ $(date +%s) -gt $end ] && exit 1; done",
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return guest(f"end=$(( $(date +%s) + 60 )); until wget -q -O /dev/null http://{host}:{port}/ 2>/dev/null; do [ $(date +%s) -gt $end ] && exit 1; done; exit 0",
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 try:
     # The baseline: the same loop's interval against an allowed host, for 3 s.
@@ -160,6 +160,10 @@ try:
         subprocess.run([bottle, "supervise", run_id, "--approve", rid], check=True, stdout=subprocess.DEVNULL)
         t1 = time.monotonic()
         if poller.wait(timeout=90) != 0:
+            print(f"supervise_approve: the guest loop ended with {poller.returncode}: {poller.stderr.read()[-2000:]}", file=sys.stderr)
+            for what in (["logs", run_id], ["supervise", run_id, "--all"]):
+                shown = subprocess.run([bottle, *what], capture_output=True, text=True)
+                print(f"supervise_approve: bottle {' '.join(what)}:\n{shown.stdout[-3000:]}{shown.stderr[-2000:]}", file=sys.stderr)
             sys.exit(f"supervise_approve: {host} never became reachable")
         from_launch.append(first[host] - t0)
         from_return.append(first[host] - t1)
