@@ -391,7 +391,8 @@ git_email = "agent@bottle.invalid"
     }
 
     /// Everything of this store's runs that still exists: containers, networks, machines,
-    /// run folders, pins. Empty when the runs left nothing behind.
+    /// run folders, pins, files named after a run outside its folder. Empty when the runs
+    /// left nothing behind.
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
         let label = format!("label={LABEL_STORE}={}", self.store_label);
@@ -424,7 +425,42 @@ git_email = "agent@bottle.invalid"
         for p in self.pins() {
             out.push(format!("pin {p}"));
         }
+        out.extend(self.files_outside_run_folders());
         out
+    }
+
+    /// Files named after one of this store's runs anywhere but its run folder: in the rest of
+    /// the store (pins are counted apart) or in the system's temporary folder. A run keeps
+    /// what it makes (CA, audit log, supervise queue) in `runs/RUNID/`.
+    fn files_outside_run_folders(&self) -> Vec<String> {
+        let runs = names_in(&self.store().runs());
+        let mut found = Vec::new();
+        let look = |dir: &Path, depth: usize, found: &mut Vec<String>| {
+            let mut stack = vec![(dir.to_path_buf(), depth)];
+            while let Some((d, left)) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&d) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let path = e.path();
+                    if path == self.store().runs() || path == self.store().pins() {
+                        continue;
+                    }
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if runs.iter().any(|r| name.contains(r.as_str())) {
+                        found.push(format!("file {}", path.display()));
+                    }
+                    if left > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push((path, left - 1));
+                    }
+                }
+            }
+        };
+        if !runs.is_empty() {
+            look(self.store().root(), 8, &mut found);
+            look(&std::env::temp_dir(), 0, &mut found);
+        }
+        found
     }
 
     pub fn assert_nothing_left(&self) {
