@@ -33,7 +33,7 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The store folder [default: ./cache]
+    /// The store folder [default: $XDG_CACHE_HOME/bottle, else ~/.cache/bottle]
     #[arg(long, global = true, env = "BOTTLE_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text

@@ -10,7 +10,7 @@ mod maintain;
 mod runs;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Result, bail};
 use serde_json::Value;
@@ -29,18 +29,22 @@ pub enum Outcome {
     Exit(u8),
 }
 
-pub fn store_of(global: &Global) -> Store {
-    Store::new(
-        global
-            .store
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("cache")),
-    )
+/// The store `--store`/`BOTTLE_STORE` names, else the person's own ([`Store::default_root`]).
+pub fn store_of(global: &Global) -> Result<Store> {
+    match &global.store {
+        Some(dir) => Ok(Store::new(dir.clone())),
+        None => Ok(Store::new(Store::default_root()?)),
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let g = &cli.global;
-    let store = store_of(g);
+    if let Command::Sidecar(args) = &cli.command {
+        // Inside the bundle: no store, and perhaps no HOME.
+        crate::sidecar::main(args.clone()).await?;
+        return Ok(Outcome::Success);
+    }
+    let store = store_of(g)?;
     match &cli.command {
         Command::Build { recipe, pure, root } => {
             build::build(g, &store, recipe, *pure, root.as_deref()).await
@@ -60,10 +64,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Exec { run, command } => runs::exec(&store, run, command).await,
         Command::Down { run, all } => runs::down(g, &store, run.as_deref(), *all).await,
         Command::Logs { run, follow } => runs::logs(g, &store, run, *follow).await,
-        Command::Sidecar(args) => {
-            crate::sidecar::main(args.clone()).await?;
-            Ok(Outcome::Success)
-        }
+        Command::Sidecar(_) => unreachable!("handled above"),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Store: the home of built bottles — entries as closures of content-addressed components.
 //!
 //! ```text
-//! cache/                        the store root (--store, BOTTLE_STORE, default ./cache)
+//! STORE/                        the store root: --store, BOTTLE_STORE, else the person's own,
+//!                               $XDG_CACHE_HOME/bottle or ~/.cache/bottle ([`Store::default_root`])
 //! ├── CACHEDIR.TAG              marks the folder as a cache for backup tools
 //! ├── .gitignore                "*": a store is never committed
 //! └── v2/                       layout version; `bottle gc` removes other vN folders
@@ -79,6 +80,10 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(
+        "no store folder: neither XDG_CACHE_HOME nor HOME is set to an absolute path; pass --store DIR or set BOTTLE_STORE"
+    )]
+    NoDefault,
     #[error("root name {name:?} must be letters, digits, '-', '_' or '.'")]
     BadRoot { name: String },
     #[error("entry {hash} is not in the store {store}; build it or pull it first")]
@@ -122,6 +127,13 @@ impl Store {
         Store {
             root: std::path::absolute(&root).unwrap_or(root),
         }
+    }
+
+    /// The person's own store, one per user as uv and cargo keep theirs, so `bottle run HASH`
+    /// finds what was built or pulled from any folder: `$XDG_CACHE_HOME/bottle`, else
+    /// `$HOME/.cache/bottle`. A relative `XDG_CACHE_HOME` is ignored, as the XDG spec says.
+    pub fn default_root() -> Result<PathBuf, StoreError> {
+        default_root_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
     }
 
     pub fn root(&self) -> &Path {
@@ -286,6 +298,20 @@ impl Store {
     }
 }
 
+fn default_root_from(
+    xdg_cache_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Result<PathBuf, StoreError> {
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(xdg) = absolute(xdg_cache_home) {
+        return Ok(xdg.join("bottle"));
+    }
+    match absolute(home) {
+        Some(home) => Ok(home.join(".cache").join("bottle")),
+        None => Err(StoreError::NoDefault),
+    }
+}
+
 /// The names in a folder (none when it does not exist).
 fn names(dir: &Path) -> Result<Vec<String>, StoreError> {
     match fs::read_dir(dir) {
@@ -311,4 +337,34 @@ pub fn du(path: &Path) -> u64 {
         .filter(|m| m.is_file())
         .map(|m| m.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_store_is_the_persons_own() {
+        let got = |x: Option<&str>, h: Option<&str>| {
+            default_root_from(x.map(Into::into), h.map(Into::into))
+        };
+        assert_eq!(
+            got(Some("/x/cache"), Some("/home/a")).unwrap(),
+            PathBuf::from("/x/cache/bottle")
+        );
+        assert_eq!(
+            got(None, Some("/home/a")).unwrap(),
+            PathBuf::from("/home/a/.cache/bottle")
+        );
+        // A relative XDG_CACHE_HOME is ignored (the XDG spec), and so is a relative HOME.
+        assert_eq!(
+            got(Some("rel"), Some("/home/a")).unwrap(),
+            PathBuf::from("/home/a/.cache/bottle")
+        );
+        assert!(matches!(
+            got(Some("rel"), Some("home")),
+            Err(StoreError::NoDefault)
+        ));
+        assert!(matches!(got(None, None), Err(StoreError::NoDefault)));
+    }
 }
