@@ -145,7 +145,54 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Push an entry to a cache, signed: the components and chunks the cache lacks, then the
+    /// manifest and its signature
+    Push {
+        /// A hash or unique prefix of a store entry
+        hash: String,
+        /// The cache: file:///PATH or http://HOST[:PORT]/PREFIX
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The secret key to sign with (`bottle key generate`); unsigned without one
+        #[arg(long, env = "BOTTLE_SECRET_KEY_FILE", value_name = "FILE")]
+        sign_key: Option<PathBuf>,
+    },
+    /// Pull an entry from a cache: every byte checked, signed by a trusted key, only the
+    /// chunks this machine lacks downloaded
+    Pull {
+        /// The entry's full hash
+        hash: String,
+        /// The cache: file:///PATH or http://HOST[:PORT]/PREFIX
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// A public key whose signature is accepted (NAME:BASE64, as `bottle key generate`
+        /// prints it); repeatable. BOTTLE_TRUSTED_PUBLIC_KEYS holds more, space-separated
+        #[arg(long, value_name = "PUBKEY")]
+        trust: Vec<String>,
+        /// Accept an entry no trusted key signed (its bytes are still checked against its hash
+        /// and records)
+        #[arg(long)]
+        no_check_sigs: bool,
+    },
+    /// Signing keys for pushes
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// The bundle's entry point: runs the listed daemons until SIGTERM (inside the bundle)
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make an ed25519 key pair: NAME.sec (mode 0600) and NAME.pub, one line NAME:BASE64
+    /// each as Nix writes them; prints the public line, which `--trust` takes
+    Generate {
+        /// The key's name, written into every signature it makes (e.g. ci-1)
+        name: String,
+        /// The folder to write the two files into
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }

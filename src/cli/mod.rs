@@ -8,6 +8,7 @@ mod build;
 mod inspect;
 mod maintain;
 mod runs;
+mod share;
 
 use std::io::Write;
 use std::path::Path;
@@ -15,7 +16,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-pub use args::{Cli, Command, Global};
+pub use args::{Cli, Command, Global, KeyCommand};
 
 use crate::hash::{self, Keys};
 use crate::store::Store;
@@ -64,6 +65,18 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Exec { run, command } => runs::exec(&store, run, command).await,
         Command::Down { run, all } => runs::down(g, &store, run.as_deref(), *all).await,
         Command::Logs { run, follow } => runs::logs(g, &store, run, *follow).await,
+        Command::Push { hash, to, sign_key } => {
+            share::push(g, &store, hash, to, sign_key.as_deref()).await
+        }
+        Command::Pull {
+            hash,
+            from,
+            trust,
+            no_check_sigs,
+        } => share::pull(g, &store, hash, from, trust, *no_check_sigs).await,
+        Command::Key {
+            command: KeyCommand::Generate { name, out },
+        } => share::key_generate(name, out),
         Command::Sidecar(_) => unreachable!("handled above"),
     }
 }

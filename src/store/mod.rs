@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 pub use gc::GcReport;
 pub use lock::{GcGuard, StoreLock};
 pub use publish::Staged;
+pub(crate) use publish::rel_path;
 pub use verify::{Component, Damage, Entry};
 
 use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKind};

@@ -334,7 +334,7 @@ fn scan(root: &Path) -> Result<Vec<Artifact>, StoreError> {
 }
 
 /// `path` relative to `root`, `/`-separated.
-pub(super) fn rel_path(root: &Path, path: &Path) -> String {
+pub(crate) fn rel_path(root: &Path, path: &Path) -> String {
     path.strip_prefix(root)
         .unwrap_or(path)
         .components()

@@ -1,0 +1,162 @@
+//! `bottle push`, `bottle pull` and `bottle key generate`: sharing entries through caches.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{Global, Outcome, human_bytes, out, print_json};
+use crate::hash::BuildHash;
+use crate::share::pull::Trust;
+use crate::share::{Cache, CacheUrl, PublicKey, SecretKey, pull, push};
+use crate::store::Store;
+
+/// A byte bar with the rate on a terminal; hidden otherwise (a summary line follows).
+fn bar(g: &Global, what: &str) -> ProgressBar {
+    if g.quiet > 0 || g.no_progress || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn open_cache(url: &str) -> Result<Cache> {
+    let url = CacheUrl::parse(url)?;
+    Ok(Cache::open(&url)?)
+}
+
+pub async fn push(
+    g: &Global,
+    store: &Store,
+    hash: &str,
+    to: &str,
+    sign_key: Option<&Path>,
+) -> Result<Outcome> {
+    let hash = store.resolve(hash)?;
+    let cache = open_cache(to)?;
+    let key = match sign_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the secret key file {}", path.display()))?;
+            Some(SecretKey::parse(&text, &path.display().to_string())?)
+        }
+        None => None,
+    };
+    let bar = bar(g, "push");
+    let r = push::push(store, &cache, &hash, key.as_ref(), &bar).await;
+    bar.finish_and_clear();
+    let r = r?;
+    if key.is_none() && g.quiet == 0 {
+        eprintln!(
+            "warning: pushed unsigned (no --sign-key): pulls refuse it unless they pass --no-check-sigs"
+        );
+    }
+    if g.json {
+        print_json(&serde_json::to_value(&r)?)?;
+    } else {
+        eprintln!(
+            "bottle push: {} of {} components, {} chunks uploaded ({}), {} the cache had; entry {}",
+            r.components.len(),
+            3,
+            r.chunks_uploaded,
+            human_bytes(r.bytes_uploaded),
+            r.chunks_present,
+            human_bytes(r.entry_bytes)
+        );
+        out(hash)?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// The keys a pull trusts: `--trust` and BOTTLE_TRUSTED_PUBLIC_KEYS (space-separated).
+fn trusted(flags: &[String]) -> Result<Vec<PublicKey>> {
+    let mut keys = Vec::new();
+    for t in flags {
+        keys.push(PublicKey::parse(t, "--trust")?);
+    }
+    if let Ok(env) = std::env::var("BOTTLE_TRUSTED_PUBLIC_KEYS") {
+        for t in env.split_whitespace() {
+            keys.push(PublicKey::parse(t, "BOTTLE_TRUSTED_PUBLIC_KEYS")?);
+        }
+    }
+    Ok(keys)
+}
+
+pub async fn pull(
+    g: &Global,
+    store: &Store,
+    hash: &str,
+    from: &str,
+    trust: &[String],
+    no_check_sigs: bool,
+) -> Result<Outcome> {
+    let Some(hash) = BuildHash::parse(hash.trim()) else {
+        bail!(
+            "{hash:?} is not an entry's full hash (64 hex digits): a pull names the entry exactly"
+        );
+    };
+    let cache = open_cache(from)?;
+    let trust = Trust {
+        keys: trusted(trust)?,
+        unsigned_ok: no_check_sigs,
+    };
+    let bar = bar(g, "pull");
+    let r = pull::pull(store, &cache, &hash, &trust, &bar).await;
+    bar.finish_and_clear();
+    let r = r?;
+    if g.json {
+        print_json(&serde_json::to_value(&r)?)?;
+    } else {
+        if r.present {
+            eprintln!("bottle pull: the store has {} already", hash.short());
+        } else {
+            eprintln!(
+                "bottle pull: {} components, {} chunks downloaded ({}), {} found on this machine; signed by {}",
+                r.components.len(),
+                r.chunks_downloaded,
+                human_bytes(r.bytes_downloaded),
+                r.chunks_local,
+                r.signed_by
+                    .as_deref()
+                    .unwrap_or("no trusted key (--no-check-sigs)")
+            );
+        }
+        out(hash)?;
+    }
+    Ok(Outcome::Success)
+}
+
+pub fn key_generate(name: &str, dir: &Path) -> Result<Outcome> {
+    let key = SecretKey::generate(name)?;
+    let (sec, public) = (
+        dir.join(format!("{name}.sec")),
+        dir.join(format!("{name}.pub")),
+    );
+    for p in [&sec, &public] {
+        if p.exists() {
+            bail!(
+                "{} exists; remove it or choose another name or --out",
+                p.display()
+            );
+        }
+    }
+    crate::files::write_new(&sec, format!("{}\n", key.to_line()).as_bytes(), 0o600)?;
+    let line = key.public().to_line();
+    crate::files::write_new(&public, format!("{line}\n").as_bytes(), 0o644)?;
+    eprintln!(
+        "bottle key: wrote {} (secret, mode 0600) and {}",
+        sec.display(),
+        public.display()
+    );
+    out(line)?;
+    Ok(Outcome::Success)
+}
