@@ -284,20 +284,19 @@ async fn download(
             format!("its bytes hash to {}, not to its name", got.short()),
         ));
     }
+    // Written here, not on a blocking task: a refused pull drops this future, and no write
+    // may land after it removed what it had downloaded.
     let path = local::partial_path(store, &c.blake3);
-    let dir = local::partial_dir(store);
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+    let write = || -> std::io::Result<()> {
         let mut tmp = tempfile::Builder::new()
             .prefix(".part-")
-            .tempfile_in(&dir)?;
+            .tempfile_in(local::partial_dir(store))?;
         std::io::Write::write_all(&mut tmp, &bytes)?;
         tmp.persist(&path).map_err(|e| e.error)?;
         Ok(())
-    })
-    .await
-    .expect("writing a chunk does not panic")
-    .map_err(|source| ShareError::Io {
-        path: local::partial_path(store, &c.blake3),
+    };
+    write().map_err(|source| ShareError::Io {
+        path: path.clone(),
         source,
     })?;
     bar.inc(c.size);
