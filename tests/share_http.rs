@@ -1,0 +1,184 @@
+//! Sharing entries through a real HTTP server: Debian's nginx with WebDAV's PUT and DELETE
+//! and a JSON autoindex, started by the test on a loopback port with its own prefix, and
+//! stopped (and its folder removed) when the test ends, also on failure.
+
+mod support;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A running nginx serving a folder over HTTP on 127.0.0.1.
+pub struct Nginx {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Nginx {
+    pub fn start() -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("www")).unwrap();
+        let conf = format!(
+            r#"daemon off;
+user root;
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  client_max_body_size 0;
+  server {{
+    listen 127.0.0.1:{port};
+    root {d}/www;
+    location / {{
+      dav_methods PUT DELETE;
+      create_full_put_path on;
+      dav_access user:rw group:r all:r;
+      autoindex on;
+      autoindex_format json;
+    }}
+  }}
+}}
+"#,
+            d = d.display()
+        );
+        std::fs::write(d.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(d)
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .arg("-e")
+            .arg(d.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (Debian's nginx-light; run scripts/setup)");
+        let nginx = Nginx { child, dir, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen: {}",
+                std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nginx
+    }
+
+    pub fn url(&self, prefix: &str) -> String {
+        format!("http://127.0.0.1:{}/{prefix}", self.port)
+    }
+
+    /// The folder nginx serves.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("www")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGQUIT: nginx's graceful stop; its workers go with the master.
+        signal_pid(self.child.id(), libc::SIGQUIT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(ctx: &TestContext, name: &str) -> (PathBuf, String) {
+    let dir = ctx.dir.path().join("keys");
+    let out = ctx.ok(&["key", "generate", name, "--out", dir.to_str().unwrap()]);
+    (dir.join(format!("{name}.sec")), out.trim().to_string())
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap()
+}
+
+#[test]
+fn an_entry_pushed_to_nginx_is_pulled_into_an_empty_store_and_runs() {
+    let nginx = Nginx::start();
+    let src = TestContext::new("share-http-src");
+    let dst = TestContext::new("share-http-dst");
+    let hash = src.build(&src.recipe());
+    let (key, public) = keygen(&src, "ci-1");
+    let url = nginx.url("team/cache");
+    let push = |ctx: &TestContext| {
+        json(&ctx.ok(&[
+            "push",
+            &hash,
+            "--json",
+            "--to",
+            &url,
+            "--sign-key",
+            key.to_str().unwrap(),
+        ]))
+    };
+    let first = push(&src);
+    assert_eq!(first["components"].as_array().unwrap().len(), 3, "{first}");
+    let uploaded = first["bytes_uploaded"].as_u64().unwrap();
+    assert!(uploaded > 0);
+    // The objects are on nginx's disk, under the URL's prefix.
+    let on_disk = bytes_under(&nginx.root().join("team/cache"));
+    assert_eq!(
+        on_disk,
+        uploaded + bytes_under(&nginx.root().join("team/cache/v1/entries"))
+    );
+    assert_eq!(
+        push(&src)["chunks_uploaded"],
+        0,
+        "a second push uploads nothing"
+    );
+
+    let out = dst.ok(&["pull", &hash, "--json", "--from", &url, "--trust", &public]);
+    let r = json(&out);
+    assert_eq!(r["components"].as_array().unwrap().len(), 3, "{r}");
+    assert_eq!(r["signed_by"], "ci-1");
+    assert_eq!(dst.ok(&["verify"]).trim(), format!("ok       {hash}"));
+    let out = dst.output(&["run", &hash, "--", "sh", "-c", "echo ran as $(id -un)"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "ran as node");
+
+    // A server that is gone: a clear error naming the URL, after retries, the store unchanged.
+    let gone = format!("http://127.0.0.1:{}/x", free_port());
+    let third = TestContext::new("share-http-gone");
+    let out = third.output(&["pull", &hash, "--from", &gone, "--trust", &public]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&gone), "{}", stderr(&out));
+    assert!(!third.store.exists());
+    dst.assert_nothing_left();
+    src.assert_nothing_left();
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
