@@ -367,3 +367,134 @@ fn flip(path: &Path) {
     b[i] ^= 0x01;
     std::fs::write(path, b).unwrap();
 }
+
+/// The unique chunks of the components of entry `m` that `store` lacks, from the cache.
+fn missing_chunks(
+    cache: &Path,
+    m: &bottle::manifest::Manifest,
+    store: &bottle::store::Store,
+) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for id in m.components.ids() {
+        if store.has_component(&id) {
+            continue;
+        }
+        let list: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(cache.join(bottle::share::chunk_list_key(&id))).unwrap(),
+        )
+        .unwrap();
+        for f in list["files"].as_array().unwrap() {
+            for c in f["chunks"].as_array().unwrap() {
+                out.insert(c["blake3"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
+    let src = TestContext::new("share-kill-src");
+    let dst = TestContext::new("share-kill-dst");
+    let hash = src.build(&src.recipe());
+    let m = src.manifest(&hash);
+    let (key, public) = keygen(&src, "ci-1");
+    let cache = src.dir.path().join("cache");
+    push(&src, &hash, &cache, &key);
+    let total = missing_chunks(&cache, &m, &dst.store()).len();
+    // How long a whole pull takes here, into a store of its own: the kills fall within it.
+    let probe = src.dir.path().join("probe");
+    let started = std::time::Instant::now();
+    let mut c = src.cmd();
+    c.env("BOTTLE_STORE", &probe);
+    let out = src.output_of(
+        c,
+        &["pull", &hash, "--from", &url(&cache), "--trust", &public],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let whole = started.elapsed().as_millis() as u64;
+    // Random points: a seed from the clock, printed with any failure.
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Within the first half, where a pull downloads; each resumes the last.
+        let ms = 5 + x % (whole / 2).max(10);
+        delays.push(ms);
+        let mut c = dst.cmd();
+        c.args(["pull", &hash, "--from", &url(&cache), "--trust", &public]);
+        let mut child = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        signal_pid(child.id(), libc::SIGKILL);
+        let _ = child.wait();
+    }
+    dst.scan_store();
+    let partial = bottle::share::local::partial_dir(&dst.store());
+    let had: std::collections::BTreeSet<String> = std::fs::read_dir(&partial)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let missing = missing_chunks(&cache, &m, &dst.store());
+    let expected = missing.difference(&had).count();
+    let out = pull(&dst, &hash, &cache, &public);
+    assert!(
+        out.status.success(),
+        "after kills at {delays:?} ms: {}",
+        stderr(&out)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    if r["present"] == true {
+        // A killed pull got as far as publishing the entry.
+        assert!(missing.is_empty(), "{delays:?}");
+    } else {
+        assert_eq!(
+            r["chunks_downloaded"].as_u64().unwrap() as usize,
+            expected,
+            "kills at {delays:?} ms left {} of {total} chunks: {r}",
+            had.len()
+        );
+        assert_eq!(
+            r["chunks_local"].as_u64().unwrap() as usize,
+            missing.len() - expected
+        );
+    }
+    assert_eq!(
+        dst.ok(&["verify"]).trim(),
+        format!("ok       {hash}"),
+        "{delays:?}"
+    );
+    assert!(
+        !partial.exists()
+            || r["present"] == true
+            || std::fs::read_dir(&partial).unwrap().all(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".part-")
+            }),
+        "downloaded chunks stayed after the pull"
+    );
+    // gc removes whatever a killed pull left.
+    dst.ok(&["gc", "--keep", &hash]);
+    assert!(!partial.exists());
+    eprintln!(
+        "a whole pull took {whole} ms; kills at {delays:?} ms; {} of {total} chunks were there before the last pull (present: {})",
+        had.len(),
+        r["present"]
+    );
+    dst.assert_nothing_left();
+    src.assert_nothing_left();
+}

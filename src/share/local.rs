@@ -87,6 +87,13 @@ pub fn chunk_list(store: &Store, comp: &Component, keep: bool) -> std::io::Resul
     Ok(list)
 }
 
+/// A component's kept chunk list, if any (checked against its record).
+pub fn kept(store: &Store, id: &ComponentId) -> Option<ChunkList> {
+    let record = store.record(id).ok()??;
+    let bytes = fs::read(kept_list(store, id)).ok()?;
+    ChunkList::parse(&bytes, &record).ok()
+}
+
 /// Keeps a component's chunk list in `local/chunk-lists/` (one rename).
 pub fn keep_list(store: &Store, id: &ComponentId, list: &ChunkList) -> std::io::Result<()> {
     let kept = kept_list(store, id);

@@ -23,7 +23,8 @@
 //! blake3 before it is written; each file, put together from its chunks, must match its
 //! record before `Store::import_component` publishes the component. Chunks the local store
 //! has (in files of components of the same kind) are read from there, rechecked; the others
-//! are downloaded into `local/chunks/` of the store, so a pull killed at any point resumes
+//! are downloaded into `local/chunks/` of the store (a pull holds `gc.lock` shared; `bottle
+//! gc` removes what a killed pull left there), so a pull killed at any point resumes
 //! with what it had; they are removed once their components are published, and at once when
 //! the pull is refused.
 //!
@@ -37,6 +38,7 @@ pub mod http;
 pub mod local;
 pub mod pull;
 pub mod push;
+pub mod s3;
 pub mod sign;
 pub mod url;
 

@@ -68,6 +68,18 @@ pub async fn pull(
     bar: &ProgressBar,
 ) -> Result<PullReport, ShareError> {
     if store.contains(hash) {
+        // What a pull killed after publishing the entry downloaded for it.
+        if local::partial_dir(store).is_dir()
+            && let Ok(Some(m)) = store.manifest(hash)
+        {
+            let lists: Vec<_> = m
+                .components
+                .ids()
+                .into_iter()
+                .filter_map(|id| local::kept(store, &id).map(|l| (id, l)))
+                .collect();
+            forget_partial(store, &lists);
+        }
         return Ok(PullReport {
             present: true,
             ..PullReport::default()
@@ -76,8 +88,18 @@ pub async fn pull(
     let remote = fetch_entry(cache, hash).await?;
     let signed_by = check_signature(cache, &remote, trust).await?;
     let mut lists = Vec::new();
+    // Chunk lists of components the store has: only to forget what a killed pull downloaded
+    // for them.
+    let mut published = Vec::new();
     for (id, _, record) in &remote.records {
+        let partial = local::partial_dir(store).is_dir();
         if store.has_component(id) {
+            if partial
+                && let Ok(Some(bytes)) = cache.get(&super::chunk_list_key(id)).await
+                && let Ok(list) = ChunkList::parse(&bytes, record)
+            {
+                published.push((*id, list));
+            }
             continue;
         }
         let key = super::chunk_list_key(id);
@@ -95,6 +117,9 @@ pub async fn pull(
         signed_by,
         ..PullReport::default()
     };
+    // `bottle gc` removes downloaded chunks only while no pull holds this.
+    store.init()?;
+    let _gc = store.gc_guard()?;
     // Downloaded chunks stay for the next pull when this one fails on the way (a network
     // error); a refusal removes them, and so does success, once they are published.
     let done = match fetch_chunks(store, cache, &remote, &lists, bar, &mut report).await {
@@ -106,6 +131,7 @@ pub async fn pull(
         Ok(_) | Err(ShareError::Refused { .. } | ShareError::Store(_))
     ) {
         forget_partial(store, &lists);
+        forget_partial(store, &published);
     }
     report.components = done?;
     Ok(report)
