@@ -498,3 +498,89 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
     dst.assert_nothing_left();
     src.assert_nothing_left();
 }
+
+#[test]
+fn ci_builds_and_pushes_in_one_command_and_an_empty_store_runs_the_hash_through_its_substituters() {
+    let ci = TestContext::new("share-ci");
+    let laptop = TestContext::new("share-laptop");
+    let (key, public) = keygen(&ci, "ci-1");
+    let cache = ci.dir.path().join("cache");
+    // CI's one command: build, then push signed with BOTTLE_SECRET_KEY_FILE.
+    let mut c = ci.cmd();
+    c.env("BOTTLE_SECRET_KEY_FILE", &key);
+    let recipe = ci.recipe();
+    let out = ci.output_of(
+        c,
+        &["build", "--push", &url(&cache), recipe.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hash = stdout(&out).lines().last().unwrap().trim().to_string();
+    assert!(
+        stderr(&out).contains("bottle push: 3 of 3 components"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        cache
+            .join(bottle::share::signature_key(&build_hash(&hash)))
+            .is_file()
+    );
+
+    // A laptop with the cache and CI's key in its config file: `bottle run HASH` pulls,
+    // verifies and runs.
+    let config = laptop.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "substituters = [\"{}\"]\ntrusted-public-keys = [\"{public}\"]\n",
+            url(&cache)
+        ),
+    )
+    .unwrap();
+    let mut c = laptop.cmd();
+    c.env("BOTTLE_CONFIG", &config);
+    let out = laptop.output_of(
+        c,
+        &["run", &hash, "--", "sh", "-c", "echo ran as $(id -un)"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "ran as node");
+    assert!(
+        stderr(&out).contains(&format!("pulled {}", &hash[..12])),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(laptop.ok(&["verify"]).trim(), format!("ok       {hash}"));
+
+    // `bottle build` of the same recipe elsewhere substitutes instead of building (here from
+    // the environment, as CI sets it).
+    let other = TestContext::new("share-other");
+    let mut c = other.cmd();
+    c.env("BOTTLE_SUBSTITUTERS", url(&cache))
+        .env("BOTTLE_TRUSTED_PUBLIC_KEYS", &public)
+        .env("DOCKER_HOST", "unix:///nonexistent.sock");
+    let out = other.output_of(c, &["build", "--json", recipe.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["hash"], hash.as_str());
+    assert_eq!(r["cached"], true, "nothing was built: {r}");
+
+    // A substituter whose entry no trusted key signed: refused, named, and the run fails.
+    let fourth = TestContext::new("share-untrusting");
+    let (_, stranger) = keygen(&fourth, "someone-else");
+    let mut c = fourth.cmd();
+    c.env("BOTTLE_SUBSTITUTERS", url(&cache))
+        .env("BOTTLE_TRUSTED_PUBLIC_KEYS", &stranger);
+    let out = fourth.output_of(c, &["run", &hash, "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("substituter {}", url(&cache))),
+        "{err}"
+    );
+    assert!(err.contains("signed by ci-1 and no trusted key"), "{err}");
+    assert!(fourth.store().hashes().unwrap().is_empty());
+    for ctx in [&ci, &laptop, &other, &fourth] {
+        ctx.assert_nothing_left();
+    }
+}

@@ -36,6 +36,10 @@ pub struct Global {
     /// The store folder [default: $XDG_CACHE_HOME/bottle, else ~/.cache/bottle]
     #[arg(long, global = true, env = "BOTTLE_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// The config file: substituters, trusted-public-keys, secret-key-file [default:
+    /// $XDG_CONFIG_HOME/bottle/config.toml, else ~/.config/bottle/config.toml]
+    #[arg(long, global = true, env = "BOTTLE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text
     #[arg(long, global = true)]
     pub json: bool,
@@ -67,6 +71,10 @@ pub enum Command {
         /// Also record a gc root of this name for the entry
         #[arg(long, value_name = "NAME")]
         root: Option<String>,
+        /// Then push the entry to this cache, signed with the secret-key-file (CI's one
+        /// command)
+        #[arg(long, value_name = "URL")]
+        push: Option<String>,
     },
     /// Print a recipe's hash without building: CI's cache key
     Hash {
@@ -153,8 +161,9 @@ pub enum Command {
         /// The cache: file:///PATH or http://HOST[:PORT]/PREFIX
         #[arg(long, value_name = "URL")]
         to: String,
-        /// The secret key to sign with (`bottle key generate`); unsigned without one
-        #[arg(long, env = "BOTTLE_SECRET_KEY_FILE", value_name = "FILE")]
+        /// The secret key to sign with (`bottle key generate`) [default: BOTTLE_SECRET_KEY_FILE,
+        /// else the config's secret-key-file]; unsigned without one
+        #[arg(long, value_name = "FILE")]
         sign_key: Option<PathBuf>,
     },
     /// Pull an entry from a cache: every byte checked, signed by a trusted key, only the
@@ -166,7 +175,8 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         from: String,
         /// A public key whose signature is accepted (NAME:BASE64, as `bottle key generate`
-        /// prints it); repeatable. BOTTLE_TRUSTED_PUBLIC_KEYS holds more, space-separated
+        /// prints it); repeatable; beside BOTTLE_TRUSTED_PUBLIC_KEYS or the config's
+        /// trusted-public-keys
         #[arg(long, value_name = "PUBKEY")]
         trust: Vec<String>,
         /// Accept an entry no trusted key signed (its bytes are still checked against its hash

@@ -47,9 +47,12 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     }
     let store = store_of(g)?;
     match &cli.command {
-        Command::Build { recipe, pure, root } => {
-            build::build(g, &store, recipe, *pure, root.as_deref()).await
-        }
+        Command::Build {
+            recipe,
+            pure,
+            root,
+            push,
+        } => build::build(g, &store, recipe, *pure, root.as_deref(), push.as_deref()).await,
         Command::Hash { recipe, pure } => build::hash(g, recipe, *pure),
         Command::Ls => inspect::ls(g, &store),
         Command::Show { hash } => inspect::show(g, &store, hash),

@@ -8,8 +8,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Global, Outcome, human_bytes, out, print_json};
 use crate::hash::BuildHash;
+use crate::share::config::Settings;
 use crate::share::pull::Trust;
-use crate::share::{Cache, CacheUrl, PublicKey, SecretKey, pull, push};
+use crate::share::{Cache, CacheUrl, PublicKey, SecretKey, ShareError, pull, push};
 use crate::store::Store;
 
 /// A byte bar with the rate on a terminal; hidden otherwise (a summary line follows).
@@ -42,8 +43,28 @@ pub async fn push(
     sign_key: Option<&Path>,
 ) -> Result<Outcome> {
     let hash = store.resolve(hash)?;
+    let r = push_entry(g, store, &hash, to, sign_key).await?;
+    if g.json {
+        print_json(&serde_json::to_value(&r)?)?;
+    } else {
+        out(hash)?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// Pushes an entry the store has, signed with `sign_key`, else BOTTLE_SECRET_KEY_FILE, else
+/// the config's secret-key-file; says on stderr what it moved. `bottle push` and `bottle
+/// build --push`.
+pub async fn push_entry(
+    g: &Global,
+    store: &Store,
+    hash: &BuildHash,
+    to: &str,
+    sign_key: Option<&Path>,
+) -> Result<push::PushReport> {
     let cache = open_cache(to)?;
-    let key = match sign_key {
+    let settings = Settings::load(g.config.as_deref())?;
+    let key = match sign_key.or(settings.secret_key_file.as_deref()) {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the secret key file {}", path.display()))?;
@@ -52,43 +73,76 @@ pub async fn push(
         None => None,
     };
     let bar = bar(g, "push");
-    let r = push::push(store, &cache, &hash, key.as_ref(), &bar).await;
+    let r = push::push(store, &cache, hash, key.as_ref(), &bar).await;
     bar.finish_and_clear();
     let r = r?;
-    if key.is_none() && g.quiet == 0 {
+    if g.quiet == 0 {
+        if key.is_none() {
+            eprintln!(
+                "warning: pushed unsigned (no --sign-key, BOTTLE_SECRET_KEY_FILE or secret-key-file): pulls refuse it unless they pass --no-check-sigs"
+            );
+        }
         eprintln!(
-            "warning: pushed unsigned (no --sign-key): pulls refuse it unless they pass --no-check-sigs"
-        );
-    }
-    if g.json {
-        print_json(&serde_json::to_value(&r)?)?;
-    } else {
-        eprintln!(
-            "bottle push: {} of {} components, {} chunks uploaded ({}), {} the cache had; entry {}",
+            "bottle push: {} of 3 components, {} chunks uploaded ({}), {} the cache had; entry {} to {}",
             r.components.len(),
-            3,
             r.chunks_uploaded,
             human_bytes(r.bytes_uploaded),
             r.chunks_present,
-            human_bytes(r.entry_bytes)
+            human_bytes(r.entry_bytes),
+            cache.url()
         );
-        out(hash)?;
     }
-    Ok(Outcome::Success)
+    Ok(r)
 }
 
-/// The keys a pull trusts: `--trust` and BOTTLE_TRUSTED_PUBLIC_KEYS (space-separated).
-fn trusted(flags: &[String]) -> Result<Vec<PublicKey>> {
-    let mut keys = Vec::new();
+/// The keys a pull trusts: `--trust`, and BOTTLE_TRUSTED_PUBLIC_KEYS or the config's.
+fn trusted(flags: &[String], settings: &Settings) -> Result<Vec<PublicKey>> {
+    let mut keys = settings.trusted_public_keys.clone();
     for t in flags {
         keys.push(PublicKey::parse(t, "--trust")?);
     }
-    if let Ok(env) = std::env::var("BOTTLE_TRUSTED_PUBLIC_KEYS") {
-        for t in env.split_whitespace() {
-            keys.push(PublicKey::parse(t, "BOTTLE_TRUSTED_PUBLIC_KEYS")?);
+    Ok(keys)
+}
+
+/// Pulls an entry the store lacks from the configured substituters, in order, as Nix
+/// substitutes; says why each one that has it could not serve it. Whether it was pulled.
+pub async fn substitute(g: &Global, store: &Store, hash: &BuildHash) -> Result<bool> {
+    if store.contains(hash) {
+        return Ok(false);
+    }
+    let settings = Settings::load(g.config.as_deref())?;
+    let trust = Trust {
+        keys: settings.trusted_public_keys.clone(),
+        unsigned_ok: false,
+    };
+    for url in &settings.substituters {
+        let cache = Cache::open(url)?;
+        let bar = bar(g, "pull");
+        let r = pull::pull(store, &cache, hash, &trust, &bar).await;
+        bar.finish_and_clear();
+        match r {
+            Ok(r) => {
+                if g.quiet == 0 {
+                    eprintln!(
+                        "bottle: pulled {} from {url} ({} downloaded, signed by {})",
+                        hash.short(),
+                        human_bytes(r.bytes_downloaded),
+                        r.signed_by.as_deref().unwrap_or("?")
+                    );
+                }
+                return Ok(true);
+            }
+            Err(ShareError::NotInCache { .. }) => {
+                tracing::debug!("{url} does not have {hash}");
+            }
+            Err(e) => {
+                if g.quiet == 0 {
+                    eprintln!("warning: substituter {url}: {:#}", anyhow::Error::from(e));
+                }
+            }
         }
     }
-    Ok(keys)
+    Ok(false)
 }
 
 pub async fn pull(
@@ -105,8 +159,9 @@ pub async fn pull(
         );
     };
     let cache = open_cache(from)?;
+    let settings = Settings::load(g.config.as_deref())?;
     let trust = Trust {
-        keys: trusted(trust)?,
+        keys: trusted(trust, &settings)?,
         unsigned_ok: no_check_sigs,
     };
     let bar = bar(g, "pull");

@@ -34,6 +34,7 @@
 
 pub mod cache;
 pub mod chunk;
+pub mod config;
 pub mod http;
 pub mod local;
 pub mod pull;
