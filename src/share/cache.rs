@@ -1,7 +1,7 @@
 //! The caches themselves: a few operations on objects named by `/`-separated keys — get,
-//! put, head, list, delete — over a folder ([`FileCache`]) or a plain HTTP server
-//! ([`HttpCache`]). Errors say whether they are worth a retry ([`CacheError::transient`]);
-//! [`Cache::retry`] retries those with backoff.
+//! put, head, list, delete — over a folder ([`FileCache`]), a plain HTTP server
+//! (`HttpCache`) or an S3 bucket (`S3Cache`). Errors say whether they are worth a retry
+//! ([`CacheError::transient`]); [`Cache::retry`] retries those with backoff.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +24,8 @@ pub struct CacheError {
 #[derive(Debug, Clone)]
 pub enum Cache {
     File(FileCache),
-    Http(super::http::HttpCache),
+    Http(Box<super::http::HttpCache>),
+    S3(super::s3::S3Cache),
 }
 
 const ATTEMPTS: u32 = 5;
@@ -33,13 +34,14 @@ impl Cache {
     pub fn open(url: &CacheUrl) -> Result<Cache, CacheError> {
         match url {
             CacheUrl::File(root) => Ok(Cache::File(FileCache { root: root.clone() })),
-            CacheUrl::Http { base } => Ok(Cache::Http(super::http::HttpCache::new(base)?)),
-            CacheUrl::S3 { .. } => Err(CacheError {
-                url: url.to_string(),
-                key: String::new(),
-                message: "s3:// caches are not supported by this build of bottle yet; use a file:// or http:// cache".to_string(),
-                transient: false,
-            }),
+            CacheUrl::Http { base } => {
+                Ok(Cache::Http(Box::new(super::http::HttpCache::new(base)?)))
+            }
+            CacheUrl::S3 { bucket, prefix } => Ok(Cache::S3(super::s3::S3Cache::new(
+                &url.to_string(),
+                bucket,
+                prefix,
+            )?)),
         }
     }
 
@@ -47,6 +49,7 @@ impl Cache {
         match self {
             Cache::File(f) => format!("file://{}", f.root.display()),
             Cache::Http(h) => h.base().to_string(),
+            Cache::S3(s) => s.url().to_string(),
         }
     }
 
@@ -56,6 +59,7 @@ impl Cache {
             match self {
                 Cache::File(f) => f.get(key).await,
                 Cache::Http(h) => h.get(key).await,
+                Cache::S3(s) => s.get(key).await,
             }
         })
         .await
@@ -66,6 +70,7 @@ impl Cache {
             match self {
                 Cache::File(f) => f.put(key, &bytes).await,
                 Cache::Http(h) => h.put(key, bytes.clone()).await,
+                Cache::S3(s) => s.put(key, bytes.clone()).await,
             }
         })
         .await
@@ -76,6 +81,7 @@ impl Cache {
             match self {
                 Cache::File(f) => f.head(key).await,
                 Cache::Http(h) => h.head(key).await,
+                Cache::S3(s) => s.head(key).await,
             }
         })
         .await
@@ -87,6 +93,7 @@ impl Cache {
             match self {
                 Cache::File(f) => f.list(prefix).await,
                 Cache::Http(h) => h.list(prefix).await,
+                Cache::S3(s) => s.list(prefix).await,
             }
         })
         .await
@@ -97,6 +104,7 @@ impl Cache {
             match self {
                 Cache::File(f) => f.delete(key).await,
                 Cache::Http(h) => h.delete(key).await,
+                Cache::S3(s) => s.delete(key).await,
             }
         })
         .await
