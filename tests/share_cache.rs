@@ -584,3 +584,110 @@ fn ci_builds_and_pushes_in_one_command_and_an_empty_store_runs_the_hash_through_
         ctx.assert_nothing_left();
     }
 }
+
+#[test]
+fn gc_remote_removes_what_no_kept_entry_names_and_waits_for_pushes() {
+    let src = TestContext::new("share-gc-src");
+    let dst = TestContext::new("share-gc-dst");
+    let a = src.build(&src.recipe());
+    let other = src.write_recipe(
+        "other.toml",
+        &recipe("share-gc-src", "").replace("\"example.com\"", "\"example.org\""),
+    );
+    let b = src.build(&other);
+    let (key, public) = keygen(&src, "ci-1");
+    let cache = src.dir.path().join("cache");
+    push(&src, &a, &cache, &key);
+    push(&src, &b, &cache, &key);
+    let gc = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["gc", "--json", "--remote"];
+        let u = url(&cache);
+        all.push(&u);
+        all.extend(args);
+        serde_json::from_str(&src.ok(&all)).unwrap()
+    };
+    let before = files(&cache);
+    let r = gc(&[]);
+    assert_eq!(
+        (
+            r["removed_components"].as_u64(),
+            r["removed_chunks"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["kept"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        files(&cache),
+        before,
+        "a gc keeping every entry removed something"
+    );
+
+    // What a killed push left: a chunk and a component no entry names.
+    let orphan = bottle::digest::Digest::of(b"orphan");
+    std::fs::create_dir_all(
+        cache
+            .join(bottle::share::chunk_key(&orphan))
+            .parent()
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(cache.join(bottle::share::chunk_key(&orphan)), b"orphan").unwrap();
+    let stray = cache.join("v1/components/config").join("a".repeat(64));
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("chunks.json"), "{}").unwrap();
+    // A push under way: gc refuses, and changes nothing.
+    let lease = cache.join("v1/locks/push-test");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    std::fs::write(&lease, now.to_string()).unwrap();
+    let out = src.output(&["gc", "--remote", &url(&cache)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("a push is under way"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(cache.join(bottle::share::chunk_key(&orphan)).exists());
+    // One a killed push left long ago is ignored.
+    std::fs::write(&lease, "0").unwrap();
+    let r = gc(&[]);
+    assert_eq!(
+        (
+            r["removed_components"].as_u64(),
+            r["removed_chunks"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert!(!cache.join(bottle::share::chunk_key(&orphan)).exists());
+
+    // Keep only A: B's entry and its config go, with the chunks only that config lists.
+    let r = gc(&["--keep", &a]);
+    assert_eq!(r["removed_entries"], serde_json::json!([b]));
+    assert_eq!(r["removed_components"], 1, "{r}");
+    assert!(r["removed_chunks"].as_u64().unwrap() >= 1, "{r}");
+    let out = pull(&dst, &a, &cache, &public);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(dst.ok(&["verify"]).trim(), format!("ok       {a}"));
+    let out = pull(&dst, &b, &cache, &public);
+    assert!(
+        stderr(&out).contains("is not in the cache"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A gc under way: a push refuses to start.
+    std::fs::write(cache.join("v1/locks/gc"), now.to_string()).unwrap();
+    let out = src.output(&["push", &b, "--to", &url(&cache)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("gc --remote` is under way"),
+        "{}",
+        stderr(&out)
+    );
+    dst.assert_nothing_left();
+    src.assert_nothing_left();
+}

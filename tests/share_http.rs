@@ -164,6 +164,23 @@ fn an_entry_pushed_to_nginx_is_pulled_into_an_empty_store_and_runs() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "ran as node");
 
+    // gc over HTTP: lists through nginx's JSON autoindex, removes with DELETE.
+    let orphan = nginx
+        .root()
+        .join("team/cache/v1/chunks/00")
+        .join("0".repeat(64));
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"orphan").unwrap();
+    let r = json(&src.ok(&["gc", "--json", "--remote", &url]));
+    assert_eq!(r["kept"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["removed_chunks"], 1, "{r}");
+    assert!(!orphan.exists());
+    assert_eq!(
+        push(&src)["chunks_uploaded"],
+        0,
+        "gc kept every chunk the entry needs"
+    );
+
     // A server that is gone: a clear error naming the URL, after retries, the store unchanged.
     let gone = format!("http://127.0.0.1:{}/x", free_port());
     let third = TestContext::new("share-http-gone");

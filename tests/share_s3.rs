@@ -273,6 +273,30 @@ fn an_entry_pushed_to_garage_is_pulled_into_an_empty_store_and_runs() {
     let out = dst.output(&["run", &hash, "--", "sh", "-c", "echo ran as $(id -un)"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "ran as node");
+    // gc lists through S3: it keeps the entry and everything it names.
+    let r = ok_json(
+        &src,
+        garage.cmd(&src, 0),
+        &["gc", "--json", "--remote", &url],
+    );
+    assert_eq!(r["kept"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["removed_chunks"], 0, "{r}");
+    let r = ok_json(&src, garage.cmd(&src, 0), &push);
+    assert_eq!(r["chunks_uploaded"], 0, "{r}");
+    // Keeping nothing of it (another hash): everything of the entry goes.
+    let none = "0".repeat(64);
+    let r = ok_json(
+        &src,
+        garage.cmd(&src, 0),
+        &["gc", "--json", "--remote", &url, "--keep", &none],
+    );
+    assert_eq!(r["removed_components"], 3, "{r}");
+    let r = ok_json(&src, garage.cmd(&src, 0), &push);
+    assert_eq!(
+        r["components"].as_array().unwrap().len(),
+        3,
+        "pushed whole again: {r}"
+    );
     // Wrong credentials: refused, naming the cache.
     let other = TestContext::new("share-s3-wrong");
     let mut c = garage.cmd(&other, 0);

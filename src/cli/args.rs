@@ -106,6 +106,11 @@ pub enum Command {
         /// Say what would be removed, remove nothing
         #[arg(long)]
         dry_run: bool,
+        /// Collect a cache instead: remove its entries not given with --keep (none when no
+        /// --keep is given: then only what no entry names), the components no kept entry
+        /// names, the chunks no kept component lists; refused while a push is under way
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
     },
     /// Which components, recipe fields and input files differ between two entries ("why did
     /// CI rebuild?")

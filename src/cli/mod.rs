@@ -58,7 +58,16 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Show { hash } => inspect::show(g, &store, hash),
         Command::Diff { a, b } => inspect::diff(g, &store, a, b),
         Command::Verify { hash } => maintain::verify(g, &store, hash.as_deref()),
-        Command::Gc { keep, dry_run } => maintain::gc(g, &store, keep, *dry_run),
+        Command::Gc {
+            keep,
+            dry_run,
+            remote: Some(url),
+        } => share::gc_remote(g, url, keep, *dry_run).await,
+        Command::Gc {
+            keep,
+            dry_run,
+            remote: None,
+        } => maintain::gc(g, &store, keep, *dry_run),
         Command::Run {
             target,
             subnet_pool,

@@ -215,3 +215,37 @@ pub fn key_generate(name: &str, dir: &Path) -> Result<Outcome> {
     out(line)?;
     Ok(Outcome::Success)
 }
+
+/// `bottle gc --remote URL`: keeps the entries given (full hashes), or all of them.
+pub async fn gc_remote(g: &Global, url: &str, keep: &[String], dry_run: bool) -> Result<Outcome> {
+    let cache = open_cache(url)?;
+    let keep = keep
+        .iter()
+        .map(|k| {
+            BuildHash::parse(k.trim()).with_context(|| {
+                format!(
+                    "--keep {k:?}: a remote gc keeps entries by their full hash (64 hex digits)"
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let keep = (!keep.is_empty()).then_some(keep.as_slice());
+    let r = crate::share::gc::gc(&cache, keep, dry_run).await?;
+    if g.json {
+        print_json(&serde_json::to_value(&r)?)?;
+        return Ok(Outcome::Success);
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for h in &r.removed_entries {
+        out(format!("{verb} entry {h}"))?;
+    }
+    out(format!(
+        "{verb} {} entries, {} components, {} chunks from {}; {} entries kept",
+        r.removed_entries.len(),
+        r.removed_components,
+        r.removed_chunks,
+        cache.url(),
+        r.kept.len()
+    ))?;
+    Ok(Outcome::Success)
+}

@@ -8,7 +8,8 @@
 //!     ├── entries/HASH.sig                its signatures, one `KEYNAME:BASE64` a line
 //!     ├── components/KIND/HASH/record.json   a component's record, the store's bytes
 //!     ├── components/KIND/HASH/chunks.json   its files' content-defined chunks, in order
-//!     └── chunks/AB/BLAKE3                a chunk, named by the blake3 of its bytes
+//!     ├── chunks/AB/BLAKE3                a chunk, named by the blake3 of its bytes
+//!     └── locks/gc, locks/push-ID         leases of a `bottle gc --remote` and of pushes
 //! ```
 //!
 //! **Push** ([`push::push`]) writes chunks first, then each component's chunk list and
@@ -35,6 +36,7 @@
 pub mod cache;
 pub mod chunk;
 pub mod config;
+pub mod gc;
 pub mod http;
 pub mod local;
 pub mod pull;
@@ -92,6 +94,8 @@ pub enum ShareError {
         what: String,
         problem: String,
     },
+    #[error("{url}: {what}")]
+    Stopped { url: String, what: String },
     #[error("I/O error at {path}")]
     Io {
         path: std::path::PathBuf,

@@ -49,6 +49,20 @@ pub async fn push(
     bar: &ProgressBar,
 ) -> Result<PushReport, ShareError> {
     let entry = store.open(hash)?;
+    let lease = super::gc::PushLease::take(cache).await?;
+    let r = push_leased(store, cache, hash, key, bar, entry).await;
+    lease.release(cache).await;
+    r
+}
+
+async fn push_leased(
+    store: &Store,
+    cache: &Cache,
+    hash: &BuildHash,
+    key: Option<&SecretKey>,
+    bar: &ProgressBar,
+    entry: crate::store::Entry,
+) -> Result<PushReport, ShareError> {
     let manifest_path = store.entry_file(hash);
     let manifest = fs::read(&manifest_path).map_err(io(&manifest_path))?;
     let mut report = PushReport {
