@@ -30,6 +30,27 @@ impl Source {
             Source::Partial(path) => chunk::read_checked(path, 0, c),
         }
     }
+
+    /// The chunk's bytes, of its size but not rehashed: for putting a file together whose
+    /// whole blake3 is checked against its record as it is read.
+    fn read_sized(&self, c: ChunkRef) -> std::io::Result<Vec<u8>> {
+        let (path, offset) = match self {
+            Source::Slice { path, offset } => (path, *offset),
+            Source::Partial(path) => (path, 0),
+        };
+        let mut f = fs::File::open(path)?;
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(c.size as usize);
+        f.take(c.size).read_to_end(&mut buf)?;
+        if buf.len() as u64 != c.size {
+            return Err(std::io::Error::other(format!(
+                "{} ends before chunk {}",
+                path.display(),
+                c.blake3.short()
+            )));
+        }
+        Ok(buf)
+    }
 }
 
 /// Downloaded chunks not yet published.
@@ -134,8 +155,18 @@ pub fn sources(store: &Store, kind: ComponentKind) -> HashMap<Digest, Source> {
     out
 }
 
-/// Reads a file put together from its chunks, each checked as it is read; one chunk in
-/// memory at a time.
+/// blake3 of a file put together from its chunks (each read whole, hashed on all cores).
+pub fn whole_digest(chunks: &[(ChunkRef, Source)]) -> std::io::Result<Digest> {
+    let mut h = blake3::Hasher::new();
+    for (c, src) in chunks {
+        h.update_rayon(&src.read_sized(*c)?);
+    }
+    Ok(h.finalize().into())
+}
+
+/// Reads a file put together from its chunks, one chunk in memory at a time. Chunks are not
+/// rehashed here: the reader's caller checks the whole file against its record (a chunk read
+/// from a file of this store that changed since shows as a whole-file mismatch).
 pub struct ChunkReader {
     chunks: std::vec::IntoIter<(ChunkRef, Source)>,
     buf: Vec<u8>,
@@ -158,7 +189,7 @@ impl Read for ChunkReader {
             let Some((c, src)) = self.chunks.next() else {
                 return Ok(0);
             };
-            self.buf = src.read(c)?;
+            self.buf = src.read_sized(c)?;
             self.pos = 0;
         }
         let n = out.len().min(self.buf.len() - self.pos);

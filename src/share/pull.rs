@@ -12,7 +12,7 @@ use super::chunk::{ChunkList, ChunkRef};
 use super::local::{self, ChunkReader, Source};
 use super::sign::{self, PublicKey};
 use super::{Cache, JOBS, ShareError};
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::Digest;
 use crate::hash::{BuildHash, ComponentId};
 use crate::manifest::{Manifest, Record};
 use crate::store::Store;
@@ -122,10 +122,15 @@ pub async fn pull(
     let _gc = store.gc_guard()?;
     // Downloaded chunks stay for the next pull when this one fails on the way (a network
     // error); a refusal removes them, and so does success, once they are published.
+    let started = std::time::Instant::now();
     let done = match fetch_chunks(store, cache, &remote, &lists, bar, &mut report).await {
-        Ok(sources) => publish(store, &remote, &lists, sources).await,
+        Ok(sources) => {
+            tracing::debug!("pull: chunks in {:?}", started.elapsed());
+            publish(store, &remote, &lists, sources).await
+        }
         Err(e) => Err(e),
     };
+    tracing::debug!("pull: done in {:?}", started.elapsed());
     if matches!(
         &done,
         Ok(_) | Err(ShareError::Refused { .. } | ShareError::Store(_))
@@ -364,6 +369,7 @@ async fn publish(
     let (hash, url) = (remote.hash, remote.url.clone());
     let manifest = remote.manifest.clone();
     tokio::task::spawn_blocking(move || {
+        let t0 = std::time::Instant::now();
         let refused = |what: String, problem: String| ShareError::Refused {
             hash,
             url: url.clone(),
@@ -372,9 +378,8 @@ async fn publish(
         };
         for (id, _, record, files) in &work {
             for a in &record.files {
-                let mut w = HashingWriter::new(std::io::sink());
-                let copied = std::io::copy(&mut ChunkReader::new(files[&a.path].clone()), &mut w);
-                let (digest, _, _) = w.finish();
+                let copied = local::whole_digest(&files[&a.path]);
+                let digest = *copied.as_ref().unwrap_or(&a.blake3);
                 match copied {
                     Err(e) => {
                         return Err(refused(
@@ -396,6 +401,7 @@ async fn publish(
                 }
             }
         }
+        tracing::debug!("pull: files checked in {:?}", t0.elapsed());
         let mut imported = Vec::new();
         for (id, bytes, _, files) in work {
             let open = |rel: &str| -> std::io::Result<Box<dyn std::io::Read>> {
