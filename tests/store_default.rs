@@ -83,5 +83,13 @@ fn the_default_store_is_per_user_not_per_folder() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--store"), "{}", stderr(&out));
+    // … but a command that needs no store works without one.
+    let out = bare(&two, None, "rel".as_ref())
+        .env_remove("HOME")
+        .args(["hash", ctx.recipe().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), hash);
     ctx.assert_nothing_left();
 }

@@ -40,10 +40,17 @@ pub fn store_of(global: &Global) -> Result<Store> {
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let g = &cli.global;
-    if let Command::Sidecar(args) = &cli.command {
-        // Inside the bundle: no store, and perhaps no HOME.
-        crate::sidecar::main(args.clone()).await?;
-        return Ok(Outcome::Success);
+    // Commands that need no store (the sidecar runs inside the bundle, perhaps with no HOME).
+    match &cli.command {
+        Command::Sidecar(args) => {
+            crate::sidecar::main(args.clone()).await?;
+            return Ok(Outcome::Success);
+        }
+        Command::Hash { recipe, pure } => return build::hash(g, recipe, *pure),
+        Command::Key {
+            command: KeyCommand::Generate { name, out },
+        } => return share::key_generate(g, name, out),
+        _ => {}
     }
     let store = store_of(g)?;
     match &cli.command {
@@ -53,7 +60,6 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             root,
             push,
         } => build::build(g, &store, recipe, *pure, root.as_deref(), push.as_deref()).await,
-        Command::Hash { recipe, pure } => build::hash(g, recipe, *pure),
         Command::Ls => inspect::ls(g, &store),
         Command::Show { hash } => inspect::show(g, &store, hash),
         Command::Diff { a, b } => inspect::diff(g, &store, a, b),
@@ -86,10 +92,9 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             trust,
             no_check_sigs,
         } => share::pull(g, &store, hash, from, trust, *no_check_sigs).await,
-        Command::Key {
-            command: KeyCommand::Generate { name, out },
-        } => share::key_generate(name, out),
-        Command::Sidecar(_) => unreachable!("handled above"),
+        Command::Sidecar(_) | Command::Hash { .. } | Command::Key { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

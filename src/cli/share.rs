@@ -190,7 +190,7 @@ pub async fn pull(
     Ok(Outcome::Success)
 }
 
-pub fn key_generate(name: &str, dir: &Path) -> Result<Outcome> {
+pub fn key_generate(g: &Global, name: &str, dir: &Path) -> Result<Outcome> {
     let key = SecretKey::generate(name)?;
     let (sec, public) = (
         dir.join(format!("{name}.sec")),
@@ -207,11 +207,13 @@ pub fn key_generate(name: &str, dir: &Path) -> Result<Outcome> {
     crate::files::write_new(&sec, format!("{}\n", key.to_line()).as_bytes(), 0o600)?;
     let line = key.public().to_line();
     crate::files::write_new(&public, format!("{line}\n").as_bytes(), 0o644)?;
-    eprintln!(
-        "bottle key: wrote {} (secret, mode 0600) and {}",
-        sec.display(),
-        public.display()
-    );
+    if g.quiet == 0 {
+        eprintln!(
+            "bottle key: wrote {} (secret, mode 0600) and {}",
+            sec.display(),
+            public.display()
+        );
+    }
     out(line)?;
     Ok(Outcome::Success)
 }
