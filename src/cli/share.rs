@@ -30,9 +30,9 @@ fn bar(g: &Global, what: &str) -> ProgressBar {
     bar
 }
 
-fn open_cache(url: &str) -> Result<Cache> {
+fn open_cache(url: &str, settings: &Settings) -> Result<Cache> {
     let url = CacheUrl::parse(url)?;
-    Ok(Cache::open(&url)?)
+    Ok(Cache::open(&url, &settings.s3)?)
 }
 
 pub async fn push(
@@ -62,8 +62,8 @@ pub async fn push_entry(
     to: &str,
     sign_key: Option<&Path>,
 ) -> Result<push::PushReport> {
-    let cache = open_cache(to)?;
     let settings = Settings::load(g.config.as_deref())?;
+    let cache = open_cache(to, &settings)?;
     let key = match sign_key.or(settings.secret_key_file.as_deref()) {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -116,7 +116,7 @@ pub async fn substitute(g: &Global, store: &Store, hash: &BuildHash) -> Result<b
         unsigned_ok: false,
     };
     for url in &settings.substituters {
-        let cache = Cache::open(url)?;
+        let cache = Cache::open(url, &settings.s3)?;
         let bar = bar(g, "pull");
         let r = pull::pull(store, &cache, hash, &trust, &bar).await;
         bar.finish_and_clear();
@@ -158,8 +158,8 @@ pub async fn pull(
             "{hash:?} is not an entry's full hash (64 hex digits): a pull names the entry exactly"
         );
     };
-    let cache = open_cache(from)?;
     let settings = Settings::load(g.config.as_deref())?;
+    let cache = open_cache(from, &settings)?;
     let trust = Trust {
         keys: trusted(trust, &settings)?,
         unsigned_ok: no_check_sigs,
@@ -220,7 +220,8 @@ pub fn key_generate(g: &Global, name: &str, dir: &Path) -> Result<Outcome> {
 
 /// `bottle gc --remote URL`: keeps the entries given (full hashes), or all of them.
 pub async fn gc_remote(g: &Global, url: &str, keep: &[String], dry_run: bool) -> Result<Outcome> {
-    let cache = open_cache(url)?;
+    let settings = Settings::load(g.config.as_deref())?;
+    let cache = open_cache(url, &settings)?;
     let keep = keep
         .iter()
         .map(|k| {

@@ -31,7 +31,7 @@ pub enum Cache {
 const ATTEMPTS: u32 = 5;
 
 impl Cache {
-    pub fn open(url: &CacheUrl) -> Result<Cache, CacheError> {
+    pub fn open(url: &CacheUrl, s3: &super::config::S3Options) -> Result<Cache, CacheError> {
         match url {
             CacheUrl::File(root) => Ok(Cache::File(FileCache { root: root.clone() })),
             CacheUrl::Http { base } => {
@@ -41,6 +41,7 @@ impl Cache {
                 &url.to_string(),
                 bucket,
                 prefix,
+                s3,
             )?)),
         }
     }

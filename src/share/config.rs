@@ -11,7 +11,12 @@
 //! substituters = ["s3://bottles/ci", "http://cache.internal:8080/bottles"]
 //! trusted-public-keys = ["ci-1:x5d2…"]
 //! secret-key-file = "/etc/bottle/ci-1.sec"
+//! s3-endpoint = "http://127.0.0.1:3900"   # an S3 server other than AWS (AWS_ENDPOINT_URL wins)
+//! s3-region = "garage"                    # (AWS_REGION wins)
 //! ```
+//!
+//! S3 credentials are never read from this file: they come from the environment
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), as every AWS tool reads them.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +32,8 @@ struct File {
     #[serde(default)]
     trusted_public_keys: Vec<String>,
     secret_key_file: Option<PathBuf>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
 }
 
 /// The settings, checked: URLs parsed, keys decoded.
@@ -35,6 +42,16 @@ pub struct Settings {
     pub substituters: Vec<CacheUrl>,
     pub trusted_public_keys: Vec<PublicKey>,
     pub secret_key_file: Option<PathBuf>,
+    /// For `s3://` caches: the server (beside AWS) and region, where the environment's
+    /// `AWS_ENDPOINT_URL` and `AWS_REGION` say nothing.
+    pub s3: S3Options,
+}
+
+/// Where an `s3://` cache's server is, when the environment does not say.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
 }
 
 /// The default config file, if a home is known.
@@ -97,6 +114,10 @@ impl Settings {
             substituters,
             trusted_public_keys,
             secret_key_file,
+            s3: S3Options {
+                endpoint: file.s3_endpoint,
+                region: file.s3_region,
+            },
         })
     }
 }
@@ -104,7 +125,7 @@ impl Settings {
 fn parse(text: &str, path: &Path) -> anyhow::Result<(File, String)> {
     let f: File = toml::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "config file {}: {}; its keys are substituters, trusted-public-keys and secret-key-file",
+            "config file {}: {}; its keys are substituters, trusted-public-keys, secret-key-file, s3-endpoint and s3-region",
             path.display(),
             e.to_string().trim_end()
         )

@@ -1,5 +1,6 @@
-//! A cache in an S3 bucket through `object_store`: AWS S3, Garage, MinIO, R2. Endpoint,
-//! region and credentials come from the usual environment — `AWS_ACCESS_KEY_ID`,
+//! A cache in an S3 bucket through `object_store`: AWS S3, Garage, MinIO, R2. Endpoint and
+//! region come from the config file (`s3-endpoint`, `s3-region`) or, overriding it, the usual
+//! environment; credentials from the environment only — `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (or
 //! `AWS_ENDPOINT`) for a server other than AWS, `AWS_ALLOW_HTTP=true` for a plain-HTTP one —
 //! with path-style requests, which every S3 server answers. object_store retries transient
@@ -21,9 +22,32 @@ pub struct S3Cache {
 }
 
 impl S3Cache {
-    pub fn new(url: &str, bucket: &str, prefix: &str) -> Result<S3Cache, CacheError> {
-        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        // AWS's newer name for the endpoint, which from_env does not read.
+    pub fn new(
+        url: &str,
+        bucket: &str,
+        prefix: &str,
+        config: &super::config::S3Options,
+    ) -> Result<S3Cache, CacheError> {
+        // The config file's endpoint and region first: the environment overrides them.
+        let mut b = AmazonS3Builder::new();
+        if let Some(endpoint) = &config.endpoint {
+            b = b.with_endpoint(endpoint);
+            if endpoint.starts_with("http://") {
+                b = b.with_allow_http(true);
+            }
+        }
+        if let Some(region) = &config.region {
+            b = b.with_region(region);
+        }
+        for (k, v) in std::env::vars() {
+            if k.starts_with("AWS_")
+                && let Ok(key) = k.to_ascii_lowercase().parse()
+            {
+                b = b.with_config(key, v);
+            }
+        }
+        b = b.with_bucket_name(bucket);
+        // AWS's newer name for the endpoint, which object_store does not know.
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             b = b.with_endpoint(endpoint);
         }
