@@ -16,10 +16,91 @@ pub struct Nginx {
     child: Child,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    scheme: &'static str,
 }
 
 impl Nginx {
     pub fn start() -> Nginx {
+        Nginx::start_with(None)
+    }
+
+    /// nginx serving HTTPS with a certificate for 127.0.0.1 from a CA made here with openssl;
+    /// returns the CA's PEM file too.
+    pub fn start_tls() -> (Nginx, PathBuf) {
+        let certs = tempfile::tempdir().unwrap();
+        let d = certs.path();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=bottle test cache CA",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            d.join("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ]);
+        let nginx = Nginx::start_with(Some((d.join("srv.pem"), d.join("srv.key"))));
+        let ca = nginx.dir.path().join("ca.pem");
+        std::fs::copy(d.join("ca.pem"), &ca).unwrap();
+        (nginx, ca)
+    }
+
+    fn start_with(tls: Option<(PathBuf, PathBuf)>) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -44,7 +125,7 @@ http {{
   scgi_temp_path {d}/scgi;
   client_max_body_size 0;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{ssl};
     root {d}/www;
     location / {{
       dav_methods PUT DELETE;
@@ -56,7 +137,15 @@ http {{
   }}
 }}
 "#,
-            d = d.display()
+            d = d.display(),
+            ssl = match &tls {
+                Some((cert, key)) => format!(
+                    " ssl;\n    ssl_certificate {};\n    ssl_certificate_key {}",
+                    cert.display(),
+                    key.display()
+                ),
+                None => String::new(),
+            }
         );
         std::fs::write(d.join("nginx.conf"), conf).unwrap();
         let child = Command::new("nginx")
@@ -71,7 +160,13 @@ http {{
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx (Debian's nginx-light; run scripts/setup)");
-        let nginx = Nginx { child, dir, port };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let nginx = Nginx {
+            child,
+            dir,
+            port,
+            scheme,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -85,7 +180,7 @@ http {{
     }
 
     pub fn url(&self, prefix: &str) -> String {
-        format!("http://127.0.0.1:{}/{prefix}", self.port)
+        format!("{}://127.0.0.1:{}/{prefix}", self.scheme, self.port)
     }
 
     /// The folder nginx serves.
@@ -198,4 +293,46 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+#[test]
+fn an_https_cache_behind_a_private_ca_serves_a_pull_once_its_ca_is_named() {
+    let (nginx, ca) = Nginx::start_tls();
+    let src = TestContext::new("share-https-src");
+    let dst = TestContext::new("share-https-dst");
+    let hash = src.build(&src.recipe());
+    let (key, public) = keygen(&src, "ci-1");
+    let url = nginx.url("cache");
+    assert!(url.starts_with("https://"), "{url}");
+    let mut c = src.cmd();
+    c.env(bottle::share::tls::CA_ENV, &ca);
+    let out = src.output_of(
+        c,
+        &[
+            "push",
+            &hash,
+            "--to",
+            &url,
+            "--sign-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without the CA: the certificate is refused, naming the cache; nothing is pulled.
+    let out = dst.output(&["pull", &hash, "--from", &url, "--trust", &public]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&url), "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dst.store.exists());
+    let mut c = dst.cmd();
+    c.env(bottle::share::tls::CA_ENV, &ca);
+    let out = dst.output_of(c, &["pull", &hash, "--from", &url, "--trust", &public]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(dst.ok(&["verify"]).trim(), format!("ok       {hash}"));
+    dst.assert_nothing_left();
+    src.assert_nothing_left();
 }

@@ -1,6 +1,7 @@
 //! A cache on a plain HTTP server: GET and HEAD read, PUT writes, DELETE removes (nginx with
 //! `dav_methods PUT DELETE` and `create_full_put_path on`); listing reads nginx's
-//! `autoindex_format json` pages, folder by folder. HTTP/1.1 with kept-alive connections.
+//! `autoindex_format json` pages, folder by folder. HTTP/1.1 with kept-alive connections;
+//! `https://` through [`super::tls`].
 
 use std::time::Duration;
 
@@ -19,22 +20,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct HttpCache {
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<super::tls::Connector, Full<Bytes>>,
 }
 
 impl HttpCache {
     pub fn new(base: &str) -> Result<HttpCache, CacheError> {
-        if !base.starts_with("http://") {
-            return Err(CacheError {
-                url: base.to_string(),
-                key: String::new(),
-                message: "https:// caches are not supported by this build of bottle yet; use http:// on a trusted network (every byte is checked against the signed entry anyway) or file://".to_string(),
-                transient: false,
-            });
-        }
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(Duration::from_secs(10)));
-        conn.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let conn = super::tls::Connector::new(http).map_err(|message| CacheError {
+            url: base.to_string(),
+            key: String::new(),
+            message,
+            transient: false,
+        })?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(conn);
@@ -71,11 +71,12 @@ impl HttpCache {
             .body(Full::new(body))
             .map_err(|e| self.err(key, format!("bad request: {e}"), false))?;
         let work = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| self.err(key, format!("request failed: {e:#}"), true))?;
+            let resp = self.client.request(req).await.map_err(|e| {
+                let message = chain(&e);
+                // A refused certificate does not get better by asking again.
+                let transient = !message.contains("certificate");
+                self.err(key, format!("request failed: {message}"), transient)
+            })?;
             let status = resp.status();
             let body = resp
                 .into_body()
@@ -162,4 +163,16 @@ impl HttpCache {
         }
         Ok(out)
     }
+}
+
+/// An error with its sources: hyper's client says only "client error (Connect)" on top.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }

@@ -43,6 +43,7 @@ pub mod pull;
 pub mod push;
 pub mod s3;
 pub mod sign;
+pub mod tls;
 pub mod url;
 
 pub use cache::{Cache, CacheError};
