@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::share::keygen;
 use support::*;
 
 /// A running nginx serving a folder over HTTP on 127.0.0.1.
@@ -203,12 +204,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn keygen(ctx: &TestContext, name: &str) -> (PathBuf, String) {
-    let dir = ctx.dir.path().join("keys");
-    let out = ctx.ok(&["key", "generate", name, "--out", dir.to_str().unwrap()]);
-    (dir.join(format!("{name}.sec")), out.trim().to_string())
 }
 
 fn json(out: &str) -> serde_json::Value {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::share::keygen;
 use support::*;
 
 const RPC_SECRET: &str = "4c1f3ab0b5a64ad0e9d7f1c2b3a4958677e6d5c4b3a2918f7e6d5c4b3a291807";
@@ -265,12 +266,6 @@ impl Garage {
         }
         c
     }
-}
-
-fn keygen(ctx: &TestContext, name: &str) -> (PathBuf, String) {
-    let dir = ctx.dir.path().join("keys");
-    let out = ctx.ok(&["key", "generate", name, "--out", dir.to_str().unwrap()]);
-    (dir.join(format!("{name}.sec")), out.trim().to_string())
 }
 
 fn ok_json(ctx: &TestContext, cmd: Command, args: &[&str]) -> serde_json::Value {

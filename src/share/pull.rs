@@ -342,7 +342,7 @@ async fn publish(
     lists: &[(ComponentId, ChunkList)],
     sources: HashMap<Digest, Source>,
 ) -> Result<Vec<ComponentId>, ShareError> {
-    let readers = |list: &ChunkList| -> HashMap<String, Vec<(ChunkRef, Source)>> {
+    let readers = |list: &ChunkList| -> Files {
         list.files
             .iter()
             .map(|f| {
@@ -370,36 +370,13 @@ async fn publish(
     let manifest = remote.manifest.clone();
     tokio::task::spawn_blocking(move || {
         let t0 = std::time::Instant::now();
-        let refused = |what: String, problem: String| ShareError::Refused {
-            hash,
-            url: url.clone(),
-            what,
-            problem,
-        };
         for (id, _, record, files) in &work {
-            for a in &record.files {
-                let copied = local::whole_digest(&files[&a.path]);
-                let digest = *copied.as_ref().unwrap_or(&a.blake3);
-                match copied {
-                    Err(e) => {
-                        return Err(refused(
-                            format!("{}/{}", id.kind, a.path),
-                            format!("cannot be put together: {e}"),
-                        ));
-                    }
-                    Ok(_) if digest != a.blake3 => {
-                        return Err(refused(
-                            format!("{}/{}", id.kind, a.path),
-                            format!(
-                                "its chunks put together hash to {}, the record says {}",
-                                digest.short(),
-                                a.blake3.short()
-                            ),
-                        ));
-                    }
-                    Ok(_) => {}
-                }
-            }
+            check_files(*id, record, files).map_err(|(what, problem)| ShareError::Refused {
+                hash,
+                url: url.clone(),
+                what,
+                problem,
+            })?;
         }
         tracing::debug!("pull: files checked in {:?}", t0.elapsed());
         let mut imported = Vec::new();
@@ -424,6 +401,32 @@ async fn publish(
     })
     .await
     .expect("publishing does not panic")
+}
+
+/// Each file of a component, as the chunks that make it up and where they are.
+type Files = HashMap<String, Vec<(ChunkRef, Source)>>;
+
+/// Each file put together from its chunks must hash to its record's blake3; else (what,
+/// problem) of the first that does not.
+fn check_files(id: ComponentId, record: &Record, files: &Files) -> Result<(), (String, String)> {
+    for a in &record.files {
+        let what = || format!("{}/{}", id.kind, a.path);
+        match local::whole_digest(&files[&a.path]) {
+            Err(e) => return Err((what(), format!("cannot be put together: {e}"))),
+            Ok(digest) if digest != a.blake3 => {
+                return Err((
+                    what(),
+                    format!(
+                        "its chunks put together hash to {}, the record says {}",
+                        digest.short(),
+                        a.blake3.short()
+                    ),
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Removes the downloaded chunks of these components (once published, or when refused).

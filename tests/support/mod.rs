@@ -41,6 +41,7 @@ pub use bottle::run::names::{LABEL_HASH, LABEL_RUN, LABEL_STORE};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 
+pub mod share;
 pub mod upstream;
 
 /// Held (read) by builds, (write) by image removal: see the module doc.
