@@ -201,19 +201,27 @@ async fn check_signature(
         .map(|(id, b, _)| (*id, b.as_slice()))
         .collect();
     let message = sign::fingerprint(&remote.hash, &remote.manifest, &refs);
+    // Any one trusted key's signature will do; one by a trusted key's name that does not
+    // verify says the entry was changed after it was signed.
+    let mut mismatch = None;
     for s in &sigs {
-        if let Some(k) = trust.keys.iter().find(|k| k.name() == s.key) {
+        for k in trust.keys.iter().filter(|k| k.name() == s.key) {
             if k.verifies(&message, s) {
                 return Ok(Some(k.name().to_string()));
             }
-            return Err(remote.refused(
-                "signature",
-                format!("the signature by trusted key {:?} does not match: the manifest or a record was changed after it was signed", s.key),
-            ));
+            mismatch = Some(s.key.clone());
         }
     }
     if trust.unsigned_ok {
         return Ok(None);
+    }
+    if let Some(name) = mismatch {
+        return Err(remote.refused(
+            "signature",
+            format!(
+                "the signature by trusted key {name:?} does not match: the manifest or a record was changed after it was signed"
+            ),
+        ));
     }
     let fix = "trust the pushing key (--trust NAME:KEY, or trusted-public-keys in the config), or pass --no-check-sigs to accept it unsigned";
     let trusted: Vec<&str> = trust.keys.iter().map(|k| k.name()).collect();
