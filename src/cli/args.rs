@@ -36,7 +36,8 @@ pub struct Global {
     /// The store folder [default: $XDG_CACHE_HOME/bottle, else ~/.cache/bottle]
     #[arg(long, global = true, env = "BOTTLE_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
-    /// The config file: substituters, trusted-public-keys, secret-key-file [default:
+    /// The config file: substituters, trusted-public-keys, secret-key-file, s3-endpoint,
+    /// s3-region [default:
     /// $XDG_CONFIG_HOME/bottle/config.toml, else ~/.config/bottle/config.toml]
     #[arg(long, global = true, env = "BOTTLE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -56,7 +57,8 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build a recipe into the store (or find it there); prints the hash as the last line
+    /// Build a recipe into the store (or find it there, or pull it from a substituter); prints
+    /// the hash as the last line
     ///
     /// Only the components the store lacks are built: change an allowlist and only the
     /// config is new; upgrade bottle and only the bundle is. `--json` prints the hash, the
@@ -163,7 +165,7 @@ pub enum Command {
     Push {
         /// A hash or unique prefix of a store entry
         hash: String,
-        /// The cache: file:///PATH or http://HOST[:PORT]/PREFIX
+        /// The cache: file:///PATH, http(s)://HOST[:PORT]/PREFIX or s3://BUCKET/PREFIX
         #[arg(long, value_name = "URL")]
         to: String,
         /// The secret key to sign with (`bottle key generate`) [default: BOTTLE_SECRET_KEY_FILE,
@@ -176,7 +178,7 @@ pub enum Command {
     Pull {
         /// The entry's full hash
         hash: String,
-        /// The cache: file:///PATH or http://HOST[:PORT]/PREFIX
+        /// The cache: file:///PATH, http(s)://HOST[:PORT]/PREFIX or s3://BUCKET/PREFIX
         #[arg(long, value_name = "URL")]
         from: String,
         /// A public key whose signature is accepted (NAME:BASE64, as `bottle key generate`
