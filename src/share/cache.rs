@@ -219,3 +219,63 @@ impl FileCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn failure(transient: bool) -> CacheError {
+        CacheError {
+            url: "u".into(),
+            key: "k".into(),
+            message: "m".into(),
+            transient,
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_with_backoff_and_final_ones_are_not() {
+        let cache = Cache::File(FileCache {
+            root: "/nonexistent".into(),
+        });
+        let tries = AtomicU32::new(0);
+        let started = std::time::Instant::now();
+        let r = cache
+            .retry("k", || async {
+                match tries.fetch_add(1, Ordering::SeqCst) {
+                    0 | 1 => Err(failure(true)),
+                    _ => Ok(7),
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(tries.load(Ordering::SeqCst), 3);
+        // 100 ms, then 200 ms.
+        assert!(started.elapsed() >= Duration::from_millis(300));
+
+        tries.store(0, Ordering::SeqCst);
+        let r: Result<(), _> = cache
+            .retry("k", || async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Err(failure(false))
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(
+            tries.load(Ordering::SeqCst),
+            1,
+            "a final error is not retried"
+        );
+
+        tries.store(0, Ordering::SeqCst);
+        let r: Result<(), _> = cache
+            .retry("k", || async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Err(failure(true))
+            })
+            .await;
+        assert!(r.unwrap_err().message.contains("after 5 tries"));
+        assert_eq!(tries.load(Ordering::SeqCst), ATTEMPTS);
+    }
+}
