@@ -1,7 +1,6 @@
 //! What the local store holds of chunks: the chunk lists of its components (computed once,
-//! kept in `local/chunk-lists/`), the chunks a pull downloaded and not yet published
-//! (`local/chunks/`, where a killed pull resumes), and a reader that puts a file together
-//! from chunks, checking each against its blake3 as it reads it.
+//! kept in `local/chunk-lists/`), where each chunk of its components lies, and the files a
+//! pull puts together (`local/pull/KIND-HASH/`, where a killed pull resumes).
 
 use std::collections::HashMap;
 use std::fs;
@@ -13,53 +12,74 @@ use crate::digest::Digest;
 use crate::hash::{ComponentId, ComponentKind};
 use crate::store::{Component, Store};
 
-/// Where a chunk's bytes are on this machine.
+/// Where a chunk's bytes are on this machine: a slice of a file of a published component.
 #[derive(Debug, Clone)]
-pub enum Source {
-    /// A downloaded chunk file under `local/chunks/`.
-    Partial(PathBuf),
-    /// A slice of a file of a published component.
-    Slice { path: PathBuf, offset: u64 },
+pub struct Source {
+    path: PathBuf,
+    offset: u64,
 }
 
 impl Source {
+    pub fn new(path: PathBuf, offset: u64) -> Source {
+        Source { path, offset }
+    }
+
     /// The chunk's bytes, checked against its blake3 and size.
     pub fn read(&self, c: ChunkRef) -> std::io::Result<Vec<u8>> {
-        match self {
-            Source::Slice { path, offset } => chunk::read_checked(path, *offset, c),
-            Source::Partial(path) => chunk::read_checked(path, 0, c),
-        }
-    }
-
-    /// The chunk's bytes, of its size but not rehashed: for putting a file together whose
-    /// whole blake3 is checked against its record as it is read.
-    fn read_sized(&self, c: ChunkRef) -> std::io::Result<Vec<u8>> {
-        let (path, offset) = match self {
-            Source::Slice { path, offset } => (path, *offset),
-            Source::Partial(path) => (path, 0),
-        };
-        let mut f = fs::File::open(path)?;
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
-        let mut buf = Vec::with_capacity(c.size as usize);
-        f.take(c.size).read_to_end(&mut buf)?;
-        if buf.len() as u64 != c.size {
-            return Err(std::io::Error::other(format!(
-                "{} ends before chunk {}",
-                path.display(),
-                c.blake3.short()
-            )));
-        }
-        Ok(buf)
+        chunk::read_checked(&self.path, self.offset, c)
     }
 }
 
-/// Downloaded chunks not yet published.
-pub fn partial_dir(store: &Store) -> PathBuf {
-    store.local().join("chunks")
+/// The folder under `local/` where pulls put components together.
+pub const PULL_DIR: &str = "pull";
+
+/// Where a pull puts a component's files together.
+pub fn pull_dir(store: &Store, id: &ComponentId) -> PathBuf {
+    store
+        .local()
+        .join(PULL_DIR)
+        .join(format!("{}-{}", id.kind, id.hash))
 }
 
-pub fn partial_path(store: &Store, d: &Digest) -> PathBuf {
-    partial_dir(store).join(d.hex())
+/// Opens a file being put together for appending: what a killed pull left of it is kept up
+/// to its last whole chunk that matches its blake3, and cut there. Returns the file, a hasher
+/// fed with what was kept, and how many chunks that is.
+pub fn resume(
+    path: &Path,
+    chunks: &[ChunkRef],
+) -> std::io::Result<(fs::File, blake3::Hasher, usize)> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut kept = 0;
+    let mut offset = 0u64;
+    if let Ok(mut f) = fs::File::open(path) {
+        let len = f.metadata()?.len();
+        for c in chunks {
+            if offset + c.size > len {
+                break;
+            }
+            let mut buf = Vec::with_capacity(c.size as usize);
+            (&mut f).take(c.size).read_to_end(&mut buf)?;
+            if Digest::of(&buf) != c.blake3 {
+                break;
+            }
+            hasher.update(&buf);
+            offset += c.size;
+            kept += 1;
+        }
+    }
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.set_len(offset).map_err(io_err(path))?;
+    let mut f = f;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
+    Ok((f, hasher, kept))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> std::io::Error + '_ {
@@ -146,55 +166,9 @@ pub fn sources(store: &Store, kind: ComponentKind) -> HashMap<Digest, Source> {
             continue;
         };
         for (path, offset, c) in list.located() {
-            out.entry(c.blake3).or_insert_with(|| Source::Slice {
-                path: comp.path(path),
-                offset,
-            });
+            out.entry(c.blake3)
+                .or_insert_with(|| Source::new(comp.path(path), offset));
         }
     }
     out
-}
-
-/// blake3 of a file put together from its chunks (each read whole, hashed on all cores).
-pub fn whole_digest(chunks: &[(ChunkRef, Source)]) -> std::io::Result<Digest> {
-    let mut h = blake3::Hasher::new();
-    for (c, src) in chunks {
-        h.update_rayon(&src.read_sized(*c)?);
-    }
-    Ok(h.finalize().into())
-}
-
-/// Reads a file put together from its chunks, one chunk in memory at a time. Chunks are not
-/// rehashed here: the reader's caller checks the whole file against its record (a chunk read
-/// from a file of this store that changed since shows as a whole-file mismatch).
-pub struct ChunkReader {
-    chunks: std::vec::IntoIter<(ChunkRef, Source)>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl ChunkReader {
-    pub fn new(chunks: Vec<(ChunkRef, Source)>) -> ChunkReader {
-        ChunkReader {
-            chunks: chunks.into_iter(),
-            buf: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            let Some((c, src)) = self.chunks.next() else {
-                return Ok(0);
-            };
-            self.buf = src.read_sized(c)?;
-            self.pos = 0;
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }

@@ -21,13 +21,14 @@
 //! nothing unchecked: the manifest must hash to the entry's name; each record's key must hash
 //! to its component's name; a signature by a trusted key must cover the entry's hash, the
 //! manifest's and every record's bytes ([`sign::fingerprint`]); each chunk must match its
-//! blake3 before it is written; each file, put together from its chunks, must match its
-//! record before `Store::import_component` publishes the component. Chunks the local store
-//! has (in files of components of the same kind) are read from there, rechecked; the others
-//! are downloaded into `local/chunks/` of the store (a pull holds `gc.lock` shared; `bottle
-//! gc` removes what a killed pull left there), so a pull killed at any point resumes
-//! with what it had; they are removed once their components are published, and at once when
-//! the pull is refused.
+//! blake3 before it is written; each file, put together from its chunks in order under
+//! `local/pull/KIND-HASH/` of the store, must match its record before
+//! `Store::import_component_dir` moves it in and publishes the component. Chunks the local
+//! store has (in files of components of the same kind) are read from there, rechecked; the
+//! others are downloaded, eight at a time, in order. A pull killed at any point resumes each
+//! file from its last whole chunk (rechecked); what it put together is removed once
+//! published, at once when the pull is refused, and by `bottle gc` (a pull holds `gc.lock`
+//! shared) when a killed pull left it.
 //!
 //! What never leaves: components hold no CA key (each run mints its own, under `runs/`) and no
 //! token value (tokens are named, and read at run time); only `entries/` and `components/`

@@ -1,15 +1,15 @@
 //! `bottle pull`: an entry from a cache into the store, every byte checked before it is
 //! used, nothing published unless all of it is (see the module doc of `share`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
 use super::chunk::{ChunkList, ChunkRef};
-use super::local::{self, ChunkReader, Source};
+use super::local::{self, Source};
 use super::sign::{self, PublicKey};
 use super::{Cache, JOBS, ShareError};
 use crate::digest::Digest;
@@ -35,8 +35,10 @@ pub struct PullReport {
     pub components: Vec<ComponentId>,
     pub chunks_downloaded: usize,
     pub bytes_downloaded: u64,
-    /// Chunks found on this machine: in its components, or downloaded by a killed pull.
+    /// Chunks found on this machine: in its components, or put together by a killed pull.
     pub chunks_local: usize,
+    /// Bytes a killed pull had put together, which this one resumed from.
+    pub bytes_resumed: u64,
     /// The key whose signature was accepted.
     pub signed_by: Option<String>,
 }
@@ -68,17 +70,8 @@ pub async fn pull(
     bar: &ProgressBar,
 ) -> Result<PullReport, ShareError> {
     if store.contains(hash) {
-        // What a pull killed after publishing the entry downloaded for it.
-        if local::partial_dir(store).is_dir()
-            && let Ok(Some(m)) = store.manifest(hash)
-        {
-            let lists: Vec<_> = m
-                .components
-                .ids()
-                .into_iter()
-                .filter_map(|id| local::kept(store, &id).map(|l| (id, l)))
-                .collect();
-            forget_partial(store, &lists);
+        if let Ok(Some(m)) = store.manifest(hash) {
+            forget(store, &m.components.ids());
         }
         return Ok(PullReport {
             present: true,
@@ -88,18 +81,8 @@ pub async fn pull(
     let remote = fetch_entry(cache, hash).await?;
     let signed_by = check_signature(cache, &remote, trust).await?;
     let mut lists = Vec::new();
-    // Chunk lists of components the store has: only to forget what a killed pull downloaded
-    // for them.
-    let mut published = Vec::new();
     for (id, _, record) in &remote.records {
-        let partial = local::partial_dir(store).is_dir();
         if store.has_component(id) {
-            if partial
-                && let Ok(Some(bytes)) = cache.get(&super::chunk_list_key(id)).await
-                && let Ok(list) = ChunkList::parse(&bytes, record)
-            {
-                published.push((*id, list));
-            }
             continue;
         }
         let key = super::chunk_list_key(id);
@@ -117,17 +100,22 @@ pub async fn pull(
         signed_by,
         ..PullReport::default()
     };
-    // `bottle gc` removes downloaded chunks only while no pull holds this.
+    // `bottle gc` removes what killed pulls left only while no pull holds this.
     store.init()?;
     let _gc = store.gc_guard()?;
-    // Downloaded chunks stay for the next pull when this one fails on the way (a network
-    // error); a refusal removes them, and so does success, once they are published.
+    // What is put together stays for the next pull when this one fails on the way (a
+    // network error); a refusal removes it, and so does success, once it is published.
     let started = std::time::Instant::now();
-    let done = match fetch_chunks(store, cache, &remote, &lists, bar, &mut report).await {
-        Ok(sources) => {
-            tracing::debug!("pull: chunks in {:?}", started.elapsed());
-            publish(store, &remote, &lists, sources).await
+    let mut done = Ok(());
+    for (id, list) in &lists {
+        done = fetch_component(store, cache, &remote, *id, list, bar, &mut report).await;
+        if done.is_err() {
+            break;
         }
+    }
+    tracing::debug!("pull: chunks in {:?}", started.elapsed());
+    let done = match done {
+        Ok(()) => publish(store, &remote, &lists).await,
         Err(e) => Err(e),
     };
     tracing::debug!("pull: done in {:?}", started.elapsed());
@@ -135,8 +123,14 @@ pub async fn pull(
         &done,
         Ok(_) | Err(ShareError::Refused { .. } | ShareError::Store(_))
     ) {
-        forget_partial(store, &lists);
-        forget_partial(store, &published);
+        forget(
+            store,
+            &remote
+                .records
+                .iter()
+                .map(|(id, _, _)| *id)
+                .collect::<Vec<_>>(),
+        );
     }
     report.components = done?;
     Ok(report)
@@ -242,68 +236,98 @@ async fn check_signature(
     Err(remote.refused("signature", problem))
 }
 
-/// Where each needed chunk is, downloading those this machine lacks (each checked before it
-/// is written).
-async fn fetch_chunks(
+/// One component's files, put together in its folder under `local/pull/`, each chunk
+/// checked as it arrives and each file as it ends; a file a killed pull left is resumed from
+/// its last whole chunk.
+async fn fetch_component(
     store: &Store,
     cache: &Cache,
     remote: &Remote,
-    lists: &[(ComponentId, ChunkList)],
+    id: ComponentId,
+    list: &ChunkList,
     bar: &ProgressBar,
     report: &mut PullReport,
-) -> Result<HashMap<Digest, Source>, ShareError> {
-    let mut sources = HashMap::new();
-    let mut wanted: HashMap<Digest, (ChunkRef, String)> = HashMap::new();
-    let mut by_kind = HashMap::new();
-    for (id, list) in lists {
-        let local = by_kind
-            .entry(id.kind)
-            .or_insert_with(|| local::sources(store, id.kind));
-        for (path, _, c) in list.located() {
-            let partial = local::partial_path(store, &c.blake3);
-            if let Some(src) = local.get(&c.blake3) {
-                sources.insert(c.blake3, src.clone());
-            } else if partial.is_file() {
-                sources.insert(c.blake3, Source::Partial(partial));
+) -> Result<(), ShareError> {
+    let (_, _, record) = remote
+        .records
+        .iter()
+        .find(|(r, _, _)| *r == id)
+        .expect("listed");
+    let local = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || local::sources(&store, id.kind))
+            .await
+            .expect("listing local chunks does not panic")
+    };
+    bar.inc_length(list.total());
+    let dir = local::pull_dir(store, &id);
+    for (f, a) in list.files.iter().zip(&record.files) {
+        let path = dir.join(&f.path);
+        let io = |source| ShareError::Io {
+            path: path.clone(),
+            source,
+        };
+        let (mut file, mut hasher, resumed) = {
+            let (path, chunks) = (path.clone(), f.chunks.clone());
+            tokio::task::spawn_blocking(move || local::resume(&path, &chunks))
+                .await
+                .expect("resuming does not panic")
+                .map_err(io)?
+        };
+        let resumed_bytes: u64 = f.chunks[..resumed].iter().map(|c| c.size).sum();
+        report.chunks_local += resumed;
+        report.bytes_resumed += resumed_bytes;
+        bar.inc(resumed_bytes);
+        let what = format!("{}/{}", id.kind, f.path);
+        let mut arriving = stream::iter(f.chunks[resumed..].iter().copied())
+            .map(|c| fetch_chunk(cache, remote, &local, c, &what))
+            .buffered(JOBS);
+        while let Some(got) = arriving.next().await {
+            let (bytes, downloaded) = got?;
+            std::io::Write::write_all(&mut file, &bytes).map_err(io)?;
+            hasher.update_rayon(&bytes);
+            bar.inc(bytes.len() as u64);
+            if downloaded {
+                report.chunks_downloaded += 1;
+                report.bytes_downloaded += bytes.len() as u64;
             } else {
-                wanted
-                    .entry(c.blake3)
-                    .or_insert((c, format!("{}/{path}", id.kind)));
-                continue;
+                report.chunks_local += 1;
             }
         }
+        drop(arriving);
+        let digest: Digest = hasher.finalize().into();
+        if digest != a.blake3 {
+            return Err(remote.refused(
+                what,
+                format!(
+                    "its chunks put together hash to {}, the record says {}",
+                    digest.short(),
+                    a.blake3.short()
+                ),
+            ));
+        }
     }
-    report.chunks_local = sources.len();
-    bar.inc_length(wanted.values().map(|(c, _)| c.size).sum());
-    let dir = local::partial_dir(store);
-    if !wanted.is_empty() {
-        fs::create_dir_all(&dir).map_err(|source| ShareError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-    }
-    let got: Vec<(Digest, u64)> = stream::iter(wanted.into_values())
-        .map(|(c, file)| download(store, cache, remote, c, file, bar))
-        .buffer_unordered(JOBS)
-        .try_collect()
-        .await?;
-    for (d, size) in got {
-        report.chunks_downloaded += 1;
-        report.bytes_downloaded += size;
-        sources.insert(d, Source::Partial(local::partial_path(store, &d)));
-    }
-    Ok(sources)
+    Ok(())
 }
 
-/// One chunk: fetched, checked against its name and size, written by one rename.
-async fn download(
-    store: &Store,
+/// One chunk's bytes: from this machine when a component of the same kind holds it (checked
+/// as it is read), else from the cache, checked against its name and size. Whether it was
+/// downloaded.
+async fn fetch_chunk(
     cache: &Cache,
     remote: &Remote,
+    local: &HashMap<Digest, Source>,
     c: ChunkRef,
-    file: String,
-    bar: &ProgressBar,
-) -> Result<(Digest, u64), ShareError> {
+    file: &str,
+) -> Result<(bytes::Bytes, bool), ShareError> {
+    if let Some(src) = local.get(&c.blake3).cloned() {
+        let read = tokio::task::spawn_blocking(move || src.read(c))
+            .await
+            .expect("reading a chunk does not panic");
+        if let Ok(b) = read {
+            return Ok((bytes::Bytes::from(b), false));
+        }
+    }
     let key = super::chunk_key(&c.blake3);
     let what = format!("{file}: chunk {} ({key})", c.blake3.short());
     let bytes = cache
@@ -316,87 +340,46 @@ async fn download(
             format!("{} bytes where the chunk list says {}", bytes.len(), c.size),
         ));
     }
-    let got = Digest::of(&bytes);
+    // Hashed off this task: the chunks in flight are polled by one task, whose thread also
+    // puts the file together.
+    let got = {
+        let b = bytes.clone();
+        tokio::task::spawn_blocking(move || Digest::of(&b))
+            .await
+            .expect("hashing does not panic")
+    };
     if got != c.blake3 {
         return Err(remote.refused(
             &what,
             format!("its bytes hash to {}, not to its name", got.short()),
         ));
     }
-    // Written here, not on a blocking task: a refused pull drops this future, and no write
-    // may land after it removed what it had downloaded.
-    let path = local::partial_path(store, &c.blake3);
-    let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".part-")
-            .tempfile_in(local::partial_dir(store))?;
-        std::io::Write::write_all(&mut tmp, &bytes)?;
-        tmp.persist(&path).map_err(|e| e.error)?;
-        Ok(())
-    };
-    write().map_err(|source| ShareError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    bar.inc(c.size);
-    Ok((c.blake3, c.size))
+    Ok((bytes, true))
 }
 
-/// Checks every file put together from its chunks against its record, then imports the
-/// components (which checks them again as it copies) and the entry.
+/// Publishes the components put together under `local/pull/` (the store rehashes every
+/// byte as it takes them), then the entry.
 async fn publish(
     store: &Store,
     remote: &Remote,
     lists: &[(ComponentId, ChunkList)],
-    sources: HashMap<Digest, Source>,
 ) -> Result<Vec<ComponentId>, ShareError> {
-    let readers = |list: &ChunkList| -> Files {
-        list.files
-            .iter()
-            .map(|f| {
-                let chunks = f
-                    .chunks
-                    .iter()
-                    .map(|c| (*c, sources[&c.blake3].clone()))
-                    .collect();
-                (f.path.clone(), chunks)
-            })
-            .collect()
-    };
     let mut work = Vec::new();
-    for (id, list) in lists {
-        let (_, bytes, record) = remote
+    for (id, _) in lists {
+        let (_, bytes, _) = remote
             .records
             .iter()
             .find(|(r, _, _)| r == id)
             .expect("listed");
-        work.push((*id, bytes.clone(), record.clone(), readers(list)));
+        work.push((*id, bytes.clone()));
     }
     let store = store.clone();
     let lists = lists.to_vec();
-    let (hash, url) = (remote.hash, remote.url.clone());
-    let manifest = remote.manifest.clone();
+    let (hash, manifest) = (remote.hash, remote.manifest.clone());
     tokio::task::spawn_blocking(move || {
-        let t0 = std::time::Instant::now();
-        for (id, _, record, files) in &work {
-            check_files(*id, record, files).map_err(|(what, problem)| ShareError::Refused {
-                hash,
-                url: url.clone(),
-                what,
-                problem,
-            })?;
-        }
-        tracing::debug!("pull: files checked in {:?}", t0.elapsed());
         let mut imported = Vec::new();
-        for (id, bytes, _, files) in work {
-            let open = |rel: &str| -> std::io::Result<Box<dyn std::io::Read>> {
-                let chunks = files
-                    .get(rel)
-                    .cloned()
-                    .ok_or_else(|| std::io::Error::other("not in the chunk list"))?;
-                Ok(Box::new(ChunkReader::new(chunks)))
-            };
-            if store.import_component(id, &bytes, open)? {
+        for (id, bytes) in work {
+            if store.import_component_dir(id, &bytes, &local::pull_dir(&store, &id))? {
                 imported.push(id);
             }
         }
@@ -411,41 +394,10 @@ async fn publish(
     .expect("publishing does not panic")
 }
 
-/// Each file of a component, as the chunks that make it up and where they are.
-type Files = HashMap<String, Vec<(ChunkRef, Source)>>;
-
-/// Each file put together from its chunks must hash to its record's blake3; else (what,
-/// problem) of the first that does not.
-fn check_files(id: ComponentId, record: &Record, files: &Files) -> Result<(), (String, String)> {
-    for a in &record.files {
-        let what = || format!("{}/{}", id.kind, a.path);
-        match local::whole_digest(&files[&a.path]) {
-            Err(e) => return Err((what(), format!("cannot be put together: {e}"))),
-            Ok(digest) if digest != a.blake3 => {
-                return Err((
-                    what(),
-                    format!(
-                        "its chunks put together hash to {}, the record says {}",
-                        digest.short(),
-                        a.blake3.short()
-                    ),
-                ));
-            }
-            Ok(_) => {}
-        }
+/// Removes what pulls put together for these components (once published, or when refused).
+fn forget(store: &Store, ids: &[ComponentId]) {
+    for id in ids {
+        let _ = fs::remove_dir_all(local::pull_dir(store, id));
     }
-    Ok(())
-}
-
-/// Removes the downloaded chunks of these components (once published, or when refused).
-fn forget_partial(store: &Store, lists: &[(ComponentId, ChunkList)]) {
-    let mut seen = HashSet::new();
-    for (_, list) in lists {
-        for (_, _, c) in list.located() {
-            if seen.insert(c.blake3) {
-                let _ = fs::remove_file(local::partial_path(store, &c.blake3));
-            }
-        }
-    }
-    let _ = fs::remove_dir(local::partial_dir(store));
+    let _ = fs::remove_dir(store.local().join(local::PULL_DIR));
 }

@@ -128,7 +128,7 @@ async fn push_component(
     for (path, offset, c) in list.located() {
         unique.entry(c.blake3).or_insert_with(|| {
             let path = comp.path(path);
-            (Source::Slice { path, offset }, c)
+            (Source::new(path, offset), c)
         });
     }
     bar.inc_length(unique.values().map(|(_, c)| c.size).sum());

@@ -148,12 +148,12 @@ impl Store {
             remove(&self.tmp().join(&name), &mut report)?;
             report.removed_temporary.push(name);
         }
-        // Chunks a killed pull downloaded (pulls hold gc.lock shared, so none is under way),
+        // What killed pulls put together (pulls hold gc.lock shared, so none is under way),
         // and kept chunk lists of components that are gone.
-        let partial = self.local().join("chunks");
+        let partial = self.local().join("pull");
         if partial.is_dir() {
             remove(&partial, &mut report)?;
-            report.removed_temporary.push("local/chunks".to_string());
+            report.removed_temporary.push("local/pull".to_string());
         }
         let lists = self.local().join("chunk-lists");
         let mut present = BTreeSet::new();

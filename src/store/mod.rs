@@ -15,8 +15,8 @@
 //!     ├── pins/RUNID            the entry a run uses: gc keeps it until `bottle down`
 //!     ├── tmp/                  builds and imports under way, published by one rename
 //!     ├── locks/                one lock per entry and component, and gc.lock
-//!     ├── local/                machine-local, never shared: verified/ markers; chunks/ a
-//!     │                         pull downloaded (gc empties it); chunk-lists/ of components
+//!     ├── local/                machine-local, never shared: verified/ markers; pull/ what
+//!     │                         pulls put together (gc empties it); chunk-lists/ of components
 //!     └── runs/RUNID/           machine-local: a run's record, its CA (keys mode 0600,
 //!                               removed at teardown), the folders its bundle mounts; after
 //!                               teardown only its audit log and `ended`, until `bottle gc`

@@ -173,6 +173,50 @@ impl Store {
         Ok(true)
     }
 
+    /// Imports a component whose files a pull put together in `dir`, a folder on this store's
+    /// filesystem, checking every byte as it wrote them: each chunk against its blake3, each
+    /// whole file against the blake3 of `record` (`share::pull`). The files are moved into a
+    /// staged folder and checked as an import checks what it copied — names, sizes, modes, a
+    /// config component's rendering of its key — then published; nothing is copied or
+    /// rehashed again. Returns whether it was imported (false: the store had it).
+    pub fn import_component_dir(
+        &self,
+        id: ComponentId,
+        record: &[u8],
+        dir: &Path,
+    ) -> Result<bool, StoreError> {
+        let what = format!("component {id}");
+        let refused = |damage: Vec<Damage>| StoreError::Refused {
+            what: what.clone(),
+            damage,
+        };
+        let record = Record::parse(record, &format!("{id} {RECORD_FILE}"), &id)
+            .map_err(|e| refused(vec![Damage::new(RECORD_FILE, e.to_string())]))?;
+        let _gc = self.gc_guard()?;
+        let Some(staged) = self.stage(id)? else {
+            return Ok(false);
+        };
+        let mut damage = Vec::new();
+        for a in &record.files {
+            if let Err(problem) = move_in(dir, staged.path(), a) {
+                damage.push(Damage::new(&a.path, problem));
+            }
+        }
+        if damage.is_empty() {
+            damage = verify::check_folder(
+                staged.path(),
+                &record,
+                verify::Depth::Contents,
+                &verify::Marker::new(),
+            );
+        }
+        if !damage.is_empty() {
+            return Err(refused(damage));
+        }
+        self.finish(staged, record)?;
+        Ok(true)
+    }
+
     /// Imports an entry's manifest as received, once its components are in the store: it
     /// must hash to `expected`.
     pub fn import_entry(&self, manifest: &[u8], expected: &BuildHash) -> Result<(), StoreError> {
@@ -262,6 +306,20 @@ impl Store {
         self.import_entry(&bytes, hash)?;
         Ok(imported)
     }
+}
+
+/// Moves one listed file from `from` into the staged folder, synced, with its mode.
+fn move_in(from: &Path, root: &Path, a: &Artifact) -> Result<(), String> {
+    let dest = root.join(&a.path);
+    if let Some(dir) = dest.parent() {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    fs::rename(from.join(&a.path), &dest).map_err(|e| format!("cannot be moved in: {e}"))?;
+    File::open(&dest)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("cannot sync: {e}"))?;
+    fs::set_permissions(&dest, fs::Permissions::from_mode(a.mode))
+        .map_err(|e| format!("cannot set its mode: {e}"))
 }
 
 /// The most of a file an import holds in memory at once.
