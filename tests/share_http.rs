@@ -271,6 +271,51 @@ fn an_entry_pushed_to_nginx_is_pulled_into_an_empty_store_and_runs() {
         "gc kept every chunk the entry needs"
     );
 
+    // A chunk flipped on the server's disk: refused, naming the file and the chunk; the
+    // store it was pulled into is unchanged.
+    let m = src.manifest(&hash);
+    let guest = m.components.get(bottle::hash::ComponentKind::Guest);
+    let list: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            nginx
+                .root()
+                .join("team/cache")
+                .join(bottle::share::chunk_list_key(&guest)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let first = list["files"][0]["chunks"][0]["blake3"].as_str().unwrap();
+    let chunk = nginx
+        .root()
+        .join("team/cache")
+        .join(bottle::share::chunk_key(
+            &bottle::digest::Digest::parse(first).unwrap(),
+        ));
+    let mut b = std::fs::read(&chunk).unwrap();
+    b[0] ^= 1;
+    std::fs::write(&chunk, b).unwrap();
+    let fourth = TestContext::new("share-http-flipped");
+    fourth.build(&fourth.recipe());
+    let before = fourth.snapshot();
+    let out = fourth.output(&["pull", &hash, "--from", &url, "--trust", &public]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("refused entry {hash} from {url}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "guest/{}: chunk {}",
+            list["files"][0]["path"].as_str().unwrap(),
+            &first[..12]
+        )),
+        "{err}"
+    );
+    assert_eq!(fourth.snapshot(), before, "the store changed");
+    fourth.assert_nothing_left();
+
     // A server that is gone: a clear error naming the URL, after retries, the store unchanged.
     let gone = format!("http://127.0.0.1:{}/x", free_port());
     let third = TestContext::new("share-http-gone");
