@@ -212,7 +212,12 @@ impl<W> HashingWriter<W> {
 impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        // Large writes (an import's) are hashed on every core, as `file_digest` hashes.
+        if n >= 1 << 17 {
+            self.hasher.update_rayon(&buf[..n]);
+        } else {
+            self.hasher.update(&buf[..n]);
+        }
         self.written += n as u64;
         Ok(n)
     }

@@ -29,5 +29,6 @@ pub mod progress;
 pub mod recipe;
 pub mod run;
 pub mod runtime;
+pub mod share;
 pub mod sidecar;
 pub mod store;

@@ -33,9 +33,14 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The store folder [default: ./cache]
+    /// The store folder [default: $XDG_CACHE_HOME/bottle, else ~/.cache/bottle]
     #[arg(long, global = true, env = "BOTTLE_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// The config file: substituters, trusted-public-keys, secret-key-file, s3-endpoint,
+    /// s3-region [default:
+    /// $XDG_CONFIG_HOME/bottle/config.toml, else ~/.config/bottle/config.toml]
+    #[arg(long, global = true, env = "BOTTLE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Print one JSON document on stdout instead of text
     #[arg(long, global = true)]
     pub json: bool,
@@ -52,7 +57,8 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build a recipe into the store (or find it there); prints the hash as the last line
+    /// Build a recipe into the store (or find it there, or pull it from a substituter); prints
+    /// the hash as the last line
     ///
     /// Only the components the store lacks are built: change an allowlist and only the
     /// config is new; upgrade bottle and only the bundle is. `--json` prints the hash, the
@@ -67,6 +73,10 @@ pub enum Command {
         /// Also record a gc root of this name for the entry
         #[arg(long, value_name = "NAME")]
         root: Option<String>,
+        /// Then push the entry to this cache, signed with the secret-key-file (CI's one
+        /// command)
+        #[arg(long, value_name = "URL")]
+        push: Option<String>,
     },
     /// Print a recipe's hash without building: CI's cache key
     Hash {
@@ -98,6 +108,11 @@ pub enum Command {
         /// Say what would be removed, remove nothing
         #[arg(long)]
         dry_run: bool,
+        /// Collect a cache instead: remove its entries not given with --keep (none when no
+        /// --keep is given: then only what no entry names), the components no kept entry
+        /// names, the chunks no kept component lists; refused while a push is under way
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
     },
     /// Which components, recipe fields and input files differ between two entries ("why did
     /// CI rebuild?")
@@ -173,7 +188,56 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Push an entry to a cache, signed: the components and chunks the cache lacks, then the
+    /// manifest and its signature
+    Push {
+        /// A hash or unique prefix of a store entry
+        hash: String,
+        /// The cache: file:///PATH, http(s)://HOST[:PORT]/PREFIX or s3://BUCKET/PREFIX
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The secret key to sign with (`bottle key generate`) [default: BOTTLE_SECRET_KEY_FILE,
+        /// else the config's secret-key-file]; unsigned without one
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
+    },
+    /// Pull an entry from a cache: every byte checked, signed by a trusted key, only the
+    /// chunks this machine lacks downloaded
+    Pull {
+        /// The entry's full hash
+        hash: String,
+        /// The cache: file:///PATH, http(s)://HOST[:PORT]/PREFIX or s3://BUCKET/PREFIX
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// A public key whose signature is accepted (NAME:BASE64, as `bottle key generate`
+        /// prints it); repeatable; beside BOTTLE_TRUSTED_PUBLIC_KEYS or the config's
+        /// trusted-public-keys
+        #[arg(long, value_name = "PUBKEY")]
+        trust: Vec<String>,
+        /// Accept an entry no trusted key signed (its bytes are still checked against its hash
+        /// and records)
+        #[arg(long)]
+        no_check_sigs: bool,
+    },
+    /// Signing keys for pushes
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// The bundle's entry point: runs the listed daemons until SIGTERM (inside the bundle)
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make an ed25519 key pair: NAME.sec (mode 0600) and NAME.pub, one line NAME:BASE64
+    /// each as Nix writes them; prints the public line, which `--trust` takes
+    Generate {
+        /// The key's name, written into every signature it makes (e.g. ci-1)
+        name: String,
+        /// The folder to write the two files into
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
 }

@@ -16,15 +16,21 @@ pub async fn build(
     recipe: &Path,
     pure: bool,
     root: Option<&str>,
+    push: Option<&str>,
 ) -> Result<Outcome> {
     let progress = Progress::new(g.quiet > 0 || g.json, g.no_progress);
     let (planned, keys) = keyed(recipe, pure, g)?;
+    // As Nix substitutes: what a cache has (signed by a trusted key) is pulled, not built.
+    super::share::substitute(g, store, &keys.hash()).await?;
     let built = tokio::select! {
         r = builder::build(store, &planned, &keys, &progress) => r?,
         _ = interrupted() => bail!("interrupted; nothing was added to the store"),
     };
     if let Some(name) = root {
         store.add_root(name, &built.hash)?;
+    }
+    if let Some(url) = push {
+        super::share::push_entry(g, store, &built.hash, url, None).await?;
     }
     let path = store.entry_file(&built.hash);
     if g.json {

@@ -8,15 +8,16 @@ mod build;
 mod inspect;
 mod maintain;
 mod runs;
+mod share;
 mod supervise;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-pub use args::{Cli, Command, Global};
+pub use args::{Cli, Command, Global, KeyCommand};
 
 use crate::hash::{self, Keys};
 use crate::store::Store;
@@ -30,28 +31,50 @@ pub enum Outcome {
     Exit(u8),
 }
 
-pub fn store_of(global: &Global) -> Store {
-    Store::new(
-        global
-            .store
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("cache")),
-    )
+/// The store `--store`/`BOTTLE_STORE` names, else the person's own ([`Store::default_root`]).
+pub fn store_of(global: &Global) -> Result<Store> {
+    match &global.store {
+        Some(dir) => Ok(Store::new(dir.clone())),
+        None => Ok(Store::new(Store::default_root()?)),
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let g = &cli.global;
-    let store = store_of(g);
+    // Commands that need no store (the sidecar runs inside the bundle, perhaps with no HOME).
     match &cli.command {
-        Command::Build { recipe, pure, root } => {
-            build::build(g, &store, recipe, *pure, root.as_deref()).await
+        Command::Sidecar(args) => {
+            crate::sidecar::main(args.clone()).await?;
+            return Ok(Outcome::Success);
         }
-        Command::Hash { recipe, pure } => build::hash(g, recipe, *pure),
+        Command::Hash { recipe, pure } => return build::hash(g, recipe, *pure),
+        Command::Key {
+            command: KeyCommand::Generate { name, out },
+        } => return share::key_generate(g, name, out),
+        _ => {}
+    }
+    let store = store_of(g)?;
+    match &cli.command {
+        Command::Build {
+            recipe,
+            pure,
+            root,
+            push,
+        } => build::build(g, &store, recipe, *pure, root.as_deref(), push.as_deref()).await,
         Command::Ls => inspect::ls(g, &store),
         Command::Show { hash } => inspect::show(g, &store, hash),
         Command::Diff { a, b } => inspect::diff(g, &store, a, b),
         Command::Verify { hash } => maintain::verify(g, &store, hash.as_deref()),
-        Command::Gc { keep, dry_run } => maintain::gc(g, &store, keep, *dry_run),
+        Command::Gc {
+            keep,
+            dry_run,
+            remote: Some(url),
+        } => share::gc_remote(g, url, keep, *dry_run).await,
+        Command::Gc {
+            keep,
+            dry_run,
+            remote: None,
+        } => maintain::gc(g, &store, keep, *dry_run),
         Command::Run {
             target,
             subnet_pool,
@@ -73,9 +96,17 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             let act = supervise::act(approve, deny, reason, answer);
             supervise::supervise(g, &store, run, act, *all, *watch).await
         }
-        Command::Sidecar(args) => {
-            crate::sidecar::main(args.clone()).await?;
-            Ok(Outcome::Success)
+        Command::Push { hash, to, sign_key } => {
+            share::push(g, &store, hash, to, sign_key.as_deref()).await
+        }
+        Command::Pull {
+            hash,
+            from,
+            trust,
+            no_check_sigs,
+        } => share::pull(g, &store, hash, from, trust, *no_check_sigs).await,
+        Command::Sidecar(_) | Command::Hash { .. } | Command::Key { .. } => {
+            unreachable!("handled above")
         }
     }
 }

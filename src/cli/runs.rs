@@ -21,13 +21,14 @@ pub async fn run(
     let (hash, build_guard) = if target.ends_with(".toml") || path.is_file() {
         let progress = Progress::new(g.quiet > 0 || g.json, g.no_progress);
         let (planned, keys) = keyed(path, false, g)?;
+        super::share::substitute(g, store, &keys.hash()).await?;
         let built = tokio::select! {
             r = builder::build(store, &planned, &keys, &progress) => r?,
             _ = interrupted() => bail!("interrupted; nothing was added to the store"),
         };
         (built.hash, built.guard)
     } else {
-        (store.resolve(target)?, None)
+        (resolve_or_substitute(g, store, target).await?, None)
     };
     let report = run::run(
         store,
@@ -44,6 +45,25 @@ pub async fn run(
         print_json(&serde_json::to_value(&report)?)?;
     }
     Ok(Outcome::Exit(run::exit_code(report.exit_code as i64)))
+}
+
+/// A hash of the store; a full hash it lacks is pulled from the substituters first.
+async fn resolve_or_substitute(
+    g: &Global,
+    store: &Store,
+    target: &str,
+) -> Result<crate::hash::BuildHash> {
+    match store.resolve(target) {
+        Err(crate::store::StoreError::Unknown { .. }) => {
+            if let Some(hash) = crate::hash::BuildHash::parse(target.trim())
+                && super::share::substitute(g, store, &hash).await?
+            {
+                return Ok(hash);
+            }
+            Ok(store.resolve(target)?)
+        }
+        other => Ok(other?),
+    }
 }
 
 pub fn ps(g: &Global, store: &Store) -> Result<Outcome> {

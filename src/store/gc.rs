@@ -148,6 +148,27 @@ impl Store {
             remove(&self.tmp().join(&name), &mut report)?;
             report.removed_temporary.push(name);
         }
+        // What killed pulls put together (pulls hold gc.lock shared, so none is under way),
+        // and kept chunk lists of components that are gone.
+        let partial = self.local().join("pull");
+        if partial.is_dir() {
+            remove(&partial, &mut report)?;
+            report.removed_temporary.push("local/pull".to_string());
+        }
+        let lists = self.local().join("chunk-lists");
+        let mut present = BTreeSet::new();
+        for kind in ComponentKind::ALL {
+            for hash in self.component_hashes(kind)? {
+                if self.component_dir(&ComponentId { kind, hash }).is_dir() {
+                    present.insert(format!("{kind}-{hash}.json"));
+                }
+            }
+        }
+        for name in names(&lists)? {
+            if !present.contains(&name) {
+                remove(&lists.join(&name), &mut report)?;
+            }
+        }
         for name in names(&self.runs())? {
             let dir = self.runs().join(&name);
             if dir.join(super::RUN_ENDED).is_file() && !dir.join(super::RUN_RECORD).exists() {

@@ -1,7 +1,8 @@
 //! Store: the home of built bottles — entries as closures of content-addressed components.
 //!
 //! ```text
-//! cache/                        the store root (--store, BOTTLE_STORE, default ./cache)
+//! STORE/                        the store root: --store, BOTTLE_STORE, else the person's own,
+//!                               $XDG_CACHE_HOME/bottle or ~/.cache/bottle ([`Store::default_root`])
 //! ├── CACHEDIR.TAG              marks the folder as a cache for backup tools
 //! ├── .gitignore                "*": a store is never committed
 //! └── v2/                       layout version; `bottle gc` removes other vN folders
@@ -14,7 +15,8 @@
 //!     ├── pins/RUNID            the entry a run uses: gc keeps it until `bottle down`
 //!     ├── tmp/                  builds and imports under way, published by one rename
 //!     ├── locks/                one lock per entry and component, and gc.lock
-//!     ├── local/                machine-local, never shared: verified/ markers
+//!     ├── local/                machine-local, never shared: verified/ markers; pull/ what
+//!     │                         pulls put together (gc empties it); chunk-lists/ of components
 //!     └── runs/RUNID/           machine-local: a run's record, its CA (keys mode 0600,
 //!                               removed at teardown), the folders its bundle mounts; after
 //!                               teardown only its audit log and `ended`, until `bottle gc`
@@ -43,6 +45,7 @@ use std::path::{Path, PathBuf};
 pub use gc::GcReport;
 pub use lock::{GcGuard, StoreLock};
 pub use publish::Staged;
+pub(crate) use publish::rel_path;
 pub use verify::{Component, Damage, Entry};
 
 use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKind};
@@ -79,6 +82,10 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(
+        "no store folder: neither XDG_CACHE_HOME nor HOME is set to an absolute path; pass --store DIR or set BOTTLE_STORE"
+    )]
+    NoDefault,
     #[error("root name {name:?} must be letters, digits, '-', '_' or '.'")]
     BadRoot { name: String },
     #[error("entry {hash} is not in the store {store}; build it or pull it first")]
@@ -122,6 +129,13 @@ impl Store {
         Store {
             root: std::path::absolute(&root).unwrap_or(root),
         }
+    }
+
+    /// The person's own store, one per user as uv and cargo keep theirs, so `bottle run HASH`
+    /// finds what was built or pulled from any folder: `$XDG_CACHE_HOME/bottle`, else
+    /// `$HOME/.cache/bottle`. A relative `XDG_CACHE_HOME` is ignored, as the XDG spec says.
+    pub fn default_root() -> Result<PathBuf, StoreError> {
+        default_root_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
     }
 
     pub fn root(&self) -> &Path {
@@ -286,6 +300,20 @@ impl Store {
     }
 }
 
+fn default_root_from(
+    xdg_cache_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Result<PathBuf, StoreError> {
+    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(xdg) = absolute(xdg_cache_home) {
+        return Ok(xdg.join("bottle"));
+    }
+    match absolute(home) {
+        Some(home) => Ok(home.join(".cache").join("bottle")),
+        None => Err(StoreError::NoDefault),
+    }
+}
+
 /// The names in a folder (none when it does not exist).
 fn names(dir: &Path) -> Result<Vec<String>, StoreError> {
     match fs::read_dir(dir) {
@@ -311,4 +339,34 @@ pub fn du(path: &Path) -> u64 {
         .filter(|m| m.is_file())
         .map(|m| m.len())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_store_is_the_persons_own() {
+        let got = |x: Option<&str>, h: Option<&str>| {
+            default_root_from(x.map(Into::into), h.map(Into::into))
+        };
+        assert_eq!(
+            got(Some("/x/cache"), Some("/home/a")).unwrap(),
+            PathBuf::from("/x/cache/bottle")
+        );
+        assert_eq!(
+            got(None, Some("/home/a")).unwrap(),
+            PathBuf::from("/home/a/.cache/bottle")
+        );
+        // A relative XDG_CACHE_HOME is ignored (the XDG spec), and so is a relative HOME.
+        assert_eq!(
+            got(Some("rel"), Some("/home/a")).unwrap(),
+            PathBuf::from("/home/a/.cache/bottle")
+        );
+        assert!(matches!(
+            got(Some("rel"), Some("home")),
+            Err(StoreError::NoDefault)
+        ));
+        assert!(matches!(got(None, None), Err(StoreError::NoDefault)));
+    }
 }

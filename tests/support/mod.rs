@@ -41,6 +41,7 @@ pub use bottle::run::names::{LABEL_HASH, LABEL_RUN, LABEL_STORE};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 
+pub mod share;
 pub mod sshd;
 pub mod upstream;
 
@@ -199,6 +200,12 @@ git_email = "agent@bottle.invalid"
             .env_remove("BOTTLE_PAUSE_AT")
             .env_remove("BOTTLE_SUBNET_POOL")
             .env_remove("BOTTLE_SMOLVM")
+            // No substituter, trusted key or signing key of the machine's own: a test names
+            // the ones it means.
+            .env_remove("BOTTLE_SUBSTITUTERS")
+            .env_remove("BOTTLE_TRUSTED_PUBLIC_KEYS")
+            .env_remove("BOTTLE_SECRET_KEY_FILE")
+            .env("BOTTLE_CONFIG", "/dev/null")
             .arg("--no-progress");
         c
     }

@@ -1,0 +1,171 @@
+//! `bottle push`: an entry of the store into a cache — the chunks the cache lacks, then each
+//! component's chunk list and record, then the manifest, then the signature.
+
+use std::collections::HashMap;
+use std::fs;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use super::local::{self, Source};
+use super::sign::{self, SecretKey};
+use super::{Cache, JOBS, ShareError};
+use crate::digest::Digest;
+use crate::hash::{BuildHash, ComponentId};
+use crate::manifest::RECORD_FILE;
+use crate::store::{Component, Store};
+
+/// What a push did.
+#[derive(Debug, Default, Serialize)]
+pub struct PushReport {
+    /// Components written to the cache (the others it had).
+    #[serde(serialize_with = "super::ids")]
+    pub components: Vec<ComponentId>,
+    pub chunks_uploaded: usize,
+    pub bytes_uploaded: u64,
+    /// Chunks of pushed components the cache had already.
+    pub chunks_present: usize,
+    /// Bytes of every file of the entry.
+    pub entry_bytes: u64,
+    /// The key that signed it, if any.
+    pub signed_by: Option<String>,
+}
+
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ShareError + '_ {
+    move |source| ShareError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Pushes an entry, checked as `bottle run` checks it first, and signs it with `key`.
+pub async fn push(
+    store: &Store,
+    cache: &Cache,
+    hash: &BuildHash,
+    key: Option<&SecretKey>,
+    bar: &ProgressBar,
+) -> Result<PushReport, ShareError> {
+    let entry = store.open(hash)?;
+    let lease = super::gc::PushLease::take(cache).await?;
+    let r = push_leased(store, cache, hash, key, bar, entry).await;
+    lease.release(cache).await;
+    r
+}
+
+async fn push_leased(
+    store: &Store,
+    cache: &Cache,
+    hash: &BuildHash,
+    key: Option<&SecretKey>,
+    bar: &ProgressBar,
+    entry: crate::store::Entry,
+) -> Result<PushReport, ShareError> {
+    let manifest_path = store.entry_file(hash);
+    let manifest = fs::read(&manifest_path).map_err(io(&manifest_path))?;
+    let mut report = PushReport {
+        entry_bytes: entry.size(),
+        ..PushReport::default()
+    };
+    let mut records = Vec::new();
+    for comp in entry.components() {
+        let path = comp.path(RECORD_FILE);
+        let record = fs::read(&path).map_err(io(&path))?;
+        let have = cache.head(&super::record_key(&comp.id)).await?
+            && cache.head(&super::chunk_list_key(&comp.id)).await?;
+        if !have {
+            push_component(store, cache, comp, &record, bar, &mut report).await?;
+            report.components.push(comp.id);
+        }
+        records.push((comp.id, record));
+    }
+    cache
+        .put(&super::entry_key(hash), Bytes::from(manifest.clone()))
+        .await?;
+    if let Some(key) = key {
+        let refs: Vec<(ComponentId, &[u8])> =
+            records.iter().map(|(id, r)| (*id, r.as_slice())).collect();
+        let message = sign::fingerprint(hash, &manifest, &refs);
+        let mine = key.sign(&message);
+        // Other keys' signatures stay; this key's is replaced.
+        let sig_key = super::signature_key(hash);
+        let mut lines: Vec<String> = match cache.get(&sig_key).await? {
+            Some(old) => String::from_utf8_lossy(&old)
+                .lines()
+                .filter(|l| sign::Signature::parse(l, "").is_ok_and(|s| s.key != key.name()))
+                .map(str::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
+        lines.push(mine.to_line());
+        let text = lines.join("\n") + "\n";
+        cache.put(&sig_key, Bytes::from(text)).await?;
+        report.signed_by = Some(key.name().to_string());
+    }
+    Ok(report)
+}
+
+/// One component: its chunks the cache lacks, then its chunk list, then its record.
+async fn push_component(
+    store: &Store,
+    cache: &Cache,
+    comp: &Component,
+    record: &[u8],
+    bar: &ProgressBar,
+    report: &mut PushReport,
+) -> Result<(), ShareError> {
+    let list = {
+        let (store, comp) = (store.clone(), comp.clone());
+        let dir = comp.dir.clone();
+        tokio::task::spawn_blocking(move || local::chunk_list(&store, &comp, true))
+            .await
+            .expect("chunking does not panic")
+            .map_err(io(&dir))?
+    };
+    let mut unique: HashMap<Digest, (Source, crate::share::chunk::ChunkRef)> = HashMap::new();
+    for (path, offset, c) in list.located() {
+        unique.entry(c.blake3).or_insert_with(|| {
+            let path = comp.path(path);
+            (Source::new(path, offset), c)
+        });
+    }
+    bar.inc_length(unique.values().map(|(_, c)| c.size).sum());
+    let results: Vec<Option<u64>> = stream::iter(unique.into_values())
+        .map(|(src, c)| async move {
+            let key = super::chunk_key(&c.blake3);
+            if cache.head(&key).await? {
+                bar.inc(c.size);
+                return Ok::<_, ShareError>(None);
+            }
+            let bytes = tokio::task::spawn_blocking(move || src.read(c))
+                .await
+                .expect("reading a chunk does not panic")
+                .map_err(io(&comp.dir))?;
+            cache.put(&key, Bytes::from(bytes)).await?;
+            bar.inc(c.size);
+            Ok(Some(c.size))
+        })
+        .buffer_unordered(JOBS)
+        .try_collect()
+        .await?;
+    for r in results {
+        match r {
+            Some(size) => {
+                report.chunks_uploaded += 1;
+                report.bytes_uploaded += size;
+            }
+            None => report.chunks_present += 1,
+        }
+    }
+    let list_bytes = list.to_json();
+    report.bytes_uploaded += (list_bytes.len() + record.len()) as u64;
+    cache
+        .put(&super::chunk_list_key(&comp.id), Bytes::from(list_bytes))
+        .await?;
+    cache
+        .put(&super::record_key(&comp.id), Bytes::copy_from_slice(record))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! A cache in an S3 bucket through `object_store`: AWS S3, Garage, MinIO, R2. Endpoint and
+//! region come from the config file (`s3-endpoint`, `s3-region`) or, overriding it, the usual
+//! environment; credentials from the environment only — `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (or
+//! `AWS_ENDPOINT`) for a server other than AWS, `AWS_ALLOW_HTTP=true` for a plain-HTTP one —
+//! with path-style requests, which every S3 server answers. object_store retries transient
+//! failures itself (with backoff), so its errors here are final.
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+
+use super::cache::CacheError;
+
+#[derive(Debug, Clone)]
+pub struct S3Cache {
+    url: String,
+    prefix: String,
+    store: std::sync::Arc<AmazonS3>,
+}
+
+impl S3Cache {
+    pub fn new(
+        url: &str,
+        bucket: &str,
+        prefix: &str,
+        config: &super::config::S3Options,
+    ) -> Result<S3Cache, CacheError> {
+        // The config file's endpoint and region first: the environment overrides them.
+        let mut b = AmazonS3Builder::new();
+        if let Some(endpoint) = &config.endpoint {
+            b = b.with_endpoint(endpoint);
+            if endpoint.starts_with("http://") {
+                b = b.with_allow_http(true);
+            }
+        }
+        if let Some(region) = &config.region {
+            b = b.with_region(region);
+        }
+        for (k, v) in std::env::vars() {
+            if k.starts_with("AWS_")
+                && let Ok(key) = k.to_ascii_lowercase().parse()
+            {
+                b = b.with_config(key, v);
+            }
+        }
+        b = b.with_bucket_name(bucket);
+        // AWS's newer name for the endpoint, which object_store does not know.
+        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+            b = b.with_endpoint(endpoint);
+        }
+        let store = b.build().map_err(|e| CacheError {
+            url: url.to_string(),
+            key: String::new(),
+            message: format!(
+                "{e}; set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and, for a server other than AWS, AWS_ENDPOINT_URL"
+            ),
+            transient: false,
+        })?;
+        Ok(S3Cache {
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+            store: std::sync::Arc::new(store),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    fn err(&self, key: &str, e: object_store::Error) -> CacheError {
+        CacheError {
+            url: self.url.clone(),
+            key: key.to_string(),
+            message: e.to_string(),
+            transient: false,
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        match self.store.get(&self.path(key)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| self.err(key, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), CacheError> {
+        self.store
+            .put(&self.path(key), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(key, e))
+    }
+
+    pub async fn head(&self, key: &str) -> Result<bool, CacheError> {
+        match self.store.head(&self.path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    /// Every key under `prefix`, relative to the cache's own prefix.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
+        let under = self.path(prefix.trim_end_matches('/'));
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&under))
+            .try_collect()
+            .await
+            .map_err(|e| self.err(prefix, e))?;
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                let p = m.location.to_string();
+                p.strip_prefix(&strip).unwrap_or(&p).to_string()
+            })
+            .collect())
+    }
+}
