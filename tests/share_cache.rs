@@ -51,17 +51,22 @@ const ROUTE: &str = r#"
 host = "api.example.com"
 token_env = "BOTTLE_TEST_SHARE_TOKEN"
 "#;
-const TOKEN: &str = "tok-3f9c1d7e0a5b4c2d8e6f";
+/// The route's token value, new for each test process.
+fn token() -> String {
+    let seed = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    format!("tok-{}", &blake3::hash(seed.as_bytes()).to_hex()[..20])
+}
 
 #[test]
 fn an_entry_pushed_to_a_folder_cache_is_pulled_into_an_empty_store_verified_and_run() {
+    let token = token();
     let src = TestContext::new("share-src");
     src.write_recipe("r.toml", &recipe("share-src", ROUTE));
     let dst = TestContext::new("share-dst");
     let hash = src.build(&src.recipe());
     // A run of the source store is live while it pushes: it holds CA keys and the token.
     let mut c = src.cmd();
-    c.env("BOTTLE_TEST_SHARE_TOKEN", TOKEN);
+    c.env("BOTTLE_TEST_SHARE_TOKEN", &token);
     let child = Spawned::start(
         c,
         &[
@@ -75,7 +80,7 @@ fn an_entry_pushed_to_a_folder_cache_is_pulled_into_an_empty_store_verified_and_
     );
     let run_id = src.wait_live().0;
     let ca = src.store().runs().join(&run_id).join("ca");
-    let mut secrets = vec![TOKEN.to_string()];
+    let mut secrets = vec![token.clone()];
     for (path, bytes) in files(&ca) {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         if text.contains("PRIVATE KEY") {
@@ -141,7 +146,7 @@ fn an_entry_pushed_to_a_folder_cache_is_pulled_into_an_empty_store_verified_and_
     assert_eq!(r["present"], true);
     // It runs here, with CAs minted here.
     let mut c = dst.cmd();
-    c.env("BOTTLE_TEST_SHARE_TOKEN", TOKEN);
+    c.env("BOTTLE_TEST_SHARE_TOKEN", &token);
     let out = dst.output_of(
         c,
         &["run", &hash, "--", "sh", "-c", "echo ran as $(id -un)"],

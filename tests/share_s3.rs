@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 use support::share::keygen;
 use support::*;
 
-const RPC_SECRET: &str = "4c1f3ab0b5a64ad0e9d7f1c2b3a4958677e6d5c4b3a2918f7e6d5c4b3a291807";
+/// The cluster's RPC secret (32 bytes in hex, as garage wants it), new for each test process.
+fn rpc_secret() -> String {
+    let seed = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    blake3::hash(seed.as_bytes()).to_hex().to_string()
+}
 const BUCKET: &str = "bottle-cache";
 
 fn garage_bin() -> PathBuf {
@@ -62,7 +66,7 @@ struct Node {
 }
 
 impl Node {
-    fn new(root: &Path, i: usize, replication: usize) -> Node {
+    fn new(root: &Path, i: usize, replication: usize, rpc_secret: &str) -> Node {
         let dir = root.join(format!("node{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         let (rpc, s3, admin) = (free_port(), free_port(), free_port());
@@ -74,7 +78,7 @@ db_engine = "sqlite"
 replication_factor = {replication}
 rpc_bind_addr = "127.0.0.1:{rpc}"
 rpc_public_addr = "127.0.0.1:{rpc}"
-rpc_secret = "{RPC_SECRET}"
+rpc_secret = "{rpc_secret}"
 
 [s3_api]
 s3_region = "garage"
@@ -187,7 +191,10 @@ struct Garage {
 impl Garage {
     fn start(n: usize) -> Garage {
         let dir = tempfile::tempdir().unwrap();
-        let nodes: Vec<Node> = (0..n).map(|i| Node::new(dir.path(), i, n)).collect();
+        let secret = rpc_secret();
+        let nodes: Vec<Node> = (0..n)
+            .map(|i| Node::new(dir.path(), i, n, &secret))
+            .collect();
         let ids: Vec<String> = nodes.iter().map(|n| n.id()).collect();
         for id in &ids[1..] {
             nodes[0].cli(&["node", "connect", id]);
