@@ -2,8 +2,8 @@
 # Pull throughput: an entry whose guest holds one random file (512 MiB by default, and a
 # smaller one to show memory stays flat) pushed to nginx on a loopback port, then pulled into
 # an empty store — every chunk downloaded, checked, written, the files put together, checked
-# and published — against curl downloading the guest's image archive (the same bytes, less the
-# small files) from the same nginx to the same disk in the same run. Target: pull ≥ 0.8× curl's
+# and published — against curl downloading the guest's and the bundle's image archives (the
+# same bytes, less the config's few KiB) from the same nginx to the same disk in the same run. Target: pull ≥ 0.8× curl's
 # throughput; peak RSS (GNU time) flat in the entry's size.
 #
 # Usage (from anywhere): benches/share_pull.sh
@@ -95,14 +95,19 @@ for size in $sizes; do
   head -c "$size" /dev/urandom >"$work/ctx/big"
   hash=$("$bin" -q --store "$work/src" build "$work/recipe.toml" | tail -1) || die "build failed"
   "$bin" -q --store "$work/src" push "$hash" --to "$url" --sign-key "$work/bench.sec" >/dev/null || die "push failed"
+  # curl fetches the same bytes the pull moves: the guest's and the bundle's image archives
+  # (the config component's few KiB aside).
   archive=$(ls "$work"/src/v2/components/guest/*/image.tar)
+  bundle=$(ls "$work"/src/v2/components/bundle/*/image.tar)
   cp "$archive" "$work/www/image.tar"
-  bytes=$(stat -c %s "$archive")
+  cp "$bundle" "$work/www/bundle.tar"
+  bytes=$(( $(stat -c %s "$archive") + $(stat -c %s "$bundle") ))
   curl_s=(); pull_s=(); rss=()
   for i in $(seq 1 "$runs"); do
-    rm -f "$work/curl.out"
+    rm -f "$work/curl.out" "$work/curl-bundle.out"
     t0=$EPOCHREALTIME
-    curl -s -o "$work/curl.out" "http://127.0.0.1:$port/image.tar" || die "curl failed"
+    curl -s -o "$work/curl.out" "http://127.0.0.1:$port/image.tar" \
+      -o "$work/curl-bundle.out" "http://127.0.0.1:$port/bundle.tar" || die "curl failed"
     t1=$EPOCHREALTIME
     curl_s+=("$(python3 -c "print($t1 - $t0)")")
     rm -rf "$work/dst"
@@ -113,13 +118,13 @@ for size in $sizes; do
     rss+=("$(sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$work/time.txt")")
   done
   results+=("$size|$bytes|${curl_s[*]}|${pull_s[*]}|${rss[*]}")
-  rm -rf "$work/dst" "$work/src" "$work/curl.out" "$work/www/image.tar" "$work/www/cache" "$work/ctx/big"
+  rm -rf "$work/dst" "$work/src" "$work/curl.out" "$work/curl-bundle.out" "$work/www/image.tar" "$work/www/bundle.tar" "$work/www/cache" "$work/ctx/big"
   remove_own_images
 done
 
 echo
-echo "pull from nginx on loopback into an empty store, against curl of the guest archive (medians of $runs)"
-printf '%-8s %14s %12s %12s %8s %14s   %s\n' size "archive bytes" "curl MB/s" "pull MB/s" ratio "pull peak RSS" "target ratio >= 0.8"
+echo "pull from nginx on loopback into an empty store, against curl of the same archives (medians of $runs)"
+printf '%-8s %14s %12s %12s %8s %14s   %s\n' size "archives bytes" "curl MB/s" "pull MB/s" ratio "pull peak RSS" "target ratio >= 0.8"
 for r in "${results[@]}"; do
   python3 - "$r" <<'PY'
 import statistics, sys
