@@ -141,36 +141,7 @@ impl Store {
         record: &[u8],
         mut open: impl FnMut(&str) -> std::io::Result<Box<dyn Read>>,
     ) -> Result<bool, StoreError> {
-        let what = format!("component {id}");
-        let refused = |damage: Vec<Damage>| StoreError::Refused {
-            what: what.clone(),
-            damage,
-        };
-        let record = Record::parse(record, &format!("{id} {RECORD_FILE}"), &id)
-            .map_err(|e| refused(vec![Damage::new(RECORD_FILE, e.to_string())]))?;
-        let _gc = self.gc_guard()?;
-        let Some(staged) = self.stage(id)? else {
-            return Ok(false);
-        };
-        let mut damage = Vec::new();
-        for a in &record.files {
-            if let Err(problem) = copy_checked(staged.path(), a, &mut open) {
-                damage.push(Damage::new(&a.path, problem));
-            }
-        }
-        if damage.is_empty() {
-            damage = verify::check_folder(
-                staged.path(),
-                &record,
-                verify::Depth::Contents,
-                &verify::Marker::new(),
-            );
-        }
-        if !damage.is_empty() {
-            return Err(refused(damage));
-        }
-        self.finish(staged, record)?;
-        Ok(true)
+        self.import_with(id, record, |root, a| copy_checked(root, a, &mut open))
     }
 
     /// Imports a component whose files a pull put together in `dir`, a folder on this store's
@@ -185,6 +156,18 @@ impl Store {
         record: &[u8],
         dir: &Path,
     ) -> Result<bool, StoreError> {
+        self.import_with(id, record, |root, a| move_in(dir, root, a))
+    }
+
+    /// An import's steps around `place`, which puts one listed file into the staged folder
+    /// (its contents checked on the way): parse the record, stage, place every file, check the
+    /// folder (names, sizes, modes, the config's rendering), publish.
+    fn import_with(
+        &self,
+        id: ComponentId,
+        record: &[u8],
+        mut place: impl FnMut(&Path, &Artifact) -> Result<(), String>,
+    ) -> Result<bool, StoreError> {
         let what = format!("component {id}");
         let refused = |damage: Vec<Damage>| StoreError::Refused {
             what: what.clone(),
@@ -198,7 +181,7 @@ impl Store {
         };
         let mut damage = Vec::new();
         for a in &record.files {
-            if let Err(problem) = move_in(dir, staged.path(), a) {
+            if let Err(problem) = place(staged.path(), a) {
                 damage.push(Damage::new(&a.path, problem));
             }
         }
