@@ -1,0 +1,214 @@
+//! The bundle's policies in a plan: egress routes, DLP rules, the upstream proxy, the
+//! bundle's static names, git-gate's upstreams — each checked and normalized as the rest of
+//! the plan is.
+
+use std::collections::BTreeMap;
+
+use toml::Spanned;
+
+use super::{
+    DEFAULT_MAX_PUSH_BYTES, DlpRulePlan, HostTarget, NetworkPlan, Resolver, RoutePlan,
+    UpstreamPlan, is_slug,
+};
+use crate::recipe::{self, RecipeError};
+
+impl Resolver<'_> {
+    /// The egress routes: exact hosts, one route per host, sorted by host.
+    pub(super) fn routes(
+        &self,
+        given: &[Spanned<recipe::Route>],
+    ) -> Result<Vec<RoutePlan>, RecipeError> {
+        let (recipe, r) = (self.recipe, self);
+        let mut routes = Vec::new();
+        for route in given {
+            let rt = route.get_ref();
+            let host = r.host(&rt.host)?;
+            if host.starts_with("*.") {
+                return Err(recipe.error_at(
+                    rt.host.span(),
+                    "an egress route needs an exact host, not a wildcard",
+                ));
+            }
+            r.env_name(&rt.token_env, "token_env")?;
+            let header = rt.header.get_ref().trim().to_string();
+            if header.is_empty()
+                || !header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(recipe.error_at(
+                    rt.header.span(),
+                    "header must be an HTTP header name such as \"Authorization\" or \"x-api-key\"",
+                ));
+            }
+            if routes.iter().any(|x: &RoutePlan| x.host == host) {
+                return Err(recipe.error_at(
+                    route.span(),
+                    format!("two egress routes for host {host:?}; keep one"),
+                ));
+            }
+            routes.push(RoutePlan {
+                host,
+                token_env: rt.token_env.get_ref().clone(),
+                header,
+                scheme: rt.scheme.get_ref().trim().to_string(),
+                upstream_ca: rt.upstream_ca.as_ref().map(|p| r.file(p)).transpose()?,
+            });
+        }
+        routes.sort_by(|a, b| a.host.cmp(&b.host));
+        Ok(routes)
+    }
+
+    /// The recipe's DLP rules: ids unique, regexes that compile, sorted by id.
+    pub(super) fn dlp_rules(
+        &self,
+        given: &[Spanned<recipe::DlpRule>],
+    ) -> Result<Vec<DlpRulePlan>, RecipeError> {
+        let mut rules: Vec<DlpRulePlan> = Vec::new();
+        for rule in given {
+            let r = rule.get_ref();
+            let id = r.id.get_ref().trim();
+            if !is_slug(id) {
+                return Err(self.recipe.error_at(
+                    r.id.span(),
+                    "a DLP rule id must be lowercase letters, digits and '-' (it names the rule in refusals and logs)",
+                ));
+            }
+            if rules.iter().any(|x| x.id == id) {
+                return Err(self.recipe.error_at(
+                    r.id.span(),
+                    format!("two DLP rules named {id:?}; ids must be unique"),
+                ));
+            }
+            if let Err(e) = regex::bytes::Regex::new(r.regex.get_ref()) {
+                return Err(self.recipe.error_at(
+                    r.regex.span(),
+                    format!("not a valid regular expression: {e}"),
+                ));
+            }
+            rules.push(DlpRulePlan {
+                id: id.to_string(),
+                regex: r.regex.get_ref().clone(),
+            });
+        }
+        rules.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(rules)
+    }
+
+    /// `http://host:port`, checked.
+    pub(super) fn upstream_proxy(
+        &self,
+        given: Option<&Spanned<String>>,
+    ) -> Result<Option<String>, RecipeError> {
+        let Some(p) = given else { return Ok(None) };
+        let text = p.get_ref().trim();
+        let ok = text
+            .strip_prefix("http://")
+            .and_then(|rest| rest.trim_end_matches('/').rsplit_once(':'))
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(self.recipe.error_at(
+                p.span(),
+                "upstream_proxy must be http://HOST:PORT, e.g. \"http://proxy.corp.example:3128\"",
+            ));
+        }
+        Ok(Some(text.trim_end_matches('/').to_string()))
+    }
+
+    /// `[network] hosts`: host names mapped to an IPv4 address or `host-gateway`.
+    pub(super) fn network(&self, n: &recipe::Network) -> Result<NetworkPlan, RecipeError> {
+        let mut hosts = BTreeMap::new();
+        for (name, target) in n.hosts.get_ref() {
+            let name_ok = Spanned::new(n.hosts.span(), name.clone());
+            let host = self.host(&name_ok)?;
+            if host.starts_with("*.") {
+                return Err(self.recipe.error_at(
+                    n.hosts.span(),
+                    format!("[network] hosts needs exact names, not {name:?}"),
+                ));
+            }
+            let target = HostTarget::try_from(target.clone()).map_err(|e| {
+                self.recipe
+                    .error_at(n.hosts.span(), format!("[network] hosts {name:?}: {e}"))
+            })?;
+            hosts.insert(host, target);
+        }
+        Ok(NetworkPlan { hosts })
+    }
+
+    /// The git-gate upstreams: unique slug names, sorted by name.
+    pub(super) fn upstreams(
+        &self,
+        given: &[Spanned<recipe::Upstream>],
+    ) -> Result<Vec<UpstreamPlan>, RecipeError> {
+        let recipe = self.recipe;
+        let mut upstreams = Vec::new();
+        for up in given {
+            let u = up.get_ref();
+            if !is_slug(u.name.get_ref()) {
+                return Err(recipe.error_at(
+                    u.name.span(),
+                    "upstream name must be lowercase letters, digits and '-'",
+                ));
+            }
+            if upstreams
+                .iter()
+                .any(|x: &UpstreamPlan| &x.name == u.name.get_ref())
+            {
+                return Err(recipe.error_at(
+                    u.name.span(),
+                    "two git-gate upstreams with this name; names must be unique",
+                ));
+            }
+            if u.url.get_ref().trim().is_empty() {
+                return Err(recipe.error_at(u.url.span(), "url must not be empty"));
+            }
+            if u.identity.get_ref().trim().is_empty() {
+                return Err(recipe.error_at(
+                    u.identity.span(),
+                    "identity must be the host path of an SSH key",
+                ));
+            }
+            let mut branches = match &u.branches {
+                Some(b) => {
+                    if b.get_ref().is_empty()
+                        || b.get_ref()
+                            .iter()
+                            .any(|p| p.trim().is_empty() || p.starts_with('/') || p.contains(".."))
+                    {
+                        return Err(recipe.error_at(
+                            b.span(),
+                            "branches must list branch name patterns such as \"agent/*\" (no empty entry, no leading / or ..)",
+                        ));
+                    }
+                    b.get_ref().iter().map(|p| p.trim().to_string()).collect()
+                }
+                None => vec!["**".to_string()],
+            };
+            branches.sort();
+            branches.dedup();
+            let max_push_bytes = match &u.max_push_bytes {
+                Some(m) if *m.get_ref() == 0 => {
+                    return Err(recipe.error_at(m.span(), "max_push_bytes must be more than 0"));
+                }
+                Some(m) => *m.get_ref(),
+                None => DEFAULT_MAX_PUSH_BYTES,
+            };
+            upstreams.push(UpstreamPlan {
+                name: u.name.get_ref().clone(),
+                url: u.url.get_ref().trim().to_string(),
+                identity: u.identity.get_ref().trim().to_string(),
+                known_hosts: u
+                    .known_hosts
+                    .as_ref()
+                    .map(|k| k.get_ref().trim().to_string())
+                    .unwrap_or_else(|| "~/.ssh/known_hosts".to_string()),
+                branches,
+                tags: u.tags,
+                max_push_bytes,
+            });
+        }
+        upstreams.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(upstreams)
+    }
+}
