@@ -16,7 +16,11 @@
 //! 0755 (folders, executable files), 0644 (other files) or 0777 (symlinks), whatever the
 //! folder holds, so the same inputs give the same bytes; hard links are sent as separate
 //! files; and a socket, fifo or device is refused rather than sent.
+//!
+//! [`dockerfile`] reads the Dockerfile itself for what the hash and the build must know: the
+//! images and URLs it cannot pin, and its `RUN` steps.
 
+pub mod dockerfile;
 mod ignore;
 mod stream;
 

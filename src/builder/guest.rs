@@ -163,7 +163,7 @@ pub fn reproducibility_notes(planned: &Planned) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(planned.host_path(dockerfile)) else {
         return Vec::new();
     };
-    let lines = crate::hash::dockerfile_run_lines(&text);
+    let lines = crate::context::dockerfile::run_lines(&text);
     if lines.is_empty() {
         return Vec::new();
     }
