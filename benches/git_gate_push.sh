@@ -19,7 +19,9 @@ cd "$(dirname "$0")/.."
 
 size_mib=${SIZE_MIB:-50}
 runs=${RUNS:-5}
-die() { echo "git_gate_push: $*" >&2; exit 1; }
+bench=git_gate_push
+# shellcheck source=benches/loopback.sh
+. benches/loopback.sh
 for tool in cargo git hyperfine python3 ssh ssh-keygen; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (run scripts/setup)"
 done
@@ -31,26 +33,8 @@ target=${CARGO_TARGET_DIR:-target}
 case $target in /*) ;; *) target="$(pwd)/$target" ;; esac
 bin="$target/x86_64-unknown-linux-gnu/release/bottle"
 
-work=$(mktemp -d -t bottle-bench-gitgate.XXXXXX)
-pids=()
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_work gitgate
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  die "nothing listens on 127.0.0.1:$1 ($2)"
-}
 export GIT_CONFIG_NOSYSTEM=1 HOME="$work"
 unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY
 git config --global user.name bench

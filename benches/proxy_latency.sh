@@ -23,7 +23,9 @@ cd "$(dirname "$0")/.."
 n=${N:-1000}
 runs=${RUNS:-5}
 conns=${CONNS:-8}
-die() { echo "proxy_latency: $*" >&2; exit 1; }
+bench=proxy_latency
+# shellcheck source=benches/loopback.sh
+. benches/loopback.sh
 for tool in cargo python3 mitmdump; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH (mitmdump: apt-get install -y mitmproxy)"
 done
@@ -35,26 +37,8 @@ out="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release"
 bin="$out/bottle"
 load="$out/examples/proxy_load"
 
-work=$(mktemp -d -t bottle-bench-proxy.XXXXXX)
-pids=()
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_work proxy
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  die "nothing listens on 127.0.0.1:$1 ($2)"
-}
 
 "$load" certs "$work"
 up=$(free_port)

@@ -20,7 +20,9 @@ cd "$(dirname "$0")/.."
 size=${SIZE:-1073741824}
 small=${SMALL:-67108864}
 runs=${RUNS:-3}
-die() { echo "proxy_upload: $*" >&2; exit 1; }
+bench=proxy_upload
+# shellcheck source=benches/loopback.sh
+. benches/loopback.sh
 for tool in cargo python3; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH"
 done
@@ -32,26 +34,8 @@ out="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release"
 bin="$out/bottle"
 load="$out/examples/proxy_load"
 
-work=$(mktemp -d -t bottle-bench-upload.XXXXXX)
-pids=()
-cleanup() {
-  local rc=$?
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_work upload
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  die "nothing listens on 127.0.0.1:$1 ($2)"
-}
 kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 
 "$load" certs "$work"
