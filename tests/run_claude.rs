@@ -78,16 +78,13 @@ fn copy_claude_context(ctx: &TestContext) {
     std::fs::copy(ctx.recipes.join("guest/test-id"), to.join("test-id")).unwrap();
 }
 
-/// `recipes/claude-docker.toml` as a table, renamed `name`, its git-gate identities a dummy
-/// file of the test (a run mounts them).
+/// `recipes/claude-docker.toml` as a table, renamed `name`, its git-gate identities a key of
+/// the test and its known_hosts a file naming every host (a run checks and mounts them).
 fn claude_docker_recipe(ctx: &TestContext, name: &str) -> toml::Table {
     let text = std::fs::read_to_string(shipped().join("claude-docker.toml")).unwrap();
     let mut recipe: toml::Table = text.parse().unwrap();
     recipe.insert("name".into(), name.into());
-    let key = ctx.dir.path().join("id_test");
-    std::fs::write(&key, "not a real key\n").unwrap();
-    let known = ctx.dir.path().join("known_hosts_test");
-    std::fs::write(&known, "").unwrap();
+    let (key, known) = ctx.upstream_files();
     if let Some(ups) = recipe
         .get_mut("git-gate")
         .and_then(|g| g.get_mut("upstreams"))

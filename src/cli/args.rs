@@ -133,6 +133,15 @@ pub enum Command {
         #[arg(last = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Check this machine for a run: the engine, KVM, disk; with a TARGET also its tokens,
+    /// identity keys and known_hosts. Every problem is listed with its fix; exits 1 if any
+    ///
+    /// `bottle run` makes the same checks before it creates anything. `--json` prints a list
+    /// of {check, ok, detail, problem, fix}.
+    Doctor {
+        /// A recipe file, or a hash (or unique prefix) of a store entry; none: the machine only
+        target: Option<String>,
+    },
     /// List the runs of this store (live, and stale ones a killed run left)
     Ps,
     /// Run a command in a live run's guest, as its user, with the whole guest env

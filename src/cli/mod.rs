@@ -1,10 +1,11 @@
 //! The command line: clap definitions ([`args`]) and one function per command over library
-//! calls ([`build`], [`inspect`], [`maintain`], [`runs`], [`supervise`]). Results go to stdout
+//! calls ([`build`], [`doctor`], [`inspect`], [`maintain`], [`runs`], [`supervise`]). Results go to stdout
 //! (text, or one JSON document under `--json`); progress and messages to stderr. A closed
 //! stdout (`| head`) ends the command quietly.
 
 pub mod args;
 mod build;
+mod doctor;
 mod inspect;
 mod maintain;
 mod runs;
@@ -80,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             subnet_pool,
             command,
         } => runs::run(g, &store, target, subnet_pool, command).await,
+        Command::Doctor { target } => doctor::doctor(g, &store, target.as_deref()).await,
         Command::Ps => runs::ps(g, &store),
         Command::Exec { run, command } => runs::exec(&store, run, command).await,
         Command::Down { run, all } => runs::down(g, &store, run.as_deref(), *all).await,

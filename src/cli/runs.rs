@@ -1,4 +1,5 @@
 //! `bottle run`, `bottle ps`, `bottle exec` and `bottle down`: the glue to [`crate::run`].
+//! A run is preceded by the preflight checks (`super::doctor::checked`).
 
 use std::path::Path;
 
@@ -21,6 +22,10 @@ pub async fn run(
     let (hash, build_guard) = if target.ends_with(".toml") || path.is_file() {
         let progress = Progress::new(g.quiet > 0 || g.json, g.no_progress);
         let (planned, keys) = keyed(path, false, g)?;
+        // Checked before anything is built, pulled or created.
+        let entry = store.load(&keys.hash()).ok();
+        let needs = crate::preflight::Needs::of_plan(&planned, path, entry.as_ref());
+        super::doctor::checked(store, &needs).await?;
         super::share::substitute(g, store, &keys.hash()).await?;
         let built = tokio::select! {
             r = builder::build(store, &planned, &keys, &progress) => r?,
@@ -28,7 +33,13 @@ pub async fn run(
         };
         (built.hash, built.guard)
     } else {
-        (resolve_or_substitute(g, store, target).await?, None)
+        let hash = resolve_or_substitute(g, store, target).await?;
+        // Checked before anything is created; an entry that cannot be read is refused by
+        // the run itself, with its own message.
+        if let Ok(entry) = store.load(&hash) {
+            super::doctor::checked(store, &crate::preflight::Needs::of_entry(&entry)).await?;
+        }
+        (hash, None)
     };
     let report = run::run(
         store,

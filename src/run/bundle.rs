@@ -118,6 +118,9 @@ fn secrets(names: &[String]) -> Result<Option<Vec<u8>>> {
     let mut values = std::collections::BTreeMap::new();
     for name in names {
         match std::env::var(name) {
+            Ok(value) if value.trim().is_empty() => bail!(
+                "the bundle needs {name} from bottle's environment (the recipe's egress routes send it upstream), and it is empty: export {name}=... (the token itself) and run again"
+            ),
             Ok(value) => {
                 values.insert(name.clone(), value);
             }
@@ -139,7 +142,7 @@ fn binds(ctx: &Ctx) -> Result<Vec<Bind>> {
             MountSource::Config(p) => ctx.entry.config.path(p),
             MountSource::Ca(f) => ca_dir(ctx).join(f),
             MountSource::Host(h) => {
-                let path = expand_home(h)?;
+                let path = crate::files::expand_home(h)?;
                 if !path.exists() {
                     bail!(
                         "the bundle mounts {} at {}, and it does not exist; create it or fix the recipe",
@@ -206,15 +209,5 @@ async fn wait_ready(ctx: &Ctx, name: &str, network: &str, ports: &[u16]) -> Resu
         }
         waiting = still;
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn expand_home(p: &str) -> Result<PathBuf> {
-    if let Some(rest) = p.strip_prefix("~/") {
-        let home = std::env::var_os("HOME")
-            .context("the recipe names a path under ~/ and HOME is not set")?;
-        Ok(PathBuf::from(home).join(rest))
-    } else {
-        Ok(PathBuf::from(p))
     }
 }

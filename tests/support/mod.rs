@@ -155,13 +155,10 @@ impl TestContext {
         p
     }
 
-    /// Recipe tables for every provisioning part: a git-gate upstream (with a dummy identity
-    /// and known_hosts file of this test), supervise, prompt, skills and git identity.
+    /// Recipe tables for every provisioning part: a git-gate upstream (with an identity key
+    /// and known_hosts file of this test, [`TestContext::upstream_files`]), supervise, prompt, skills and git identity.
     pub fn provisioning_extra(&self) -> String {
-        let key = self.dir.path().join("id_test");
-        std::fs::write(&key, "not a real key\n").unwrap();
-        let known = self.dir.path().join("known_hosts_test");
-        std::fs::write(&known, "").unwrap();
+        let (key, known) = self.upstream_files();
         format!(
             r#"
 [[git-gate.upstreams]]
@@ -182,6 +179,29 @@ git_email = "agent@bottle.invalid"
             key.display(),
             known.display()
         )
+    }
+
+    /// An identity key (`id_test`, real, no passphrase: `bottle run` checks it) and a
+    /// known_hosts file (`known_hosts_test`) naming every host, for upstreams a test never
+    /// reaches: the run mounts them, and nothing connects.
+    pub fn upstream_files(&self) -> (PathBuf, PathBuf) {
+        let key = self.dir.path().join("id_test");
+        if !key.exists() {
+            sshd::keygen(&key);
+        }
+        let host = self.dir.path().join("host_key_test");
+        if !host.exists() {
+            sshd::keygen(&host);
+        }
+        let public = std::fs::read_to_string(host.with_extension("pub")).unwrap();
+        let stand_in = public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let known = self.dir.path().join("known_hosts_test");
+        std::fs::write(&known, format!("* {stand_in}\n")).unwrap();
+        (key, known)
     }
 
     /// The test's store, through the library.
