@@ -408,3 +408,51 @@ fn a_smolvm_recipe_without_usable_kvm_names_its_docker_twin() {
     let checks: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(!checks.iter().any(|c| c["check"] == "kvm"), "{checks:?}");
 }
+
+#[test]
+fn a_key_this_user_cannot_read_is_named_unreadable() {
+    let ctx = TestContext::new("preflight-unreadable");
+    std::fs::set_permissions(ctx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let v = vars();
+    // root's key, 0600 as ssh-keygen makes it; the known_hosts file readable by all.
+    let key = ctx.dir.path().join("id_root");
+    keygen_with(&key, "");
+    let host = keygen_with(&ctx.dir.path().join("host"), "");
+    let known = ctx.dir.path().join("known_hosts");
+    std::fs::write(&known, format!("[upstream.test]:2222 {host}\n")).unwrap();
+    let r = ctx.write_recipe(
+        "r.toml",
+        &preflight_recipe(
+            "preflight-unreadable",
+            [&v.set, &v.set, &v.set],
+            &key,
+            &known,
+        ),
+    );
+    let out = as_nobody(&ctx, None)
+        .env(&v.set, &v.value)
+        .args(["doctor", "--json", r.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let json = stdout(&out);
+    assert!(!json.contains(&v.value), "{json}");
+    let checks: Vec<serde_json::Value> = serde_json::from_str(&json).expect(&stderr(&out));
+    let identity = checks.iter().find(|c| c["check"] == "identity").unwrap();
+    assert_eq!(identity["ok"], false, "{identity}");
+    let problem = identity["problem"].as_str().unwrap();
+    assert!(
+        problem.contains(&format!("cannot read identity key {}", key.display())),
+        "{problem}"
+    );
+    assert!(problem.contains("permission denied"), "{problem}");
+    assert!(
+        identity["fix"].as_str().unwrap().contains("chmod 600"),
+        "{identity}"
+    );
+    // The same key, read by its owner, passes.
+    let mut cmd = ctx.cmd();
+    cmd.env(&v.set, &v.value);
+    let out = ctx.output_of(cmd, &["doctor", "--json", r.to_str().unwrap()]);
+    let checks: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(checks.iter().all(|c| c["ok"] == true), "{checks:?}");
+}
