@@ -366,8 +366,10 @@ fn permission_denied_on_the_socket_is_told_apart_from_an_engine_not_there() {
     assert!(!err.contains("start it"), "{err}");
 }
 
+/// The KVM device is stood in by a file of the test's (`BOTTLE_KVM_DEVICE`): the real
+/// `/dev/kvm`'s mode is the machine's, and other tests change it.
 #[test]
-fn a_smolvm_recipe_without_usable_kvm_names_its_docker_twin() {
+fn a_smolvm_recipe_without_usable_kvm_names_its_docker_twin_stand_in_device() {
     let ctx = TestContext::new("preflight-kvm");
     std::fs::set_permissions(ctx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let smolvm = recipe("preflight-kvm", "").replace(
@@ -379,34 +381,64 @@ fn a_smolvm_recipe_without_usable_kvm_names_its_docker_twin() {
         "preflight-kvm-docker.toml",
         &recipe("preflight-kvm-docker", ""),
     );
-    // /dev/kvm is root's (0600) here, or absent: either way nobody cannot use it.
+    let twin_fix = format!(
+        "use {}, the docker twin, or a machine with KVM",
+        twin.display()
+    );
+    let kvm_of = |out: &std::process::Output| -> Option<serde_json::Value> {
+        let checks: Vec<serde_json::Value> =
+            serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("{e}: {}", stderr(out)));
+        checks.into_iter().find(|c| c["check"] == "kvm")
+    };
+
+    // A device this user may not open (root's, mode 0600; run as nobody).
+    let device = ctx.dir.path().join("kvm");
+    std::fs::write(&device, "").unwrap();
+    std::fs::set_permissions(&device, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = as_nobody(&ctx, None)
+        .env("BOTTLE_KVM_DEVICE", &device)
         .args(["doctor", "--json", r.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let checks: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
-    let kvm = checks
-        .iter()
-        .find(|c| c["check"] == "kvm")
-        .expect("a kvm check");
+    let kvm = kvm_of(&out).expect("a kvm check");
     assert_eq!(kvm["ok"], false, "{kvm}");
+    let problem = kvm["problem"].as_str().unwrap();
     assert!(
-        kvm["problem"].as_str().unwrap().contains("/dev/kvm"),
+        problem.contains(&format!("{} exists but", device.display())),
+        "{problem}"
+    );
+    assert!(problem.contains("permission denied"), "{problem}");
+    let fix = kvm["fix"].as_str().unwrap();
+    assert!(fix.contains("kvm") && fix.contains(&twin_fix), "{fix}");
+
+    // No device at all: the twin, and no chmod to try.
+    let mut cmd = ctx.cmd();
+    cmd.env("BOTTLE_KVM_DEVICE", ctx.dir.path().join("no-kvm"));
+    let out = ctx.output_of(cmd, &["doctor", "--json", r.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let kvm = kvm_of(&out).expect("a kvm check");
+    assert!(
+        kvm["problem"].as_str().unwrap().contains("does not exist"),
         "{kvm}"
     );
-    let fix = kvm["fix"].as_str().unwrap();
-    assert!(
-        fix.contains(&format!("use {}, the docker twin", twin.display())),
-        "{fix}"
-    );
+    assert_eq!(kvm["fix"].as_str().unwrap(), twin_fix, "{kvm}");
+
+    // `bottle run` refuses it too, before building or creating anything.
+    let mut cmd = ctx.cmd();
+    cmd.env("BOTTLE_KVM_DEVICE", ctx.dir.path().join("no-kvm"));
+    let out = ctx.output_of(cmd, &["run", r.to_str().unwrap(), "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&twin_fix), "{}", stderr(&out));
+    assert!(ctx.store().hashes().unwrap_or_default().is_empty());
+
     // A docker recipe has no KVM check.
-    let out = as_nobody(&ctx, None)
-        .args(["doctor", "--json", twin.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let checks: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
-    assert!(!checks.iter().any(|c| c["check"] == "kvm"), "{checks:?}");
+    let mut cmd = ctx.cmd();
+    cmd.env("BOTTLE_KVM_DEVICE", ctx.dir.path().join("no-kvm"));
+    let out = ctx.output_of(cmd, &["doctor", "--json", twin.to_str().unwrap()]);
+    assert!(kvm_of(&out).is_none(), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    ctx.assert_nothing_left();
 }
 
 #[test]
@@ -436,7 +468,8 @@ fn a_key_this_user_cannot_read_is_named_unreadable() {
         .unwrap();
     let json = stdout(&out);
     assert!(!json.contains(&v.value), "{json}");
-    let checks: Vec<serde_json::Value> = serde_json::from_str(&json).expect(&stderr(&out));
+    let checks: Vec<serde_json::Value> =
+        serde_json::from_str(&json).unwrap_or_else(|_| panic!("{}", stderr(&out)));
     let identity = checks.iter().find(|c| c["check"] == "identity").unwrap();
     assert_eq!(identity["ok"], false, "{identity}");
     let problem = identity["problem"].as_str().unwrap();

@@ -12,6 +12,15 @@ use crate::store::Store;
 
 pub const KVM_DEVICE: &str = "/dev/kvm";
 
+/// The KVM device checked: `BOTTLE_KVM_DEVICE` (a test hook: the real device's mode is the
+/// machine's, shared by every test), else [`KVM_DEVICE`].
+pub fn kvm_device() -> String {
+    std::env::var("BOTTLE_KVM_DEVICE")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| KVM_DEVICE.to_string())
+}
+
 /// Free bytes required where no entry tells the images' sizes: a build writes each image
 /// into the store and the engine holds it too (a Claude guest is about 300 MB).
 pub const FLOOR_UNKNOWN: u64 = 2 << 30;
@@ -86,7 +95,7 @@ pub fn kvm_note(device: &str) -> Check {
             "kvm",
             format!("{device} opens read-write: smolvm guests can run"),
         ),
-        Some(p) => Check::pass(
+        Some(p) => Check::note(
             "kvm",
             format!("not usable ({p}): only docker-guest recipes run here"),
         ),

@@ -39,6 +39,10 @@ pub struct Check {
     pub detail: Option<String>,
     pub problem: Option<String>,
     pub fix: Option<String>,
+    /// Passed, but with something to know (KVM unusable when no target needs it): `-` in the
+    /// human lines instead of `✓`.
+    #[serde(skip)]
+    pub note: bool,
 }
 
 impl Check {
@@ -49,6 +53,14 @@ impl Check {
             detail: Some(detail.into()),
             problem: None,
             fix: None,
+            note: false,
+        }
+    }
+    /// A pass with something to know.
+    pub fn note(check: &'static str, detail: impl Into<String>) -> Check {
+        Check {
+            note: true,
+            ..Check::pass(check, detail)
         }
     }
     pub fn fail(check: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Check {
@@ -58,6 +70,7 @@ impl Check {
             detail: None,
             problem: Some(problem.into()),
             fix: Some(fix.into()),
+            note: false,
         }
     }
 }
@@ -77,10 +90,10 @@ pub async fn check(store: &Store, needs: Option<&Needs>) -> Vec<Check> {
     }
     match needs {
         Some(n) if n.backend == GuestBackend::Smolvm => {
-            checks.push(machine::kvm(machine::KVM_DEVICE, &n.docker_twin()))
+            checks.push(machine::kvm(&machine::kvm_device(), &n.docker_twin()))
         }
         Some(_) => {}
-        None => checks.push(machine::kvm_note(machine::KVM_DEVICE)),
+        None => checks.push(machine::kvm_note(&machine::kvm_device())),
     }
     checks.extend(machine::disk(store, needs, docker.as_ref()).await);
     checks
@@ -91,14 +104,16 @@ pub fn problems(checks: &[Check]) -> Vec<&Check> {
     checks.iter().filter(|c| !c.ok).collect()
 }
 
-/// The human lines: `✓ check  detail`, or `✗ check  problem` and an indented `fix: …`.
+/// The human lines: `✓ check  detail` (`-` for a note), or `✗ check  problem` and an
+/// indented `fix: …`.
 pub fn human(checks: &[Check]) -> String {
     let mut s = String::new();
     for c in checks {
         if c.ok {
             let _ = writeln!(
                 s,
-                "✓ {:<12} {}",
+                "{} {:<12} {}",
+                if c.note { "-" } else { "✓" },
                 c.check,
                 c.detail.as_deref().unwrap_or("ok")
             );
