@@ -133,11 +133,12 @@ pub enum Command {
         #[arg(last = true, value_name = "CMD")]
         command: Vec<String>,
     },
-    /// Check this machine for a run: the engine, KVM, disk; with a TARGET also its tokens,
-    /// identity keys and known_hosts. Every problem is listed with its fix; exits 1 if any
+    /// Check what a run needs here: engine, KVM, disk, and a TARGET's tokens, keys and
+    /// known_hosts
     ///
-    /// `bottle run` makes the same checks before it creates anything. `--json` prints a list
-    /// of {check, ok, detail, problem, fix}.
+    /// Every problem is listed at once, each with its fix; exits 1 if there is any. Without a
+    /// TARGET only the machine is checked. `bottle run` makes the same checks before it builds
+    /// or creates anything. `--json` prints a list of {check, ok, detail, problem, fix}.
     Doctor {
         /// A recipe file, or a hash (or unique prefix) of a store entry; none: the machine only
         target: Option<String>,

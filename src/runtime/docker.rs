@@ -1,7 +1,8 @@
 //! The Docker Engine, through its API (bollard). No docker CLI is spawned.
 //!
 //! This module owns talking to the engine: connecting (with API version negotiation, so an
-//! older engine such as Debian's 20.10 works), building an image from a context streamed from
+//! older engine such as Debian's 20.10 works; a socket the user may not open is told apart
+//! from an engine that is not there, [`EngineError`]), building an image from a context streamed from
 //! disk ([`crate::context`]), pulling by digest, and saving an image as an archive (whose image
 //! id [`crate::oci`] reads).
 
