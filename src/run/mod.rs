@@ -319,6 +319,8 @@ async fn bring_up(ctx: &Ctx, stacks: &mut Stacks) -> Result<Live> {
     );
     let guest = guest::guest_steps(ctx, &mut stacks.guest, &env, subnet);
     let ((), guest) = tokio::try_join!(bundle, guest)?;
+    // After both chains: the clone goes through the bundle's git-gate.
+    step(ctx, "workspace", provision::workspace(ctx, &guest, &env)).await?;
     Ok(Live { guest, env })
 }
 
@@ -364,7 +366,7 @@ async fn command_step(ctx: &Ctx, live: &Live, command: &[String]) -> Result<i64>
     let r = async {
         let code = live
             .guest
-            .exec_attached(&g.user, Some(&g.home), &live.env, &cmd)
+            .exec_attached(&g.user, Some(provision::workdir(g)), &live.env, &cmd)
             .await?;
         if code == 126 || code == 127 {
             // Was it the command itself that could not start?

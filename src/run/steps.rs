@@ -37,6 +37,7 @@ pub const STEPS: &[&str] = &[
     "guest start",
     "chown",
     "provision",
+    "workspace",
     "command",
 ];
 
