@@ -365,7 +365,9 @@ fn read_text(path: &Path) -> Result<String, RecipeError> {
 /// Adds what to do to serde's terse messages where that helps.
 fn explain(message: &str) -> String {
     if message.starts_with("unknown field") {
-        format!("{message}; remove it or fix its spelling (see the recipe schema in docs/recipes.md)")
+        format!(
+            "{message}; remove it or fix its spelling (see the recipe schema in docs/recipes.md)"
+        )
     } else if message.starts_with("missing field") {
         format!("{message}; add it (see the recipe schema in docs/recipes.md)")
     } else {
