@@ -170,16 +170,34 @@ pub struct GitGatePlan {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UpstreamPlan {
     pub name: String,
-    pub url: String,
-    /// A host path, as written (a leading `~/` is expanded at run time). Never read at build.
-    pub identity: String,
-    /// A host path, as written; `~/.ssh/known_hosts` unless the recipe names one.
-    pub known_hosts: String,
+    /// Where the upstream is (its fields inline: `url`, `identity`, `known_hosts`, or `path`).
+    #[serde(flatten)]
+    pub source: UpstreamSource,
     /// Patterns of the branches a push may update (`*` matches within a path segment, `**`
     /// across); sorted.
     pub branches: Vec<String>,
     pub tags: bool,
     pub max_push_bytes: u64,
+}
+
+/// Where a git-gate upstream is. Host paths are kept as written (a leading `~/` is expanded
+/// at run time) and never read at build time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum UpstreamSource {
+    /// Over SSH, with an identity key mounted into the bundle.
+    Ssh {
+        url: String,
+        /// A host path.
+        identity: String,
+        /// A host path; `~/.ssh/known_hosts` unless the recipe names one.
+        known_hosts: String,
+    },
+    /// A repository on the host, served to the bundle by `bottle run` on a socket.
+    Local {
+        /// A host path.
+        path: String,
+    },
 }
 
 /// The default of `max_push_bytes`: 100 MiB.
