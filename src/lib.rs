@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod oci;
 pub mod plan;
 pub mod preflight;
+pub mod prepare;
 pub mod progress;
 pub mod recipe;
 pub mod run;

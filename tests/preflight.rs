@@ -489,3 +489,56 @@ fn a_key_this_user_cannot_read_is_named_unreadable() {
     let checks: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(checks.iter().all(|c| c["ok"] == true), "{checks:?}");
 }
+
+#[test]
+fn a_local_upstream_that_is_no_repository_is_named_with_the_others() {
+    let ctx = TestContext::new("preflight-local");
+    let v = vars();
+    let missing = ctx.dir.path().join("no-such-project");
+    let repo = ctx.dir.path().join("project");
+    std::fs::create_dir(&repo).unwrap();
+    support::sshd::git(&repo, &["init", "-q", "-b", "main"]);
+    let upstream = |name: &str, path: &Path| {
+        format!(
+            "\n[[git-gate.upstreams]]\nname = \"{name}\"\npath = \"{}\"\nbranches = [\"agent/*\"]\n",
+            path.display()
+        )
+    };
+    let extra = format!(
+        "\n[[egress.routes]]\nhost = \"api.example.test\"\ntoken_env = \"{}\"\n{}{}",
+        v.unset,
+        upstream("gone", &missing),
+        upstream("home", &repo)
+    );
+    let r = ctx.write_recipe("r.toml", &recipe("preflight-local", &extra));
+    let out = ctx.output_of(
+        bad_cmd(&ctx, &v),
+        &["doctor", "--json", r.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let checks: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let repos: Vec<&serde_json::Value> = checks
+        .iter()
+        .filter(|c| c["check"] == "repository")
+        .collect();
+    assert_eq!(repos.len(), 2, "{checks:?}");
+    let gone = repos
+        .iter()
+        .find(|c| c["ok"] == false)
+        .expect("a failed repository check");
+    assert!(
+        gone["problem"].as_str().unwrap().contains("\"gone\""),
+        "{gone}"
+    );
+    assert!(
+        gone["fix"].as_str().unwrap().contains("git repository"),
+        "{gone}"
+    );
+    assert!(repos.iter().any(|c| c["ok"] == true), "{repos:?}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["check"] == "token" && c["ok"] == false),
+        "{checks:?}"
+    );
+}

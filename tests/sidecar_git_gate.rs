@@ -45,9 +45,11 @@ impl Gate {
             "listen_host": "127.0.0.1",
             "upstreams": [{
                 "name": "origin",
-                "url": format!("ssh://root@127.0.0.1:{}{}", sshd.port, sshd.bare.display()),
-                "identity": sshd.client_key,
-                "known_hosts": kh,
+                "via": {"ssh": {
+                    "url": format!("ssh://root@127.0.0.1:{}{}", sshd.port, sshd.bare.display()),
+                    "identity": sshd.client_key,
+                    "known_hosts": kh,
+                }},
                 "branches": ["agent/*"],
                 "tags": false,
                 "max_push_bytes": max_push_bytes,

@@ -113,9 +113,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     }
 }
 
-/// Recipe → plan → keys, with impurities warned about (or refused under `--pure`).
+/// Recipe → its prepare program → plan → keys, with impurities warned about (or refused under `--pure`).
 fn keyed(recipe: &Path, pure: bool, g: &Global) -> Result<(plan::Planned, Keys)> {
     let recipe = recipe::Recipe::load(recipe)?;
+    crate::prepare::run(&recipe, g.quiet > 0)?;
     let planned = plan::plan(&recipe)?;
     let (keys, impurities) = hash::keys(&planned)?;
     if !impurities.is_empty() {

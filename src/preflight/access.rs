@@ -87,13 +87,13 @@ fn encryption_problem(text: &str) -> Option<KeyProblem> {
     }
 }
 
-/// The identity key of upstream `up`.
-pub fn identity(up: &UpstreamPlan) -> Check {
-    let path = match host_path("identity", &up.identity) {
+/// The identity key (`written` in the recipe) of the SSH upstream `name`.
+pub fn identity(name: &str, written: &str) -> Check {
+    let path = match host_path("identity", written) {
         Ok(p) => p,
         Err(c) => return c,
     };
-    let (p, name) = (path.display(), &up.name);
+    let p = path.display();
     let make = "make a deploy key without a passphrase (`ssh-keygen -t ed25519 -N '' -f FILE`), add FILE.pub to the repository's deploy keys, and point the upstream's `identity` at FILE";
     match key_problem(&path) {
         None => Check::pass("identity", format!("upstream {name:?}: key {p}")),
@@ -131,10 +131,10 @@ pub fn identity(up: &UpstreamPlan) -> Check {
     }
 }
 
-/// Whether upstream `up`'s host is in its known_hosts file.
-pub fn known_host(up: &UpstreamPlan) -> Check {
-    let name = &up.name;
-    let target = match Target::parse(name, &up.url) {
+/// Whether the SSH upstream `name`'s host (from `url`) is in its known_hosts file
+/// (`written` in the recipe).
+pub fn known_host(name: &str, url: &str, written: &str) -> Check {
+    let target = match Target::parse(name, url) {
         Ok(t) => t,
         Err(e) => {
             return Check::fail(
@@ -144,7 +144,7 @@ pub fn known_host(up: &UpstreamPlan) -> Check {
             );
         }
     };
-    let path = match host_path("known_hosts", &up.known_hosts) {
+    let path = match host_path("known_hosts", written) {
         Ok(p) => p,
         Err(c) => return c,
     };
@@ -184,6 +184,32 @@ pub fn known_host(up: &UpstreamPlan) -> Check {
             ),
             scan,
         )
+    }
+}
+
+/// A local upstream (`path = …`): a git repository the host's git serves, as `bottle run`
+/// checks it ([`crate::run::upstreams::check`]).
+pub async fn local_repository(up: &UpstreamPlan) -> Check {
+    match crate::run::upstreams::check(std::slice::from_ref(up)).await {
+        Ok(repos) => Check::pass(
+            "repository",
+            match repos.first() {
+                Some(r) => format!("upstream {:?}: {}", up.name, r.path.display()),
+                None => format!("upstream {:?}", up.name),
+            },
+        ),
+        Err(e) => {
+            // Its messages end with "; FIX".
+            let text = format!("{e:#}");
+            match text.rsplit_once("; ") {
+                Some((problem, fix)) => Check::fail("repository", problem, fix),
+                None => Check::fail(
+                    "repository",
+                    text,
+                    "point path at a git repository on this machine",
+                ),
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `token` | each egress route's token variable is set and not empty | [`access`] |
 //! | `identity` | each git-gate upstream's identity key exists, is readable, is a private key and has no passphrase | [`access`] |
 //! | `known_hosts` | each upstream's host (and port) is in its known_hosts file | [`access`] |
+//! | `repository` | each local upstream (`path = …`) is a git repository the host's git serves | [`access`] |
 //!
 //! What a target needs ([`Needs`]) comes from a plan (a recipe not built yet) or from a store
 //! entry. The checks never read a token's value beyond whether it is empty, and never show it:
@@ -23,7 +24,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::plan::GuestBackend;
+use crate::plan::{GuestBackend, UpstreamSource};
 use crate::store::Store;
 
 pub use needs::{ImageNeed, Needs};
@@ -31,7 +32,7 @@ pub use needs::{ImageNeed, Needs};
 /// One check's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// `engine`, `kvm`, `disk`, `token`, `identity` or `known_hosts`.
+    /// `engine`, `kvm`, `disk`, `token`, `identity`, `known_hosts` or `repository`.
     pub check: &'static str,
     pub ok: bool,
     /// What was found, when it passed (or why it was not needed).
@@ -84,8 +85,17 @@ pub async fn check(store: &Store, needs: Option<&Needs>) -> Vec<Check> {
             checks.push(access::token(&var, &hosts));
         }
         for up in &n.upstreams {
-            checks.push(access::identity(up));
-            checks.push(access::known_host(up));
+            match &up.source {
+                UpstreamSource::Ssh {
+                    url,
+                    identity,
+                    known_hosts,
+                } => {
+                    checks.push(access::identity(&up.name, identity));
+                    checks.push(access::known_host(&up.name, url, known_hosts));
+                }
+                UpstreamSource::Local { .. } => checks.push(access::local_repository(up).await),
+            }
         }
     }
     match needs {

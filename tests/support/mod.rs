@@ -41,6 +41,7 @@ pub use bottle::run::names::{LABEL_HASH, LABEL_RUN, LABEL_STORE};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 
+pub mod claude;
 pub mod share;
 pub mod sshd;
 pub mod upstream;

@@ -208,9 +208,9 @@ mod tests {
     fn up(branches: &[&str], tags: bool) -> Upstream {
         Upstream {
             name: "origin".into(),
-            url: "git@h.test:x".into(),
-            identity: "/k".into(),
-            known_hosts: "/kh".into(),
+            via: super::super::Via::Local {
+                socket: "/s".into(),
+            },
             branches: branches.iter().map(|s| s.to_string()).collect(),
             tags,
             max_push_bytes: 100,

@@ -10,10 +10,10 @@ use hyper::{Request, Response, StatusCode};
 use super::Upstream;
 use super::policy::{self, Rule};
 use super::push::{self, Command};
+use super::remote::{self, Service};
 use super::server::{
     Audit, Body, State, decode, full, git, is_gzip, read_body, read_report, relay, send_all, text,
 };
-use super::ssh::{self, Service};
 use crate::sidecar::audit::Decision;
 use crate::sidecar::log;
 
@@ -119,7 +119,7 @@ impl State {
         bytes_in: u64,
     ) -> Response<Body> {
         let up = audit.up;
-        let mut remote = match ssh::open(up, Service::ReceivePack).await {
+        let mut remote = match remote::open(up, Service::ReceivePack).await {
             Ok(r) => r,
             Err(e) => return audit.failed(&e, &commands),
         };
