@@ -18,17 +18,23 @@ const KNOWN_HOSTS_LIMIT: u64 = 16 << 20;
 
 /// The token variable `var`, which the routes to `hosts` send upstream.
 pub fn token(var: &str, hosts: &[String]) -> Check {
-    let routes = format!("the egress route to {}", hosts.join(", "));
-    let fix = format!("export {var}=<the token> ({routes} sends it), then run again");
-    match std::env::var_os(var) {
-        None => Check::fail("token", format!("{var} is unset ({routes} needs it)"), fix),
-        Some(v) if v.to_str().is_none() => Check::fail(
-            "token",
-            format!("{var} is not valid UTF-8 ({routes} needs it)"),
-            fix,
+    let (routes, needs, sends) = match hosts {
+        [one] => (format!("the egress route to {one}"), "needs", "sends"),
+        _ => (
+            format!("the egress routes to {}", hosts.join(", ")),
+            "need",
+            "send",
         ),
+    };
+    let fix = format!("export {var}=<the token> ({routes} {sends} it), then run again");
+    let why = format!("({routes} {needs} it)");
+    match std::env::var_os(var) {
+        None => Check::fail("token", format!("{var} is unset {why}"), fix),
+        Some(v) if v.to_str().is_none() => {
+            Check::fail("token", format!("{var} is not valid UTF-8 {why}"), fix)
+        }
         Some(v) if v.to_string_lossy().trim().is_empty() => {
-            Check::fail("token", format!("{var} is empty ({routes} needs it)"), fix)
+            Check::fail("token", format!("{var} is empty {why}"), fix)
         }
         Some(_) => Check::pass("token", format!("{var} is set (for {routes})")),
     }
