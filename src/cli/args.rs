@@ -133,10 +133,11 @@ pub enum Command {
         /// A recipe name, a recipe file, or a hash or unique prefix
         target: String,
     },
-    /// Rehash entries (all when no hash is given): manifest, records, files, config; exits 3
+    /// Rehash entries (all when none is given): manifest, records, files, config; exits 3
     /// naming each damaged file
+    #[command(after_help = TARGET_HELP)]
     Verify {
-        /// A hash or unique prefix
+        /// A recipe name, a recipe file, or a hash or unique prefix
         hash: Option<String>,
     },
     /// Remove entries nothing keeps, components no kept entry names, their engine images,
@@ -148,8 +149,9 @@ pub enum Command {
     /// dangling) and the build cache their guest builds left. Images bottle did not make are
     /// never touched.
     Gc {
-        /// Keep this entry too (hash or prefix); repeatable
-        #[arg(long, value_name = "HASH")]
+        /// Keep this entry too (a recipe name, a recipe file, a hash or prefix; with --remote,
+        /// a full hash); repeatable
+        #[arg(long, value_name = "TARGET")]
         keep: Vec<String>,
         /// Say what would be removed, remove nothing
         #[arg(long)]
