@@ -44,7 +44,7 @@ pub struct GcReport {
 pub struct RmReport {
     pub hash: String,
     pub name: String,
-    /// The `latest/` and `roots/` names that pointed at the entry.
+    /// What pointed at the entry: `latest:NAME` (the newest build of NAME), `root:NAME`.
     pub roots: Vec<String>,
     #[serde(flatten)]
     pub removed: GcReport,

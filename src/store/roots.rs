@@ -136,17 +136,18 @@ impl Store {
         )
     }
 
-    /// Removes every `latest/` and `roots/` file naming `hash`; returns their names.
+    /// Removes every `latest/` and `roots/` file naming `hash`; returns them as
+    /// `latest:NAME` and `root:NAME`.
     pub(super) fn drop_roots_of(&self, hash: &BuildHash) -> Result<Vec<String>, StoreError> {
         let mut dropped = Vec::new();
-        for (dir, list) in [
-            (self.latest_dir(), self.latest_list()?),
-            (self.roots(), self.roots_list()?),
+        for (kind, dir, list) in [
+            ("latest", self.latest_dir(), self.latest_list()?),
+            ("root", self.roots(), self.roots_list()?),
         ] {
             for (name, h) in list {
                 if &h == hash {
                     remove_if_present(&dir.join(&name))?;
-                    dropped.push(name);
+                    dropped.push(format!("{kind}:{name}"));
                 }
             }
         }
