@@ -302,6 +302,11 @@ fn diff_exits_0_when_the_same_1_when_different_2_on_an_error() {
     assert!(out.contains("no differences"), "{out}");
     let (c, _, err) = code(&first, "0000000000000000");
     assert_eq!(c, Some(2), "{err}");
+    // A name wins over the hash prefix it spells; more digits mean the hash.
+    let spelled = &first[..6];
+    let named = ctx.build(&ctx.write_recipe("spelled.toml", &base_recipe(spelled)));
+    assert_eq!(ctx.show(spelled)["hash"], named.as_str());
+    assert_eq!(ctx.show(&first[..8])["hash"], first.as_str());
     let out = ctx.output(&["diff", "--json", &first, &second]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -79,3 +79,34 @@ pub fn entry(g: &Global, store: &Store, input: &str) -> Result<BuildHash> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slash_or_toml_makes_a_path() {
+        for p in ["r.toml", "./r", "recipes/demo.toml", "/abs/x", "a/b"] {
+            assert!(is_path_like(p), "{p}");
+        }
+        for p in ["demo", "claude-docker", "3f2a", "toml", "x.tom"] {
+            assert!(!is_path_like(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_missing_path_is_named_and_a_folder_said_to_be_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("store"));
+        let missing = dir.path().join("nope.toml");
+        let err = resolve(&store, missing.to_str().unwrap()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("no such recipe file: {}", missing.display())
+        );
+        let folder = format!("{}/", dir.path().display());
+        let err = resolve(&store, &folder).unwrap_err().to_string();
+        assert!(err.ends_with("(it is a folder)"), "{err}");
+        assert!(!dir.path().join("store").exists());
+    }
+}
