@@ -53,7 +53,12 @@ pub struct Gate {
 pub(super) struct State {
     upstreams: BTreeMap<String, Upstream>,
     pub(super) audit: Arc<AuditLog>,
+    /// Pushes being read, judged or forwarded: at most [`MAX_PUSHES`] at once.
+    pub(super) pushes: tokio::sync::Semaphore,
 }
+
+/// The most pushes in flight at once; more wait for a turn (each may hold `max_push_bytes`).
+pub const MAX_PUSHES: usize = 4;
 
 impl Gate {
     /// Opens the audit log and binds the listening socket.
@@ -90,6 +95,7 @@ impl Gate {
             state: Arc::new(State {
                 upstreams,
                 audit: Arc::new(audit),
+                pushes: tokio::sync::Semaphore::new(MAX_PUSHES),
             }),
         })
     }
