@@ -92,7 +92,7 @@ async fn check_one(git: &Path, name: &str, written: &str) -> Result<LocalRepo> {
         )
     })?;
     // The same search for a repository that serving it does (no walking up to a parent's).
-    let out = clean_git(git, &path)
+    let out = clean_git(git)
         .args(["upload-pack", "--advertise-refs"])
         .arg(&path)
         .stdin(Stdio::null())
@@ -128,10 +128,11 @@ fn find_git() -> Option<PathBuf> {
         })
 }
 
-/// git on `repo` with a clean environment: `PATH` and `HOME` only.
-fn clean_git(git: &Path, repo: &Path) -> tokio::process::Command {
+/// git with a clean environment (`PATH` and `HOME` only), started in `/`: the repository is
+/// named by its argument only.
+fn clean_git(git: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(git);
-    cmd.env_clear().current_dir(repo).kill_on_drop(true);
+    cmd.env_clear().current_dir("/").kill_on_drop(true);
     for var in ["PATH", "HOME"] {
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);
@@ -249,14 +250,22 @@ async fn serve_one(stream: UnixStream, repo: &LocalRepo) -> Result<()> {
         Service::UploadPack => "upload-pack",
         Service::ReceivePack => "receive-pack",
     };
-    let mut child = clean_git(&repo.git, &repo.path)
+    let started = clean_git(&repo.git)
         .arg(sub)
         .arg(&repo.path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {} {sub}", repo.git.display()))?;
+        .spawn();
+    let mut child = match started {
+        Ok(c) => c,
+        Err(e) => {
+            let words = format!("bottle run cannot start git {sub}: {}\n", e.kind());
+            send(&write, STDERR, words.as_bytes()).await?;
+            send(&write, EXIT, &128u32.to_be_bytes()).await?;
+            bail!("cannot start {} {sub}: {e}", repo.git.display());
+        }
+    };
     let mut stdin = child.stdin.take().expect("piped");
     let (stdout, stderr) = (
         child.stdout.take().expect("piped"),
