@@ -38,7 +38,7 @@ const WHO: &str = "git-gate";
 /// The longest a request head may take to arrive, and a body may stay silent.
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest upload-pack request (wants and haves) read.
-const UPLOAD_REQUEST_LIMIT: u64 = 32 << 20;
+pub const UPLOAD_REQUEST_LIMIT: u64 = 32 << 20;
 /// How much of an upstream's push answer is kept to read its report for the audit log.
 const REPORT_LIMIT: usize = 1 << 20;
 
