@@ -219,8 +219,13 @@ async fn accept_loop(listener: UnixListener, repo: Arc<LocalRepo>) {
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let repo = repo.clone();
                 running.spawn(async move {
-                    if let Err(e) = serve_one(stream, &repo).await {
-                        tracing::warn!("local upstream {}: {e:#}", repo.name);
+                    match serve_one(stream, &repo).await {
+                        Ok(()) => {}
+                        // git-gate hung up early, as a client that read only the refs does.
+                        Err(e) if peer_left(&e) => {
+                            tracing::debug!("local upstream {}: {e:#}", repo.name)
+                        }
+                        Err(e) => tracing::warn!("local upstream {}: {e:#}", repo.name),
                     }
                     drop(permit);
                 });
@@ -228,6 +233,18 @@ async fn accept_loop(listener: UnixListener, repo: Arc<LocalRepo>) {
             Some(_) = running.join_next(), if !running.is_empty() => {}
         }
     }
+}
+
+/// Whether an error is the bundle's side of the socket going away.
+fn peer_left(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            )
+        })
+    })
 }
 
 /// One connection: its request, then the service, relayed.
