@@ -254,6 +254,14 @@ fn a_good_setup_passes_doctor_and_runs_without_showing_the_token() {
     let hash = ctx.build(&r);
     let out = ctx.output_of(good(), &["doctor", &hash[..12]]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // And by its recipe name, without the token: named.
+    let out = ctx.output(&["doctor", "preflight-good"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("{} is unset", v.set)),
+        "{}",
+        stdout(&out)
+    );
     ctx.assert_nothing_left();
 }
 

@@ -388,6 +388,24 @@ fn a_local_upstream_takes_the_agents_branch_and_stays_out_of_the_guest() {
         !seen.contains(&marker),
         "the guest sees the repository's files"
     );
+    assert!(!out.contains(&path), "{out}");
+    // git's own words about the repository reach the guest without its host path.
+    let aside = ctx.dir.path().join("project-aside");
+    std::fs::rename(&repo, &aside).unwrap();
+    let gone = ctx.ok(&[
+        "exec",
+        &run_id,
+        "--",
+        "sh",
+        "-c",
+        "git ls-remote origin 2>&1; echo exit=$?",
+    ]);
+    std::fs::rename(&aside, &repo).unwrap();
+    assert!(
+        gone.contains("exit=128") && gone.contains("<upstream origin>"),
+        "{gone}"
+    );
+    assert!(!gone.contains(&path), "{gone}");
 
     child.signal(libc::SIGTERM);
     let (code, _stdout, stderr) = child.finish(Duration::from_secs(60));

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use super::target::{self, Target};
 use super::{Global, Outcome, out, print_json};
 use crate::preflight::{self, Check, Needs};
 use crate::store::Store;
@@ -36,16 +37,16 @@ pub async fn doctor(g: &Global, store: &Store, target: Option<&str>) -> Result<O
     })
 }
 
-/// What `target` needs: a recipe file (`.toml`, or an existing file) read through its plan,
-/// else a store entry by hash or unique prefix.
-pub fn needs_of(store: &Store, target: &str) -> Result<Needs> {
-    let path = Path::new(target);
-    if target.ends_with(".toml") || path.is_file() {
-        let planned = plan::plan(&recipe::Recipe::load(path)?)?;
-        return Ok(needs_of_plan(store, &planned, path));
+/// What `input` needs, read as every TARGET is ([`super::target`]): a recipe file through its
+/// plan, else a store entry by recipe name or hash.
+pub fn needs_of(store: &Store, input: &str) -> Result<Needs> {
+    match target::resolve(store, input)? {
+        Target::Recipe(path) => {
+            let planned = plan::plan(&recipe::Recipe::load(&path)?)?;
+            Ok(needs_of_plan(store, &planned, &path))
+        }
+        Target::Entry(hash) => Ok(Needs::of_entry(&store.load(&hash)?)),
     }
-    let hash = store.resolve(target)?;
-    Ok(Needs::of_entry(&store.load(&hash)?))
 }
 
 /// A recipe's needs; the image sizes of its entry when the store holds it.

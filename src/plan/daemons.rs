@@ -271,3 +271,39 @@ impl Resolver<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An SSH upstream serializes as it did before `path` existed: built entries keep their hash.
+    #[test]
+    fn an_ssh_upstream_keeps_its_encoding_and_a_local_one_names_its_path() {
+        let mut up = UpstreamPlan {
+            name: "o".into(),
+            source: UpstreamSource::Ssh {
+                url: "u".into(),
+                identity: "i".into(),
+                known_hosts: "k".into(),
+            },
+            branches: vec!["b".into()],
+            tags: false,
+            max_push_bytes: 1,
+        };
+        let text = serde_json::to_string(&up).unwrap();
+        assert_eq!(
+            text,
+            r#"{"name":"o","url":"u","identity":"i","known_hosts":"k","branches":["b"],"tags":false,"max_push_bytes":1}"#
+        );
+        assert_eq!(serde_json::from_str::<UpstreamPlan>(&text).unwrap(), up);
+        up.source = UpstreamSource::Local {
+            path: "~/src/p".into(),
+        };
+        let text = serde_json::to_string(&up).unwrap();
+        assert_eq!(
+            text,
+            r#"{"name":"o","path":"~/src/p","branches":["b"],"tags":false,"max_push_bytes":1}"#
+        );
+        assert_eq!(serde_json::from_str::<UpstreamPlan>(&text).unwrap(), up);
+    }
+}

@@ -70,6 +70,8 @@ pub struct RunOptions {
     pub command: Vec<String>,
     /// No step lines on stderr.
     pub quiet: bool,
+    /// Plain lines instead of progress bars (`--no-progress`), e.g. for the image load.
+    pub no_progress: bool,
     /// Held by a build that just made the entry: released once the run has pinned it.
     pub build_guard: Option<GcGuard>,
 }
@@ -186,6 +188,7 @@ async fn prepare(store: &Store, hash: &BuildHash, opts: &mut RunOptions) -> Resu
         docker,
         smolvm,
         quiet: opts.quiet,
+        progress: crate::progress::Progress::new(opts.quiet, opts.no_progress),
         run_dir: record::run_dir(store, &run_id),
         record: Mutex::new(record),
         active: Mutex::new(Vec::new()),
@@ -329,14 +332,32 @@ async fn bring_up(ctx: &Ctx, stacks: &mut Stacks) -> Result<Live> {
     Ok(Live { guest, env })
 }
 
-/// The bundle's image and a docker guest's, each loaded only when the engine lacks it.
+/// The bundle's image and a docker guest's, each loaded only when the engine lacks it, with
+/// a bar of the bytes sent (or a line when they end).
 async fn load_images(ctx: &Ctx, docker_guest: bool) -> Result<Vec<String>> {
     let (b, g) = (&ctx.entry.bundle, &ctx.entry.guest);
-    let bundle_archive = b.path(&b.image().archive);
-    let bundle = engine::ensure_image(&ctx.docker, &b.image().id, &bundle_archive);
+    let load = |what: &'static str, id: String, archive: std::path::PathBuf| async move {
+        if ctx.docker.inspect_image(&id).await.is_ok() {
+            return Ok(false);
+        }
+        let size = std::fs::metadata(&archive).map(|m| m.len()).ok();
+        let step = ctx.progress.step(what);
+        let meter = step.meter("sent to the engine", size);
+        step.finish(engine::ensure_image_metered(&ctx.docker, &id, &archive, Some(meter)).await)
+    };
+    let bundle = load(
+        "bundle image",
+        b.image().id.clone(),
+        b.path(&b.image().archive),
+    );
     let guest = async {
         if docker_guest {
-            engine::ensure_image(&ctx.docker, &g.image().id, &g.path(&g.image().archive)).await
+            load(
+                "guest image",
+                g.image().id.clone(),
+                g.path(&g.image().archive),
+            )
+            .await
         } else {
             Ok(false)
         }

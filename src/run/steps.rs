@@ -52,6 +52,8 @@ pub struct Ctx {
     pub docker: Docker,
     pub smolvm: Option<Smolvm>,
     pub quiet: bool,
+    /// Bars (or lines) for the long steps, such as loading an image.
+    pub progress: crate::progress::Progress,
     /// The run's folder (`runs/RUNID`): its record, CA and mounted folders.
     pub run_dir: PathBuf,
     /// The run record; steps running at once add to it.

@@ -14,7 +14,8 @@
 //! the bundle with the repository's host path replaced by the upstream's name.
 //!
 //! What is read from the socket is bounded: a request line of at most
-//! [`local::MAX_REQUEST`] bytes within [`REQUEST_TIMEOUT`]; at most [`MAX_CONNECTIONS`]
+//! [`local::MAX_REQUEST`] bytes within [`REQUEST_TIMEOUT`], then at most
+//! [`LocalRepo::max_input`] bytes of the service's input; at most [`MAX_CONNECTIONS`]
 //! services run at once per upstream. Serving stops with the run: its undo ends the listeners
 //! and every service under way, and removes the sockets.
 
@@ -33,6 +34,7 @@ use tokio::task::JoinSet;
 use crate::plan::{UpstreamPlan, UpstreamSource};
 use crate::sidecar::git_gate::local::{self, EXIT, MAX_FRAME, STDERR, STDOUT};
 use crate::sidecar::git_gate::remote::Service;
+use crate::sidecar::git_gate::server::UPLOAD_REQUEST_LIMIT;
 
 /// How long a connection may take to say which service it wants.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,15 +51,18 @@ pub struct LocalRepo {
     pub written: String,
     pub path: PathBuf,
     pub git: PathBuf,
+    /// The most bytes one service's stdin may carry: what git-gate itself would forward (the
+    /// larger of `max_push_bytes` and a fetch request's limit).
+    pub max_input: u64,
 }
 
 /// Expands (`~/`) and checks every local upstream: the host's git must find a repository at
 /// the path, as `git upload-pack` finds one when it serves it. Every problem is named at once.
 pub async fn check(upstreams: &[UpstreamPlan]) -> Result<Vec<LocalRepo>> {
-    let locals: Vec<(&str, &str)> = upstreams
+    let locals: Vec<(&UpstreamPlan, &str)> = upstreams
         .iter()
         .filter_map(|u| match &u.source {
-            UpstreamSource::Local { path } => Some((u.name.as_str(), path.as_str())),
+            UpstreamSource::Local { path } => Some((u, path.as_str())),
             UpstreamSource::Ssh { .. } => None,
         })
         .collect();
@@ -69,8 +74,8 @@ pub async fn check(upstreams: &[UpstreamPlan]) -> Result<Vec<LocalRepo>> {
     )?;
     let mut repos = Vec::new();
     let mut problems = Vec::new();
-    for (name, written) in locals {
-        match check_one(&git, name, written).await {
+    for (up, written) in locals {
+        match check_one(&git, up, written).await {
             Ok(r) => repos.push(r),
             Err(e) => problems.push(format!("{e:#}")),
         }
@@ -81,7 +86,8 @@ pub async fn check(upstreams: &[UpstreamPlan]) -> Result<Vec<LocalRepo>> {
     Ok(repos)
 }
 
-async fn check_one(git: &Path, name: &str, written: &str) -> Result<LocalRepo> {
+async fn check_one(git: &Path, up: &UpstreamPlan, written: &str) -> Result<LocalRepo> {
+    let name = &up.name;
     let expanded = crate::files::expand_home(written)?;
     let fix = "point path at a git repository on this machine (`git init` one, or clone it there)";
     let path = std::fs::canonicalize(&expanded).map_err(|e| {
@@ -92,7 +98,7 @@ async fn check_one(git: &Path, name: &str, written: &str) -> Result<LocalRepo> {
         )
     })?;
     // The same search for a repository that serving it does (no walking up to a parent's).
-    let out = clean_git(git, &path)
+    let out = clean_git(git)
         .args(["upload-pack", "--advertise-refs"])
         .arg(&path)
         .stdin(Stdio::null())
@@ -114,6 +120,7 @@ async fn check_one(git: &Path, name: &str, written: &str) -> Result<LocalRepo> {
         written: written.to_string(),
         path,
         git: git.to_path_buf(),
+        max_input: up.max_push_bytes.max(UPLOAD_REQUEST_LIMIT),
     })
 }
 
@@ -128,10 +135,11 @@ fn find_git() -> Option<PathBuf> {
         })
 }
 
-/// git on `repo` with a clean environment: `PATH` and `HOME` only.
-fn clean_git(git: &Path, repo: &Path) -> tokio::process::Command {
+/// git with a clean environment (`PATH` and `HOME` only), started in `/`: the repository is
+/// named by its argument only.
+fn clean_git(git: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(git);
-    cmd.env_clear().current_dir(repo).kill_on_drop(true);
+    cmd.env_clear().current_dir("/").kill_on_drop(true);
     for var in ["PATH", "HOME"] {
         if let Some(v) = std::env::var_os(var) {
             cmd.env(var, v);
@@ -211,8 +219,13 @@ async fn accept_loop(listener: UnixListener, repo: Arc<LocalRepo>) {
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let repo = repo.clone();
                 running.spawn(async move {
-                    if let Err(e) = serve_one(stream, &repo).await {
-                        tracing::warn!("local upstream {}: {e:#}", repo.name);
+                    match serve_one(stream, &repo).await {
+                        Ok(()) => {}
+                        // git-gate hung up early, as a client that read only the refs does.
+                        Err(e) if peer_left(&e) => {
+                            tracing::debug!("local upstream {}: {e:#}", repo.name)
+                        }
+                        Err(e) => tracing::warn!("local upstream {}: {e:#}", repo.name),
                     }
                     drop(permit);
                 });
@@ -220,6 +233,18 @@ async fn accept_loop(listener: UnixListener, repo: Arc<LocalRepo>) {
             Some(_) = running.join_next(), if !running.is_empty() => {}
         }
     }
+}
+
+/// Whether an error is the bundle's side of the socket going away.
+fn peer_left(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            )
+        })
+    })
 }
 
 /// One connection: its request, then the service, relayed.
@@ -249,22 +274,32 @@ async fn serve_one(stream: UnixStream, repo: &LocalRepo) -> Result<()> {
         Service::UploadPack => "upload-pack",
         Service::ReceivePack => "receive-pack",
     };
-    let mut child = clean_git(&repo.git, &repo.path)
+    let started = clean_git(&repo.git)
         .arg(sub)
         .arg(&repo.path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {} {sub}", repo.git.display()))?;
+        .spawn();
+    let mut child = match started {
+        Ok(c) => c,
+        Err(e) => {
+            let words = format!("bottle run cannot start git {sub}: {}\n", e.kind());
+            send(&write, STDERR, words.as_bytes()).await?;
+            send(&write, EXIT, &128u32.to_be_bytes()).await?;
+            bail!("cannot start {} {sub}: {e}", repo.git.display());
+        }
+    };
     let mut stdin = child.stdin.take().expect("piped");
     let (stdout, stderr) = (
         child.stdout.take().expect("piped"),
         child.stderr.take().expect("piped"),
     );
-    // The service's input: whatever follows the request line, to its end.
+    // The service's input: whatever follows the request line, to its end or `max_input`
+    // bytes (git then finds it cut short, and fails).
+    let limit = repo.max_input;
     let input = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut read, &mut stdin).await;
+        let _ = tokio::io::copy(&mut (&mut read).take(limit), &mut stdin).await;
     });
     let hidden = repo.path.to_string_lossy().into_owned();
     let shown = format!("<upstream {}>", repo.name);
@@ -326,6 +361,137 @@ async fn relay_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sidecar::git_gate::local::open;
+    use tokio::io::AsyncWriteExt;
+
+    fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("git")
+            .args(["-c", "user.name=T", "-c", "user.email=t@t.invalid"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.unwrap_or_default())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        out.stdout
+    }
+
+    /// A repository on the host served on `dir/origin` with `max_input`; and a pack (of a
+    /// commit with 200 KB of noise) with the push request's head for it.
+    fn setup(dir: &Path, max_input: u64) -> (LocalRepo, Vec<u8>) {
+        let repo = dir.join("repo.git");
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q", "--bare"], None);
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q", "-b", "main"], None);
+        let mut noise = vec![0u8; 200_000];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").unwrap(),
+            &mut noise,
+        )
+        .unwrap();
+        std::fs::write(work.join("noise"), noise).unwrap();
+        git(&work, &["add", "noise"], None);
+        git(&work, &["commit", "-qm", "noise"], None);
+        let head = String::from_utf8(git(&work, &["rev-parse", "HEAD"], None)).unwrap();
+        let pack = git(
+            &work,
+            &["pack-objects", "--stdout", "-q", "--revs"],
+            Some(b"HEAD\n"),
+        );
+        let line = format!(
+            "{} {} refs/heads/agent/x\0report-status\n",
+            "0".repeat(40),
+            head.trim()
+        );
+        let mut body = format!("{:04x}{line}0000", line.len() + 4).into_bytes();
+        body.extend(pack);
+        let local = LocalRepo {
+            name: "origin".into(),
+            written: repo.display().to_string(),
+            path: repo,
+            git: find_git().unwrap(),
+            max_input,
+        };
+        (local, body)
+    }
+
+    async fn push(dir: &Path, body: Vec<u8>) -> (Vec<u8>, String) {
+        let socket = dir.join("sockets/origin");
+        let mut remote = open("origin", socket.to_str().unwrap(), Service::ReceivePack)
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        remote.advertisement(&mut buf).await.unwrap();
+        remote.send(body.into()).await.unwrap();
+        remote.eof().await.unwrap();
+        while let Some(b) = remote.next().await {
+            buf.extend_from_slice(&b);
+        }
+        (buf, remote.failure("ended").to_string())
+    }
+
+    #[tokio::test]
+    async fn the_host_side_runs_real_git_and_cuts_input_at_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        // Within the bound: real git takes the pack and writes the ref.
+        let (repo, body) = setup(dir.path(), 1 << 20);
+        let served = serve(std::slice::from_ref(&repo), &dir.path().join("sockets")).unwrap();
+        let (out, _) = push(dir.path(), body.clone()).await;
+        assert!(
+            String::from_utf8_lossy(&out).contains("ok refs/heads/agent/x"),
+            "{out:?}"
+        );
+        served.stop().await;
+        assert!(!dir.path().join("sockets/origin").exists());
+        let refs = git(&repo.path, &["for-each-ref"], None);
+        assert!(String::from_utf8_lossy(&refs).contains("refs/heads/agent/x"));
+
+        // Over it: the input stops at the bound, git fails, no ref is written.
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, body) = setup(dir.path(), 100_000);
+        assert!(body.len() > 150_000, "{}", body.len());
+        let served = serve(std::slice::from_ref(&repo), &dir.path().join("sockets")).unwrap();
+        let (out, said) = push(dir.path(), body).await;
+        assert!(
+            !String::from_utf8_lossy(&out).contains("ok refs/heads/agent/x"),
+            "{out:?}"
+        );
+        assert!(said.contains("exit"), "{said}");
+        let refs = git(&repo.path, &["for-each-ref"], None);
+        assert!(refs.is_empty(), "{}", String::from_utf8_lossy(&refs));
+
+        // Anything but a service's name is refused.
+        let mut raw = UnixStream::connect(dir.path().join("sockets/origin"))
+            .await
+            .unwrap();
+        raw.write_all(b"git-upload-pack /etc\n").await.unwrap();
+        let mut answer = Vec::new();
+        raw.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("serves git-upload-pack and git-receive-pack only"),
+            "{text}"
+        );
+        assert!(
+            answer.ends_with(&[EXIT, 0, 0, 0, 4, 0, 0, 0, 128]),
+            "{answer:?}"
+        );
+        served.stop().await;
+    }
 
     #[test]
     fn a_long_folder_still_gets_its_socket() {

@@ -743,9 +743,10 @@ impl Spawned {
         let mut out = child.stdout.take().unwrap();
         let (tx, stdout) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            let _ = tx.send(s);
+            // Bytes, shown lossily: a guest's binary output must not empty the whole capture.
+            let mut b = Vec::new();
+            let _ = out.read_to_end(&mut b);
+            let _ = tx.send(String::from_utf8_lossy(&b).into_owned());
         });
         Spawned {
             child,

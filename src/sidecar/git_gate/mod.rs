@@ -12,7 +12,8 @@
 //!   `git-upload-pack` on the upstream, its answer streamed back.
 //! - **Push**: `GET …?service=git-receive-pack` advertises the upstream's refs with the
 //!   capabilities git-gate can honour plus `no-thin`; `POST /NAME/git-receive-pack` is read
-//!   whole (counted as it streams, cut at `max_push_bytes`), judged by the policy
+//!   whole (counted as it streams, cut at `max_push_bytes`; at most [`server::MAX_PUSHES`] in
+//!   flight, the others waiting their turn), judged off the async workers by the policy
 //!   ([`policy`]: namespaces, deletions, `branches`, `tags`, fast-forward from the pushed pack,
 //!   size) and either refused as a whole with git's report-status, so `git push` prints the
 //!   rule, or forwarded byte for byte to the upstream's `git-receive-pack`, whose report is

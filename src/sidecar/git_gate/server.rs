@@ -38,7 +38,7 @@ const WHO: &str = "git-gate";
 /// The longest a request head may take to arrive, and a body may stay silent.
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest upload-pack request (wants and haves) read.
-const UPLOAD_REQUEST_LIMIT: u64 = 32 << 20;
+pub const UPLOAD_REQUEST_LIMIT: u64 = 32 << 20;
 /// How much of an upstream's push answer is kept to read its report for the audit log.
 const REPORT_LIMIT: usize = 1 << 20;
 
@@ -53,7 +53,12 @@ pub struct Gate {
 pub(super) struct State {
     upstreams: BTreeMap<String, Upstream>,
     pub(super) audit: Arc<AuditLog>,
+    /// Pushes being read, judged or forwarded: at most [`MAX_PUSHES`] at once.
+    pub(super) pushes: tokio::sync::Semaphore,
 }
+
+/// The most pushes in flight at once; more wait for a turn (each may hold `max_push_bytes`).
+pub const MAX_PUSHES: usize = 4;
 
 impl Gate {
     /// Opens the audit log and binds the listening socket.
@@ -90,6 +95,7 @@ impl Gate {
             state: Arc::new(State {
                 upstreams,
                 audit: Arc::new(audit),
+                pushes: tokio::sync::Semaphore::new(MAX_PUSHES),
             }),
         })
     }
