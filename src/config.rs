@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::hash::ConfigKey;
-use crate::manifest::{BUNDLE_IP_TEMPLATE, BundleSpec, GuestSpec, ProvisionSpec};
+use crate::manifest::{BUNDLE_IP_TEMPLATE, BundleSpec, GuestSpec, ProvisionSpec, WorkspaceSpec};
 use crate::sidecar::daemon::{self, Daemon};
 use crate::sidecar::{egress, pipelock, supervise};
 
@@ -31,6 +31,8 @@ pub mod paths {
     pub const BUNDLE_SPEC: &str = "bundle.json";
     pub const PROMPT: &str = "provision/prompt.md";
     pub const SKILLS: &str = "provision/skills";
+    /// `[provision] files`, each at its guest path under this folder.
+    pub const FILES: &str = "provision/files";
 }
 
 /// File names in a run's CA folder (see `run::ca`).
@@ -84,6 +86,9 @@ pub fn copied_files(key: &ConfigKey) -> Vec<(String, Digest)> {
         if let Some(digest) = d.file_digest() {
             out.push((format!("{}/{rel}", paths::SKILLS), digest));
         }
+    }
+    for (guest, d) in &key.provision.files {
+        out.push((format!("{}/{guest}", paths::FILES), *d));
     }
     for r in &key.egress.routes {
         if let Some(d) = r.upstream_ca {
@@ -187,6 +192,19 @@ fn guest_spec(key: &ConfigKey) -> GuestSpec {
             skills: p.skills.as_ref().map(|_| paths::SKILLS.to_string()),
             git_name: p.git_name.clone(),
             git_email: p.git_email.clone(),
+            files: p
+                .files
+                .keys()
+                .map(|guest| (guest.clone(), format!("{}/{guest}", paths::FILES)))
+                .collect(),
+            workspace: p.workspace.as_ref().map(|upstream| WorkspaceSpec {
+                upstream: upstream.clone(),
+                dir: format!(
+                    "{}/{}",
+                    g.home.trim_end_matches('/'),
+                    crate::plan::WORKSPACE_DIR
+                ),
+            }),
         },
     }
 }

@@ -8,7 +8,7 @@
 //! | --- | --- | --- |
 //! | `guest` ([`GuestKey`]) | [`GUEST_FORMAT`]; backend and start mode; the image source: the Dockerfile's digest and every path of its build context that `.dockerignore` keeps (files by digest and executable bit, symlinks by target, folders, so an empty one counts), or an archive's digest, or a reference pinned by digest; for a smolvm pack, `smolvm --version` | bottle's own sources, the recipe's name, user, env, command, allowlist, routes, where the recipe lies |
 //! | `bundle` ([`BundleKey`]) | [`BUNDLE_FORMAT`] and [`BUILDER`]: a digest of bottle's sources (every file under `src/`, `Cargo.lock`, `Cargo.toml`, `build.rs`) with the profile, target, rustflags and `rustc -vV`, computed by `build.rs` at compile time, since the bundle image holds this very binary | everything of the recipe: one bundle per build of bottle, shared by all recipes |
-//! | `config` ([`ConfigKey`]) | [`CONFIG_FORMAT`]; the guest's user, home, command and env; pipelock (allowlist, DLP switch, the recipe's DLP rules and allowed values), egress routes (each upstream CA by its digest) and upstream proxy, git-gate and supervise as planned; `[network] hosts`; the prompt's digest and each skills file's digest; git identity | the recipe's name, the image, bottle's sources (the config files' shape is versioned by [`CONFIG_FORMAT`] instead), token values |
+//! | `config` ([`ConfigKey`]) | [`CONFIG_FORMAT`]; the guest's user, home, command and env; pipelock (allowlist, DLP switch, the recipe's DLP rules and allowed values), egress routes (each upstream CA by its digest) and upstream proxy, git-gate and supervise as planned; `[network] hosts`; the prompt's digest, each skills file's digest and each `[provision] files` file's digest; the workspace's upstream; git identity | the recipe's name, the image, bottle's sources (the config files' shape is versioned by [`CONFIG_FORMAT`] instead), token values |
 //!
 //! The entry's hash ([`BuildHash`]) is blake3 over the canonical JSON of its [`Manifest`]: the
 //! manifest format, the recipe's name (what runs and `bottle ls` call it) and the three
@@ -226,6 +226,12 @@ pub struct ProvisionKey {
     pub skills: Option<BTreeMap<String, InputDigest>>,
     pub git_name: Option<String>,
     pub git_email: Option<String>,
+    /// The git-gate upstream cloned into the guest's workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// `[provision] files`: each guest path (under its home) → the content of its file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, Digest>,
 }
 
 /// A component key, tagged with its kind: what a component's name is the hash of.
@@ -406,6 +412,12 @@ pub fn keys_with_builder(
             skills,
             git_name: p.git_name.clone(),
             git_email: p.git_email.clone(),
+            workspace: p.workspace.clone(),
+            files: p
+                .files
+                .iter()
+                .map(|(guest, rel)| Ok((guest.clone(), content_digest(&planned.host_path(rel))?)))
+                .collect::<Result<_, HashError>>()?,
         },
     };
     let keys = Keys {

@@ -25,6 +25,7 @@ pub mod hash;
 pub mod manifest;
 pub mod oci;
 pub mod plan;
+pub mod prepare;
 pub mod progress;
 pub mod recipe;
 pub mod run;

@@ -125,6 +125,21 @@ pub struct ProvisionSpec {
     pub skills: Option<String>,
     pub git_name: Option<String>,
     pub git_email: Option<String>,
+    /// `[provision] files`: each path under the guest's home → its config component path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+    /// The git-gate upstream cloned into the workspace, where the agent starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<WorkspaceSpec>,
+}
+
+/// A git-gate upstream cloned at provisioning, and the guest folder it is cloned into (the
+/// agent's working folder).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSpec {
+    pub upstream: String,
+    pub dir: String,
 }
 
 /// How the bundle runs: a file of the config component (`bundle.json`).

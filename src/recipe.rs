@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+mod twin;
+
 /// A parsed recipe plus the text it came from, so later stages can point at a value.
 #[derive(Debug)]
 pub struct Recipe {
@@ -73,6 +75,10 @@ pub struct Guest {
     pub command: Spanned<Vec<String>>,
     #[serde(default = "empty_env")]
     pub env: Spanned<BTreeMap<String, String>>,
+    /// A program of the recipe's folder that `bottle build`, `hash` and `run` start before
+    /// hashing, from its own folder: it fetches or assembles what the guest's build context
+    /// copies (the context's digest then pins what it wrote).
+    pub prepare: Option<Spanned<String>>,
 }
 
 fn empty_env() -> Spanned<BTreeMap<String, String>> {
@@ -200,10 +206,15 @@ pub struct GitGate {
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub name: Spanned<String>,
-    pub url: Spanned<String>,
-    /// Host path of the SSH identity key. Referenced by path only: never read at build time,
-    /// mounted read-only into the bundle at run time.
-    pub identity: Spanned<String>,
+    /// An SSH upstream: `ssh://[user@]host[:port]/path` or `user@host:path`. Exactly one of
+    /// `url` and `path`.
+    pub url: Option<Spanned<String>>,
+    /// A repository on the host (`~/src/project`): a run-time host path like `identity`,
+    /// served to the bundle by `bottle run` and never mounted anywhere.
+    pub path: Option<Spanned<String>>,
+    /// Host path of the SSH identity key (with `url` only). Referenced by path only: never
+    /// read at build time, mounted read-only into the bundle at run time.
+    pub identity: Option<Spanned<String>>,
     /// Host path of the known_hosts file the upstream's host key is checked against (read at
     /// run time); default the person's `~/.ssh/known_hosts`.
     pub known_hosts: Option<Spanned<String>>,
@@ -232,6 +243,11 @@ pub struct Provision {
     pub skills: Option<Spanned<String>>,
     pub git_name: Option<Spanned<String>>,
     pub git_email: Option<Spanned<String>>,
+    /// A git-gate upstream's name: cloned through the gate into `~/work` at provisioning; the
+    /// agent starts there.
+    pub workspace: Option<Spanned<String>>,
+    /// More files for the guest: a path under the guest's home → a file of the recipe's folder.
+    pub files: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 /// An error located in a recipe file.
@@ -258,6 +274,15 @@ pub enum RecipeError {
     },
 }
 
+/// A recipe or upstream name: `[a-z0-9-]`, not starting with `-`, at most 40 characters.
+pub fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+}
+
 /// A 1-based line and column for a byte offset of `source`.
 pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
@@ -269,24 +294,14 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
 }
 
 impl Recipe {
+    /// Reads a recipe file; a twin (a file with `extends`) is its base recipe with the
+    /// twin's name and backend.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
-        let bytes = std::fs::read(path).map_err(|source| RecipeError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let source = String::from_utf8(bytes).map_err(|e| {
-            let offset = e.utf8_error().valid_up_to();
-            RecipeError::NotUtf8 {
-                path: path.to_path_buf(),
-                line: e.as_bytes()[..offset]
-                    .iter()
-                    .filter(|b| **b == b'\n')
-                    .count()
-                    + 1,
-                offset,
-            }
-        })?;
-        Recipe::parse(path, source)
+        let source = read_text(path)?;
+        match twin::Twin::parse(path, &source)? {
+            Some(twin) => twin.apply(path, &source),
+            None => Recipe::parse(path, source),
+        }
     }
 
     pub fn parse(path: &Path, source: String) -> Result<Recipe, RecipeError> {
@@ -296,16 +311,7 @@ impl Recipe {
                 source,
                 doc,
             }),
-            Err(e) => {
-                let offset = e.span().map(|s| s.start).unwrap_or(0);
-                let message = e.message().trim().to_string();
-                Err(RecipeError::At {
-                    path: path.to_path_buf(),
-                    line: line_col(&source, offset).0,
-                    col: line_col(&source, offset).1,
-                    message: explain(&message),
-                })
-            }
+            Err(e) => Err(located(path, &source, &e)),
         }
     }
 
@@ -315,22 +321,60 @@ impl Recipe {
         span: std::ops::Range<usize>,
         message: impl fmt::Display,
     ) -> RecipeError {
-        let (line, col) = line_col(&self.source, span.start);
-        RecipeError::At {
-            path: self.path.clone(),
-            line,
-            col,
-            message: message.to_string(),
-        }
+        error_at(&self.path, &self.source, span, message)
     }
+}
+
+/// An error at `span` of the file `path` whose text is `source`.
+fn error_at(
+    path: &Path,
+    source: &str,
+    span: std::ops::Range<usize>,
+    message: impl fmt::Display,
+) -> RecipeError {
+    let (line, col) = line_col(source, span.start);
+    RecipeError::At {
+        path: path.to_path_buf(),
+        line,
+        col,
+        message: message.to_string(),
+    }
+}
+
+/// A TOML error of the file `path`, located.
+fn located(path: &Path, source: &str, e: &toml::de::Error) -> RecipeError {
+    let offset = e.span().map(|s| s.start).unwrap_or(0);
+    error_at(path, source, offset..offset, explain(e.message().trim()))
+}
+
+/// A recipe file's text: UTF-8, or an error naming the line and byte where it is not.
+fn read_text(path: &Path) -> Result<String, RecipeError> {
+    let bytes = std::fs::read(path).map_err(|source| RecipeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        RecipeError::NotUtf8 {
+            path: path.to_path_buf(),
+            line: e.as_bytes()[..offset]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1,
+            offset,
+        }
+    })
 }
 
 /// Adds what to do to serde's terse messages where that helps.
 fn explain(message: &str) -> String {
     if message.starts_with("unknown field") {
-        format!("{message}; remove it or fix its spelling (see the recipe schema in README.md)")
+        format!(
+            "{message}; remove it or fix its spelling (see the recipe schema in docs/recipes.md)"
+        )
     } else if message.starts_with("missing field") {
-        format!("{message}; add it (see the recipe schema in README.md)")
+        format!("{message}; add it (see the recipe schema in docs/recipes.md)")
     } else {
         message.to_string()
     }

@@ -585,6 +585,48 @@ fn recipe_errors_on_schema_shaped_text_point_inside_the_input() {
 }
 
 #[test]
+fn twins_load_or_give_errors_located_in_the_twin_or_its_base() {
+    // A twin (`extends`) beside a valid base: arbitrary shapes for its keys and values, and
+    // mutations of the base. Each load is a recipe or an error located in the file it names.
+    let dir = recipe_dir();
+    let base = dir.path().join("base.toml");
+    let twin = dir.path().join("twin.toml");
+    let value = prop_oneof![
+        Just("1".to_string()),
+        Just("\"base.toml\"".to_string()),
+        Just("\"twin.toml\"".to_string()),
+        Just("\"../base.toml\"".to_string()),
+        Just("\"docker\"".to_string()),
+        Just("\"smolvm\"".to_string()),
+        "\"[a-zé ./*-]{0,12}\"",
+    ];
+    let key = select(vec!["extends", "name", "backend", "start", "colour"]);
+    let table = select(vec!["", "[guest]", "[pipelock]"]);
+    let entry = (table, key, value).prop_map(|(t, k, v)| format!("{t}\n{k} = {v}"));
+    let twins = prop::collection::vec(entry, 0..6)
+        .prop_map(|e| format!("extends = \"base.toml\"\nname = \"t\"\n{}", e.join("\n")));
+    check(CASES, (twins, edits(RECIPE_LINES)), |(twin_text, edits)| {
+        let base_text =
+            String::from_utf8_lossy(&apply(VALID_RECIPE.as_bytes(), &edits)).into_owned();
+        std::fs::write(&base, &base_text).unwrap();
+        std::fs::write(&twin, &twin_text).unwrap();
+        match Recipe::load(&twin) {
+            Ok(r) => prop_assert_eq!(r.path.as_path(), base.as_path()),
+            Err(e @ RecipeError::At { .. }) => {
+                let at_twin = matches!(&e, RecipeError::At { path, .. } if path == &twin);
+                if at_twin {
+                    assert_located(&e, &twin, &twin_text)?;
+                } else {
+                    assert_located(&e, &base, &base_text)?;
+                }
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("not located: {e}"))),
+        }
+        Ok(())
+    });
+}
+
+#[test]
 fn mutated_recipes_parse_or_give_located_errors() {
     let path = PathBuf::from("recipes/mutant.toml");
     check(CASES, edits(RECIPE_LINES), |edits| {

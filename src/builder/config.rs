@@ -36,6 +36,12 @@ pub fn build(key: &ConfigKey, planned: &Planned, dir: &Path) -> Result<()> {
             copy_checked(&planned.host_path(&src_rel), &dest, digest, &src_rel)?;
         }
     }
+    for (guest, rel) in &p.files {
+        if let Some(digest) = key.provision.files.get(guest) {
+            let dest = dir.join(paths::FILES).join(guest);
+            copy_checked(&planned.host_path(rel), &dest, *digest, rel)?;
+        }
+    }
     for (route, planned_route) in key.egress.routes.iter().zip(&planned.plan.egress.routes) {
         if let (Some(digest), Some(rel)) = (route.upstream_ca, &planned_route.upstream_ca) {
             copy_checked(

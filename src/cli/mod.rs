@@ -1,5 +1,6 @@
 //! The command line: clap definitions ([`args`]) and one function per command over library
-//! calls ([`build`], [`inspect`], [`maintain`], [`runs`], [`supervise`]). Results go to stdout
+//! calls ([`build`], [`inspect`], [`maintain`], [`runs`], [`supervise`]); [`target`] reads the
+//! TARGET argument (recipe file, recipe name or hash) of every command. Results go to stdout
 //! (text, or one JSON document under `--json`); progress and messages to stderr. A closed
 //! stdout (`| head`) ends the command quietly.
 
@@ -10,6 +11,7 @@ mod maintain;
 mod runs;
 mod share;
 mod supervise;
+pub mod target;
 
 use std::io::Write;
 use std::path::Path;
@@ -27,6 +29,8 @@ use crate::{plan, recipe};
 pub enum Outcome {
     Success,
     Damaged,
+    /// Interrupted by SIGINT or SIGTERM (exit 130).
+    Interrupted,
     /// The exit code of a guest command (`bottle run`, `bottle exec`).
     Exit(u8),
 }
@@ -51,6 +55,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Key {
             command: KeyCommand::Generate { name, out },
         } => return share::key_generate(g, name, out),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "bottle", &mut std::io::stdout());
+            return Ok(Outcome::Success);
+        }
         _ => {}
     }
     let store = store_of(g)?;
@@ -62,7 +71,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             push,
         } => build::build(g, &store, recipe, *pure, root.as_deref(), push.as_deref()).await,
         Command::Ls => inspect::ls(g, &store),
-        Command::Show { hash } => inspect::show(g, &store, hash),
+        Command::Show { target } => inspect::show(g, &store, target),
+        Command::Rm { target } => maintain::rm(g, &store, target).await,
         Command::Diff { a, b } => inspect::diff(g, &store, a, b),
         Command::Verify { hash } => maintain::verify(g, &store, hash.as_deref()),
         Command::Gc {
@@ -74,7 +84,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             keep,
             dry_run,
             remote: None,
-        } => maintain::gc(g, &store, keep, *dry_run),
+        } => maintain::gc(g, &store, keep, *dry_run).await,
         Command::Run {
             target,
             subnet_pool,
@@ -105,15 +115,19 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             trust,
             no_check_sigs,
         } => share::pull(g, &store, hash, from, trust, *no_check_sigs).await,
-        Command::Sidecar(_) | Command::Hash { .. } | Command::Key { .. } => {
+        Command::Sidecar(_)
+        | Command::Hash { .. }
+        | Command::Key { .. }
+        | Command::Completions { .. } => {
             unreachable!("handled above")
         }
     }
 }
 
-/// Recipe → plan → keys, with impurities warned about (or refused under `--pure`).
+/// Recipe → its prepare program → plan → keys, with impurities warned about (or refused under `--pure`).
 fn keyed(recipe: &Path, pure: bool, g: &Global) -> Result<(plan::Planned, Keys)> {
     let recipe = recipe::Recipe::load(recipe)?;
+    crate::prepare::run(&recipe, g.quiet > 0)?;
     let planned = plan::plan(&recipe)?;
     let (keys, impurities) = hash::keys(&planned)?;
     if !impurities.is_empty() {

@@ -13,9 +13,11 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+pub use crate::recipe::is_slug;
 use crate::recipe::{self, Backend, Recipe, RecipeError, SmolvmStart};
 
 mod daemons;
+mod provision;
 
 /// Guest env names the bottle sets itself (the placeholder credential, telemetry off, the
 /// proxy, the trust trio, supervise's URL); a recipe may not set them.
@@ -168,16 +170,34 @@ pub struct GitGatePlan {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UpstreamPlan {
     pub name: String,
-    pub url: String,
-    /// A host path, as written (a leading `~/` is expanded at run time). Never read at build.
-    pub identity: String,
-    /// A host path, as written; `~/.ssh/known_hosts` unless the recipe names one.
-    pub known_hosts: String,
+    /// Where the upstream is (its fields inline: `url`, `identity`, `known_hosts`, or `path`).
+    #[serde(flatten)]
+    pub source: UpstreamSource,
     /// Patterns of the branches a push may update (`*` matches within a path segment, `**`
     /// across); sorted.
     pub branches: Vec<String>,
     pub tags: bool,
     pub max_push_bytes: u64,
+}
+
+/// Where a git-gate upstream is. Host paths are kept as written (a leading `~/` is expanded
+/// at run time) and never read at build time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum UpstreamSource {
+    /// Over SSH, with an identity key mounted into the bundle.
+    Ssh {
+        url: String,
+        /// A host path.
+        identity: String,
+        /// A host path; `~/.ssh/known_hosts` unless the recipe names one.
+        known_hosts: String,
+    },
+    /// A repository on the host, served to the bundle by `bottle run` on a socket.
+    Local {
+        /// A host path.
+        path: String,
+    },
 }
 
 /// The default of `max_push_bytes`: 100 MiB.
@@ -194,7 +214,16 @@ pub struct ProvisionPlan {
     pub skills: Option<String>,
     pub git_name: Option<String>,
     pub git_email: Option<String>,
+    /// The git-gate upstream cloned into [`WORKSPACE_DIR`] of the guest's home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// More files for the guest: a path under its home → a plan-relative file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
+
+/// Where `[provision] workspace` is cloned, under the guest's home; the agent starts there.
+pub const WORKSPACE_DIR: &str = "work";
 
 /// A plan together with the folder its relative paths are resolved against. The folder is not
 /// part of the plan (and so not of the hash).
@@ -264,15 +293,10 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
     allow.extend(routes.iter().map(|rt| rt.host.clone()));
     allow.sort();
     allow.dedup();
-    let upstreams = r.upstreams(&doc.git_gate.upstreams)?;
-
-    let p = &doc.provision;
-    let provision = ProvisionPlan {
-        prompt: p.prompt.as_ref().map(|s| r.file(s)).transpose()?,
-        skills: p.skills.as_ref().map(|s| r.dir(s)).transpose()?,
-        git_name: p.git_name.as_ref().map(|s| s.get_ref().clone()),
-        git_email: p.git_email.as_ref().map(|s| s.get_ref().clone()),
+    let git_gate = GitGatePlan {
+        upstreams: r.upstreams(&doc.git_gate.upstreams)?,
     };
+    let provision = r.provision(&doc.provision, &git_gate)?;
 
     Ok(Planned {
         plan: Plan {
@@ -299,7 +323,7 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
                 upstream_proxy: r.upstream_proxy(doc.egress.upstream_proxy.as_ref())?,
             },
             network: r.network(&doc.network)?,
-            git_gate: GitGatePlan { upstreams },
+            git_gate,
             supervise: SupervisePlan {
                 enabled: doc.supervise.enabled,
             },
@@ -307,15 +331,6 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
         },
         root,
     })
-}
-
-/// A recipe or upstream name: `[a-z0-9-]`, not starting with `-`, at most 40 characters.
-pub fn is_slug(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 40
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
 }
 
 struct Resolver<'a> {

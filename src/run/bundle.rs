@@ -15,6 +15,7 @@ use super::network;
 use super::record::Resource;
 use super::steps::{Ctx, tracked};
 use super::undo::UndoStack;
+use super::upstreams;
 use crate::manifest::MountSource;
 use crate::plan::HostTarget;
 use crate::runtime::docker_run::{self as engine, Bind, ContainerSpec};
@@ -77,6 +78,7 @@ pub async fn start_bundle(
             })
             .collect(),
     };
+    serve_local_upstreams(ctx, undo)?;
     let archive = ctx.entry.bundle.path(&ctx.entry.bundle.image().archive);
     let (docker, n) = (ctx.docker.clone(), name.clone());
     let create =
@@ -107,6 +109,21 @@ pub async fn start_bundle(
         .filter_map(|d| spec.ports.get(d).copied())
         .collect();
     wait_ready(ctx, &name, &probe_net, &ports).await
+}
+
+/// The local git-gate upstreams, served on their sockets (in the folder the bundle mounts)
+/// until the run's undo stops them, after the bundle is gone.
+fn serve_local_upstreams(ctx: &Ctx, undo: &mut UndoStack) -> Result<()> {
+    if ctx.local_upstreams.is_empty() {
+        return Ok(());
+    }
+    let dir = ctx.run_dir.join(crate::sidecar::git_gate::LOCAL_RUN_DIR);
+    let served = upstreams::serve(&ctx.local_upstreams, &dir)?;
+    undo.push("stop serving the local git-gate upstreams", async move {
+        served.stop().await;
+        Ok(())
+    });
+    Ok(())
 }
 
 /// The secrets the bundle needs, read from bottle's own environment, as the JSON object the
@@ -209,7 +226,7 @@ async fn wait_ready(ctx: &Ctx, name: &str, network: &str, ports: &[u16]) -> Resu
     }
 }
 
-fn expand_home(p: &str) -> Result<PathBuf> {
+pub(super) fn expand_home(p: &str) -> Result<PathBuf> {
     if let Some(rest) = p.strip_prefix("~/") {
         let home = std::env::var_os("HOME")
             .context("the recipe names a path under ~/ and HOME is not set")?;

@@ -226,7 +226,9 @@ pub async fn exec(store: &Store, id: &str, cmd: &[String]) -> Result<i64> {
     if cmd.is_empty() {
         bail!("give the command to run after `--`, e.g. `bottle exec RUN -- sh`");
     }
-    guest.exec_attached(&g.user, Some(&g.home), &env, cmd).await
+    guest
+        .exec_attached(&g.user, Some(super::provision::workdir(g)), &env, cmd)
+        .await
 }
 
 /// What `bottle down` did to one run.

@@ -1,7 +1,9 @@
 //! The `provision` step: what the guest gets before the agent starts — the run's CA (at the
 //! trust-trio path, and in the guest's trust store when it has one), the prompt, the skills,
 //! the git identity and remotes (pointing at the bundle's git-gate), the supervise client's
-//! config; then the user's files are given to the user.
+//! config, the recipe's extra files; then the user's files are given to the user. Once the
+//! bundle is up too, the `workspace` step clones the recipe's workspace upstream through
+//! git-gate into the folder the agent starts in.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -11,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use super::bundle::ca_dir;
 use super::steps::Ctx;
 use crate::config::ca_files;
+use crate::manifest::GuestSpec;
 use crate::runtime::guest::Guest;
 use crate::sidecar::daemon::{self, GuestSide};
 
@@ -121,6 +124,12 @@ pub fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<Files> {
         }
         users.push(in_home(".claude"));
     }
+    for (guest_rel, component_path) in &p.files {
+        let bytes = read(&ctx.entry.config.path(component_path))?;
+        files.push((in_home(guest_rel), bytes, 0o644));
+        let top = guest_rel.split('/').next().unwrap_or(guest_rel);
+        users.push(in_home(top));
+    }
     if p.git_name.is_some() || p.git_email.is_some() {
         let mut text = String::from("# Written by bottle.\n[user]\n");
         if let Some(n) = &p.git_name {
@@ -152,6 +161,54 @@ pub fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<Files> {
     users.sort();
     users.dedup();
     Ok(Files { files, users })
+}
+
+/// The folder the agent's command (and `bottle exec`) starts in: the workspace when the recipe
+/// has one, else the home.
+pub fn workdir(g: &GuestSpec) -> &str {
+    match &g.provision.workspace {
+        Some(w) => &w.dir,
+        None => &g.home,
+    }
+}
+
+/// The `workspace` step: as the guest's user, clones the workspace upstream through git-gate
+/// (the remote of that name in the guest's git config) into the workspace folder, and checks
+/// out the upstream's default branch. A folder that already holds a repository is kept.
+pub async fn workspace(ctx: &Ctx, guest: &Guest, env: &[(String, String)]) -> Result<()> {
+    let g = ctx.entry.guest_spec();
+    let Some(w) = &g.provision.workspace else {
+        return Ok(());
+    };
+    // An empty upstream has no HEAD: the clone is then an empty repository.
+    let script = r#"dir="$1"; remote="$2"
+command -v git >/dev/null 2>&1 || exit 3
+[ -e "$dir/.git" ] && exit 0
+git init -q "$dir" && cd "$dir" || exit 4
+git fetch -q "$remote" || exit 5
+if git remote set-head "$remote" --auto >/dev/null 2>&1; then
+  head=$(git symbolic-ref -q --short "refs/remotes/$remote/HEAD") || exit 6
+  git checkout -q -b "${head#"$remote"/}" "$head" || exit 6
+fi"#;
+    let cmd: Vec<String> = ["/bin/sh", "-c", script, "workspace", &w.dir, &w.upstream]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = guest.exec(&g.user, Some(&g.home), env, &cmd).await?;
+    let err = out.stderr.trim();
+    match out.code {
+        0 => Ok(()),
+        3 => bail!(
+            "the guest has no git, which `[provision] workspace` needs to clone {:?}: add git to the guest image",
+            w.upstream
+        ),
+        4 => bail!("cannot create the workspace {} in the guest: {err}", w.dir),
+        5 => bail!(
+            "cannot clone the workspace from git-gate's upstream {:?}: {err}; check the upstream (`bottle doctor`) and `bottle logs RUN`",
+            w.upstream
+        ),
+        code => bail!("checking out the workspace {} exited {code}: {err}", w.dir),
+    }
 }
 
 fn git_quote(s: &str) -> String {

@@ -136,7 +136,7 @@ async fn follow_build(
 /// Builds an image from a streamed context (as [`build`]), saves it into `dest` (as
 /// [`save_archive`]), checks that the archive holds the image that was built, and removes the
 /// built image from the engine (its parent layers stay: they are the build cache). Returns
-/// the id of the image saved.
+/// the id of the image saved and the built image's parent (that cache's top), if any.
 pub async fn build_and_save(
     docker: &Docker,
     ctx: ContextStream,
@@ -144,16 +144,20 @@ pub async fn build_and_save(
     labels: HashMap<String, String>,
     dest: &Path,
     mut on_line: impl FnMut(&str),
-) -> Result<String> {
+) -> Result<(String, Option<String>)> {
     let id = build(docker, ctx, tag, labels, &mut on_line).await?;
     on_line("saving the image");
     let saved = save_archive(docker, &id, dest).await?;
     if saved != id {
         bail!("the engine built image {id} but saved {saved}; build again");
     }
+    let parent = match docker.inspect_image(&id).await {
+        Ok(i) => i.parent.filter(|p| !p.is_empty()),
+        Err(_) => None,
+    };
     let options = RemoveImageOptionsBuilder::default().noprune(true).build();
     let _ = docker.remove_image(&id, Some(options), None).await;
-    Ok(id)
+    Ok((id, parent))
 }
 
 /// Streams `docker save IMAGE` into `dest` (mode 0644); returns the image id the archive

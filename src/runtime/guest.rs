@@ -79,6 +79,18 @@ impl Guest {
         env: &[(String, String)],
         cmd: &[String],
     ) -> Result<i64> {
+        use std::io::IsTerminal;
+        let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        // On a terminal the guest's programs learn its type as ssh's do: the host's TERM,
+        // unless the guest env sets one.
+        let mut env = env.to_vec();
+        if tty
+            && !env.iter().any(|(k, _)| k == "TERM")
+            && let Ok(term) = std::env::var("TERM")
+        {
+            env.push(("TERM".to_string(), term));
+        }
+        let env = &env[..];
         match self {
             Guest::Docker { docker, container } => {
                 let env = kv(env);
@@ -95,8 +107,6 @@ impl Guest {
                 .await
             }
             Guest::Smolvm { smolvm, machine } => {
-                use std::io::IsTerminal;
-                let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
                 let code = smolvm
                     .machine_exec_attached(machine, user, workdir, env, cmd, tty)
                     .await?;

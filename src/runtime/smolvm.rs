@@ -50,7 +50,7 @@ impl Smolvm {
             }
         }
         Err(anyhow!(
-            "the smolvm CLI is not on PATH: install it (`pip install smolmachines`, then copy smol/smol-vmm to smol/smolvm beside its libkrun; see README.md) or set BOTTLE_SMOLVM to its path"
+            "the smolvm CLI is not on PATH: install it (`pip install smolmachines`, then copy smol/smol-vmm to smol/smolvm beside its libkrun, as `scripts/setup --tests` does) or set BOTTLE_SMOLVM to its path"
         ))
     }
 

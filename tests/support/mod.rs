@@ -68,6 +68,7 @@ pub use bottle::run::names::{LABEL_HASH, LABEL_RUN, LABEL_STORE};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 
+pub mod claude;
 pub mod share;
 pub mod sshd;
 pub mod upstream;
@@ -749,9 +750,10 @@ impl Spawned {
         let mut out = child.stdout.take().unwrap();
         let (tx, stdout) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            let _ = tx.send(s);
+            // Bytes, shown lossily: a guest's binary output must not empty the whole capture.
+            let mut b = Vec::new();
+            let _ = out.read_to_end(&mut b);
+            let _ = tx.send(String::from_utf8_lossy(&b).into_owned());
         });
         Spawned {
             child,
