@@ -150,6 +150,8 @@ fn bad_input_is_refused_clearly_and_the_daemon_keeps_serving() {
     let before = sshd.state();
     let zero = "0".repeat(40);
     let new = "1".repeat(40);
+    let short_body_head =
+        "POST /origin/git-receive-pack HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n";
 
     // Not pkt-lines.
     let (status, body) = post(&gate, dir.path(), b"zzzz-not-a-pkt-line");
@@ -189,20 +191,50 @@ fn bad_input_is_refused_clearly_and_the_daemon_keeps_serving() {
         ),
         "{body}"
     );
-    // A body that stops before its Content-Length: the connection ends, the daemon stays.
+    // A body that ends (the client half-closes) before its Content-Length: this exact 400,
+    // and one audit line saying the request was malformed; the daemon stays.
+    let logged = gate.events().len();
     let mut s = TcpStream::connect(("127.0.0.1", gate.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(70))).unwrap();
-    write!(
-        s,
-        "POST /origin/git-receive-pack HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(short_body_head.as_bytes()).unwrap();
     s.write_all(&pkt(&format!("{zero} {new} refs/heads/agent/z")))
         .unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    assert!(answer.is_empty() || answer.contains(" 400 "), "{answer}");
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)
+        .expect("the connection ends (no reset, no timeout)");
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    assert!(
+        head.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        body, "git-gate: the request's body cannot be read: error reading a body from connection\n",
+        "{answer:?}"
+    );
+    let events = gate.events();
+    let new_lines: Vec<_> = events[logged..]
+        .iter()
+        .map(|e| {
+            (
+                e["method"].clone(),
+                e["decision"].clone(),
+                e["rule"].clone(),
+                e["status"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        new_lines,
+        vec![(
+            serde_json::json!("git-receive-pack"),
+            serde_json::json!("invalid"),
+            serde_json::json!("malformed"),
+            serde_json::json!(400)
+        )],
+        "{events:#?}"
+    );
 
     // A real git push over the limit fails, and nothing arrived.
     let work = clone(dir.path(), &gate);

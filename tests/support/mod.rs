@@ -20,6 +20,33 @@
 //! the binaries one after another).
 //!
 //! Store paths, step names, config file names and labels come from the library, never copies.
+//!
+//! # How a test here proves it can fail
+//!
+//! A test is worth what the bug it names would do to it. Each one:
+//!
+//! - compares the value that matters (the bytes an upstream received, the reply a client got,
+//!   the store byte for byte), never a stand-in for it (a log line saying a value arrived, a
+//!   status prefix, "any line mentions the rule");
+//! - searches for a leak in every form it can take (raw, in a header, percent-encoded,
+//!   JSON-escaped, either half of a split value), where it can first appear: servers here
+//!   record bytes as they arrive, not once a request is whole;
+//! - counts: exactly one audit line per case, with its rule; a refusal's body naming its rule;
+//! - waits on an event (a line printed, bytes arrived, a file written), never a sleep that
+//!   hopes the moment has passed;
+//! - guards its randomness: a test that kills or signals at random moments asserts that
+//!   enough of them landed in the window it claims to test (`killed_mid_build >= 5` in
+//!   `build_pipeline.rs`), so a machine too fast or too slow fails it instead of passing it
+//!   empty;
+//! - never skips itself: a missing prerequisite is a failure naming the set-up step.
+//!
+//! The models: `sidecar_git_gate.rs` pushes with real git through real sshd and checks each
+//! refusal's exact text, that the upstream's refs are unchanged, and one audit line per ref;
+//! `share_refusals.rs` damages a cache in nine ways and checks each refusal against a
+//! byte-for-byte snapshot of the store, with a positive control (the undamaged cache pulls)
+//! so that "refused" cannot mean "broken". Before a test is committed, the code it guards is
+//! broken on purpose once (a hold-back shortened, a header dropped, a redaction skipped) and
+//! the test is seen to fail.
 #![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeSet;
