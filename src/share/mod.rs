@@ -37,8 +37,10 @@
 pub mod cache;
 pub mod chunk;
 pub mod config;
+pub mod file;
 pub mod gc;
 pub mod http;
+pub mod lease;
 pub mod local;
 pub mod pull;
 pub mod push;
@@ -47,7 +49,7 @@ pub mod sign;
 pub mod tls;
 pub mod url;
 
-pub use cache::{Cache, CacheError};
+pub use cache::{Bound, Cache, CacheError};
 pub use sign::{KeyError, PublicKey, SecretKey, Signature};
 pub use url::{CacheUrl, UrlError};
 
