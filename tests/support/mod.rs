@@ -41,6 +41,8 @@ pub use bottle::run::names::{LABEL_HASH, LABEL_RUN, LABEL_STORE};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 
+pub mod garage;
+pub mod nginx;
 pub mod share;
 pub mod sshd;
 pub mod upstream;
