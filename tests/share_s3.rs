@@ -9,7 +9,7 @@ mod support;
 use std::process::Command;
 
 use support::garage::{BUCKET, Garage};
-use support::share::keygen;
+use support::share::{first_chunk, keygen, output_with_peak_rss};
 use support::*;
 
 fn ok_json(ctx: &TestContext, cmd: Command, args: &[&str]) -> serde_json::Value {
@@ -102,6 +102,67 @@ fn a_three_node_garage_serves_a_pull_with_one_node_stopped() {
     let r = ok_json(&dst, garage.cmd(&dst, 0), &pull);
     assert_eq!(r["components"].as_array().unwrap().len(), 3, "{r}");
     assert_eq!(dst.ok(&["verify"]).trim(), format!("ok       {hash}"));
+    dst.assert_nothing_left();
+    src.assert_nothing_left();
+}
+
+/// Writes `len` zero bytes at `key` of the bucket (a multipart upload, 16 MiB at a time).
+fn plant_zeros(garage: &Garage, key: &str, len: u64) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use object_store::ObjectStore;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(format!("http://127.0.0.1:{}", garage.nodes[0].s3))
+            .with_allow_http(true)
+            .with_region("garage")
+            .with_bucket_name(BUCKET)
+            .with_access_key_id(&garage.key_id)
+            .with_secret_access_key(&garage.secret)
+            .build()
+            .unwrap();
+        let part = 16 << 20;
+        let upload = store
+            .put_multipart(&object_store::path::Path::from(key))
+            .await
+            .unwrap();
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, part);
+        let zeros = bytes::Bytes::from(vec![0u8; part]);
+        for _ in 0..len / part as u64 {
+            w.wait_for_capacity(2).await.unwrap();
+            w.put(zeros.clone());
+        }
+        w.finish().await.unwrap();
+    });
+}
+
+#[test]
+fn a_chunk_served_as_a_gigabyte_by_garage_is_refused_with_flat_memory() {
+    let garage = Garage::start(1);
+    let src = TestContext::new("share-s3-huge-src");
+    let hash = src.build(&src.recipe());
+    let m = src.manifest(&hash);
+    let (key, public) = keygen(&src, "ci-1");
+    // The same push to a folder, to read the chunk list from disk.
+    let folder = src.dir.path().join("cache");
+    support::share::push(&src, &hash, &folder, &key);
+    let url = format!("s3://{BUCKET}/team");
+    let sign = key.to_str().unwrap();
+    ok_json(
+        &src,
+        garage.cmd(&src, 0),
+        &["push", &hash, "--json", "--to", &url, "--sign-key", sign],
+    );
+    let (chunk, size) = first_chunk(&folder, &m, bottle::hash::ComponentKind::Guest);
+    plant_zeros(&garage, &format!("team/{chunk}"), 1 << 30);
+    let dst = TestContext::new("share-s3-huge-dst");
+    let pull = ["pull", &hash, "--from", &url, "--trust", &public];
+    let (out, peak) = output_with_peak_rss(garage.cmd(&dst, 0), &pull);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("refused entry {hash}")), "{err}");
+    assert!(err.contains(&chunk), "the chunk is not named: {err}");
+    assert!(err.contains(&format!("at most {size} bytes")), "{err}");
+    assert!(peak < 64 << 10, "the pull peaked at {peak} KiB");
     dst.assert_nothing_left();
     src.assert_nothing_left();
 }

@@ -28,6 +28,9 @@ pub struct CacheError {
     pub transient: bool,
     /// The object passed its [`Bound`]: the cache serves something it should not.
     pub oversize: bool,
+    /// No connection could be made: tried again only within [`UNREACHABLE_BUDGET`], so a
+    /// substituter that is down costs a build seconds, not minutes.
+    pub unreachable: bool,
 }
 
 impl CacheError {
@@ -38,6 +41,7 @@ impl CacheError {
             message,
             transient,
             oversize: false,
+            unreachable: false,
         }
     }
 }
@@ -107,6 +111,8 @@ impl Bound {
 pub const STALL: Duration = Duration::from_secs(30);
 /// How long transient failures of one operation are tried again, from its first try.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(180);
+/// How long a server no connection can be made to is tried again.
+pub const UNREACHABLE_BUDGET: Duration = Duration::from_secs(15);
 /// The longest wait between two tries.
 const MAX_WAIT: Duration = Duration::from_secs(5);
 
@@ -271,7 +277,8 @@ impl Cache {
 }
 
 /// Runs `op` until it succeeds, fails for good, or `budget` has passed since the first try
-/// with transient failures only; waits 100 ms, 200 ms, 400 ms… (at most 5 s) between tries.
+/// with transient failures only ([`UNREACHABLE_BUDGET`] for a server no connection can be
+/// made to); waits 100 ms, 200 ms, 400 ms… (at most 5 s) between tries.
 /// A stall is said at once, on stderr, with the object and the server.
 pub(super) async fn retry_within<T, F, Fut>(
     budget: Duration,
@@ -287,7 +294,15 @@ where
     let mut tries = 1;
     loop {
         match op().await {
-            Err(e) if e.transient && started.elapsed() + wait < budget => {
+            Err(e)
+                if e.transient
+                    && started.elapsed() + wait
+                        < if e.unreachable {
+                            budget.min(UNREACHABLE_BUDGET)
+                        } else {
+                            budget
+                        } =>
+            {
                 if e.message.starts_with("stalled") {
                     tracing::warn!("{e}; trying again");
                 } else {

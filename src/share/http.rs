@@ -96,7 +96,10 @@ impl HttpCache {
             let message = chain(&e);
             // A refused certificate does not get better by asking again.
             let transient = !message.contains("certificate");
-            self.err(key, format!("request failed: {message}"), transient)
+            CacheError {
+                unreachable: e.is_connect(),
+                ..self.err(key, format!("request failed: {message}"), transient)
+            }
         })
     }
 

@@ -21,8 +21,11 @@ use crate::store::Store;
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     pub keys: Vec<PublicKey>,
-    /// Accept an entry no trusted key signed (`--no-check-sigs`): bytes are still checked
-    /// against the entry's hash and records.
+    /// Accept an entry no trusted key signed (`--no-check-sigs`). Still checked: the manifest
+    /// against the entry's hash, each record against its component's hash, a config against
+    /// what its key renders, every byte against its record, modes, bounds. Not: the guest's
+    /// and the bundle's image archives, which a component's hash (its inputs) does not bind —
+    /// unsigned, the cache chooses them.
     pub unsigned_ok: bool,
 }
 
@@ -80,6 +83,14 @@ pub async fn pull(
     }
     let remote = fetch_entry(cache, hash).await?;
     let signed_by = check_signature(cache, &remote, trust).await?;
+    // Modes no store file may have, signed or not: refused before anything is downloaded.
+    for (id, _, record) in &remote.records {
+        let modes = Store::import_mode_damage(record);
+        if !modes.is_empty() {
+            let list: Vec<String> = modes.iter().map(|d| d.to_string()).collect();
+            return Err(remote.refused(format!("{} record", id.kind), list.join("; ")));
+        }
+    }
     let mut lists = Vec::new();
     for (id, _, record) in &remote.records {
         if store.has_component(id) {
@@ -197,11 +208,6 @@ async fn fetch_entry(cache: &Cache, hash: &BuildHash) -> Result<Remote, ShareErr
             .to_vec();
         let record =
             Record::parse(&bytes, &key, &id).map_err(|e| remote.refused(&what, e.to_string()))?;
-        let modes = Store::import_mode_damage(&record);
-        if !modes.is_empty() {
-            let list: Vec<String> = modes.iter().map(|d| d.to_string()).collect();
-            return Err(remote.refused(&what, list.join("; ")));
-        }
         remote.records.push((id, bytes, record));
     }
     Ok(remote)
