@@ -57,7 +57,7 @@ impl FileCache {
             }
             // One byte past the bound tells a file that grew since.
             let mut buf = Vec::with_capacity(len as usize);
-            f.take(bound.max + 1).read_to_end(&mut buf)?;
+            f.take(bound.max.saturating_add(1)).read_to_end(&mut buf)?;
             if buf.len() as u64 > bound.max {
                 return Ok(Err(buf.len() as u64));
             }
