@@ -162,17 +162,17 @@ fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change
     let out = pull(&dst, &hash, &bad_config, &public);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        dst.snapshot(),
+        before,
+        "a refused pull left something (components included)"
+    );
     assert!(err.contains("config/guest.json"), "{err}");
     assert!(
         err.contains("differs from what the component's key renders"),
         "{err}"
     );
     assert!(err.contains("nothing was added to the store"), "{err}");
-    assert_eq!(
-        dst.snapshot(),
-        before,
-        "a refused pull left something (components included)"
-    );
 
     // A signed record asking for a setuid, world-writable image archive.
     let setuid = src.dir.path().join("setuid");
