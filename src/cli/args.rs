@@ -288,8 +288,9 @@ pub enum Command {
         /// trusted-public-keys
         #[arg(long, value_name = "PUBKEY")]
         trust: Vec<String>,
-        /// Accept an entry no trusted key signed (its bytes are still checked against its hash
-        /// and records)
+        /// Accept an entry no trusted key signed: its manifest, records, config and every byte
+        /// are still checked against its hash, but the cache chooses the guest's and the
+        /// bundle's image archives
         #[arg(long)]
         no_check_sigs: bool,
     },

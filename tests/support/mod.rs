@@ -69,6 +69,8 @@ pub use bottle::run::names::{LABEL_HASH, LABEL_RUN, LABEL_STORE};
 pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 
 pub mod claude;
+pub mod garage;
+pub mod nginx;
 pub mod share;
 pub mod sshd;
 pub mod upstream;
