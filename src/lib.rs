@@ -23,6 +23,7 @@ pub mod digest;
 pub mod files;
 pub mod hash;
 pub mod manifest;
+pub mod netclass;
 pub mod oci;
 pub mod plan;
 pub mod progress;

@@ -6,7 +6,7 @@
 //! ([`Scanner`]), and the scanning of one value or of a body in chunks ([`BodyScanner`]).
 //! Submodules: `catalogue` (the regex rules), `field` (the rules written as code),
 //! `heuristics` (entropy and false-positive filters), `decode` (escapes), `engine` (prefilter
-//! and search).
+//! and search), `redact` (masking matches in what the audit log keeps).
 //!
 //! # Rules
 //!
@@ -114,6 +114,7 @@ mod decode;
 mod engine;
 mod field;
 mod heuristics;
+mod redact;
 #[cfg(test)]
 mod tests;
 
@@ -123,6 +124,7 @@ use anyhow::Result;
 
 use super::pipelock::Dlp;
 use engine::{Accept, Engine};
+pub use redact::{REDACTED, Redactor};
 
 /// The bytes of a body kept from one step to the next.
 pub const WINDOW: usize = 4096;

@@ -130,7 +130,9 @@ fn full(text: impl Into<Bytes>) -> TestBody {
 
 /// `/echo`: the request's `authorization` back in `x-echo-authorization` and, with its body,
 /// in the answer's body, sent 5 bytes at a time (so a token is split across chunks);
-/// `/close-early`: announces 1000 bytes, sends 10, then fails; anything else: `ok PATH`.
+/// `/close-early`: announces 1000 bytes, sends 10, then fails; `/close`: `ok /close` on a
+/// connection the server then closes (the next request needs a new one); anything else:
+/// `ok PATH`.
 async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<TestBody> {
     let (parts, mut incoming) = req.into_parts();
     // Every byte that arrived, also of a body the proxy cut off: a leak must show.
@@ -201,11 +203,24 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response
                 .body(StreamBody::new(stream).boxed())
                 .unwrap()
         }
+        "/close" => Response::builder()
+            .header("connection", "close")
+            .body(full("ok /close"))
+            .unwrap(),
         _ => Response::new(full(format!("ok {path}"))),
     }
 }
 
 pub async fn upstream(tls: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    upstream_on(listener, tls)
+}
+
+/// An upstream on a listener of the test's (another loopback address, a given port).
+pub fn upstream_on(
+    listener: TcpListener,
+    tls: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+) -> Upstream {
     let acceptor = tls.map(|(cert, key)| {
         let config = rustls::ServerConfig::builder()
             .with_no_client_auth()
@@ -213,7 +228,6 @@ pub async fn upstream(tls: Option<(CertificateDer<'static>, PrivateKeyDer<'stati
             .unwrap();
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(AtomicUsize::new(0));
@@ -299,8 +313,13 @@ pub struct Setup {
     pub routes: Vec<(String, Option<String>, String)>,
     pub dlp_rules: Vec<(String, String)>,
     pub secrets: Vec<(String, String)>,
-    /// Names resolved to 127.0.0.1.
+    /// Names resolved to 127.0.0.1 and mapped as the recipe's `[network] hosts` would map them.
     pub names: Vec<String>,
+    /// `(name, answers)`: names resolved by the test hook (`127.0.0.2|127.0.0.1`: one answer
+    /// per lookup, the last repeated) but not mapped: plain DNS answers to pipelock.
+    pub resolved: Vec<(String, String)>,
+    /// `[pipelock] allow_private`.
+    pub allow_private: Vec<String>,
     pub upstream_proxy: Option<String>,
     /// supervise's queue folder, when a test keeps it across sidecars (else one of its own).
     pub supervise_queue: Option<PathBuf>,
@@ -368,6 +387,8 @@ impl Sidecar {
             "egress": {"routes": routes, "upstream_proxy": setup.upstream_proxy},
             "audit_log": audit,
             "supervise": daemons.contains("supervise"),
+            "allow_private": setup.allow_private,
+            "mapped_hosts": setup.names,
         });
         std::fs::write(dir.path().join("pipelock.json"), config.to_string()).unwrap();
         // The other daemons' configs, for a test that starts them too.
@@ -405,6 +426,7 @@ impl Sidecar {
             .names
             .iter()
             .map(|n| format!("{n}=127.0.0.1"))
+            .chain(setup.resolved.iter().map(|(n, a)| format!("{n}={a}")))
             .collect();
         let mut child = Command::new(env!("CARGO_BIN_EXE_bottle"))
             .args([

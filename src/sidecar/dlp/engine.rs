@@ -52,6 +52,16 @@ struct Keyword {
     rules: Vec<usize>,
 }
 
+/// A match: its rule, where the secret lies in the haystack, and how many of its first bytes
+/// are the rule's own keyword (a fixed prefix such as `ghp_`, not secret; 0 when the keyword
+/// is elsewhere, e.g. a field's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Hit<'e> {
+    pub id: &'e str,
+    pub span: Range<usize>,
+    pub keep: usize,
+}
+
 /// Matches ending in `(after, upto]` are reported.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Accept {
@@ -72,6 +82,8 @@ pub(super) struct Engine {
     /// Recipe rules: indexes into `rules`, run over the whole text.
     unkeyed: Vec<usize>,
     allow: Vec<Vec<u8>>,
+    /// Whether a signed URL's credentials are exempt (not when redacting a log line).
+    exempt_signed: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -174,7 +186,16 @@ impl Engine {
             rules: b.rules,
             unkeyed: b.unkeyed,
             allow,
+            exempt_signed: true,
         })
+    }
+
+    /// The same rules with no exemption at all (no allowed value, no signed URL): what a
+    /// log line is redacted with.
+    pub(super) fn strict(mut self) -> Engine {
+        self.allow.clear();
+        self.exempt_signed = false;
+        self
     }
 
     /// Every rule id, built-in then the recipe's (an id may be listed twice).
@@ -186,6 +207,11 @@ impl Engine {
     /// format (or the recipe's) is named before the generic field and URL rules, so a key in
     /// an `api_key` field is reported as the key it is.
     pub(super) fn find(&self, hay: &[u8], accept: Accept) -> Option<&str> {
+        self.find_hit(hay, accept).map(|h| h.id)
+    }
+
+    /// [`Engine::find`], with where the secret lies.
+    pub(super) fn find_hit(&self, hay: &[u8], accept: Accept) -> Option<Hit<'_>> {
         let mut generic = None;
         for hit in self.ac.find_overlapping_iter(hay) {
             let kw = &self.keywords[hit.pattern().as_usize()];
@@ -199,8 +225,8 @@ impl Engine {
                     continue;
                 }
                 match self.at_hit(rule, hay, hit.range(), accept) {
-                    Some(id) if is_generic => generic = Some(id),
-                    Some(id) => return Some(id),
+                    Some(h) if is_generic => generic = Some(h),
+                    Some(h) => return Some(h),
                     None => {}
                 }
             }
@@ -220,7 +246,7 @@ impl Engine {
         hay: &[u8],
         hit: Range<usize>,
         accept: Accept,
-    ) -> Option<&'e str> {
+    ) -> Option<Hit<'e>> {
         let found = match rule.matcher {
             Matcher::Regex { .. } => {
                 let lo = hit.start.saturating_sub(rule.lead);
@@ -230,8 +256,13 @@ impl Engine {
             Matcher::Field => field::field(hay, hit)?,
             Matcher::UrlPassword => field::url_password(hay, hit)?,
         };
-        let granted = rule.matcher_is_field() && in_signed_url_query(hay, found.start);
-        (accept.takes(found.end) && !granted && !self.allowed(&found.secret)).then_some(found.id)
+        let granted =
+            self.exempt_signed && rule.matcher_is_field() && in_signed_url_query(hay, found.start);
+        (accept.takes(found.end) && !granted && !self.allowed(&found.secret)).then_some(Hit {
+            id: found.id,
+            span: found.start..found.end,
+            keep: 0,
+        })
     }
 
     /// Runs `rule`'s regex over `hay[lo..hi]` (what precedes `lo` still counts for `\b`). With
@@ -244,7 +275,7 @@ impl Engine {
         hi: usize,
         hit: Option<Range<usize>>,
         accept: Accept,
-    ) -> Option<&'e str> {
+    ) -> Option<Hit<'e>> {
         let Matcher::Regex {
             re,
             check,
@@ -270,10 +301,18 @@ impl Engine {
                 } else {
                     m.range()
                 };
-                let granted = *signed && in_signed_url_query(hay, span.start);
-                let secret = &hay[span];
+                let granted = self.exempt_signed && *signed && in_signed_url_query(hay, span.start);
+                let secret = &hay[span.clone()];
                 if check.passes(secret) && !granted && !self.allowed(secret) {
-                    return Some(&rule.id);
+                    let keep = match &hit {
+                        Some(h) if h.start == span.start && h.end <= span.end => h.len(),
+                        _ => 0,
+                    };
+                    return Some(Hit {
+                        id: &rule.id,
+                        span,
+                        keep,
+                    });
                 }
             }
             at = if m.end() > m.start() {

@@ -16,7 +16,7 @@ use super::body::{BODY_IDLE, Body, Outbound, Outcome, Pending, Scanned, full};
 use super::proxy::State;
 use super::refusal::{REFUSED_HEADER, Refusal, route_rule};
 use super::upstream::UpstreamError;
-use crate::sidecar::audit::{Decision, redact_query};
+use crate::sidecar::audit::Decision;
 use crate::sidecar::dlp::Scanner;
 use crate::sidecar::egress::Armed;
 
@@ -118,16 +118,16 @@ impl State {
         let mut pending = self.pending(req.method().as_str(), "-", 0);
         let outcome = pending.outcome.clone();
         if let Origin::Tunnel { host, port } = &origin {
-            pending.event.host = host.clone();
+            pending.event.host = self.logged_host(host);
             pending.event.port = *port;
         }
         let target = match Target::of(req.uri(), &origin) {
             Ok(t) => t,
             Err(r) => return answer(r, pending),
         };
-        pending.event.host = target.host.clone();
+        pending.event.host = self.logged_host(&target.host);
         pending.event.port = target.port;
-        pending.event.path = redact_query(&target.path);
+        pending.event.path = self.logged_path(&target.path);
         match self.forward(req, &target, &outcome).await {
             Ok(f) => self.relay(f, &target, pending),
             Err(r) => answer(r, pending),
@@ -143,6 +143,11 @@ impl State {
         let Some(allowed_by) = self.policy.allows(&t.host) else {
             return Err(Refusal::not_allowed(&t.host, self.supervise));
         };
+        // An upgrade would turn the exchange into a stream neither DLP nor the scrubber reads.
+        if let Some(protocol) = req.headers().get(header::UPGRADE) {
+            let protocol = String::from_utf8_lossy(protocol.as_bytes()).into_owned();
+            return Err(Refusal::upgrade(&t.host, &protocol));
+        }
         let route = self.egress.route(&t.host);
         if route.is_some() && !t.https {
             return Err(Refusal::route_over_http(&t.host));
@@ -260,6 +265,9 @@ fn upstream_refusal(t: &Target, route: bool, e: &hyper_util::client::legacy::Err
     let mut chain = Vec::new();
     while let Some(c) = cause {
         if let Some(u) = c.downcast_ref::<UpstreamError>() {
+            if let UpstreamError::Private { host, blocked } = u {
+                return Refusal::private_destination(host, blocked);
+            }
             return Refusal::upstream(&target, route, Some(u), "");
         }
         chain.push(c.to_string());
