@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+mod reflect;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -165,6 +167,13 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response
         .get("authorization")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
+    if let Some(form) = path.strip_prefix("/reflect/") {
+        let token = auth.strip_prefix("Bearer ").unwrap_or(&auth);
+        return reflect::reflect(form, token);
+    }
+    if let Some(hexed) = path.strip_prefix("/say/") {
+        return reflect::say(hexed);
+    }
     match path.as_str() {
         "/echo" => {
             let text = format!("auth={auth}\nbody={}\n", String::from_utf8_lossy(&body));

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::allow::normalize;
 use super::body::{BODY_IDLE, Body, Outbound, Outcome, Pending, Scanned, full};
+use super::inflate::{self, Inflated};
 use super::proxy::State;
 use super::refusal::{REFUSED_HEADER, Refusal, route_rule};
 use super::upstream::UpstreamError;
@@ -194,22 +195,38 @@ impl State {
         }
     }
 
-    /// The upstream's answer to the guest: hop-by-hop headers dropped, scrubbed for a route.
+    /// The upstream's answer to the guest: hop-by-hop headers dropped; for a route, the reason
+    /// phrase dropped, a compressed body decoded, headers and body scrubbed of every token.
     fn relay(&self, f: Forwarded<'_>, t: &Target, mut pending: Pending) -> Response<Body> {
         let (mut parts, body) = f.response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let scrubber = f.route.map(|route| {
-            route.scrub_headers(&mut parts.headers);
-            // Scrubbing may change the length.
-            parts.headers.remove(header::CONTENT_LENGTH);
-            route.scrubber()
-        });
+        let mut body = body.map_err(Into::into).boxed_unsync();
+        let scrubber = match f.route {
+            Some(route) => {
+                // hyper keeps a custom reason phrase as an extension and writes it back out.
+                parts.extensions.remove::<hyper::ext::ReasonPhrase>();
+                match inflate::coding(&parts.headers) {
+                    Ok(None) => {}
+                    Ok(Some(coding)) => {
+                        body = Inflated::new(body, coding).boxed_unsync();
+                        parts.headers.remove(header::CONTENT_ENCODING);
+                    }
+                    Err(coding) => {
+                        return answer(Refusal::encoded_answer(&t.host, &coding), pending);
+                    }
+                }
+                route.scrub_headers(&mut parts.headers);
+                // Scrubbing and decoding change the length.
+                parts.headers.remove(header::CONTENT_LENGTH);
+                Some(route.scrubber())
+            }
+            None => None,
+        };
         pending.event.status = parts.status.as_u16();
         (pending.event.decision, pending.event.rule) = match f.route {
             Some(_) => (Decision::Injected, Some(route_rule(&t.host))),
             None => (Decision::Allowed, Some(f.allowed_by.into())),
         };
-        let body = body.map_err(Into::into).boxed_unsync();
         Response::from_parts(parts, Outbound::new(body, scrubber, pending).boxed_unsync())
     }
 }

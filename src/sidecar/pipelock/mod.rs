@@ -20,6 +20,7 @@
 //! | [`proxy`] | the listener, guest connections, `CONNECT` and interception |
 //! | [`exchange`] | one request: target, allowlist, DLP, egress, upstream, audit event |
 //! | [`body`] | streamed bodies: DLP on the way out, scrubbing and counting on the way back |
+//! | [`inflate`] | a route's compressed answers, decoded (bounded) so they can be scrubbed |
 //! | [`mint`] | leaf certificates from the run's CA, cached |
 //! | [`upstream`] | connections to upstreams: resolution, `upstream_proxy`, TLS trust |
 //! | [`destination`] | which resolved addresses may be connected to (no private ones unless the recipe says so) |
@@ -35,6 +36,7 @@ pub mod allow;
 pub mod body;
 pub mod destination;
 pub mod exchange;
+pub mod inflate;
 pub mod mint;
 pub mod policy;
 pub mod proxy;

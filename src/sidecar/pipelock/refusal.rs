@@ -135,6 +135,27 @@ impl Refusal {
         }
     }
 
+    /// A route's upstream answered in a content coding pipelock cannot decode, so it cannot
+    /// scrub the answer of the run's tokens.
+    pub fn encoded_answer(host: &str, coding: &str) -> Refusal {
+        let shown: String = coding
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(64)
+            .collect();
+        Refusal {
+            status: StatusCode::BAD_GATEWAY,
+            decision: Decision::Failed,
+            rule: route_rule(host),
+            body: format!(
+                "pipelock did not pass on this answer: {host} is an egress route and answered compressed \
+                 with {shown:?}, which pipelock cannot decode to remove credentials from (it decodes gzip \
+                 and deflate, and asked for no compression) (rule: {}).\n",
+                route_rule(host)
+            ),
+        }
+    }
+
     /// Plain http to a route host: its token goes over TLS only.
     pub fn route_over_http(host: &str) -> Refusal {
         Refusal {
