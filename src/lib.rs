@@ -33,3 +33,4 @@ pub mod runtime;
 pub mod share;
 pub mod sidecar;
 pub mod store;
+pub mod text;

@@ -84,7 +84,11 @@
 //!
 //! The recipe's rules (`dlp_rules = [{ id, regex }]`) run beside these over the whole text;
 //! the group named `secret`, if any, is the secret. A match that equals or lies inside a
-//! recipe's allowed value (`dlp_allow`), or egress's placeholder, is never a finding.
+//! recipe's allowed value (`dlp_allow`), or egress's placeholder, is never a finding. A value a
+//! person granted for the run through supervise is narrower: it lets through only a finding
+//! of the rule it was granted for whose matched value is exactly the granted value (and a
+//! generic rule's — `credential-field`, `authorization-header`, `url-password` — finding of
+//! that same exact value).
 //!
 //! # Decoding
 //!
@@ -123,6 +127,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::pipelock::Dlp;
+use super::shared::DlpGrant;
 use engine::{Accept, Engine};
 pub use redact::{REDACTED, Redactor};
 
@@ -157,6 +162,21 @@ impl Scanner {
         }
         let always = [super::egress::PLACEHOLDER];
         let engine = Engine::new(&dlp.rules, &dlp.allow, &always, WINDOW - MARGIN)?;
+        Ok(Some(Arc::new(Scanner { engine })))
+    }
+
+    /// [`Scanner::new`], letting through each granted finding: a finding of the grant's rule
+    /// whose value is exactly the grant's (what a person approved through supervise).
+    pub fn with_grants(dlp: &Dlp, grants: &[DlpGrant]) -> Result<Option<Arc<Scanner>>> {
+        if !dlp.enabled {
+            return Ok(None);
+        }
+        let always = [super::egress::PLACEHOLDER];
+        let pairs: Vec<(String, Vec<u8>)> = grants
+            .iter()
+            .map(|g| (g.rule.clone(), g.value.as_bytes().to_vec()))
+            .collect();
+        let engine = Engine::new(&dlp.rules, &dlp.allow, &always, WINDOW - MARGIN)?.grant(&pairs);
         Ok(Some(Arc::new(Scanner { engine })))
     }
 

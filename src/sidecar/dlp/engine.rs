@@ -19,6 +19,9 @@ use super::field::{self, FIELD_KEYWORDS, FIELD_REACH, URL_KEYWORDS, URL_REACH};
 use super::heuristics::in_signed_url_query;
 use crate::plan::DlpRulePlan;
 
+/// The rules written as code, which look at where a value is rather than at its format.
+const GENERIC_RULES: [&str; 3] = ["credential-field", "authorization-header", "url-password"];
+
 enum Matcher {
     /// `signed`: a match that is a parameter of a signed URL's query is no finding.
     Regex {
@@ -82,6 +85,8 @@ pub(super) struct Engine {
     /// Recipe rules: indexes into `rules`, run over the whole text.
     unkeyed: Vec<usize>,
     allow: Vec<Vec<u8>>,
+    /// `(rule, value)`: a finding of that rule whose value is exactly that (a person's grant).
+    granted: Vec<(String, Vec<u8>)>,
     /// Whether a signed URL's credentials are exempt (not when redacting a log line).
     exempt_signed: bool,
 }
@@ -186,14 +191,22 @@ impl Engine {
             rules: b.rules,
             unkeyed: b.unkeyed,
             allow,
+            granted: Vec::new(),
             exempt_signed: true,
         })
+    }
+
+    /// Lets through a finding of `rule` whose value is exactly `value`, for each pair.
+    pub(super) fn grant(mut self, grants: &[(String, Vec<u8>)]) -> Engine {
+        self.granted = grants.to_vec();
+        self
     }
 
     /// The same rules with no exemption at all (no allowed value, no signed URL): what a
     /// log line is redacted with.
     pub(super) fn strict(mut self) -> Engine {
         self.allow.clear();
+        self.granted.clear();
         self.exempt_signed = false;
         self
     }
@@ -258,7 +271,8 @@ impl Engine {
         };
         let granted =
             self.exempt_signed && rule.matcher_is_field() && in_signed_url_query(hay, found.start);
-        (accept.takes(found.end) && !granted && !self.allowed(&found.secret)).then_some(Hit {
+        let passes = self.allowed(&found.secret) || self.is_granted(found.id, &found.secret);
+        (accept.takes(found.end) && !granted && !passes).then_some(Hit {
             id: found.id,
             span: found.start..found.end,
             keep: 0,
@@ -303,7 +317,8 @@ impl Engine {
                 };
                 let granted = self.exempt_signed && *signed && in_signed_url_query(hay, span.start);
                 let secret = &hay[span.clone()];
-                if check.passes(secret) && !granted && !self.allowed(secret) {
+                let passes = self.allowed(secret) || self.is_granted(&rule.id, secret);
+                if check.passes(secret) && !granted && !passes {
                     let keep = match &hit {
                         Some(h) if h.start == span.start && h.end <= span.end => h.len(),
                         _ => 0,
@@ -322,6 +337,15 @@ impl Engine {
             };
         }
         None
+    }
+
+    /// A person granted exactly this finding: this rule, this value. The generic rules (a
+    /// field, an `Authorization` header, a URL's password) may flag the very value a format
+    /// rule flagged; the grant covers them for that exact value too.
+    fn is_granted(&self, rule: &str, secret: &[u8]) -> bool {
+        self.granted
+            .iter()
+            .any(|(r, v)| v == secret && (r == rule || GENERIC_RULES.contains(&rule)))
     }
 
     /// A match equal to, or contained in, an allowed value is not a finding.

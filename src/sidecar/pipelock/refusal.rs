@@ -104,7 +104,7 @@ impl Refusal {
             decision: Decision::Refused,
             rule: PRIVATE_RULE.into(),
             body: format!(
-                "pipelock refused this request: {host} is at {addr}, a {} address, and pipelock                  does not connect to private addresses (rule: {PRIVATE_RULE}).\n\
+                "pipelock refused this request: {host} is at {addr}, a {} address, and pipelock does not connect to private addresses (rule: {PRIVATE_RULE}).\n\
                  Nothing was sent to {host}. To allow it, a person adds \"{range}\" (or a wider \
                  range) under [pipelock] allow_private in the recipe, or maps the name under \
                  [network] hosts, and runs the bottle again.\n",
