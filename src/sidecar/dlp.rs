@@ -75,12 +75,21 @@
 //! (`123456`), base64 of plain text. These aim at generated credentials; a password a person
 //! made of words passes for text.
 //!
-//! Not findings: a JWT, an AWS key id or a credential field that is a parameter of a signed
-//! URL's query (a `sig=`, `Signature=`, `X-Amz-Credential=`… parameter earlier in the same
-//! query): such a URL is a grant its host's owner made to fetch it, expiring soon, and
-//! downloads are redirected to them (GitHub release assets carry `…&sig=…&jwt=eyJ…`, S3
-//! presigned URLs `X-Amz-Credential=AKIA…`). For the same reason there is no rule for Azure
-//! SAS tokens.
+//! Not findings, in the request target's query only (never a body or a header): the whole
+//! value of a signature scheme's own parameter, when the query carries that scheme's
+//! signature parameter — such a URL is a grant its host's owner made to fetch it, expiring
+//! soon, and downloads are redirected to them:
+//!
+//! | the query holds | exempt parameter | for the rules |
+//! | --- | --- | --- |
+//! | `X-Amz-Signature` (AWS SigV4, S3 presigned URLs) | `X-Amz-Credential` | `aws-access-key-id`, `credential-field` |
+//! | | `X-Amz-Security-Token`, `X-Amz-Signature` | `credential-field` |
+//! | `X-Goog-Signature` (GCS V4 signed URLs) | `X-Goog-Credential`, `X-Goog-Signature` | `credential-field` |
+//! | `sig` (Azure SAS; GitHub release-asset redirects) | `jwt` | `jwt` |
+//! | | `sig` | `credential-field` |
+//!
+//! Parameter names match in any ASCII case; the match must start right after the `=`. For
+//! the same reason there is no rule for Azure SAS tokens.
 //!
 //! The recipe's rules (`dlp_rules = [{ id, regex }]`) run beside these over the whole text;
 //! the group named `secret`, if any, is the secret. A match that equals or lies inside a
@@ -180,12 +189,23 @@ impl Scanner {
         Ok(Some(Arc::new(Scanner { engine })))
     }
 
-    /// Scans one whole value: a request target, or one header as `Name: value`.
+    /// Scans one whole value: one header as `Name: value`, or any text.
     pub fn scan(&self, bytes: &[u8]) -> Option<Finding> {
+        self.scan_as(bytes, false)
+    }
+
+    /// Scans a request target (`https://host/path?query`): a signature scheme's own
+    /// parameters in its query are no finding (see the module doc).
+    pub fn scan_url(&self, url: &[u8]) -> Option<Finding> {
+        self.scan_as(url, true)
+    }
+
+    fn scan_as(&self, bytes: &[u8], url: bool) -> Option<Finding> {
         let text = decode::decode_all(bytes);
         let accept = Accept {
             after: 0,
             upto: text.len(),
+            url,
         };
         self.engine.find(&text, accept).map(finding)
     }
@@ -283,6 +303,7 @@ impl BodyScanner {
             let accept = Accept {
                 after: self.seen,
                 upto,
+                url: false,
             };
             found = self.scanner.engine.find(&self.buf, accept).map(finding);
             self.seen = upto;

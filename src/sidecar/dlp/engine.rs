@@ -14,21 +14,19 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use anyhow::{Context, Result, bail};
 use regex::bytes::Regex;
 
-use super::catalogue::{ANY, Check, IN_SIGNED_URLS, SPECS};
+use super::catalogue::{ANY, Check, SPECS};
 use super::field::{self, FIELD_KEYWORDS, FIELD_REACH, URL_KEYWORDS, URL_REACH};
-use super::heuristics::in_signed_url_query;
+use super::heuristics::signed_url_exempt;
 use crate::plan::DlpRulePlan;
 
 /// The rules written as code, which look at where a value is rather than at its format.
 const GENERIC_RULES: [&str; 3] = ["credential-field", "authorization-header", "url-password"];
 
 enum Matcher {
-    /// `signed`: a match that is a parameter of a signed URL's query is no finding.
     Regex {
         re: Regex,
         check: Check,
         group: bool,
-        signed: bool,
     },
     Field,
     UrlPassword,
@@ -41,12 +39,6 @@ struct Rule {
     reach: usize,
     /// How far before its keyword a match may start.
     lead: usize,
-}
-
-impl Rule {
-    fn matcher_is_field(&self) -> bool {
-        matches!(self.matcher, Matcher::Field)
-    }
 }
 
 struct Keyword {
@@ -65,11 +57,13 @@ pub(super) struct Hit<'e> {
     pub keep: usize,
 }
 
-/// Matches ending in `(after, upto]` are reported.
+/// Matches ending in `(after, upto]` are reported; `url`: the haystack is a request target,
+/// where a signature scheme's own parameters are no finding.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Accept {
     pub after: usize,
     pub upto: usize,
+    pub url: bool,
 }
 
 impl Accept {
@@ -133,12 +127,10 @@ impl Engine {
             };
             let group = re.capture_names().any(|n| n == Some("secret"));
             let lead = if spec.lead == ANY { reach } else { spec.lead };
-            let signed = IN_SIGNED_URLS.contains(&spec.id);
             let matcher = Matcher::Regex {
                 re,
                 check: spec.check,
                 group,
-                signed,
             };
             b.add(spec.id, matcher, reach, lead, spec.keywords, spec.exact);
         }
@@ -166,7 +158,6 @@ impl Engine {
                 re,
                 check: Check::Shape,
                 group,
-                signed: false,
             };
             b.unkeyed.push(b.rules.len());
             b.rules.push(Rule {
@@ -270,7 +261,7 @@ impl Engine {
             Matcher::UrlPassword => field::url_password(hay, hit)?,
         };
         let granted =
-            self.exempt_signed && rule.matcher_is_field() && in_signed_url_query(hay, found.start);
+            accept.url && self.exempt_signed && signed_url_exempt(hay, found.start, found.id);
         let passes = self.allowed(&found.secret) || self.is_granted(found.id, &found.secret);
         (accept.takes(found.end) && !granted && !passes).then_some(Hit {
             id: found.id,
@@ -290,15 +281,11 @@ impl Engine {
         hit: Option<Range<usize>>,
         accept: Accept,
     ) -> Option<Hit<'e>> {
-        let Matcher::Regex {
-            re,
-            check,
-            group,
-            signed,
-        } = &rule.matcher
-        else {
+        let Matcher::Regex { re, check, group } = &rule.matcher else {
             return None;
         };
+        // The whole text for the signed-URL check, which reads the query past the match.
+        let full = hay;
         let hay = &hay[..hi];
         let mut at = lo;
         while at <= hay.len() {
@@ -315,7 +302,9 @@ impl Engine {
                 } else {
                     m.range()
                 };
-                let granted = self.exempt_signed && *signed && in_signed_url_query(hay, span.start);
+                let granted = accept.url
+                    && self.exempt_signed
+                    && signed_url_exempt(full, span.start, &rule.id);
                 let secret = &hay[span.clone()];
                 let passes = self.allowed(secret) || self.is_granted(&rule.id, secret);
                 if check.passes(secret) && !granted && !passes {

@@ -42,6 +42,7 @@ impl Redactor {
             let accept = Accept {
                 after: 0,
                 upto: hay.len(),
+                url: false,
             };
             let Some(hit) = self.engine.find_hit(&hay, accept) else {
                 break;

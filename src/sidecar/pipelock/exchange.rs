@@ -256,7 +256,7 @@ fn scan_head(
     headers: &HeaderMap,
     supervise: bool,
 ) -> Result<(), Refusal> {
-    if let Some(f) = dlp.scan(url.as_bytes()) {
+    if let Some(f) = dlp.scan_url(url.as_bytes()) {
         return Err(Refusal::dlp(&f.rule, "the URL", supervise));
     }
     let mut line = Vec::with_capacity(256);
