@@ -116,6 +116,11 @@ pub struct Pipelock {
     /// key the agent needs to send).
     #[serde(default)]
     pub dlp_allow: Vec<Spanned<String>>,
+    /// Address ranges (CIDR) pipelock may connect to although they are private (loopback,
+    /// RFC 1918, link-local…); every other private address is refused. Names mapped under
+    /// `[network] hosts` need no entry.
+    #[serde(default)]
+    pub allow_private: Vec<Spanned<String>>,
 }
 
 /// A DLP rule of the recipe's: an id (what a refusal names) and a regular expression.
@@ -137,6 +142,7 @@ impl Default for Pipelock {
             dlp: true,
             dlp_rules: Vec::new(),
             dlp_allow: Vec::new(),
+            allow_private: Vec::new(),
         }
     }
 }

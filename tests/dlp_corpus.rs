@@ -26,6 +26,9 @@ use bottle::sidecar::dlp::{Finding, Scanner};
 use bottle::sidecar::pipelock::Dlp;
 use kit::{Item, Rng};
 
+/// The ordinary items that quote a signed URL in a body (see `ordinary.rs`).
+const SIGNED_IN_BODY: &str = "signed url in a tool result";
+
 fn scanner() -> Arc<Scanner> {
     let dlp = Dlp {
         enabled: true,
@@ -39,6 +42,7 @@ fn scanner() -> Arc<Scanner> {
 fn scan(s: &Arc<Scanner>, item: &Item, rng: &mut Rng) -> Option<Finding> {
     match item {
         Item::Value(v) => s.scan(v.as_bytes()),
+        Item::Url(u) => s.scan_url(u.as_bytes()),
         Item::Body(b) => {
             let mut body = s.body();
             let mut first = None;
@@ -80,14 +84,22 @@ fn corpus_catch_and_false_positive_rates() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ordinary = ordinary::all(root, &mut rng);
     let mut flagged = Vec::new();
+    // A signed URL quoted in a body is no grant (the exemption is for request targets only):
+    // counted apart.
+    let (mut quoted, mut quoted_found) = (0, 0);
     for (source, item) in &ordinary {
+        if source == SIGNED_IN_BODY {
+            quoted += 1;
+            quoted_found += usize::from(scan(&s, item, &mut rng).is_some());
+            continue;
+        }
         if let Some(f) = scan(&s, item, &mut rng) {
             flagged.push(format!("{} in {source}: {}", f.rule, item.preview()));
         }
     }
 
     let catch = caught as f64 / secrets.len() as f64;
-    let fp = flagged.len() as f64 / ordinary.len() as f64;
+    let fp = flagged.len() as f64 / (ordinary.len() - quoted) as f64;
     let kinds = {
         let mut k: Vec<&str> = secrets.iter().map(|(r, _)| *r).collect();
         k.sort_unstable();
@@ -100,8 +112,11 @@ fn corpus_catch_and_false_positive_rates() {
         catch * 100.0
     );
     println!(
+        "DLP corpus: signed URLs quoted in request bodies: {quoted_found} of {quoted} found (no exemption outside the target)"
+    );
+    println!(
         "DLP corpus: {} ordinary bodies and values; flagged {} = {:.3}%",
-        ordinary.len(),
+        ordinary.len() - quoted,
         flagged.len(),
         fp * 100.0
     );
@@ -122,4 +137,6 @@ fn corpus_catch_and_false_positive_rates() {
         misnamed.join("\n")
     );
     assert!(fp <= 0.001, "false-positive rate {:.3}%", fp * 100.0);
+    // Those with a key id or a JWT (S3, GitHub) are found; an Azure SAS has no such value.
+    assert!(quoted_found * 3 >= quoted * 2, "{quoted_found} of {quoted}");
 }

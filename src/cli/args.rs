@@ -246,6 +246,9 @@ pub enum Command {
         /// Answer the question ID with TEXT
         #[arg(long, num_args = 2, value_names = ["ID", "TEXT"], group = "act")]
         answer: Option<Vec<String>>,
+        /// Print the request ID whole: every byte of its value or question, escaped
+        #[arg(long, value_name = "ID", conflicts_with_all = ["act", "all", "watch"])]
+        show: Option<String>,
         /// List answered requests too
         #[arg(long, conflicts_with = "act")]
         all: bool,

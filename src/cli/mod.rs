@@ -102,9 +102,13 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             deny,
             reason,
             answer,
+            show,
             all,
             watch,
         } => {
+            if let Some(id) = show {
+                return supervise::show(g, &store, run, id);
+            }
             let act = supervise::act(approve, deny, reason, answer);
             supervise::supervise(g, &store, run, act, *all, *watch).await
         }
@@ -162,14 +166,20 @@ async fn interrupted() {
 /// Writes a line of results to stdout. A closed stdout is an error whose cause is the
 /// `BrokenPipe` I/O error, which `main` turns into a quiet success.
 pub fn out(line: impl std::fmt::Display) -> Result<()> {
+    let line = line.to_string();
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}")?;
+    writeln!(stdout, "{}", crate::text::escape(&line))?;
     stdout.flush()?;
     Ok(())
 }
 
 fn print_json(v: &Value) -> Result<()> {
-    out(serde_json::to_string_pretty(v).expect("JSON serializes"))
+    out_json(&serde_json::to_string_pretty(v).expect("JSON serializes"))
+}
+
+/// One JSON text on stdout, control and bidi characters in its strings as `\uXXXX`.
+pub fn out_json(json: &str) -> Result<()> {
+    out(crate::text::json_safe(json))
 }
 
 /// Whether an error comes from writing to a closed stdout.

@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 
 use super::build::build_interruptible;
 use super::target::{self, Target};
-use super::{Global, Outcome, keyed, out, print_json};
+use super::{Global, Outcome, keyed, out, out_json, print_json};
 use crate::hash::BuildHash;
 use crate::progress::Progress;
 use crate::run::{self, ops};
@@ -148,7 +148,7 @@ pub async fn logs(g: &Global, store: &Store, run: &str, follow: bool) -> Result<
     loop {
         for event in log.read_new()? {
             if g.json {
-                out(serde_json::to_string(&event)?)?;
+                out_json(&serde_json::to_string(&event)?)?;
             } else {
                 out(ops::audit_line(&event))?;
             }
@@ -157,11 +157,11 @@ pub async fn logs(g: &Global, store: &Store, run: &str, follow: bool) -> Result<
             // One last read: lines written between the read and the end.
             if follow {
                 for event in log.read_new()? {
-                    out(if g.json {
-                        serde_json::to_string(&event)?
+                    if g.json {
+                        out_json(&serde_json::to_string(&event)?)?;
                     } else {
-                        ops::audit_line(&event)
-                    })?;
+                        out(ops::audit_line(&event))?;
+                    }
                 }
             }
             return Ok(Outcome::Success);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{Global, Outcome, out, print_json};
+use super::{Global, Outcome, out, out_json, print_json};
 use crate::run::supervise::RunQueue;
 use crate::sidecar::supervise::queue::{Reply, Status, View, now_ms};
 use crate::store::Store;
@@ -80,6 +80,31 @@ pub async fn supervise(
     Ok(Outcome::Success)
 }
 
+/// `--show ID`: one request whole (its value or question uncut, escaped).
+pub fn show(g: &Global, store: &Store, run: &str, id: &str) -> Result<Outcome> {
+    let rq = RunQueue::open(store, run)?;
+    let Some(v) = rq.list(true)?.into_iter().find(|v| v.request.id == id) else {
+        anyhow::bail!(
+            "run {} has no request {id:?}; `bottle supervise {run} --all` lists them",
+            rq.run_id()
+        );
+    };
+    if g.json {
+        return print_json(&serde_json::to_value(&v)?).map(|_| Outcome::Success);
+    }
+    out(format!(
+        "{}  {}  {}",
+        v.request.id,
+        v.request.ask.kind(),
+        v.status.name()
+    ))?;
+    out(v.request.ask.whole())?;
+    if let Some(why) = &v.request.why {
+        out(format!("why: {}", why.escape_debug()))?;
+    }
+    Ok(Outcome::Success)
+}
+
 /// `--watch`: the pending requests, then each new one as it is filed, until the run ends.
 async fn follow(g: &Global, rq: &RunQueue) -> Result<Outcome> {
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -93,7 +118,7 @@ async fn follow(g: &Global, rq: &RunQueue) -> Result<Outcome> {
                 continue;
             }
             if g.json {
-                out(serde_json::to_string(&v)?)?;
+                out_json(&serde_json::to_string(&v)?)?;
             } else {
                 out(line(&v, now_ms()))?;
             }

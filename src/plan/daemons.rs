@@ -10,6 +10,7 @@ use super::{
     DEFAULT_MAX_PUSH_BYTES, DlpRulePlan, HostTarget, NetworkPlan, Resolver, RoutePlan,
     UpstreamPlan, UpstreamSource, is_slug,
 };
+use crate::netclass::{Cidr, CidrError};
 use crate::recipe::{self, RecipeError};
 
 impl Resolver<'_> {
@@ -57,6 +58,25 @@ impl Resolver<'_> {
         }
         routes.sort_by(|a, b| a.host.cmp(&b.host));
         Ok(routes)
+    }
+
+    /// `[pipelock] allow_private`: CIDRs (a bare address is its own range), masked, sorted,
+    /// deduplicated.
+    pub(super) fn allow_private(
+        &self,
+        given: &[Spanned<String>],
+    ) -> Result<Vec<String>, RecipeError> {
+        let mut ranges = Vec::new();
+        for text in given {
+            let cidr: Cidr = text.get_ref().parse().map_err(|e: CidrError| {
+                self.recipe
+                    .error_at(text.span(), format!("[pipelock] allow_private: {e}"))
+            })?;
+            ranges.push(cidr.to_string());
+        }
+        ranges.sort();
+        ranges.dedup();
+        Ok(ranges)
     }
 
     /// The recipe's DLP rules: ids unique, regexes that compile, sorted by id.

@@ -100,6 +100,11 @@ pub struct PipelockPlan {
     pub dlp_rules: Vec<DlpRulePlan>,
     /// Values DLP never flags; sorted, deduplicated.
     pub dlp_allow: Vec<String>,
+    /// Private address ranges pipelock may connect to, as CIDRs (`10.1.0.0/16`); sorted,
+    /// deduplicated. Absent from the key when empty (keys of recipes without it stay as
+    /// they were).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_private: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -318,6 +323,7 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
                     v.dedup();
                     v
                 },
+                allow_private: r.allow_private(&doc.pipelock.allow_private)?,
             },
             egress: EgressPlan {
                 routes,
@@ -524,6 +530,45 @@ mod tests {
         assert!(!is_pinned_reference("node:20"));
         assert!(!is_pinned_reference("node@sha256:abc"));
         assert!(!is_pinned_reference(&format!("@sha256:{d}")));
+    }
+
+    fn plan_in(dir: &std::path::Path, extra: &str) -> Result<Planned, RecipeError> {
+        std::fs::write(dir.join("img.tar"), b"x").unwrap();
+        let text = format!(
+            "name = \"x\"\n[guest]\nbackend = \"docker\"\nimage = {{ archive = \"img.tar\" }}\ncommand = [\"sh\"]\n{extra}"
+        );
+        plan(&Recipe::parse(&dir.join("r.toml"), text)?)
+    }
+
+    #[test]
+    fn allow_private_ranges_are_masked_sorted_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan_in(
+            dir.path(),
+            "[pipelock]\nallow_private = [\"127.0.0.1\", \"10.1.2.3/16\", \"10.1.0.0/16\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.plan.pipelock.allow_private,
+            ["10.1.0.0/16", "127.0.0.1/32"]
+        );
+        let none = plan_in(dir.path(), "").unwrap();
+        assert!(none.plan.pipelock.allow_private.is_empty());
+        // Absent from the key when empty: recipes without it keep their hash.
+        let json = serde_json::to_string(&none.plan.pipelock).unwrap();
+        assert!(!json.contains("allow_private"), "{json}");
+        let err = plan_in(
+            dir.path(),
+            "[pipelock]\nallow_private = [\"10.0.0.0/33\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("r.toml:7:")
+                && err.contains("10.0.0.0/33")
+                && err.contains("ADDRESS/BITS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! A line holds the time, the run, the method, host and port, the path with query *values*
 //! dropped (names kept), the decision and the rule behind it, the status, the bytes each way
 //! and the duration; a git-gate line also the ref update ([`GitUpdate`]). Never a header value,
-//! a query value, a matched secret or a key: those are where credentials live.
+//! a query value, a matched secret or a key: those are where credentials live. pipelock masks
+//! whatever a DLP rule matches in the host or path it logs — a path segment, a bare query, a
+//! parameter's name — whether or not the request was refused (`/p/ghp_…[redacted]`; see
+//! `dlp::Redactor`).
 
 use std::io::Write;
 use std::path::Path;
@@ -60,7 +63,7 @@ pub struct Event {
     pub method: String,
     pub host: String,
     pub port: u16,
-    /// The path, query values dropped (`/search?q=`).
+    /// The path, query values dropped (`/search?q=`), DLP matches masked.
     pub path: String,
     pub decision: Decision,
     /// What decided it: `allowlist`, a DLP rule id, `route:HOST`…
@@ -294,6 +297,8 @@ mod tests {
             },
             audit_log: Some(path.display().to_string()),
             supervise: false,
+            allow_private: Vec::new(),
+            mapped_hosts: Vec::new(),
         };
         let proxy = Proxy::bind(config, Default::default(), Default::default())
             .await

@@ -6,7 +6,7 @@
 //! ([`Scanner`]), and the scanning of one value or of a body in chunks ([`BodyScanner`]).
 //! Submodules: `catalogue` (the regex rules), `field` (the rules written as code),
 //! `heuristics` (entropy and false-positive filters), `decode` (escapes), `engine` (prefilter
-//! and search).
+//! and search), `redact` (masking matches in what the audit log keeps).
 //!
 //! # Rules
 //!
@@ -75,16 +75,29 @@
 //! (`123456`), base64 of plain text. These aim at generated credentials; a password a person
 //! made of words passes for text.
 //!
-//! Not findings: a JWT, an AWS key id or a credential field that is a parameter of a signed
-//! URL's query (a `sig=`, `Signature=`, `X-Amz-Credential=`… parameter earlier in the same
-//! query): such a URL is a grant its host's owner made to fetch it, expiring soon, and
-//! downloads are redirected to them (GitHub release assets carry `…&sig=…&jwt=eyJ…`, S3
-//! presigned URLs `X-Amz-Credential=AKIA…`). For the same reason there is no rule for Azure
-//! SAS tokens.
+//! Not findings, in the request target's query only (never a body or a header): the whole
+//! value of a signature scheme's own parameter, when the query carries that scheme's
+//! signature parameter — such a URL is a grant its host's owner made to fetch it, expiring
+//! soon, and downloads are redirected to them:
+//!
+//! | the query holds | exempt parameter | for the rules |
+//! | --- | --- | --- |
+//! | `X-Amz-Signature` (AWS SigV4, S3 presigned URLs) | `X-Amz-Credential` | `aws-access-key-id`, `credential-field` |
+//! | | `X-Amz-Security-Token`, `X-Amz-Signature` | `credential-field` |
+//! | `X-Goog-Signature` (GCS V4 signed URLs) | `X-Goog-Credential`, `X-Goog-Signature` | `credential-field` |
+//! | `sig` (Azure SAS; GitHub release-asset redirects) | `jwt` | `jwt` |
+//! | | `sig` | `credential-field` |
+//!
+//! Parameter names match in any ASCII case; the match must start right after the `=`. For
+//! the same reason there is no rule for Azure SAS tokens.
 //!
 //! The recipe's rules (`dlp_rules = [{ id, regex }]`) run beside these over the whole text;
 //! the group named `secret`, if any, is the secret. A match that equals or lies inside a
-//! recipe's allowed value (`dlp_allow`), or egress's placeholder, is never a finding.
+//! recipe's allowed value (`dlp_allow`), or egress's placeholder, is never a finding. A value a
+//! person granted for the run through supervise is narrower: it lets through only a finding
+//! of the rule it was granted for whose matched value is exactly the granted value (and a
+//! generic rule's — `credential-field`, `authorization-header`, `url-password` — finding of
+//! that same exact value).
 //!
 //! # Decoding
 //!
@@ -114,6 +127,7 @@ mod decode;
 mod engine;
 mod field;
 mod heuristics;
+mod redact;
 #[cfg(test)]
 mod tests;
 
@@ -122,7 +136,9 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::pipelock::Dlp;
+use super::shared::DlpGrant;
 use engine::{Accept, Engine};
+pub use redact::{REDACTED, Redactor};
 
 /// The bytes of a body kept from one step to the next.
 pub const WINDOW: usize = 4096;
@@ -158,12 +174,38 @@ impl Scanner {
         Ok(Some(Arc::new(Scanner { engine })))
     }
 
-    /// Scans one whole value: a request target, or one header as `Name: value`.
+    /// [`Scanner::new`], letting through each granted finding: a finding of the grant's rule
+    /// whose value is exactly the grant's (what a person approved through supervise).
+    pub fn with_grants(dlp: &Dlp, grants: &[DlpGrant]) -> Result<Option<Arc<Scanner>>> {
+        if !dlp.enabled {
+            return Ok(None);
+        }
+        let always = [super::egress::PLACEHOLDER];
+        let pairs: Vec<(String, Vec<u8>)> = grants
+            .iter()
+            .map(|g| (g.rule.clone(), g.value.as_bytes().to_vec()))
+            .collect();
+        let engine = Engine::new(&dlp.rules, &dlp.allow, &always, WINDOW - MARGIN)?.grant(&pairs);
+        Ok(Some(Arc::new(Scanner { engine })))
+    }
+
+    /// Scans one whole value: one header as `Name: value`, or any text.
     pub fn scan(&self, bytes: &[u8]) -> Option<Finding> {
+        self.scan_as(bytes, false)
+    }
+
+    /// Scans a request target (`https://host/path?query`): a signature scheme's own
+    /// parameters in its query are no finding (see the module doc).
+    pub fn scan_url(&self, url: &[u8]) -> Option<Finding> {
+        self.scan_as(url, true)
+    }
+
+    fn scan_as(&self, bytes: &[u8], url: bool) -> Option<Finding> {
         let text = decode::decode_all(bytes);
         let accept = Accept {
             after: 0,
             upto: text.len(),
+            url,
         };
         self.engine.find(&text, accept).map(finding)
     }
@@ -261,6 +303,7 @@ impl BodyScanner {
             let accept = Accept {
                 after: self.seen,
                 upto,
+                url: false,
             };
             found = self.scanner.engine.find(&self.buf, accept).map(finding);
             self.seen = upto;

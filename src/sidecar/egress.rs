@@ -2,8 +2,10 @@
 //!
 //! For each route host (over TLS only) it removes whatever credential the guest sent in the
 //! route's header and presents the real token there, in the route's scheme, never in URLs or
-//! bodies; and it scrubs the token from everything the upstream sends back, so an upstream
-//! that reflects a request cannot hand the token to the guest. It runs inside pipelock's
+//! bodies; and it scrubs every route's token from everything a route's upstream sends back
+//! (the status line's reason phrase dropped, headers, the body decoded first if compressed),
+//! so an upstream that reflects a request — or another route's credential — cannot hand a
+//! token to the guest. It runs inside pipelock's
 //! process, after DLP: the guest cannot address it, and an injected token never trips DLP.
 //!
 //! Token values come from the run on the bundle's stdin (never the container's config); the
@@ -127,7 +129,7 @@ pub struct Armed {
     /// The header's value, `None` when the run handed over no token for the route.
     value: Option<HeaderValue>,
     token: Option<Vec<u8>>,
-    /// The token's forms, compiled once for every response of the route.
+    /// Every route's tokens and their forms, compiled once for every response of every route.
     scrub: std::sync::Arc<Compiled>,
 }
 
@@ -151,6 +153,14 @@ impl Egress {
     /// each request to it is refused naming the env var.
     pub fn new(config: &Config, secrets: &BTreeMap<String, String>) -> Result<Egress, RouteError> {
         let mut routes = BTreeMap::new();
+        let tokens: Vec<&[u8]> = config
+            .routes
+            .iter()
+            .filter_map(|r| secrets.get(&r.token_env))
+            .filter(|t| !t.is_empty())
+            .map(|t| t.as_bytes())
+            .collect();
+        let scrub = Compiled::new(&tokens);
         for route in &config.routes {
             let header = HeaderName::from_bytes(route.header.trim().as_bytes()).map_err(|_| {
                 RouteError::Header {
@@ -178,10 +188,7 @@ impl Egress {
                     route: route.clone(),
                     header,
                     value,
-                    scrub: match token {
-                        Some(t) => Compiled::new(&[t.as_bytes()]),
-                        None => Compiled::new(&[]),
-                    },
+                    scrub: scrub.clone(),
                     token: token.map(|t| t.as_bytes().to_vec()),
                 },
             );
@@ -221,16 +228,13 @@ impl Armed {
         Ok(())
     }
 
-    /// A scrubber of the token, for one stream the upstream sends back.
+    /// A scrubber of every route's token, for one stream the upstream sends back.
     pub fn scrubber(&self) -> Scrubber {
         self.scrub.scrubber()
     }
 
-    /// Scrubs the token from every header value the upstream sent back.
+    /// Scrubs every route's token from every header value the upstream sent back.
     pub fn scrub_headers(&self, headers: &mut HeaderMap) {
-        if self.token.is_none() {
-            return;
-        }
         for value in headers.values_mut() {
             let mut s = self.scrubber();
             let mut out = s.feed(value.as_bytes()).to_vec();

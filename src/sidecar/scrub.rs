@@ -1,21 +1,26 @@
 //! Scrubbing: removes secrets from a stream of bytes, also where one is split across chunks.
-//! egress runs every response from a route's upstream through one, so an upstream that echoes
-//! the request cannot hand the real token to the guest.
+//! egress runs every response from a route's upstream through one holding every route's
+//! token, so an upstream that echoes the request — or another route's credential — cannot
+//! hand a real token to the guest.
 //!
-//! This module owns the matching of a response against the route's secrets and the forms
-//! they may travel in ([`forms`]: as is, percent-encoded, JSON-escaped, inside base64), each
-//! replaced with [`MASK`]. One Aho-Corasick automaton (leftmost-longest) finds them all.
+//! This module owns the matching of a response against the secrets and the forms they may
+//! travel in ([`forms`]: as is, base64, hex, and prefixes and suffixes of at least
+//! [`forms::piece_len`] bytes), searched in a decoded view of the response ([`view`]: line
+//! breaks dropped, percent-encoding, JSON, `\u` and `\x` escapes undone), each match replacing
+//! the raw bytes it came from with [`MASK`]. One Aho-Corasick automaton (leftmost-longest)
+//! finds them all.
 //!
-//! What is held back: only bytes that could still begin a form — the earliest tail of what
-//! has arrived that is a proper prefix of some form. So ordinary bytes pass at once, no prefix
-//! of a secret is ever emitted that later bytes would complete, and at most the longest
-//! form's length minus one byte waits: the secret's length minus one for the secret itself,
-//! about 4/3 of it for its base64 forms. [`Scrubber::finish`] emits what is held (it cannot
-//! become a secret any more).
+//! What is held back: only bytes that could still begin a form — the earliest tail of the
+//! view that is a proper prefix of some form, and an escape the next chunk may complete. So
+//! ordinary bytes pass at once, no prefix of a secret is ever emitted that later bytes would
+//! complete, and what waits is bounded by the longest form (hex: twice the secret) times the
+//! longest escape. [`Scrubber::finish`] emits what is held (it cannot become a secret any
+//! more).
 
-mod forms;
+pub mod forms;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use bytes::Bytes;
@@ -33,6 +38,8 @@ pub struct Compiled {
     ac: Option<AhoCorasick>,
     /// Bytes that may begin a pattern, for the tail check.
     first: [bool; 256],
+    /// Byte pairs that begin a pattern (`256 * a + b`), a finer tail check.
+    pairs: Vec<bool>,
 }
 
 /// Scrubs one stream.
@@ -69,13 +76,18 @@ impl Compiled {
             })
             .flatten();
         let mut first = [false; 256];
+        let mut pairs = vec![false; 256 * 256];
         for p in &patterns {
             first[usize::from(p[0])] = true;
+            if let [a, b, ..] = p[..] {
+                pairs[256 * usize::from(a) + usize::from(b)] = true;
+            }
         }
         std::sync::Arc::new(Compiled {
             patterns,
             ac,
             first,
+            pairs,
         })
     }
 
@@ -111,21 +123,32 @@ impl Scrubber {
     /// Masks every complete form in what is held; keeps a tail that may still grow into one.
     fn pass(&mut self, last: bool) -> Bytes {
         let hay = std::mem::take(&mut self.held);
+        let v = view::decode_stream(&hay, last);
+        // Where the raw bytes of the view's offset `k` begin (`cut` past the view's end).
+        let raw_at = |k: usize| v.start.get(k).copied().unwrap_or(v.cut);
         let mut out = Vec::with_capacity(hay.len());
         let mut done = 0;
-        let mut keep = if last { hay.len() } else { self.tail(&hay, 0) };
-        for m in self.matches(&hay) {
+        let mut keep = if last {
+            v.bytes.len()
+        } else {
+            self.tail(&v.bytes, 0)
+        };
+        for m in self.matches(&v.bytes) {
             if !last && m.start >= keep {
                 break;
             }
-            out.extend_from_slice(&hay[done..m.start]);
+            out.extend_from_slice(&hay[done..v.start[m.start].max(done)]);
             out.extend_from_slice(MASK);
-            done = m.end;
-            if !last && keep < done {
-                keep = self.tail(&hay, done);
+            done = v.end[m.end - 1];
+            if !last && keep < m.end {
+                keep = self.tail(&v.bytes, m.end);
             }
         }
-        let keep = keep.max(done);
+        let keep = if last {
+            hay.len()
+        } else {
+            raw_at(keep).max(done)
+        };
         out.extend_from_slice(&hay[done..keep]);
         self.held = hay[keep..].to_vec();
         Bytes::from(out)
@@ -153,7 +176,10 @@ impl Scrubber {
         (start..hay.len())
             .find(|&i| {
                 let rest = &hay[i..];
-                self.compiled.first[usize::from(rest[0])]
+                let c = &self.compiled;
+                c.first[usize::from(rest[0])]
+                    && (rest.len() < 2
+                        || c.pairs[256 * usize::from(rest[0]) + usize::from(rest[1])])
                     && self
                         .compiled
                         .patterns

@@ -10,10 +10,19 @@ use std::sync::RwLock;
 pub struct Grants {
     /// Hosts pipelock allows besides its allowlist (exact names, lowercased).
     pub hosts: Vec<String>,
-    /// Values DLP lets through besides the recipe's `dlp_allow`.
-    pub dlp_allow: Vec<String>,
+    /// Findings DLP lets through besides the recipe's `dlp_allow`: each one rule's finding of
+    /// exactly one value, nothing wider.
+    pub dlp: Vec<DlpGrant>,
     /// Bumped on every change, so a reader can tell it must rebuild what it derived.
     pub version: u64,
+}
+
+/// A value a person let DLP pass for one rule: a finding of `rule` whose matched value is
+/// exactly `value` (not one inside it, not another rule's).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DlpGrant {
+    pub rule: String,
+    pub value: String,
 }
 
 /// The bundle's shared state, handed to every daemon.
@@ -50,8 +59,8 @@ impl Shared {
         change(&mut g);
         g.hosts.sort();
         g.hosts.dedup();
-        g.dlp_allow.sort();
-        g.dlp_allow.dedup();
+        g.dlp.sort();
+        g.dlp.dedup();
         g.version += 1;
     }
 }

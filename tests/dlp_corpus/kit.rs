@@ -85,6 +85,8 @@ pub fn urlencode(text: &str) -> String {
 /// What is scanned: one value (a request target, a header) or a body.
 pub enum Item {
     Value(String),
+    /// A request target: scanned as pipelock scans a URL (signed-URL exemption on).
+    Url(String),
     Body(Vec<u8>),
 }
 
@@ -96,7 +98,7 @@ impl Item {
     /// The first bytes, for a report line.
     pub fn preview(&self) -> String {
         let bytes = match self {
-            Item::Value(v) => v.as_bytes(),
+            Item::Value(v) | Item::Url(v) => v.as_bytes(),
             Item::Body(b) => b,
         };
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(160)]);

@@ -341,7 +341,7 @@ pub fn all(root: &Path, r: &mut Rng) -> Vec<(String, Item)> {
         out.extend(
             urls(r)
                 .into_iter()
-                .map(|u| ("url".to_string(), Item::Value(u))),
+                .map(|u| ("url".to_string(), Item::Url(u))),
         );
         for u in signed_urls(r) {
             let curl = format!(
@@ -351,7 +351,7 @@ pub fn all(root: &Path, r: &mut Rng) -> Vec<(String, Item)> {
                 "signed url in a tool result".to_string(),
                 Item::body(format!(r#"{{"content":{}}}"#, json_str(&curl))),
             ));
-            out.push(("signed url".to_string(), Item::Value(u)));
+            out.push(("signed url".to_string(), Item::Url(u)));
         }
     }
     out

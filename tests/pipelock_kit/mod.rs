@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+mod reflect;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -131,7 +133,9 @@ fn full(text: impl Into<Bytes>) -> TestBody {
 
 /// `/echo`: the request's `authorization` back in `x-echo-authorization` and, with its body,
 /// in the answer's body, sent 5 bytes at a time (so a token is split across chunks);
-/// `/close-early`: announces 1000 bytes, sends 10, then fails; anything else: `ok PATH`.
+/// `/close-early`: announces 1000 bytes, sends 10, then fails; `/close`: `ok /close` on a
+/// connection the server then closes (the next request needs a new one); anything else:
+/// `ok PATH`.
 async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<TestBody> {
     let (parts, mut incoming) = req.into_parts();
     let path = parts.uri.path().to_string();
@@ -168,6 +172,13 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response
         .get("authorization")
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
+    if let Some(form) = path.strip_prefix("/reflect/") {
+        let token = auth.strip_prefix("Bearer ").unwrap_or(&auth);
+        return reflect::reflect(form, token);
+    }
+    if let Some(hexed) = path.strip_prefix("/say/") {
+        return reflect::say(hexed);
+    }
     match path.as_str() {
         "/echo" => {
             let text = format!("auth={auth}\nbody={}\n", String::from_utf8_lossy(&body));
@@ -206,11 +217,24 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response
                 .body(StreamBody::new(stream).boxed())
                 .unwrap()
         }
+        "/close" => Response::builder()
+            .header("connection", "close")
+            .body(full("ok /close"))
+            .unwrap(),
         _ => Response::new(full(format!("ok {path}"))),
     }
 }
 
 pub async fn upstream(tls: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    upstream_on(listener, tls)
+}
+
+/// An upstream on a listener of the test's (another loopback address, a given port).
+pub fn upstream_on(
+    listener: TcpListener,
+    tls: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+) -> Upstream {
     let acceptor = tls.map(|(cert, key)| {
         let config = rustls::ServerConfig::builder()
             .with_no_client_auth()
@@ -218,7 +242,6 @@ pub async fn upstream(tls: Option<(CertificateDer<'static>, PrivateKeyDer<'stati
             .unwrap();
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(AtomicUsize::new(0));
@@ -304,8 +327,13 @@ pub struct Setup {
     pub routes: Vec<(String, Option<String>, String)>,
     pub dlp_rules: Vec<(String, String)>,
     pub secrets: Vec<(String, String)>,
-    /// Names resolved to 127.0.0.1.
+    /// Names resolved to 127.0.0.1 and mapped as the recipe's `[network] hosts` would map them.
     pub names: Vec<String>,
+    /// `(name, answers)`: names resolved by the test hook (`127.0.0.2|127.0.0.1`: one answer
+    /// per lookup, the last repeated) but not mapped: plain DNS answers to pipelock.
+    pub resolved: Vec<(String, String)>,
+    /// `[pipelock] allow_private`.
+    pub allow_private: Vec<String>,
     pub upstream_proxy: Option<String>,
     /// supervise's queue folder, when a test keeps it across sidecars (else one of its own).
     pub supervise_queue: Option<PathBuf>,
@@ -373,6 +401,8 @@ impl Sidecar {
             "egress": {"routes": routes, "upstream_proxy": setup.upstream_proxy},
             "audit_log": audit,
             "supervise": daemons.contains("supervise"),
+            "allow_private": setup.allow_private,
+            "mapped_hosts": setup.names,
         });
         std::fs::write(dir.path().join("pipelock.json"), config.to_string()).unwrap();
         // The other daemons' configs, for a test that starts them too.
@@ -410,6 +440,7 @@ impl Sidecar {
             .names
             .iter()
             .map(|n| format!("{n}=127.0.0.1"))
+            .chain(setup.resolved.iter().map(|(n, a)| format!("{n}={a}")))
             .collect();
         let mut child = Command::new(env!("CARGO_BIN_EXE_bottle"))
             .args([

@@ -82,11 +82,6 @@ macro_rules! assign {
 
 const E: Check = Check::Entropy(3.0);
 
-/// Rules whose match is no finding as a parameter of a signed URL's query (see
-/// [`super::heuristics::in_signed_url_query`]): the key id of an S3 presigned URL
-/// (`X-Amz-Credential=AKIA…`), the JWT of a GitHub release-asset download (`…&sig=…&jwt=…`).
-pub(super) const IN_SIGNED_URLS: &[&str] = &["aws-access-key-id", "jwt"];
-
 pub(super) const SPECS: &[Spec] = &[
     Spec {
         id: "anthropic-api-key",

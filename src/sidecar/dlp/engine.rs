@@ -14,18 +14,19 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use anyhow::{Context, Result, bail};
 use regex::bytes::Regex;
 
-use super::catalogue::{ANY, Check, IN_SIGNED_URLS, SPECS};
+use super::catalogue::{ANY, Check, SPECS};
 use super::field::{self, FIELD_KEYWORDS, FIELD_REACH, URL_KEYWORDS, URL_REACH};
-use super::heuristics::in_signed_url_query;
+use super::heuristics::signed_url_exempt;
 use crate::plan::DlpRulePlan;
 
+/// The rules written as code, which look at where a value is rather than at its format.
+const GENERIC_RULES: [&str; 3] = ["credential-field", "authorization-header", "url-password"];
+
 enum Matcher {
-    /// `signed`: a match that is a parameter of a signed URL's query is no finding.
     Regex {
         re: Regex,
         check: Check,
         group: bool,
-        signed: bool,
     },
     Field,
     UrlPassword,
@@ -40,23 +41,29 @@ struct Rule {
     lead: usize,
 }
 
-impl Rule {
-    fn matcher_is_field(&self) -> bool {
-        matches!(self.matcher, Matcher::Field)
-    }
-}
-
 struct Keyword {
     text: Vec<u8>,
     exact: bool,
     rules: Vec<usize>,
 }
 
-/// Matches ending in `(after, upto]` are reported.
+/// A match: its rule, where the secret lies in the haystack, and how many of its first bytes
+/// are the rule's own keyword (a fixed prefix such as `ghp_`, not secret; 0 when the keyword
+/// is elsewhere, e.g. a field's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Hit<'e> {
+    pub id: &'e str,
+    pub span: Range<usize>,
+    pub keep: usize,
+}
+
+/// Matches ending in `(after, upto]` are reported; `url`: the haystack is a request target,
+/// where a signature scheme's own parameters are no finding.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Accept {
     pub after: usize,
     pub upto: usize,
+    pub url: bool,
 }
 
 impl Accept {
@@ -72,6 +79,10 @@ pub(super) struct Engine {
     /// Recipe rules: indexes into `rules`, run over the whole text.
     unkeyed: Vec<usize>,
     allow: Vec<Vec<u8>>,
+    /// `(rule, value)`: a finding of that rule whose value is exactly that (a person's grant).
+    granted: Vec<(String, Vec<u8>)>,
+    /// Whether a signed URL's credentials are exempt (not when redacting a log line).
+    exempt_signed: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -116,12 +127,10 @@ impl Engine {
             };
             let group = re.capture_names().any(|n| n == Some("secret"));
             let lead = if spec.lead == ANY { reach } else { spec.lead };
-            let signed = IN_SIGNED_URLS.contains(&spec.id);
             let matcher = Matcher::Regex {
                 re,
                 check: spec.check,
                 group,
-                signed,
             };
             b.add(spec.id, matcher, reach, lead, spec.keywords, spec.exact);
         }
@@ -149,7 +158,6 @@ impl Engine {
                 re,
                 check: Check::Shape,
                 group,
-                signed: false,
             };
             b.unkeyed.push(b.rules.len());
             b.rules.push(Rule {
@@ -174,7 +182,24 @@ impl Engine {
             rules: b.rules,
             unkeyed: b.unkeyed,
             allow,
+            granted: Vec::new(),
+            exempt_signed: true,
         })
+    }
+
+    /// Lets through a finding of `rule` whose value is exactly `value`, for each pair.
+    pub(super) fn grant(mut self, grants: &[(String, Vec<u8>)]) -> Engine {
+        self.granted = grants.to_vec();
+        self
+    }
+
+    /// The same rules with no exemption at all (no allowed value, no signed URL): what a
+    /// log line is redacted with.
+    pub(super) fn strict(mut self) -> Engine {
+        self.allow.clear();
+        self.granted.clear();
+        self.exempt_signed = false;
+        self
     }
 
     /// Every rule id, built-in then the recipe's (an id may be listed twice).
@@ -186,6 +211,11 @@ impl Engine {
     /// format (or the recipe's) is named before the generic field and URL rules, so a key in
     /// an `api_key` field is reported as the key it is.
     pub(super) fn find(&self, hay: &[u8], accept: Accept) -> Option<&str> {
+        self.find_hit(hay, accept).map(|h| h.id)
+    }
+
+    /// [`Engine::find`], with where the secret lies.
+    pub(super) fn find_hit(&self, hay: &[u8], accept: Accept) -> Option<Hit<'_>> {
         let mut generic = None;
         for hit in self.ac.find_overlapping_iter(hay) {
             let kw = &self.keywords[hit.pattern().as_usize()];
@@ -199,8 +229,8 @@ impl Engine {
                     continue;
                 }
                 match self.at_hit(rule, hay, hit.range(), accept) {
-                    Some(id) if is_generic => generic = Some(id),
-                    Some(id) => return Some(id),
+                    Some(h) if is_generic => generic = Some(h),
+                    Some(h) => return Some(h),
                     None => {}
                 }
             }
@@ -220,7 +250,7 @@ impl Engine {
         hay: &[u8],
         hit: Range<usize>,
         accept: Accept,
-    ) -> Option<&'e str> {
+    ) -> Option<Hit<'e>> {
         let found = match rule.matcher {
             Matcher::Regex { .. } => {
                 let lo = hit.start.saturating_sub(rule.lead);
@@ -230,8 +260,14 @@ impl Engine {
             Matcher::Field => field::field(hay, hit)?,
             Matcher::UrlPassword => field::url_password(hay, hit)?,
         };
-        let granted = rule.matcher_is_field() && in_signed_url_query(hay, found.start);
-        (accept.takes(found.end) && !granted && !self.allowed(&found.secret)).then_some(found.id)
+        let granted =
+            accept.url && self.exempt_signed && signed_url_exempt(hay, found.start, found.id);
+        let passes = self.allowed(&found.secret) || self.is_granted(found.id, &found.secret);
+        (accept.takes(found.end) && !granted && !passes).then_some(Hit {
+            id: found.id,
+            span: found.start..found.end,
+            keep: 0,
+        })
     }
 
     /// Runs `rule`'s regex over `hay[lo..hi]` (what precedes `lo` still counts for `\b`). With
@@ -244,16 +280,12 @@ impl Engine {
         hi: usize,
         hit: Option<Range<usize>>,
         accept: Accept,
-    ) -> Option<&'e str> {
-        let Matcher::Regex {
-            re,
-            check,
-            group,
-            signed,
-        } = &rule.matcher
-        else {
+    ) -> Option<Hit<'e>> {
+        let Matcher::Regex { re, check, group } = &rule.matcher else {
             return None;
         };
+        // The whole text for the signed-URL check, which reads the query past the match.
+        let full = hay;
         let hay = &hay[..hi];
         let mut at = lo;
         while at <= hay.len() {
@@ -270,10 +302,21 @@ impl Engine {
                 } else {
                     m.range()
                 };
-                let granted = *signed && in_signed_url_query(hay, span.start);
-                let secret = &hay[span];
-                if check.passes(secret) && !granted && !self.allowed(secret) {
-                    return Some(&rule.id);
+                let granted = accept.url
+                    && self.exempt_signed
+                    && signed_url_exempt(full, span.start, &rule.id);
+                let secret = &hay[span.clone()];
+                let passes = self.allowed(secret) || self.is_granted(&rule.id, secret);
+                if check.passes(secret) && !granted && !passes {
+                    let keep = match &hit {
+                        Some(h) if h.start == span.start && h.end <= span.end => h.len(),
+                        _ => 0,
+                    };
+                    return Some(Hit {
+                        id: &rule.id,
+                        span,
+                        keep,
+                    });
                 }
             }
             at = if m.end() > m.start() {
@@ -283,6 +326,15 @@ impl Engine {
             };
         }
         None
+    }
+
+    /// A person granted exactly this finding: this rule, this value. The generic rules (a
+    /// field, an `Authorization` header, a URL's password) may flag the very value a format
+    /// rule flagged; the grant covers them for that exact value too.
+    fn is_granted(&self, rule: &str, secret: &[u8]) -> bool {
+        self.granted
+            .iter()
+            .any(|(r, v)| v == secret && (r == rule || GENERIC_RULES.contains(&rule)))
     }
 
     /// A match equal to, or contained in, an allowed value is not a finding.

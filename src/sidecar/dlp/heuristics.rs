@@ -355,37 +355,99 @@ pub(super) fn decode_base64(v: &[u8]) -> Option<Vec<u8>> {
     STANDARD.decode(v).or_else(|_| URL_SAFE.decode(v)).ok()
 }
 
-/// Parameters that make a URL a signed one: a grant to fetch that URL, made by its host's
-/// owner and expiring soon (S3 and GCS presigned URLs, Azure SAS, GitHub's release-asset
-/// redirects).
-const SIGNED_URL_PARAMS: &[&str] = &[
-    "sig=",
-    "signature=",
-    "x-amz-signature=",
-    "x-amz-credential=",
-    "x-goog-signature=",
-    "x-goog-credential=",
+/// A signature scheme of URLs: the parameter whose presence makes a query signed, and the
+/// scheme's own parameters, each with the rules that may flag it. A signed URL is a grant its
+/// host's owner made to fetch that URL, expiring soon; clients are redirected to them.
+struct Scheme {
+    /// Host suffixes the scheme is honoured on (none: any host).
+    hosts: &'static [&'static str],
+    signature: &'static str,
+    own: &'static [(&'static str, &'static [&'static str])],
+}
+
+const SCHEMES: &[Scheme] = &[
+    // AWS Signature Version 4 in a query (S3 presigned URLs).
+    Scheme {
+        hosts: &[],
+        signature: "x-amz-signature",
+        own: &[
+            (
+                "x-amz-credential",
+                &["aws-access-key-id", "credential-field"],
+            ),
+            ("x-amz-security-token", &["credential-field"]),
+            ("x-amz-signature", &["credential-field"]),
+        ],
+    },
+    // Google Cloud Storage V4 signed URLs.
+    Scheme {
+        hosts: &[],
+        signature: "x-goog-signature",
+        own: &[
+            ("x-goog-credential", &["credential-field"]),
+            ("x-goog-signature", &["credential-field"]),
+        ],
+    },
+    // GitHub's release-asset redirects: an Azure SAS (`sig`) carrying GitHub's own `jwt`.
+    Scheme {
+        hosts: &[".githubusercontent.com"],
+        signature: "sig",
+        own: &[("jwt", &["jwt"]), ("sig", &["credential-field"])],
+    },
 ];
 
-/// Whether `at` starts a parameter's value in the query of a signed URL: a signature or
-/// credential parameter comes earlier in the same query (only what precedes is looked at, so a
-/// stream needs nothing that has not arrived).
-pub(super) fn in_signed_url_query(hay: &[u8], at: usize) -> bool {
+/// Whether the match of `rule` starting at `at` is the whole value of one of a signature
+/// scheme's own parameters, in the query of a URL that carries that scheme's signature
+/// parameter. Only for the request target (the caller says so): never in a body or header.
+/// The lowercased host of a URL `scheme://host[:port]/…` (empty for anything else).
+fn url_host(url: &[u8]) -> Vec<u8> {
+    let Some(i) = memchr::memmem::find(url, b"://") else {
+        return Vec::new();
+    };
+    let rest = &url[i + 3..];
+    let end = rest
+        .iter()
+        .position(|b| b"/?#:".contains(b))
+        .unwrap_or(rest.len());
+    rest[..end].to_ascii_lowercase()
+}
+
+pub(super) fn signed_url_exempt(hay: &[u8], at: usize, rule: &str) -> bool {
     if at == 0 || hay.get(at - 1) != Some(&b'=') {
         return false;
     }
-    let lo = at.saturating_sub(4096);
-    let Some(q) = hay[lo..at]
+    let stop = |b: &u8| b.is_ascii_whitespace() || b"\"'<>`#".contains(b);
+    let Some(q) = hay[..at]
         .iter()
-        .rposition(|b| *b == b'?' || b.is_ascii_whitespace() || b"\"'<>`".contains(b))
-        .map(|i| lo + i)
+        .rposition(|b| *b == b'?' || stop(b))
         .filter(|i| hay[*i] == b'?')
     else {
         return false;
     };
-    let query = hay[q..at].to_ascii_lowercase();
-    SIGNED_URL_PARAMS.iter().any(|p| {
-        memchr::memmem::find_iter(&query, p.as_bytes())
-            .any(|i| i > 0 && matches!(query[i - 1], b'?' | b'&'))
+    let end = hay[at..]
+        .iter()
+        .position(stop)
+        .map_or(hay.len(), |i| at + i);
+    let name_start = hay[q..at - 1]
+        .iter()
+        .rposition(|b| *b == b'&' || *b == b'?')
+        .map_or(q, |i| q + i)
+        + 1;
+    let name = hay[name_start..at - 1].to_ascii_lowercase();
+    let names: Vec<Vec<u8>> = hay[q + 1..end]
+        .split(|b| *b == b'&')
+        .map(|kv| {
+            let k = kv.split(|b| *b == b'=').next().unwrap_or(kv);
+            k.to_ascii_lowercase()
+        })
+        .collect();
+    let host = url_host(hay);
+    SCHEMES.iter().any(|s| {
+        let on_host = s.hosts.is_empty() || s.hosts.iter().any(|h| host.ends_with(h.as_bytes()));
+        on_host
+            && names.iter().any(|n| n == s.signature.as_bytes())
+            && s.own
+                .iter()
+                .any(|(p, rules)| p.as_bytes() == name && rules.contains(&rule))
     })
 }

@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use super::allow::normalize;
 use super::body::{BODY_IDLE, Body, Outbound, Outcome, Pending, Scanned, full};
+use super::inflate::{self, Inflated};
 use super::proxy::State;
 use super::refusal::{REFUSED_HEADER, Refusal, route_rule};
 use super::upstream::UpstreamError;
-use crate::sidecar::audit::{Decision, redact_query};
+use crate::sidecar::audit::Decision;
 use crate::sidecar::dlp::Scanner;
 use crate::sidecar::egress::Armed;
 
@@ -118,16 +119,16 @@ impl State {
         let mut pending = self.pending(req.method().as_str(), "-", 0);
         let outcome = pending.outcome.clone();
         if let Origin::Tunnel { host, port } = &origin {
-            pending.event.host = host.clone();
+            pending.event.host = self.logged_host(host);
             pending.event.port = *port;
         }
         let target = match Target::of(req.uri(), &origin) {
             Ok(t) => t,
             Err(r) => return answer(r, pending),
         };
-        pending.event.host = target.host.clone();
+        pending.event.host = self.logged_host(&target.host);
         pending.event.port = target.port;
-        pending.event.path = redact_query(&target.path);
+        pending.event.path = self.logged_path(&target.path);
         match self.forward(req, &target, &outcome).await {
             Ok(f) => self.relay(f, &target, pending),
             Err(r) => answer(r, pending),
@@ -143,6 +144,11 @@ impl State {
         let Some(allowed_by) = self.policy.allows(&t.host) else {
             return Err(Refusal::not_allowed(&t.host, self.supervise));
         };
+        // An upgrade would turn the exchange into a stream neither DLP nor the scrubber reads.
+        if let Some(protocol) = req.headers().get(header::UPGRADE) {
+            let protocol = String::from_utf8_lossy(protocol.as_bytes()).into_owned();
+            return Err(Refusal::upgrade(&t.host, &protocol));
+        }
         let route = self.egress.route(&t.host);
         if route.is_some() && !t.https {
             return Err(Refusal::route_over_http(&t.host));
@@ -189,22 +195,38 @@ impl State {
         }
     }
 
-    /// The upstream's answer to the guest: hop-by-hop headers dropped, scrubbed for a route.
+    /// The upstream's answer to the guest: hop-by-hop headers dropped; for a route, the reason
+    /// phrase dropped, a compressed body decoded, headers and body scrubbed of every token.
     fn relay(&self, f: Forwarded<'_>, t: &Target, mut pending: Pending) -> Response<Body> {
         let (mut parts, body) = f.response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let scrubber = f.route.map(|route| {
-            route.scrub_headers(&mut parts.headers);
-            // Scrubbing may change the length.
-            parts.headers.remove(header::CONTENT_LENGTH);
-            route.scrubber()
-        });
+        let mut body = body.map_err(Into::into).boxed_unsync();
+        let scrubber = match f.route {
+            Some(route) => {
+                // hyper keeps a custom reason phrase as an extension and writes it back out.
+                parts.extensions.remove::<hyper::ext::ReasonPhrase>();
+                match inflate::coding(&parts.headers) {
+                    Ok(None) => {}
+                    Ok(Some(coding)) => {
+                        body = Inflated::new(body, coding).boxed_unsync();
+                        parts.headers.remove(header::CONTENT_ENCODING);
+                    }
+                    Err(coding) => {
+                        return answer(Refusal::encoded_answer(&t.host, &coding), pending);
+                    }
+                }
+                route.scrub_headers(&mut parts.headers);
+                // Scrubbing and decoding change the length.
+                parts.headers.remove(header::CONTENT_LENGTH);
+                Some(route.scrubber())
+            }
+            None => None,
+        };
         pending.event.status = parts.status.as_u16();
         (pending.event.decision, pending.event.rule) = match f.route {
             Some(_) => (Decision::Injected, Some(route_rule(&t.host))),
             None => (Decision::Allowed, Some(f.allowed_by.into())),
         };
-        let body = body.map_err(Into::into).boxed_unsync();
         Response::from_parts(parts, Outbound::new(body, scrubber, pending).boxed_unsync())
     }
 }
@@ -234,7 +256,7 @@ fn scan_head(
     headers: &HeaderMap,
     supervise: bool,
 ) -> Result<(), Refusal> {
-    if let Some(f) = dlp.scan(url.as_bytes()) {
+    if let Some(f) = dlp.scan_url(url.as_bytes()) {
         return Err(Refusal::dlp(&f.rule, "the URL", supervise));
     }
     let mut line = Vec::with_capacity(256);
@@ -260,6 +282,9 @@ fn upstream_refusal(t: &Target, route: bool, e: &hyper_util::client::legacy::Err
     let mut chain = Vec::new();
     while let Some(c) = cause {
         if let Some(u) = c.downcast_ref::<UpstreamError>() {
+            if let UpstreamError::Private { host, blocked } = u {
+                return Refusal::private_destination(host, blocked);
+            }
             return Refusal::upstream(&target, route, Some(u), "");
         }
         chain.push(c.to_string());

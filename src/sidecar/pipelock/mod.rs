@@ -20,8 +20,10 @@
 //! | [`proxy`] | the listener, guest connections, `CONNECT` and interception |
 //! | [`exchange`] | one request: target, allowlist, DLP, egress, upstream, audit event |
 //! | [`body`] | streamed bodies: DLP on the way out, scrubbing and counting on the way back |
+//! | [`inflate`] | a route's compressed answers, decoded (bounded) so they can be scrubbed |
 //! | [`mint`] | leaf certificates from the run's CA, cached |
 //! | [`upstream`] | connections to upstreams: resolution, `upstream_proxy`, TLS trust |
+//! | [`destination`] | which resolved addresses may be connected to (no private ones unless the recipe says so) |
 //! | [`refusal`] | pipelock's own answers and their explanatory bodies |
 //! | [`allow`] | the allowlist |
 //! | [`policy`] | the allowlist and DLP with what a person granted for this run (supervise) |
@@ -32,7 +34,9 @@
 
 pub mod allow;
 pub mod body;
+pub mod destination;
 pub mod exchange;
+pub mod inflate;
 pub mod mint;
 pub mod policy;
 pub mod proxy;
@@ -83,6 +87,13 @@ pub struct Config {
     /// person to allow what was refused.
     #[serde(default)]
     pub supervise: bool,
+    /// Private address ranges upstream connections may go to (`[pipelock] allow_private`).
+    #[serde(default)]
+    pub allow_private: Vec<String>,
+    /// The names of `[network] hosts`: the recipe said where they go, so their addresses,
+    /// private or not, are let through.
+    #[serde(default)]
+    pub mapped_hosts: Vec<String>,
 }
 
 /// DLP as configured: on or off, the recipe's own rules and its allowed values.
@@ -123,6 +134,8 @@ impl Spec for Pipelock {
             egress: egress::config(key),
             audit_log: Some(format!("{AUDIT_DIR}/{AUDIT_FILE}")),
             supervise: key.supervise.enabled,
+            allow_private: p.allow_private.clone(),
+            mapped_hosts: key.network.hosts.keys().cloned().collect(),
         })
     }
 

@@ -5,10 +5,11 @@
 //! change.
 //!
 //! A granted host is checked on each request that the allowlist does not allow (a read lock
-//! and a short list). Granted DLP values change the scanner itself (an allowed value is part
-//! of the compiled engine): the first request that sees the grants' version change compiles
-//! it again with the recipe's allowed values and the granted ones, and every request after
-//! uses it. A grant of hosts only bumps the version and compiles nothing.
+//! and a short list); it lifts the allowlist only, never the private-destination rule
+//! ([`super::destination`]). Granted DLP findings (a rule and the exact value it matched)
+//! change the scanner itself: the first request that sees the grants' version change compiles
+//! it again with them, and every request after uses it. A grant of hosts only bumps the
+//! version and compiles nothing.
 
 use std::sync::{Arc, RwLock};
 
@@ -18,7 +19,7 @@ use super::Dlp;
 use super::allow::Allowlist;
 use crate::sidecar::dlp::Scanner;
 use crate::sidecar::log;
-use crate::sidecar::shared::Shared;
+use crate::sidecar::shared::{DlpGrant, Shared};
 
 /// The audit rule of a request the allowlist allows.
 pub const ALLOWLIST_RULE: &str = "allowlist";
@@ -36,7 +37,7 @@ pub struct Policy {
 /// The scanner in force and the grants it was compiled for.
 struct Compiled {
     version: u64,
-    granted: Vec<String>,
+    granted: Vec<DlpGrant>,
     scanner: Option<Arc<Scanner>>,
 }
 
@@ -44,14 +45,14 @@ impl Policy {
     /// Compiles the recipe's DLP rules (with any values already granted).
     pub fn new(allow: &[String], dlp: &Dlp, shared: Arc<Shared>) -> Result<Policy> {
         let grants = shared.grants();
-        let scanner = compile(dlp, &grants.dlp_allow)?;
+        let scanner = compile(dlp, &grants.dlp)?;
         Ok(Policy {
             allow: Allowlist::new(allow),
             shared,
             dlp: dlp.clone(),
             compiled: RwLock::new(Compiled {
                 version: grants.version,
-                granted: grants.dlp_allow,
+                granted: grants.dlp,
                 scanner,
             }),
         })
@@ -87,16 +88,13 @@ impl Policy {
         let grants = self.shared.grants();
         let mut c = self.compiled.write().expect("scanner lock");
         if c.version != grants.version {
-            if c.granted != grants.dlp_allow {
-                match compile(&self.dlp, &grants.dlp_allow) {
+            if c.granted != grants.dlp {
+                match compile(&self.dlp, &grants.dlp) {
                     Ok(s) => {
                         c.scanner = s;
                         log(
                             "pipelock",
-                            format!(
-                                "DLP lets {} granted value(s) through",
-                                grants.dlp_allow.len()
-                            ),
+                            format!("DLP lets {} granted finding(s) through", grants.dlp.len()),
                         );
                     }
                     // The recipe's rules compiled at start, and exact values cannot break
@@ -105,16 +103,14 @@ impl Policy {
                 }
             }
             c.version = grants.version;
-            c.granted = grants.dlp_allow;
+            c.granted = grants.dlp;
         }
         c.scanner.clone()
     }
 }
 
-fn compile(dlp: &Dlp, granted: &[String]) -> Result<Option<Arc<Scanner>>> {
-    let mut with = dlp.clone();
-    with.allow.extend(granted.iter().cloned());
-    Scanner::new(&with).context("pipelock's DLP rules cannot be used")
+fn compile(dlp: &Dlp, granted: &[DlpGrant]) -> Result<Option<Arc<Scanner>>> {
+    Scanner::with_grants(dlp, granted).context("pipelock's DLP rules cannot be used")
 }
 
 #[cfg(test)]
@@ -160,13 +156,77 @@ mod tests {
         // A host grant compiles nothing.
         shared.update(|g| g.hosts.push("b.test".into()));
         assert!(Arc::ptr_eq(&first, &p.scanner().unwrap()));
-        shared.update(|g| g.dlp_allow.push(value.clone()));
+        let grant = |rule: &str, value: &str| DlpGrant {
+            rule: rule.into(),
+            value: value.into(),
+        };
+        // The same value granted for another rule lets nothing through.
+        shared.update(|g| g.dlp.push(grant("jwt", &value)));
+        assert!(p.scanner().unwrap().scan(line.as_bytes()).is_some());
+        shared.update(|g| g.dlp = vec![grant("github-pat", &value)]);
         let second = p.scanner().unwrap();
         assert!(!Arc::ptr_eq(&first, &second));
         assert_eq!(second.scan(line.as_bytes()), None);
         // Another credential is still found.
         let other = format!("ghp_{}", value[4..].chars().rev().collect::<String>());
         assert!(second.scan(format!("x: {other}").as_bytes()).is_some());
+    }
+
+    /// A JWT and an AWS key id, made here (no such literal in the repository).
+    fn jwt_and_key() -> (String, String) {
+        use base64::Engine as _;
+        let b64 = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwt = format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"HS256","typ":"JWT"}"#),
+            b64(br#"{"sub":"4f1c","iat":1700000000}"#),
+            b64(&[
+                7u8, 91, 200, 13, 55, 140, 3, 77, 250, 18, 99, 161, 42, 8, 230, 117
+            ])
+        );
+        let key: String = (0..16)
+            .map(|i| b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[(i * 11 + 5) % 32] as char)
+            .collect();
+        (jwt, format!("AKIA{key}"))
+    }
+
+    #[test]
+    fn a_dlp_grant_lets_through_its_rule_and_exact_value_only() {
+        let shared = Arc::new(Shared::default());
+        let p = Policy::new(&[], &dlp(), shared.clone()).unwrap();
+        let (jwt, key) = jwt_and_key();
+        let scan = |text: &str| p.scanner().unwrap().scan(text.as_bytes()).map(|f| f.rule);
+        assert_eq!(
+            scan(&format!("x: {key}")).as_deref(),
+            Some("aws-access-key-id")
+        );
+        assert_eq!(scan(&format!("x: {jwt}")).as_deref(), Some("jwt"));
+        // The hidden suffix: a JWT and a key id in one value, approved as `jwt`.
+        let hidden = format!("{jwt} {key}");
+        shared.update(|g| {
+            g.dlp.push(DlpGrant {
+                rule: "jwt".into(),
+                value: hidden.clone(),
+            })
+        });
+        assert_eq!(
+            scan(&format!("x: {key}")).as_deref(),
+            Some("aws-access-key-id")
+        );
+        assert!(scan(&format!("x: {hidden}")).is_some());
+        assert_eq!(scan(&format!("x: {jwt}")).as_deref(), Some("jwt"));
+        // The JWT itself, granted as what it is, passes; the key beside it does not.
+        shared.update(|g| {
+            g.dlp.push(DlpGrant {
+                rule: "jwt".into(),
+                value: jwt.clone(),
+            })
+        });
+        assert_eq!(scan(&format!("x: {jwt}")), None);
+        assert_eq!(
+            scan(&format!("x: {hidden}")).as_deref(),
+            Some("aws-access-key-id")
+        );
     }
 
     #[test]
@@ -177,7 +237,12 @@ mod tests {
             ..dlp()
         };
         let p = Policy::new(&[], &off, shared.clone()).unwrap();
-        shared.update(|g| g.dlp_allow.push("x".into()));
+        shared.update(|g| {
+            g.dlp.push(DlpGrant {
+                rule: "jwt".into(),
+                value: "x".into(),
+            })
+        });
         assert!(p.scanner().is_none());
         assert!(!p.dlp_enabled());
     }

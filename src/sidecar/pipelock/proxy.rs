@@ -30,12 +30,14 @@ use tokio::net::{TcpListener, TcpStream};
 use super::Config;
 use super::allow::normalize;
 use super::body::{Body, Outcome, Pending, full};
+use super::destination::Destinations;
 use super::exchange::{Origin, answer};
 use super::mint::Minter;
 use super::policy::Policy;
 use super::refusal::Refusal;
 use super::upstream::Connector;
-use crate::sidecar::audit::{AuditLog, Decision, Event};
+use crate::sidecar::audit::{AuditLog, Decision, Event, redact_query};
+use crate::sidecar::dlp::Redactor;
 use crate::sidecar::egress::Egress;
 use crate::sidecar::log;
 use crate::sidecar::shared::Shared;
@@ -67,6 +69,8 @@ pub struct State {
     pub(super) minter: Minter,
     pub(super) client: Client<Connector, Body>,
     pub(super) audit: Arc<AuditLog>,
+    /// Masks what DLP's rules match in a host or path before the audit log keeps it.
+    pub(super) redactor: Arc<Redactor>,
 }
 
 impl Proxy {
@@ -85,8 +89,11 @@ impl Proxy {
             provider.clone(),
         )?;
         let policy = Policy::new(&config.allow, &config.dlp, shared)?;
+        let redactor = Redactor::new(&config.dlp).context("pipelock's DLP rules cannot be used")?;
         let egress = Egress::new(&config.egress, &secrets)?;
-        let connector = Connector::new(&config.egress, provider)?;
+        let destinations = Destinations::new(&config.mapped_hosts, &config.allow_private)
+            .context("pipelock's allow_private cannot be used")?;
+        let connector = Connector::new(&config.egress, destinations, provider)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
@@ -109,6 +116,7 @@ impl Proxy {
                 minter,
                 client,
                 audit: Arc::new(audit),
+                redactor,
             }),
         })
     }
@@ -321,6 +329,22 @@ impl State {
         pending.record();
     }
 
+    /// A host as the audit log keeps it: whatever a DLP rule matches masked.
+    pub(super) fn logged_host(&self, host: &str) -> String {
+        self.redactor
+            .redact(host)
+            .unwrap_or_else(|| host.to_string())
+    }
+
+    /// A path and query as the audit log keeps it: query values dropped, whatever a DLP rule
+    /// matches masked (in a path segment, a bare query, or a value's name).
+    pub(super) fn logged_path(&self, path: &str) -> String {
+        match self.redactor.redact(path) {
+            Some(masked) => redact_query(&masked),
+            None => redact_query(path),
+        }
+    }
+
     pub(super) fn pending(&self, method: &str, host: &str, port: u16) -> Pending {
         Pending {
             log: self.audit.clone(),
@@ -328,7 +352,7 @@ impl State {
                 time_ms: Event::now_ms(),
                 run: self.audit.run().to_string(),
                 method: method.into(),
-                host: host.into(),
+                host: self.logged_host(host),
                 port,
                 path: "-".into(),
                 decision: Decision::Invalid,

@@ -12,8 +12,13 @@
 
 use hyper::StatusCode;
 
+use super::destination::{Blocked, PRIVATE_RULE};
 use super::upstream::UpstreamError;
+use crate::netclass::Cidr;
 use crate::sidecar::audit::Decision;
+
+/// The rule of a refused `Upgrade` (WebSocket).
+pub const UPGRADE_RULE: &str = "upgrade";
 
 /// The header naming the rule behind one of pipelock's own answers.
 pub const REFUSED_HEADER: &str = "x-bottle-refused";
@@ -84,6 +89,69 @@ impl Refusal {
                 "pipelock refused this request: {place} holds what looks like a credential (DLP rule {rule}).\n\
                  The request was not sent on. Do not send credentials from inside the bottle: a route's \
                  token is added by pipelock itself. {how}"
+            ),
+        }
+    }
+
+    /// An allowed host whose address is private (loopback, RFC 1918, link-local…) and which
+    /// the recipe neither maps under `[network] hosts` nor covers with `allow_private`. A
+    /// person's grant for the run cannot lift it: the recipe has to say so.
+    pub fn private_destination(host: &str, blocked: &Blocked) -> Refusal {
+        let addr = blocked.addr;
+        let range = Cidr::single(addr);
+        Refusal {
+            status: StatusCode::FORBIDDEN,
+            decision: Decision::Refused,
+            rule: PRIVATE_RULE.into(),
+            body: format!(
+                "pipelock refused this request: {host} is at {addr}, a {} address, and pipelock does not connect to private addresses (rule: {PRIVATE_RULE}).\n\
+                 Nothing was sent to {host}. To allow it, a person adds \"{range}\" (or a wider \
+                 range) under [pipelock] allow_private in the recipe, or maps the name under \
+                 [network] hosts, and runs the bottle again.\n",
+                blocked.class
+            ),
+        }
+    }
+
+    /// A request to switch protocols (`Upgrade: websocket`, `h2c`…): not carried, since
+    /// DLP and the scrubber read HTTP messages, not what an upgrade turns the connection into.
+    pub fn upgrade(host: &str, protocol: &str) -> Refusal {
+        let shown: String = protocol
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(64)
+            .collect();
+        Refusal {
+            status: StatusCode::NOT_IMPLEMENTED,
+            decision: Decision::Refused,
+            rule: UPGRADE_RULE.into(),
+            body: format!(
+                "pipelock does not carry this request: it asks {host} to switch the connection to \
+                 {shown:?} (Upgrade), and pipelock carries HTTP requests only (rule: {UPGRADE_RULE}).\n\
+                 WebSocket and other upgraded connections are not supported yet: DLP and credential \
+                 scrubbing read HTTP messages, not upgraded streams. Nothing was sent to {host}. Use \
+                 the service's plain HTTP API instead.\n"
+            ),
+        }
+    }
+
+    /// A route's upstream answered in a content coding pipelock cannot decode, so it cannot
+    /// scrub the answer of the run's tokens.
+    pub fn encoded_answer(host: &str, coding: &str) -> Refusal {
+        let shown: String = coding
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(64)
+            .collect();
+        Refusal {
+            status: StatusCode::BAD_GATEWAY,
+            decision: Decision::Failed,
+            rule: route_rule(host),
+            body: format!(
+                "pipelock did not pass on this answer: {host} is an egress route and answered compressed \
+                 with {shown:?}, which pipelock cannot decode to remove credentials from (it decodes gzip \
+                 and deflate, and asked for no compression) (rule: {}).\n",
+                route_rule(host)
             ),
         }
     }

@@ -7,8 +7,12 @@
 //! [`Connector`] is the `tower::Service<Uri>` hyper-util's pooled client dials through, so
 //! connections to an upstream are kept alive and reused across the guest's requests.
 //!
-//! Names resolve as usual (the bundle's `/etc/hosts` holds the recipe's `[network] hosts`).
-//! For tests only, [`TEST_RESOLVE_ENV`] maps names to loopback addresses.
+//! Names resolve as usual (the bundle's `/etc/hosts` holds the recipe's `[network] hosts`),
+//! once per connection; each answer is judged by [`Destinations`] and the connection goes to
+//! that very address, so a name rebound between requests is judged again and never slips a
+//! private address past the check. For tests only, [`TEST_RESOLVE_ENV`] maps names to
+//! loopback addresses; a name it maps counts as a plain DNS answer, not as the recipe's
+//! `[network] hosts` (tests list those in the config's `mapped_hosts`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,10 +35,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::allow::normalize;
+use super::destination::{Blocked, Destinations};
 use crate::sidecar::egress;
 
-/// Test-only: `name=127.x.y.z,...` resolves those names to those loopback addresses (others
-/// are refused). The run never sets it; the integration tests do, for `*.test` names.
+/// Test-only: `name=127.x.y.z,...` resolves those names to those loopback addresses (other
+/// names resolve as usual). `name=A|B|C` answers A to the first lookup, B to the second and C
+/// to every later one: a name rebound between lookups. The run never sets it; the integration
+/// tests do, for `*.test` names.
 pub const TEST_RESOLVE_ENV: &str = "BOTTLE_PIPELOCK_TEST_RESOLVE";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +67,8 @@ pub enum UpstreamError {
     Tls { host: String, cause: io::Error },
     #[error("{host:?} is not a name TLS can verify")]
     Name { host: String },
+    #[error("{host} is at {}, a {} address", .blocked.addr, .blocked.class)]
+    Private { host: String, blocked: Blocked },
 }
 
 impl UpstreamError {
@@ -111,12 +120,29 @@ struct Inner {
     /// Route host → its config (public roots and its upstream CA).
     routes: HashMap<String, Arc<ClientConfig>>,
     proxy: Option<(String, u16)>,
-    resolve: HashMap<String, IpAddr>,
+    resolve: HashMap<String, TestAnswers>,
+    destinations: Destinations,
+}
+
+/// A name's answers under [`TEST_RESOLVE_ENV`], in turn.
+struct TestAnswers {
+    answers: Vec<IpAddr>,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl TestAnswers {
+    fn next(&self) -> IpAddr {
+        let i = self
+            .asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.answers[i.min(self.answers.len() - 1)]
+    }
 }
 
 impl Connector {
     pub fn new(
         egress: &egress::Config,
+        destinations: Destinations,
         provider: Arc<CryptoProvider>,
     ) -> Result<Connector, CaError> {
         let public = client_config(&provider, public_roots())?;
@@ -139,6 +165,7 @@ impl Connector {
                 routes,
                 proxy,
                 resolve: test_resolve()?,
+                destinations,
             }),
         })
     }
@@ -196,19 +223,24 @@ fn parse_proxy(text: &str) -> Result<(String, u16), CaError> {
     Ok((normalize(host), uri.port_u16().unwrap_or(80)))
 }
 
-fn test_resolve() -> Result<HashMap<String, IpAddr>, CaError> {
+fn test_resolve() -> Result<HashMap<String, TestAnswers>, CaError> {
     let mut map = HashMap::new();
     let Ok(text) = std::env::var(TEST_RESOLVE_ENV) else {
         return Ok(map);
     };
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || CaError::Resolve(pair.to_string());
-        let (name, ip) = pair.split_once('=').ok_or_else(bad)?;
-        let ip: IpAddr = ip.trim().parse().map_err(|_| bad())?;
-        if !ip.is_loopback() {
-            return Err(bad());
+        let (name, ips) = pair.split_once('=').ok_or_else(bad)?;
+        let mut answers = Vec::new();
+        for ip in ips.split('|') {
+            let ip: IpAddr = ip.trim().parse().map_err(|_| bad())?;
+            if crate::netclass::classify(ip) != crate::netclass::AddrClass::Loopback {
+                return Err(bad());
+            }
+            answers.push(ip);
         }
-        map.insert(normalize(name), ip);
+        let asked = 0.into();
+        map.insert(normalize(name), TestAnswers { answers, asked });
     }
     Ok(map)
 }
@@ -258,20 +290,30 @@ impl Inner {
     async fn tcp(&self, host: &str, port: u16, target: &str) -> Result<TcpStream, UpstreamError> {
         let stream = match &self.proxy {
             Some((phost, pport)) => {
-                let mut s = self.dial(phost, *pport).await?;
+                // The proxy resolves the target's name; an address pipelock sees is judged.
+                self.destinations.check_literal(host).map_err(|blocked| {
+                    UpstreamError::Private {
+                        host: host.to_string(),
+                        blocked,
+                    }
+                })?;
+                // The recipe names its proxy: its address is not judged.
+                let mut s = self.dial(phost, *pport, false).await?;
                 proxy_connect(&mut s, &format!("{phost}:{pport}"), target).await?;
                 s
             }
-            None => self.dial(host, port).await?,
+            None => self.dial(host, port, true).await?,
         };
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
 
-    async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
+    /// Resolves `host` once and connects to the first answer that works; `judged`: each
+    /// answer passes [`Destinations::check`] first, and the connection goes to that address.
+    async fn dial(&self, host: &str, port: u16, judged: bool) -> Result<TcpStream, UpstreamError> {
         let target = format!("{host}:{port}");
         let addrs: Vec<SocketAddr> = match self.resolve.get(host) {
-            Some(ip) => vec![SocketAddr::new(*ip, port)],
+            Some(t) => vec![SocketAddr::new(t.next(), port)],
             None => tokio::net::lookup_host((host, port))
                 .await
                 .map_err(|cause| UpstreamError::Resolve {
@@ -281,16 +323,27 @@ impl Inner {
                 .collect(),
         };
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+        let mut blocked = None;
         for addr in addrs {
+            if judged && let Err(b) = self.destinations.check(host, addr.ip()) {
+                blocked.get_or_insert(b);
+                continue;
+            }
             match TcpStream::connect(addr).await {
                 Ok(s) => return Ok(s),
                 Err(e) => last = e,
             }
         }
-        Err(UpstreamError::Connect {
-            target,
-            cause: last,
-        })
+        match blocked {
+            Some(blocked) => Err(UpstreamError::Private {
+                host: host.to_string(),
+                blocked,
+            }),
+            None => Err(UpstreamError::Connect {
+                target,
+                cause: last,
+            }),
+        }
     }
 }
 

@@ -90,12 +90,14 @@ fn several_secrets_with_overlapping_prefixes() {
         b,
         b" 3:",
         long,
-        b" 4:ghs_AAAAbbbb end",
+        b" 4:ghs_AAAAbbb end",
     ]
     .concat();
-    let expected = masked("1:{MASK} 2:{MASK} 3:{MASK} 4:ghs_AAAAbbbb end");
+    // 11 bytes of a 24-byte secret are no piece (12 are: `piece_len`).
+    let expected = masked("1:{MASK} 2:{MASK} 3:{MASK} 4:ghs_AAAAbbb end");
+    let compiled = super::Compiled::new(&[a, b, long]);
     for cut in 0..=input.len() {
-        let mut s = Scrubber::new(&[a, b, long]);
+        let mut s = compiled.scrubber();
         let out = run(&mut s, &[&input[..cut], &input[cut..]]);
         assert_eq!(out, expected, "cut {cut}");
     }
@@ -113,11 +115,9 @@ fn a_secret_inside_another_is_masked_whole_when_the_longer_completes() {
         run(&mut s, &[b"<", &outer[..12], &outer[12..], b">"]),
         masked("<{MASK}>")
     );
+    // `xx` + inner is a prefix of outer long enough to be a piece of it.
     let mut s = Scrubber::new(&[inner, outer]);
-    assert_eq!(
-        run(&mut s, &[b"<xx", inner, b"zz>"]),
-        masked("<xx{MASK}zz>")
-    );
+    assert_eq!(run(&mut s, &[b"<xx", inner, b"zz>"]), masked("<{MASK}zz>"));
 }
 
 #[test]
@@ -153,8 +153,9 @@ fn base64_forms_are_masked_at_every_split() {
     let basic = STANDARD.encode([&b"user:"[..], SECRET].concat());
     let input = format!("echo: Basic {basic}\n");
     let b = input.as_bytes();
+    let compiled = super::Compiled::new(&[SECRET]);
     for cut in 0..=b.len() {
-        let mut s = Scrubber::new(&[SECRET]);
+        let mut s = compiled.scrubber();
         let out = run(&mut s, &[&b[..cut], &b[cut..]]);
         assert!(contains(&out, MASK), "cut {cut}");
         for form in super::forms::forms(SECRET) {
@@ -188,8 +189,9 @@ fn random_chunkings_never_leak() {
             input.extend_from_slice(secrets[i % 2]);
         }
     }
+    let compiled = super::Compiled::new(&secrets);
     for _ in 0..50 {
-        let mut s = Scrubber::new(&secrets);
+        let mut s = compiled.scrubber();
         let mut out = Vec::new();
         let mut rest = &input[..];
         while !rest.is_empty() {
@@ -206,4 +208,106 @@ fn random_chunkings_never_leak() {
         }
         assert_eq!(out.windows(MASK.len()).filter(|w| *w == MASK).count(), 29);
     }
+}
+
+/// Every encoding the view undoes or a form covers, whole and fed a byte at a time.
+#[test]
+fn masks_every_encoding_a_reflection_may_take() {
+    let secret: &[u8] = SECRET;
+    let hex_lower: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let hex_upper = hex_lower.to_uppercase();
+    let pct_all: String = secret.iter().map(|b| format!("%{b:02X}")).collect();
+    let pct_lower: String = secret.iter().map(|b| format!("%{b:02x}")).collect();
+    let u_all: String = secret.iter().map(|b| format!("\\u{b:04x}")).collect();
+    let u_upper: String = secret.iter().map(|b| format!("\\u{b:04X}")).collect();
+    let x_all: String = secret.iter().map(|b| format!("\\x{b:02x}")).collect();
+    let long = [
+        &b"user:"[..],
+        secret,
+        secret,
+        b" and some more words to wrap",
+    ]
+    .concat();
+    let wrapped = |at: usize, nl: &str| -> String {
+        let b = STANDARD.encode(&long);
+        b.as_bytes()
+            .chunks(at)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(nl)
+    };
+    let inputs = [
+        format!("x={hex_lower};"),
+        format!("x={hex_upper};"),
+        format!("x={pct_all};"),
+        format!("x={pct_lower};"),
+        format!("{{\"t\":\"{u_all}\"}}"),
+        format!("{{\"t\":\"{u_upper}\"}}"),
+        format!("s='{x_all}'"),
+        wrapped(76, "\n"),
+        wrapped(76, "\r\n"),
+        wrapped(64, "\n"),
+        wrapped(7, "\n"),
+    ];
+    let secret_hex = hex_lower.as_bytes();
+    for input in inputs {
+        for chunk in [input.len().max(1), 1, 3] {
+            let mut s = Scrubber::new(&[secret]);
+            let pieces: Vec<&[u8]> = input.as_bytes().chunks(chunk).collect();
+            let out = run(&mut s, &pieces);
+            assert!(contains(&out, MASK), "nothing masked in {input} by {chunk}");
+            let shown = String::from_utf8_lossy(&out);
+            let read = super::view::decode(&out).bytes;
+            assert!(!contains(&read, secret), "{input} by {chunk}: {shown}");
+            assert!(!contains(&out, secret_hex), "{input} by {chunk}: {shown}");
+            for form in super::forms::forms(secret).iter().take(9) {
+                assert!(!contains(&read, form), "{input} by {chunk}: {shown}");
+            }
+        }
+    }
+}
+
+/// A reflection in two slices, cut anywhere: the guest never holds a whole prefix and suffix
+/// that together make the secret, nor any piece of `piece_len` bytes or more.
+#[test]
+fn a_secret_reflected_in_two_slices_loses_a_piece_wherever_it_is_cut() {
+    let min = super::forms::piece_len(SECRET.len());
+    for cut in 1..SECRET.len() {
+        let input = [
+            &b"first="[..],
+            &SECRET[..cut],
+            b"&second=",
+            &SECRET[cut..],
+            b"\n",
+        ]
+        .concat();
+        let mut s = Scrubber::new(&[SECRET]);
+        let out = run(&mut s, &[&input]);
+        assert!(
+            !contains(&out, &SECRET[..cut]) || !contains(&out, &SECRET[cut..]),
+            "cut {cut}: {}",
+            String::from_utf8_lossy(&out)
+        );
+        for n in min..=SECRET.len() {
+            for piece in [&SECRET[..n], &SECRET[SECRET.len() - n..]] {
+                assert!(
+                    !contains(&out, piece),
+                    "cut {cut}: {}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn pieces_are_half_the_secret_up_to_16_bytes() {
+    use super::forms::piece_len;
+    assert_eq!(piece_len(40), 16);
+    assert_eq!(piece_len(28), 14);
+    assert_eq!(piece_len(12), 8);
+    // Ordinary text that shares less than a piece with the secret passes.
+    let mut s = Scrubber::new(&[SECRET]);
+    let short = &SECRET[..piece_len(SECRET.len()) - 1];
+    assert_eq!(run(&mut s, &[short, b" end"]), [short, b" end"].concat());
 }

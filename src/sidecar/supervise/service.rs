@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::queue::{Answer, Ask, Queue, QueueError, Request, Status, View};
 use crate::sidecar::audit::{AuditLog, Event};
 use crate::sidecar::log;
-use crate::sidecar::shared::Shared;
+use crate::sidecar::shared::{DlpGrant, Shared};
 
 const WHO: &str = "supervise";
 /// How often the daemon looks for new answers.
@@ -259,13 +259,16 @@ impl Service {
     fn grant(&self, request: &Request) {
         let what = match &request.ask {
             Ask::AllowHost { host } => {
-                let host = host.clone();
-                self.shared.update(|g| g.hosts.push(host));
-                request.ask.what()
+                let granted = host.clone();
+                self.shared.update(|g| g.hosts.push(granted));
+                host.clone()
             }
             Ask::AllowDlp { rule, value } => {
-                let value = value.clone();
-                self.shared.update(|g| g.dlp_allow.push(value));
+                let grant = DlpGrant {
+                    rule: rule.clone(),
+                    value: value.clone(),
+                };
+                self.shared.update(|g| g.dlp.push(grant));
                 format!("dlp:{rule}")
             }
             Ask::Question { .. } => return,

@@ -3,6 +3,7 @@
 
 mod decoding;
 mod fields;
+mod redact;
 mod rules;
 mod stream;
 

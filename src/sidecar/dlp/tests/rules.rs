@@ -679,27 +679,54 @@ fn s3_presigned_url(rng: &mut Rng) -> String {
 }
 
 #[test]
-fn credentials_of_a_signed_url_are_its_grant() {
+fn credentials_of_a_signed_url_are_its_grant_in_the_target_only() {
     let s = scanner();
     let mut rng = Rng::new(31);
     for url in [github_asset_url(&mut rng), s3_presigned_url(&mut rng)] {
-        assert_eq!(rule_of(&s, &url), None, "{url}");
+        assert_eq!(s.scan_url(url.as_bytes()).map(|f| f.rule), None, "{url}");
+        // The same URL in a body or a header is no grant.
+        assert!(
+            s.scan(format!("location: {url}").as_bytes()).is_some(),
+            "{url}"
+        );
         let curl = format!("{{\"content\": \"< HTTP/2 302\\n< location: {url}\\n\"}}");
-        assert_eq!(rule_of(&s, &curl), None, "{curl}");
+        assert!(body_rule(&s, &[curl.as_bytes()]).is_some(), "{curl}");
     }
-    // the same credentials elsewhere are found
     let token = jwt(&mut rng, r#"{"alg":"HS256"}"#);
-    assert_eq!(
-        rule_of(&s, &format!("/collect?jwt={token}&sig=abc")).as_deref(),
-        Some("jwt")
-    );
-    assert_eq!(
-        rule_of(&s, &format!("https://evil.example/?x={token}")).as_deref(),
-        Some("jwt")
-    );
     let key = format!("AKIA{}", rng.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16));
+    let url = |u: String| s.scan_url(u.as_bytes()).map(|f| f.rule);
+    // Outside a scheme's own parameter, its host, or without its signature: found.
+    for (target, rule) in [
+        (format!("/collect?jwt={token}&sig=abc"), "jwt"),
+        (
+            format!("https://evil.example/?jwt={token}&sig=abc&sv=1"),
+            "jwt",
+        ),
+        (format!("https://evil.example/?x={token}"), "jwt"),
+        (
+            format!("https://objects.githubusercontent.com/a?sig=x&token={token}"),
+            "jwt",
+        ),
+        (
+            format!("/upload?key={key}&Signature=x"),
+            "aws-access-key-id",
+        ),
+        (
+            format!("/upload?key={key}&X-Amz-Signature=x"),
+            "aws-access-key-id",
+        ),
+        (
+            format!("https://b.s3.amazonaws.com/a?X-Amz-Credential={key}%2F2024"),
+            "aws-access-key-id",
+        ),
+    ] {
+        assert_eq!(url(target.clone()).as_deref(), Some(rule), "{target}");
+    }
+    // The exact parameter, its scheme's signature present (in any order): no finding.
     assert_eq!(
-        rule_of(&s, &format!("/upload?key={key}&Signature=x")).as_deref(),
-        Some("aws-access-key-id")
+        url(format!(
+            "https://b.s3.amazonaws.com/a?X-Amz-Signature=1&x-amz-credential={key}%2F2024%2Fus-east-1"
+        )),
+        None
     );
 }

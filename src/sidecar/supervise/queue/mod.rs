@@ -20,6 +20,7 @@
 //! makes `answers/`: the host does, as its own user.
 
 mod files;
+pub mod show;
 
 use std::path::{Path, PathBuf};
 
@@ -58,25 +59,32 @@ impl Ask {
         !matches!(self, Ask::Question { .. })
     }
 
-    /// What it asks, in one line for people: the host, the rule and value (escaped, cut at
-    /// 80 characters), or the question (cut at 120).
+    /// What it asks, in one line for people ([`show`]): the host (an IP address with its
+    /// class), the rule and the value whole (or its length and fingerprint when too long),
+    /// or the question (its start, saying it is cut).
     pub fn what(&self) -> String {
         match self {
-            Ask::AllowHost { host } => host.clone(),
-            Ask::AllowDlp { rule, value } => format!(
-                "{rule}: {} ({} bytes)",
-                cut(&value.escape_debug().to_string(), 80),
-                value.len()
-            ),
-            Ask::Question { text } => cut(&text.escape_debug().to_string(), 120),
+            Ask::AllowHost { host } => show::host(host),
+            Ask::AllowDlp { rule, value } => {
+                format!("{}: {}", rule.escape_debug(), show::value(value))
+            }
+            Ask::Question { text } => show::question(text),
         }
     }
-}
 
-fn cut(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+    /// Everything it asks, for `bottle supervise RUN --show ID`: several lines, nothing cut.
+    pub fn whole(&self) -> String {
+        match self {
+            Ask::AllowHost { host } => format!("host: {}", show::host(host)),
+            Ask::AllowDlp { rule, value } => format!(
+                "rule: {}\nvalue: {} bytes, fingerprint {}, escaped:\n{}",
+                rule.escape_debug(),
+                value.len(),
+                show::fingerprint(value),
+                value.escape_debug()
+            ),
+            Ask::Question { text } => format!("question:\n{}", text.escape_debug()),
+        }
     }
 }
 
@@ -535,6 +543,6 @@ mod tests {
         let long = Ask::Question {
             text: "x".repeat(300),
         };
-        assert_eq!(long.what().chars().count(), 121);
+        assert!(!long.what().contains('\n') && long.what().contains("cut"));
     }
 }
