@@ -1,10 +1,11 @@
 //! The command line: clap definitions ([`args`]) and one function per command over library
-//! calls ([`build`], [`inspect`], [`maintain`], [`runs`], [`supervise`]). Results go to stdout
+//! calls ([`build`], [`console`], [`inspect`], [`maintain`], [`runs`], [`supervise`]). Results go to stdout
 //! (text, or one JSON document under `--json`); progress and messages to stderr. A closed
 //! stdout (`| head`) ends the command quietly.
 
 pub mod args;
 mod build;
+mod console;
 mod inspect;
 mod maintain;
 mod runs;
@@ -96,6 +97,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             let act = supervise::act(approve, deny, reason, answer);
             supervise::supervise(g, &store, run, act, *all, *watch).await
         }
+        Command::Console { listen, open } => console::console(g, &store, *listen, *open).await,
         Command::Push { hash, to, sign_key } => {
             share::push(g, &store, hash, to, sign_key.as_deref()).await
         }

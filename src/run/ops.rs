@@ -404,6 +404,8 @@ pub struct AuditReader {
     path: std::path::PathBuf,
     offset: u64,
     partial: Vec<u8>,
+    /// The reader starts mid-file: what comes before the first newline is a cut line.
+    cut: bool,
 }
 
 impl AuditReader {
@@ -440,7 +442,19 @@ impl AuditReader {
             path,
             offset: 0,
             partial: Vec::new(),
+            cut: false,
         })
+    }
+
+    /// Starts at the last `max_bytes` of the log (its first whole line there) instead of its
+    /// beginning: for a reader that shows the recent lines of a long log.
+    pub fn from_tail(mut self, max_bytes: u64) -> AuditReader {
+        let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if len > max_bytes {
+            self.offset = len - max_bytes;
+            self.cut = true;
+        }
+        self
     }
 
     /// Whether the run is over (no live record left).
@@ -467,6 +481,15 @@ impl AuditReader {
         let n = file.read_to_end(&mut bytes)?;
         self.offset += n as u64;
         self.partial.extend_from_slice(&bytes);
+        if self.cut {
+            match self.partial.iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    self.partial.drain(..=end);
+                    self.cut = false;
+                }
+                None => return Ok(Vec::new()),
+            }
+        }
         let mut events = Vec::new();
         while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
