@@ -321,3 +321,197 @@ fn a_console_on_another_address_than_loopback_warns() {
         "{err}"
     );
 }
+
+fn supervise_recipe(name: &str, hosts: &[&str], command: &str) -> String {
+    let hosts: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("\"{h}\" = \"host-gateway\""))
+        .collect();
+    format!(
+        r#"name = "{name}"
+
+[guest]
+backend = "docker"
+image = {{ dockerfile = "guest/Dockerfile" }}
+user = "node"
+command = {command}
+
+[pipelock]
+allow = ["allowed.test"]
+
+[network]
+hosts = {{ {} }}
+
+[supervise]
+enabled = true
+"#,
+        hosts.join(", ")
+    )
+}
+
+/// Files a grant request for `host` from the guest; returns its id.
+fn file_from_guest(ctx: &TestContext, run: &str, host: &str) -> String {
+    let out = ctx.ok(&[
+        "exec",
+        run,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            r#"curl -sS -X POST -d '{{"kind":"allow_host","host":"{host}"}}' "$BOTTLE_SUPERVISE_URL/v1/requests?wait=0""#
+        ),
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], "pending", "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Reads a console's event stream until a `requests` event satisfies `want` (60 s at most).
+fn until_event(c: &Console, cookie: &str, run: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let mut s = TcpStream::connect(&c.host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET /api/events?run={run} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
+        c.host
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut event = String::new();
+    for line in BufReader::new(s).lines() {
+        let line = line.expect("the event stream ended");
+        assert!(Instant::now() < deadline, "no such event in 60 s");
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ")
+            && event == "requests"
+        {
+            let v: Value = serde_json::from_str(data).unwrap();
+            if want(&v) {
+                return v;
+            }
+        }
+    }
+    panic!("the event stream ended");
+}
+
+fn status_of(rows: &Value, id: &str) -> String {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .map(|r| r["status"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_consoles_and_the_cli_agree_and_answer_once() {
+    let ctx = TestContext::new("console-agree");
+    ctx.use_tools_guest();
+    let server = Server::plain(Answer::Text("through".into()));
+    let hosts = ["a.test", "b.test", "c.test"];
+    ctx.write_recipe(
+        "r.toml",
+        &supervise_recipe("console-agree", &hosts, r#"["sleep", "600"]"#),
+    );
+    let hash = ctx.build(&ctx.recipe());
+    let _run = ctx.spawn(&["run", &hash]);
+    let (id, _) = ctx.wait_live();
+    let (a, b, cc) = (
+        file_from_guest(&ctx, &id, "a.test"),
+        file_from_guest(&ctx, &id, "b.test"),
+        file_from_guest(&ctx, &id, "c.test"),
+    );
+    let (one, two) = (Console::start(&ctx), Console::start(&ctx));
+    let (k1, k2) = (one.sign_in(), two.sign_in());
+    let (x1, x2) = (one.csrf(&k1), two.csrf(&k2));
+    assert_ne!(x1, x2, "a CSRF token per start");
+    let rows = one.requests(&k1, &id);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+
+    // Console one approves a: console two's live events show it, and neither console nor the
+    // CLI can answer it again.
+    let approve = r#"{"action":"approve"}"#;
+    let r = one.reply(&k1, &x1, &id, &a, approve);
+    assert_eq!(r.status, 200, "{r:?}");
+    until_event(&two, &k2, &id, |v| status_of(v, &a) == "approved");
+    let r = two.reply(&k2, &x2, &id, &a, r#"{"action":"deny","reason":"no"}"#);
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(r.body.contains("already approved"), "{r:?}");
+    let again = ctx.output(&["supervise", &id, "--approve", &a]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already approved"),
+        "{}",
+        stderr(&again)
+    );
+    // The page's approval is the CLI's truth, and in force: the guest reaches a.test.
+    let all: Value = serde_json::from_str(&ctx.ok(&["supervise", &id, "--all", "--json"])).unwrap();
+    assert_eq!(status_of(&all, &a), "approved", "{all}");
+    ctx.ok(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "n=0; until curl -sf -o /dev/null http://a.test:{}/; do n=$((n+1)); [ $n -gt 600 ] && exit 1; sleep 0.05; done",
+            server.port
+        ),
+    ]);
+
+    // The CLI denies b: both consoles show it and refuse to answer it.
+    ctx.ok(&["supervise", &id, "--deny", &b, "--reason", "not today"]);
+    for (c, k, x) in [(&one, &k1, &x1), (&two, &k2, &x2)] {
+        until_event(c, k, &id, |v| status_of(v, &b) == "denied");
+        let r = c.reply(k, x, &id, &b, approve);
+        assert_eq!(r.status, 409, "{r:?}");
+    }
+
+    // Both consoles race on c: one wins, the other is told.
+    let racers: Vec<_> = [(&one, &k1, &x1), (&two, &k2, &x2)]
+        .into_iter()
+        .map(|(c, k, x)| {
+            let (host, k, x, id, cc) =
+                (c.host.clone(), k.clone(), x.clone(), id.clone(), cc.clone());
+            let origin = c.origin();
+            std::thread::spawn(move || {
+                http(
+                    &host,
+                    "POST",
+                    &format!("/api/runs/{id}/requests/{cc}"),
+                    &[
+                        ("Cookie", &k),
+                        ("Origin", &origin),
+                        ("X-Bottle-Csrf", &x),
+                        ("Content-Type", "application/json"),
+                    ],
+                    r#"{"action":"approve"}"#,
+                )
+                .status
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 409]);
+
+    // The grants are in the run's audit log, once each, as `granted`.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = ctx.ok(&["logs", "--json", &id]);
+        let mut granted: Vec<String> = logs
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["decision"] == "granted")
+            .map(|e| e["host"].as_str().unwrap().to_string())
+            .collect();
+        granted.sort();
+        if granted == ["a.test", "c.test"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "grants not logged: {logs}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ctx.ok(&["down", &id]);
+}
