@@ -29,7 +29,8 @@ use support::*;
 
 /// A started `bottle console` and the session a browser would hold.
 struct Console {
-    process: Spawned,
+    /// Held so the console runs as long as the test needs it (stopped when dropped).
+    _process: Spawned,
     /// `127.0.0.1:PORT`
     host: String,
     url: String,
@@ -53,7 +54,7 @@ impl Console {
             .to_string();
         let token = url.split("token=").nth(1).unwrap().to_string();
         Console {
-            process,
+            _process: process,
             host,
             url,
             token,
@@ -513,5 +514,198 @@ fn two_consoles_and_the_cli_agree_and_answer_once() {
         assert!(Instant::now() < deadline, "grants not logged: {logs}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    ctx.ok(&["down", &id]);
+}
+
+/// chromedriver on a free loopback port, stopped when dropped.
+struct Driver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start(log: &std::path::Path) -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; scripts/setup --tests installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver { child, port }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A headless chromium with a profile of its own, through `driver`.
+async fn browser(driver: &Driver, profile: &std::path::Path) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1400,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a chromium session")
+}
+
+/// Saves a screenshot of the page as `dir/NAME.png`.
+async fn shot(b: &fantoccini::Client, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let png = b.screenshot().await.unwrap();
+    let path = dir.join(format!("{name}.png"));
+    std::fs::write(&path, png).unwrap();
+    path
+}
+
+/// Waits (120 s at most) for an element matching `css` whose text holds `text`.
+async fn element_with(
+    b: &fantoccini::Client,
+    css: &str,
+    text: &str,
+) -> fantoccini::elements::Element {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for e in b.find_all(fantoccini::Locator::Css(css)).await.unwrap() {
+            if e.text().await.unwrap_or_default().contains(text) {
+                return e;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {css} holding {text:?} in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn a_person_approves_in_a_real_headless_browser() {
+    let ctx = TestContext::new("console-browser");
+    ctx.use_tools_guest();
+    let server = Server::plain(Answer::Text("through".into()));
+    // The guest meets the 403, runs the line it names (waiting for the answer), and tries
+    // again until the host answers.
+    let script = format!(
+        r#"cd /tmp; U=http://x.test:{}/hello
+curl -sS -o body "$U"; grep '^ *curl ' body | head -1 > ask.sh; sh ask.sh > asked.json 2>&1 &
+n=0; until curl -sf -o /dev/null "$U"; do n=$((n+1)); [ $n -gt 6000 ] && break; sleep 0.05; done
+sleep 600"#,
+        server.port
+    );
+    let command = serde_json::to_string(&["sh", "-c", &script]).unwrap();
+    ctx.write_recipe(
+        "r.toml",
+        &supervise_recipe("console-browser", &["x.test"], &command),
+    );
+    let hash = ctx.build(&ctx.recipe());
+    let _run = ctx.spawn(&["run", &hash]);
+    let (id, _) = ctx.wait_live();
+    let console = Console::start(&ctx);
+    let shots = ctx.dir.path().join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let driver = Driver::start(&ctx.dir.path().join("chromedriver.log"));
+    let profile = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let last = rt.block_on(async {
+        let b = browser(&driver, profile.path()).await;
+        b.goto(&console.url).await.unwrap();
+        shot(&b, &shots, "1-opened").await;
+        // The request appears with no reload.
+        let card = element_with(&b, "#pending .request", "x.test").await;
+        assert!(b.current_url().await.unwrap().query().is_none(), "the token left the address bar");
+        shot(&b, &shots, "2-request").await;
+        let approve = card
+            .find(fantoccini::Locator::Css("button.approve"))
+            .await
+            .unwrap();
+        let before = server.requests().len();
+        approve.click().await.unwrap();
+        let clicked = Instant::now();
+        // The guest's next request passes.
+        while server.requests().len() == before {
+            assert!(clicked.elapsed() < Duration::from_secs(120), "the guest never got through");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        eprintln!(
+            "figure: the guest's next request passed {} ms after the click",
+            clicked.elapsed().as_millis()
+        );
+        shot(&b, &shots, "3-approved").await;
+        // The page's audit stream shows it, and the request left the pending list.
+        element_with(&b, "#audit tbody tr.d-allowed", "x.test").await;
+        element_with(&b, "#audit tbody tr.d-granted", "x.test").await;
+        element_with(&b, "#answered tbody tr", "approved").await;
+        assert!(b.find_all(fantoccini::Locator::Css("#pending .request")).await.unwrap().is_empty());
+
+        // Agent text with markup and bidi controls renders as text.
+        ctx.ok(&[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                r#"printf '%s' '{{"kind":"question","text":"{}"}}' | curl -sS -X POST --data-binary @- "$BOTTLE_SUPERVISE_URL/v1/requests?wait=0""#,
+                "<script>document.title=1</script><b>bold</b>\u{202e}gpj.exe"
+            ),
+        ]);
+        let q = element_with(&b, "#pending .request", "<script>").await;
+        let seen_ms = bottle::sidecar::audit::Event::now_ms();
+        let qid = q.attr("data-request").await.unwrap().unwrap();
+        let filed = queue_of(&ctx.store(), &id).request(&qid).unwrap().unwrap();
+        eprintln!(
+            "figure: request {qid} on the page {} ms after the guest filed it",
+            seen_ms.saturating_sub(filed.time_ms)
+        );
+        let what = q
+            .find(fantoccini::Locator::Css(".what"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(what, "<script>document.title=1</script><b>bold</b>\\u{202e}gpj.exe");
+        assert!(q.find_all(fantoccini::Locator::Css("b, script")).await.unwrap().is_empty());
+        assert_eq!(b.title().await.unwrap(), "bottle console");
+        let last = shot(&b, &shots, "4-hostile-text").await;
+        b.close().await.unwrap();
+        last
+    });
+    let keep = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-test.png");
+    std::fs::copy(&last, &keep).unwrap();
+    eprintln!(
+        "screenshots in {}; the last kept as {}",
+        shots.display(),
+        keep.display()
+    );
     ctx.ok(&["down", &id]);
 }
