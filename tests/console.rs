@@ -367,33 +367,46 @@ fn file_from_guest(ctx: &TestContext, run: &str, host: &str) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
-/// Reads a console's event stream until a `requests` event satisfies `want` (60 s at most).
-fn until_event(c: &Console, cookie: &str, run: &str, want: impl Fn(&Value) -> bool) -> Value {
-    let mut s = TcpStream::connect(&c.host).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "GET /api/events?run={run} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
-        c.host
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut event = String::new();
-    for line in BufReader::new(s).lines() {
-        let line = line.expect("the event stream ended");
-        assert!(Instant::now() < deadline, "no such event in 60 s");
-        if let Some(name) = line.strip_prefix("event: ") {
-            event = name.to_string();
-        } else if let Some(data) = line.strip_prefix("data: ")
-            && event == "requests"
-        {
-            let v: Value = serde_json::from_str(data).unwrap();
-            if want(&v) {
-                return v;
+/// A console's live event stream for one run, opened before what it should see happens.
+struct Events {
+    lines: std::io::Lines<BufReader<TcpStream>>,
+}
+
+impl Events {
+    fn open(c: &Console, cookie: &str, run: &str) -> Events {
+        let mut s = TcpStream::connect(&c.host).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            s,
+            "GET /api/events?run={run} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
+            c.host
+        )
+        .unwrap();
+        Events {
+            lines: BufReader::new(s).lines(),
+        }
+    }
+
+    /// Reads on until a `requests` event satisfies `want` (60 s at most).
+    fn until(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut event = String::new();
+        loop {
+            let line = self.lines.next().expect("the event stream ended");
+            let line = line.expect("no event in 60 s");
+            assert!(Instant::now() < deadline, "no such event in 60 s");
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_string();
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && event == "requests"
+            {
+                let v: Value = serde_json::from_str(data).unwrap();
+                if want(&v) {
+                    return v;
+                }
             }
         }
     }
-    panic!("the event stream ended");
 }
 
 fn status_of(rows: &Value, id: &str) -> String {
@@ -430,12 +443,14 @@ fn two_consoles_and_the_cli_agree_and_answer_once() {
     let rows = one.requests(&k1, &id);
     assert_eq!(rows.len(), 3, "{rows:?}");
 
-    // Console one approves a: console two's live events show it, and neither console nor the
-    // CLI can answer it again.
+    // Console one approves a: console two's live events (a stream open before) show it, and
+    // neither console nor the CLI can answer it again.
+    let mut live = Events::open(&two, &k2, &id);
+    live.until(|v| status_of(v, &a) == "pending");
     let approve = r#"{"action":"approve"}"#;
     let r = one.reply(&k1, &x1, &id, &a, approve);
     assert_eq!(r.status, 200, "{r:?}");
-    until_event(&two, &k2, &id, |v| status_of(v, &a) == "approved");
+    live.until(|v| status_of(v, &a) == "approved");
     let r = two.reply(&k2, &x2, &id, &a, r#"{"action":"deny","reason":"no"}"#);
     assert_eq!(r.status, 409, "{r:?}");
     assert!(r.body.contains("already approved"), "{r:?}");
@@ -461,10 +476,23 @@ fn two_consoles_and_the_cli_agree_and_answer_once() {
         ),
     ]);
 
-    // The CLI denies b: both consoles show it and refuse to answer it.
+    // The CLI denies b: both consoles' open streams show it; both refuse to answer it.
+    let mut streams = [Events::open(&one, &k1, &id), Events::open(&two, &k2, &id)];
+    for s in &mut streams {
+        s.until(|v| status_of(v, &b) == "pending");
+    }
     ctx.ok(&["supervise", &id, "--deny", &b, "--reason", "not today"]);
+    for s in &mut streams {
+        let rows = s.until(|v| status_of(v, &b) == "denied");
+        let row = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == b.as_str())
+            .unwrap();
+        assert_eq!(row["reason"], "not today");
+    }
     for (c, k, x) in [(&one, &k1, &x1), (&two, &k2, &x2)] {
-        until_event(c, k, &id, |v| status_of(v, &b) == "denied");
         let r = c.reply(k, x, &id, &b, approve);
         assert_eq!(r.status, 409, "{r:?}");
     }
