@@ -702,7 +702,7 @@ sleep 600"#,
             "sh",
             "-c",
             &format!(
-                r#"printf '%s' '{{"kind":"question","text":"{}"}}' | curl -sS -X POST --data-binary @- "$BOTTLE_SUPERVISE_URL/v1/requests?wait=0""#,
+                r#"printf '%s' '{{"kind":"question","text":"{}","why":"<i>because</i>"}}' | curl -sS -X POST --data-binary @- "$BOTTLE_SUPERVISE_URL/v1/requests?wait=0""#,
                 "<script>document.title=1</script><b>bold</b>\u{202e}gpj.exe"
             ),
         ]);
@@ -722,7 +722,15 @@ sleep 600"#,
             .await
             .unwrap();
         assert_eq!(what, "<script>document.title=1</script><b>bold</b>\\u{202e}gpj.exe");
-        assert!(q.find_all(fantoccini::Locator::Css("b, script")).await.unwrap().is_empty());
+        let why = q
+            .find(fantoccini::Locator::Css(".why"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(why, "why: <i>because</i>");
+        assert!(q.find_all(fantoccini::Locator::Css("b, i, script")).await.unwrap().is_empty());
         assert_eq!(b.title().await.unwrap(), "bottle console");
         let last = shot(&b, &shots, "4-hostile-text").await;
         b.close().await.unwrap();
