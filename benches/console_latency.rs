@@ -15,7 +15,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use support::upstream::{Answer, Server};
@@ -47,14 +46,6 @@ enabled = true
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn summary(name: &str, mut ms: Vec<u128>) {
     ms.sort();
     println!(
@@ -84,40 +75,14 @@ fn main() {
         .find(|w| w.starts_with("http://"))
         .unwrap()
         .to_string();
-    let port = free_port();
-    let mut driver = std::process::Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("chromedriver");
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let driver = support::browser::Driver::start(&ctx.dir.path().join("chromedriver.log"));
     let profile = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let (shown, through) = rt.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run",
-                    format!("--user-data-dir={}", profile.path().display())],
-            }),
-        );
-        let b = fantoccini::ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .unwrap();
+        let b = support::browser::browser(&driver, profile.path()).await;
         b.goto(&url).await.unwrap();
         let (mut shown, mut through) = (Vec::new(), Vec::new());
         let queue = bottle::run::supervise::queue_of(&ctx.store(), &id);
@@ -158,8 +123,7 @@ fn main() {
         b.close().await.unwrap();
         (shown, through)
     });
-    let _ = driver.kill();
-    let _ = driver.wait();
+    drop(driver);
     summary("filed → shown on the page", shown);
     summary(
         "Approve clicked → the guest's next request through",

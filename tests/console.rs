@@ -16,155 +16,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bottle::run::record;
 use bottle::run::supervise::queue_of;
 use bottle::sidecar::supervise::queue::Ask;
 use serde_json::Value;
+use support::browser::{Driver, browser, element_with, shot};
+use support::console::{Console, Events, http, status_of, supervise_recipe};
 use support::upstream::{Answer, Server};
 use support::*;
-
-/// A started `bottle console` and the session a browser would hold.
-struct Console {
-    /// Held so the console runs as long as the test needs it (stopped when dropped).
-    _process: Spawned,
-    /// `127.0.0.1:PORT`
-    host: String,
-    url: String,
-    token: String,
-}
-
-impl Console {
-    fn start(ctx: &TestContext) -> Console {
-        let mut process = ctx.spawn(&["console", "--listen", "127.0.0.1:0"]);
-        let err = process.wait_for_stderr("bottle console:", Duration::from_secs(30));
-        assert!(!err.contains("warning"), "a loopback console warns: {err}");
-        let url = err
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .expect("the URL on stderr")
-            .to_string();
-        let host = url["http://".len()..]
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string();
-        let token = url.split("token=").nth(1).unwrap().to_string();
-        Console {
-            _process: process,
-            host,
-            url,
-            token,
-        }
-    }
-
-    /// Signs in with the token; returns the `Cookie` header value.
-    fn sign_in(&self) -> String {
-        let r = http(
-            &self.host,
-            "GET",
-            &format!("/?token={}", self.token),
-            &[],
-            "",
-        );
-        assert_eq!(r.status, 303, "{r:?}");
-        let set = r.header("set-cookie").expect("a cookie");
-        assert!(
-            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-            "{set}"
-        );
-        set.split(';').next().unwrap().to_string()
-    }
-
-    /// The page's CSRF token (from the page itself).
-    fn csrf(&self, cookie: &str) -> String {
-        let page = http(&self.host, "GET", "/", &[("Cookie", cookie)], "");
-        assert_eq!(page.status, 200, "{page:?}");
-        let needle = "name=\"bottle-csrf\" content=\"";
-        let at = page.body.find(needle).unwrap() + needle.len();
-        page.body[at..at + 64].to_string()
-    }
-
-    fn origin(&self) -> String {
-        format!("http://{}", self.host)
-    }
-
-    /// `POST` a reply as the page does.
-    fn reply(&self, cookie: &str, csrf: &str, run: &str, id: &str, body: &str) -> Reply {
-        http(
-            &self.host,
-            "POST",
-            &format!("/api/runs/{run}/requests/{id}"),
-            &[
-                ("Cookie", cookie),
-                ("Origin", &self.origin()),
-                ("X-Bottle-Csrf", csrf),
-                ("Content-Type", "application/json"),
-            ],
-            body,
-        )
-    }
-
-    fn requests(&self, cookie: &str, run: &str) -> Vec<Value> {
-        let r = http(
-            &self.host,
-            "GET",
-            &format!("/api/runs/{run}/requests"),
-            &[("Cookie", cookie)],
-            "",
-        );
-        assert_eq!(r.status, 200, "{r:?}");
-        serde_json::from_str::<Value>(&r.body)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-}
-
-/// An HTTP answer.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    }
-}
-
-/// One HTTP/1.1 request to `host` (also the `Host` header unless `headers` give one), the
-/// connection closed after it.
-fn http(host: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut s = TcpStream::connect(host).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: {host}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    Reply {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
-    }
-}
 
 /// A live run without containers (its queue is files; its process a `sleep` the test owns,
 /// which the test's `bottle down --all` stops), and its queue.
@@ -323,33 +184,6 @@ fn a_console_on_another_address_than_loopback_warns() {
     );
 }
 
-fn supervise_recipe(name: &str, hosts: &[&str], command: &str) -> String {
-    let hosts: Vec<String> = hosts
-        .iter()
-        .map(|h| format!("\"{h}\" = \"host-gateway\""))
-        .collect();
-    format!(
-        r#"name = "{name}"
-
-[guest]
-backend = "docker"
-image = {{ dockerfile = "guest/Dockerfile" }}
-user = "node"
-command = {command}
-
-[pipelock]
-allow = ["allowed.test"]
-
-[network]
-hosts = {{ {} }}
-
-[supervise]
-enabled = true
-"#,
-        hosts.join(", ")
-    )
-}
-
 /// Files a grant request for `host` from the guest; returns its id.
 fn file_from_guest(ctx: &TestContext, run: &str, host: &str) -> String {
     let out = ctx.ok(&[
@@ -365,57 +199,6 @@ fn file_from_guest(ctx: &TestContext, run: &str, host: &str) -> String {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["status"], "pending", "{v}");
     v["id"].as_str().unwrap().to_string()
-}
-
-/// A console's live event stream for one run, opened before what it should see happens.
-struct Events {
-    lines: std::io::Lines<BufReader<TcpStream>>,
-}
-
-impl Events {
-    fn open(c: &Console, cookie: &str, run: &str) -> Events {
-        let mut s = TcpStream::connect(&c.host).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        write!(
-            s,
-            "GET /api/events?run={run} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
-            c.host
-        )
-        .unwrap();
-        Events {
-            lines: BufReader::new(s).lines(),
-        }
-    }
-
-    /// Reads on until a `requests` event satisfies `want` (60 s at most).
-    fn until(&mut self, want: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut event = String::new();
-        loop {
-            let line = self.lines.next().expect("the event stream ended");
-            let line = line.expect("no event in 60 s");
-            assert!(Instant::now() < deadline, "no such event in 60 s");
-            if let Some(name) = line.strip_prefix("event: ") {
-                event = name.to_string();
-            } else if let Some(data) = line.strip_prefix("data: ")
-                && event == "requests"
-            {
-                let v: Value = serde_json::from_str(data).unwrap();
-                if want(&v) {
-                    return v;
-                }
-            }
-        }
-    }
-}
-
-fn status_of(rows: &Value, id: &str) -> String {
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .map(|r| r["status"].as_str().unwrap().to_string())
-        .unwrap_or_default()
 }
 
 #[test]
@@ -543,93 +326,6 @@ fn two_consoles_and_the_cli_agree_and_answer_once() {
         std::thread::sleep(Duration::from_millis(100));
     }
     ctx.ok(&["down", &id]);
-}
-
-/// chromedriver on a free loopback port, stopped when dropped.
-struct Driver {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Driver {
-    fn start(log: &std::path::Path) -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver; scripts/setup --tests installs it)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Driver { child, port }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A headless chromium with a profile of its own, through `driver`.
-async fn browser(driver: &Driver, profile: &std::path::Path) -> fantoccini::Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1400,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .expect("a chromium session")
-}
-
-/// Saves a screenshot of the page as `dir/NAME.png`.
-async fn shot(b: &fantoccini::Client, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let png = b.screenshot().await.unwrap();
-    let path = dir.join(format!("{name}.png"));
-    std::fs::write(&path, png).unwrap();
-    path
-}
-
-/// Waits (120 s at most) for an element matching `css` whose text holds `text`.
-async fn element_with(
-    b: &fantoccini::Client,
-    css: &str,
-    text: &str,
-) -> fantoccini::elements::Element {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        for e in b.find_all(fantoccini::Locator::Css(css)).await.unwrap() {
-            if e.text().await.unwrap_or_default().contains(text) {
-                return e;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {css} holding {text:?} in 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[test]
