@@ -451,7 +451,8 @@ impl AuditReader {
     pub fn from_tail(mut self, max_bytes: u64) -> AuditReader {
         let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         if len > max_bytes {
-            self.offset = len - max_bytes;
+            // One byte before: when it is a newline, the line after it is whole and kept.
+            self.offset = len - max_bytes - 1;
             self.cut = true;
         }
         self
@@ -554,6 +555,35 @@ fn utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tail_starts_at_a_whole_line() {
+        use crate::sidecar::audit::{Decision, Event};
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::new(tmp.path());
+        let dir =
+            super::record::run_dir(&store, "r1").join(crate::sidecar::pipelock::AUDIT_RUN_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut e = Event::granted("r1", "a.test", "x");
+        e.decision = Decision::Allowed;
+        let mut text = String::new();
+        for host in ["one.test", "two.test", "three.test"] {
+            e.host = host.into();
+            text.push_str(&serde_json::to_string(&e).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(dir.join(crate::sidecar::pipelock::AUDIT_FILE), &text).unwrap();
+        let last = text.lines().last().unwrap().len() as u64 + 1;
+        let hosts = |max: u64| -> Vec<String> {
+            let mut r = super::AuditReader::open(&store, "r1")
+                .unwrap()
+                .from_tail(max);
+            r.read_new().unwrap().into_iter().map(|e| e.host).collect()
+        };
+        assert_eq!(hosts(last + 5), ["three.test"]);
+        assert_eq!(hosts(last), ["three.test"]);
+        assert_eq!(hosts(1 << 20).len(), 3);
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
