@@ -1,9 +1,10 @@
 //! Files bottle creates: with their mode from the start (a key is never readable by others,
-//! not even for a moment), written and synced before anyone may rely on them.
+//! not even for a moment), written and synced before anyone may rely on them. Also how a
+//! host path a recipe writes with a leading `~/` is found ([`expand_home`]).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -27,4 +28,15 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
         .with_context(|| format!("cannot set the mode of {}", path.display()))?;
     Ok(())
+}
+
+/// A host path as a recipe writes it: a leading `~/` is the user's HOME.
+pub fn expand_home(p: &str) -> Result<PathBuf> {
+    if let Some(rest) = p.strip_prefix("~/") {
+        let home = std::env::var_os("HOME")
+            .context("the recipe names a path under ~/ and HOME is not set")?;
+        Ok(PathBuf::from(home).join(rest))
+    } else {
+        Ok(PathBuf::from(p))
+    }
 }

@@ -27,6 +27,7 @@ pub mod hash;
 pub mod manifest;
 pub mod oci;
 pub mod plan;
+pub mod preflight;
 pub mod prepare;
 pub mod progress;
 pub mod recipe;

@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -6,6 +7,15 @@ use bottle::cli::{self, Cli, Outcome};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // As diff(1): 0 the same, 1 different, 2 trouble.
+    let failure = if matches!(cli.command, cli::Command::Diff { .. }) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    };
+    // Colour only on a terminal, and never under NO_COLOR (https://no-color.org).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let level = match (cli.global.quiet, cli.global.verbose) {
         (q, _) if q > 0 => "error",
         (_, 0) => "info",
@@ -18,6 +28,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("bottle={level}"))),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .without_time()
         .with_target(false)
         .init();
@@ -28,18 +39,19 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return failure;
         }
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Damaged) => ExitCode::from(3),
+        Ok(Outcome::Interrupted) => ExitCode::from(130),
         Ok(Outcome::Exit(code)) => ExitCode::from(code),
         // A closed stdout (`bottle ls | head -1`) is a quiet success.
         Err(e) if cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }

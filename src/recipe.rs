@@ -206,10 +206,15 @@ pub struct GitGate {
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub name: Spanned<String>,
-    pub url: Spanned<String>,
-    /// Host path of the SSH identity key. Referenced by path only: never read at build time,
-    /// mounted read-only into the bundle at run time.
-    pub identity: Spanned<String>,
+    /// An SSH upstream: `ssh://[user@]host[:port]/path` or `user@host:path`. Exactly one of
+    /// `url` and `path`.
+    pub url: Option<Spanned<String>>,
+    /// A repository on the host (`~/src/project`): a run-time host path like `identity`,
+    /// served to the bundle by `bottle run` and never mounted anywhere.
+    pub path: Option<Spanned<String>>,
+    /// Host path of the SSH identity key (with `url` only). Referenced by path only: never
+    /// read at build time, mounted read-only into the bundle at run time.
+    pub identity: Option<Spanned<String>>,
     /// Host path of the known_hosts file the upstream's host key is checked against (read at
     /// run time); default the person's `~/.ssh/known_hosts`.
     pub known_hosts: Option<Spanned<String>>,

@@ -273,7 +273,8 @@ echo "== end""#;
     );
     let refused = section(&out, "push-main");
     assert!(
-        refused.contains("git-gate") && !refused.contains("exit=0"),
+        // Refused by the gate's policy, naming the rule (not by the repository's own checks).
+        refused.contains("git-gate: branch \"main\"") && !refused.contains("exit=0"),
         "{refused}"
     );
     assert_eq!(claude::git(&repo, &["rev-parse", "main"]), main_before);

@@ -125,9 +125,10 @@ echo "== end"; exit $c"#;
     let (code, out, err) = run.finish(Duration::from_secs(600));
     let claude = |out: &str| {
         format!(
-            "claude's stdout:\n{}\nits stderr:\n{}\nbottle's stderr:\n{err}",
+            "claude's stdout:\n{}\nits stderr:\n{}\nbottle's stderr:\n{err}\nthe run's whole stdout:\n{}",
             try_section(out, "answer").unwrap_or("(none)"),
-            try_section(out, "stderr").unwrap_or("(none)")
+            try_section(out, "stderr").unwrap_or("(none)"),
+            out.chars().take(3000).collect::<String>()
         )
     };
     assert!(out.contains("== exit=0\n"), "{}", claude(&out));

@@ -405,39 +405,130 @@ fn the_command_gets_a_terminal_of_the_callers_size() {
     ctx.assert_nothing_left();
 }
 
+/// `bottle logs --follow --json RUN`, its stdout read line by line as it comes; killed if
+/// still running when dropped (a failing test).
+struct Follow {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Follow {
+    fn start(ctx: &TestContext, run: &str) -> Follow {
+        use std::io::BufRead;
+        let mut child = ctx
+            .cmd()
+            .args(["logs", "--follow", "--json", run])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Follow {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line holding `needle`, as `--follow` prints it.
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.seen.iter().any(|l| l.contains(needle)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(e) => panic!(
+                    "no line with {needle:?} from logs --follow ({e:?}):\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Waits for `--follow` to end by itself; its exit code and every line it printed.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "logs --follow did not end with the run"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push(line);
+        }
+        (status.code(), self.seen.join("\n"))
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[test]
 fn a_runs_audit_log_follows_the_run_and_stays_until_gc() {
     let ctx = TestContext::new("run-logs");
     let hash = ctx.build(&ctx.recipe());
-    // The guest asks for a denied host (busybox wget through http_proxy), then waits.
+    // The guest asks for a denied host (busybox wget through http_proxy), waits, asks again,
+    // waits.
     let run = ctx.spawn(&[
         "run",
         &hash,
         "--",
         "sh",
         "-c",
-        "wget -q -O /dev/null http://denied.test/x?token=abc; while [ ! -f /tmp/go ]; do sleep 0.1; done",
+        "wget -q -O /dev/null http://denied.test/x?token=abc; while [ ! -f /tmp/go ]; do sleep 0.1; done; \
+         wget -q -O /dev/null http://denied.test/later?token=abc; while [ ! -f /tmp/done ]; do sleep 0.1; done",
     ]);
     let (id, _) = ctx.wait_live();
-    let follow = ctx.spawn(&["logs", "--follow", "--json", &id[..6]]);
-    std::thread::sleep(Duration::from_secs(2));
+    let mut follow = Follow::start(&ctx, &id[..6]);
+    // The first refusal (the backlog, or live), then the second: written only once the first
+    // was printed, it is a line appended while `--follow` follows.
+    follow.wait_for("\"/x?token=\"");
     ctx.ok(&["exec", &id, "--", "touch", "/tmp/go"]);
+    follow.wait_for("\"/later?token=\"");
+    ctx.ok(&["exec", &id, "--", "touch", "/tmp/done"]);
     let (code, _, err) = run.finish(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{err}");
-    // `--follow` ends by itself when the run does, having printed the refusal.
-    let (code, out, err) = follow.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{err}");
+    // `--follow` ends by itself when the run does, having printed both refusals.
+    let (code, out) = follow.finish();
+    assert_eq!(code, Some(0), "{out}");
     let events: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(
-        events.iter().any(|e| e["host"] == "denied.test"
-            && e["decision"] == "refused"
-            && e["rule"] == "allowlist"
-            && e["path"] == "/x?token="),
-        "{out}"
-    );
+    for path in ["/x?token=", "/later?token="] {
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e["host"] == "denied.test"
+                    && e["decision"] == "refused"
+                    && e["rule"] == "allowlist"
+                    && e["path"] == path)
+                .count(),
+            1,
+            "{path}: {out}"
+        );
+    }
     assert!(!out.contains("abc"), "a query value is in the log: {out}");
     // After the run, until gc: the log stays, the run does not.
     ctx.assert_nothing_left();

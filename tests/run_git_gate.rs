@@ -246,3 +246,241 @@ fn a_wrong_known_hosts_refuses_the_upstream_naming_its_fingerprint() {
     assert_eq!(sshd.state(), before);
     ctx.assert_nothing_left();
 }
+
+/// Host git on `dir` with no config but the test's identity.
+fn host_git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=T", "-c", "user.email=t@t.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+fn rev(repo: &Path, name: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--verify", "-q", name])
+        .current_dir(repo)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| stdout(&out).trim().to_string())
+}
+
+fn local_recipe(name: &str, upstream: &str) -> String {
+    format!(
+        r#"name = "{name}"
+
+[guest]
+backend = "docker"
+image = {{ dockerfile = "guest/Dockerfile" }}
+user = "node"
+command = ["git", "--version"]
+
+[pipelock]
+allow = ["example.com"]
+
+[[git-gate.upstreams]]
+name = "origin"
+{upstream}
+branches = ["agent/*"]
+
+[provision]
+git_name = "Agent"
+git_email = "agent@bottle.invalid"
+"#
+    )
+}
+
+/// Clones through the gate, pushes `agent/x`, tries `main`.
+const LOCAL_SCRIPT: &str = r#"cd /home/node || exit 1
+url=$(git config --get remote.origin.url)
+echo "== clone"; git clone -q -o gate "$url" work 2>&1; echo "exit=$?"
+cd work || exit 1
+echo "== seen"; cat README
+echo "== push"; git checkout -q -b agent/x && echo agent > agent.txt && git add agent.txt && git commit -qm "the agent's commit" && git push origin HEAD:agent/x 2>&1; echo "exit=$?"
+echo "== head"; git rev-parse HEAD
+echo "== main"; git push origin HEAD:main 2>&1; echo "exit=$?"
+echo "== end""#;
+
+#[test]
+fn a_local_upstream_takes_the_agents_branch_and_stays_out_of_the_guest() {
+    let ctx = TestContext::new("git-gate-local");
+    ctx.use_tools_guest();
+    let repo = ctx.dir.path().join("project");
+    std::fs::create_dir_all(&repo).unwrap();
+    host_git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "the person's project\n").unwrap();
+    host_git(&repo, &["add", "README"]);
+    host_git(&repo, &["commit", "-qm", "first"]);
+    // Never committed: what the guest could only see if the repository were visible to it.
+    let marker = format!("uncommitted-{}-Qx7", std::process::id());
+    std::fs::write(repo.join("notes.txt"), &marker).unwrap();
+    let main_before = rev(&repo, "refs/heads/main").unwrap();
+    let path = repo.display().to_string();
+    ctx.write_recipe(
+        "r.toml",
+        &local_recipe("git-gate-local", &format!("path = \"{path}\"")),
+    );
+    let hash = ctx.build(&ctx.recipe());
+
+    let child = ctx.spawn_paused("command", &["run", &hash, "--", "true"], &[]);
+    let ps: serde_json::Value = serde_json::from_str(&ctx.ok(&["ps", "--json"])).unwrap();
+    let run_id = ps[0]["run_id"].as_str().unwrap().to_string();
+    let out = ctx.ok(&["exec", &run_id, "--", "sh", "-c", LOCAL_SCRIPT]);
+    assert!(section(&out, "clone").contains("exit=0"), "{out}");
+    assert!(
+        section(&out, "seen").contains("the person's project"),
+        "{out}"
+    );
+    let push = section(&out, "push");
+    assert!(
+        push.contains("exit=0") && push.contains("HEAD -> agent/x"),
+        "{out}"
+    );
+    let head = section(&out, "head").trim().to_string();
+    assert_eq!(
+        rev(&repo, "refs/heads/agent/x").as_deref(),
+        Some(head.as_str())
+    );
+    let main = section(&out, "main");
+    assert!(
+        main.contains(r#"git-gate: branch "main" is not in this bottle's [[git-gate.upstreams]] branches ["agent/*"]"#)
+            && main.contains("exit=1"),
+        "{main}"
+    );
+    assert_eq!(rev(&repo, "refs/heads/main"), Some(main_before));
+    host_git(&repo, &["fsck", "--no-progress"]);
+
+    // The repository: mounted into neither container, named nowhere in the guest.
+    let guest = format!("bottle-{run_id}-guest");
+    let bundle = format!("bottle-{run_id}-bundle");
+    for c in [&guest, &bundle] {
+        let mounts = docker(&["inspect", "--format", "{{json .Mounts}}", c]);
+        assert!(
+            !mounts.contains(&path),
+            "{c} mounts the repository: {mounts}"
+        );
+    }
+    let guest_mounts = docker(&["inspect", "--format", "{{json .Mounts}}", &guest]);
+    assert!(!guest_mounts.contains("git-gate"), "{guest_mounts}");
+    let seen = docker(&[
+        "exec",
+        "-u",
+        "0",
+        &guest,
+        "sh",
+        "-c",
+        "env; cat /proc/mounts; cat /proc/*/environ /proc/*/cmdline 2>/dev/null | tr '\\0' '\\n'; find / -xdev -type f -not -path '/proc/*' -exec cat {} + 2>/dev/null; echo END",
+    ]);
+    assert!(seen.contains("END"), "{seen}");
+    assert!(
+        !seen.contains(&path),
+        "the guest names the repository's path"
+    );
+    assert!(
+        !seen.contains(&marker),
+        "the guest sees the repository's files"
+    );
+    assert!(!out.contains(&path), "{out}");
+    // git's own words about the repository reach the guest without its host path.
+    let aside = ctx.dir.path().join("project-aside");
+    std::fs::rename(&repo, &aside).unwrap();
+    let gone = ctx.ok(&[
+        "exec",
+        &run_id,
+        "--",
+        "sh",
+        "-c",
+        "git ls-remote origin 2>&1; echo exit=$?",
+    ]);
+    std::fs::rename(&aside, &repo).unwrap();
+    assert!(
+        gone.contains("exit=128") && gone.contains("<upstream origin>"),
+        "{gone}"
+    );
+    assert!(!gone.contains(&path), "{gone}");
+
+    child.signal(libc::SIGTERM);
+    let (code, _stdout, stderr) = child.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(143), "{stderr}");
+    ctx.assert_nothing_left();
+    assert!(
+        !ctx.store().runs().join(&run_id).join("git-gate").exists(),
+        "the socket outlived the run"
+    );
+
+    let logs = ctx.ok(&["logs", "--json", &run_id]);
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |name: &str, decision: &str, rule: &str| {
+        events
+            .iter()
+            .any(|e| e["git"]["ref_name"] == name && e["decision"] == decision && e["rule"] == rule)
+    };
+    assert!(has("refs/heads/agent/x", "allowed", "upstream"), "{logs}");
+    assert!(has("refs/heads/main", "refused", "branches"), "{logs}");
+}
+
+#[test]
+fn an_upstream_is_a_url_or_a_path_and_a_path_is_a_repository() {
+    let ctx = TestContext::new("git-gate-local-bad");
+    let here = ctx.dir.path().display().to_string();
+    for (upstream, needle) in [
+        (
+            format!("url = \"git@h.invalid:r.git\"\nidentity = \"~/.ssh/k\"\npath = \"{here}\""),
+            "has both url and path",
+        ),
+        (String::new(), "has neither url nor path"),
+        (
+            "path = \"relative/repo\"".to_string(),
+            "absolute or under ~/",
+        ),
+        (
+            format!("path = \"{here}\"\nidentity = \"~/.ssh/k\""),
+            "takes no identity",
+        ),
+        ("url = \"git@h.invalid:r.git\"".to_string(), "no identity"),
+    ] {
+        let r = ctx.write_recipe("bad.toml", &local_recipe("bad", &upstream));
+        let out = ctx.output(&["build", "-q", r.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{upstream}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(needle),
+            "{upstream}: {}",
+            stderr(&out)
+        );
+    }
+
+    // A path that is no repository: refused by `bottle run` before it creates anything.
+    ctx.use_tools_guest();
+    let not_repo = ctx.dir.path().join("plain-folder");
+    std::fs::create_dir_all(&not_repo).unwrap();
+    let r = ctx.write_recipe(
+        "r.toml",
+        &local_recipe(
+            "git-gate-local-bad",
+            &format!("path = \"{}\"", not_repo.display()),
+        ),
+    );
+    let hash = ctx.build(&r);
+    let out = ctx.output(&["run", &hash, "--", "true"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(r#"git-gate upstream "origin""#)
+            && err.contains("is not a git repository")
+            && err.contains(&not_repo.display().to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("step '"), "it got as far as a step: {err}");
+    ctx.assert_nothing_left();
+}

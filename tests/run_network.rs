@@ -1,7 +1,8 @@
 //! The guest's only way out is the bundle: from inside a docker guest, a test HTTP server (on
 //! this host) is reached through the bundle's pipelock for an allowed host, refused with 403
-//! for another, and unreachable directly; so are the docker gateway, the host, and a container
-//! on another network.
+//! for another (the gateway of a docker network the test makes: an address of this host where
+//! the server answers the host), and unreachable directly at either; so are the docker
+//! gateway, the host, and a container on another network.
 
 mod support;
 
@@ -63,22 +64,35 @@ fn docker0_gateway() -> String {
     gw
 }
 
-/// Another address of this host (its main interface), reachable from the bundle in principle.
-fn other_host_address(not: &str) -> String {
-    let out = std::process::Command::new("hostname")
-        .arg("-I")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|a| {
-            a.parse::<std::net::Ipv4Addr>().is_ok()
-                && *a != not
-                && !a.starts_with("172.17.")
-                && !a.starts_with("10.213.")
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| "denied.invalid".to_string())
+/// The host's address on a docker network: its bridge's gateway, an address of this host.
+fn gateway_of(network: &str) -> String {
+    let gw = docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        network,
+    ]);
+    assert!(
+        gw.parse::<std::net::Ipv4Addr>().is_ok(),
+        "{network}'s gateway: {gw:?}"
+    );
+    gw
+}
+
+/// `GET /` from this host to `addr:port`; the whole answer.
+fn get_from_host(addr: &str, port: u16) -> String {
+    let mut s = TcpStream::connect((addr, port))
+        .unwrap_or_else(|e| panic!("the host cannot reach {addr}:{port}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {addr}:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
 }
 
 const PROBE: &str = r#"allowed=$1; port=$2; denied=$3; other=$4
@@ -107,7 +121,13 @@ fn the_guest_reaches_out_only_through_the_bundle() {
     let ctx = TestContext::new("run-only-way-out");
     let port = serve();
     let allowed = docker0_gateway();
-    let denied = other_host_address(&allowed);
+    // A network of the test's own: a container on it serves on 8080, and its gateway is
+    // another address of this host, where the test's server answers too (it listens on every
+    // address): reachable from the host, denied to the guest.
+    let net = unique("bottle-test-other");
+    ctx.make_network(&net, None);
+    let denied = gateway_of(&net);
+    assert_ne!(denied, allowed);
     ctx.write_recipe(
         "r.toml",
         &format!(
@@ -136,8 +156,6 @@ allow = ["{allowed}"]
         "-i",
         guest.path(&guest.image().archive).to_str().unwrap(),
     ]);
-    let net = unique("bottle-test-other");
-    ctx.make_network(&net, None);
     let name = unique("bottle-test-web");
     ctx.note_container(&name);
     let label = format!("{LABEL_STORE}={}", ctx.store_label);
@@ -183,8 +201,15 @@ allow = ["{allowed}"]
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ok, "the other container does not serve on {other}:8080");
-    // And the test server answers on the allowed address from the host.
-    assert!(TcpStream::connect((allowed.as_str(), port)).is_ok());
+    // And the test server answers on the allowed and the denied address from the host: what
+    // the guest cannot reach is there.
+    for addr in [&allowed, &denied] {
+        let answer = get_from_host(addr, port);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with(BODY),
+            "from the host, {addr}:{port}: {answer:?}"
+        );
+    }
 
     let port_s = port.to_string();
     let out = ctx.output(&[

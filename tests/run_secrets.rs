@@ -1,6 +1,8 @@
 //! Secrets: a token value given in the host env of `bottle run` reaches the bundle's daemon
-//! process, and appears in no process's argv (every `/proc/*/cmdline`, scanned during the
-//! run), no file of the store, no line bottle prints (even at `-vv`), and nowhere in the guest.
+//! process (a request from the guest arrives at a TLS server of this test carrying exactly
+//! that value), and appears in no process's argv (every `/proc/*/cmdline`, scanned during the
+//! run), no file of the store, no line bottle prints (at `-vv`, its debug lines shown), and
+//! nowhere in the guest.
 //! The run's CAs are minted for the run: keys mode 0600 in a 0700 folder of the run, mounted
 //! into the bundle only, and gone at teardown.
 
@@ -11,7 +13,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use bottle::config::ca_files;
+use support::upstream::{Answer, Server, TestCa};
 use support::*;
+
+/// The route's upstream: resolved by the bundle only, to this host.
+const UPSTREAM: &str = "api.secrets.test";
 
 fn files_containing(root: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
@@ -63,6 +69,10 @@ fn docker_stderr(args: &[&str]) -> String {
 #[test]
 fn a_token_reaches_the_bundle_and_nothing_else() {
     let ctx = TestContext::new("run-secrets");
+    ctx.use_tools_guest();
+    let ca = TestCa::new("run-secrets upstream CA");
+    std::fs::write(ctx.recipes.join("upstream-ca.pem"), ca.pem()).unwrap();
+    let server = Server::tls(Answer::Text("ok\n".into()), &ca, &[UPSTREAM]);
     let var = format!("BOTTLE_TEST_TOKEN_{}", std::process::id());
     // Built from pieces so that this test's own argv never holds it.
     let value = format!(
@@ -75,7 +85,7 @@ fn a_token_reaches_the_bundle_and_nothing_else() {
         &recipe(
             "run-secrets",
             &format!(
-                "\n[[egress.routes]]\nhost = \"api.example.com\"\ntoken_env = \"{var}\"\nheader = \"Authorization\"\nscheme = \"Bearer\"\n"
+                "\n[[egress.routes]]\nhost = \"{UPSTREAM}\"\ntoken_env = \"{var}\"\nheader = \"Authorization\"\nscheme = \"Bearer\"\nupstream_ca = \"upstream-ca.pem\"\n\n[network]\nhosts = {{ \"{UPSTREAM}\" = \"host-gateway\" }}\n"
             ),
         ),
     );
@@ -90,8 +100,31 @@ fn a_token_reaches_the_bundle_and_nothing_else() {
     let bundle = format!("bottle-{run_id}-bundle");
     let guest = format!("bottle-{run_id}-guest");
 
-    // The bundle got it on its stdin: its daemon says it holds one secret; neither the
+    // The bundle got it on its stdin: a request the guest makes (with the placeholder)
+    // reaches the upstream with exactly the value, through the bundle's daemon; neither the
     // container's config (`docker inspect`) nor the daemon's environment holds the value.
+    let out = docker(&[
+        "exec",
+        &guest,
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        "-H",
+        &format!("Authorization: Bearer ${var}-from-the-guest"),
+        &format!("https://{UPSTREAM}:{}/check", server.port),
+    ]);
+    assert_eq!(out, "ok\n", "the guest's request through the bundle");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    // Compared, not printed: a failure shows lengths only.
+    let got = seen[0].header("authorization").unwrap_or_default();
+    assert!(
+        got == format!("Bearer {value}"),
+        "the upstream did not get the token's value: {} bytes where {} were due",
+        got.len(),
+        "Bearer ".len() + value.len()
+    );
     let logs = docker(&["logs", &bundle]) + &docker_stderr(&["logs", &bundle]);
     assert!(
         logs.contains("1 secret(s)"),
@@ -181,9 +214,13 @@ fn a_token_reaches_the_bundle_and_nothing_else() {
         !stdout.contains(&value) && !stderr.contains(&value),
         "bottle printed the token"
     );
+    // `-vv` took effect: bottle's debug lines (its teardown's, among others) were printed,
+    // and none held the token (checked above).
     assert!(
-        stderr.contains("DEBUG") || stderr.contains("paused"),
-        "{stderr}"
+        stderr
+            .lines()
+            .any(|l| l.contains("DEBUG") && l.contains("undo:")),
+        "no debug line at -vv:\n{stderr}"
     );
     ctx.assert_nothing_left();
     assert!(!ca.exists(), "the run's CA outlived it");

@@ -5,9 +5,11 @@
 //!   `http://` and inside an intercepted `CONNECT`.
 //! - Every built-in DLP rule refuses a generated secret of its kind planted in the URL, in a
 //!   header and in the body, and in a body sent in two chunks with the secret split across
-//!   them; the upstream receives none of it.
-//! - Each refusal is a line of `bottle logs RUN` naming its rule, after the run ended, and no
-//!   line holds a secret.
+//!   them, with a 403 whose body names the rule; the upstream (recording bytes as they
+//!   arrive) receives no byte of any body, and no form of any secret: raw, percent-encoded,
+//!   JSON-escaped, either half of it, either half of the split body.
+//! - Each case is exactly one refused line of `bottle logs RUN` naming its rule, after the run
+//!   ended, and no line holds a secret.
 
 #[path = "dlp_corpus/kit.rs"]
 mod kit;
@@ -56,6 +58,60 @@ fn cases(secrets: &[secrets::Planted]) -> Vec<Case> {
         add("split", p.body.clone());
     }
     out
+}
+
+/// Every form in which a planted secret, or a part of it, could reach the upstream: the secret
+/// raw, percent-encoded and JSON-escaped, each line of it, each half of it, and each half of
+/// its body as the split case sends it. Pieces shorter than 8 bytes are left out (they could be
+/// anything).
+fn forms(p: &secrets::Planted) -> Vec<String> {
+    let mut out = Vec::new();
+    let secret = p.secret.trim();
+    out.push(secret.to_string());
+    out.push(kit::urlencode(secret));
+    let json = kit::json_str(secret);
+    out.push(json[1..json.len() - 1].to_string());
+    out.extend(secret.lines().map(str::to_string));
+    for text in [secret, p.body.as_str()] {
+        let mid = (0..=text.len() / 2)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        out.push(text[..mid].to_string());
+        out.push(text[mid..].to_string());
+    }
+    if let Some(q) = &p.query {
+        out.push(q.clone());
+    }
+    if let Some(h) = &p.header {
+        out.push(h.clone());
+        out.extend(h.split_once(": ").map(|(_, v)| v.to_string()));
+    }
+    out.retain(|f| f.trim().len() >= 8);
+    out.iter_mut().for_each(|f| *f = f.trim().to_string());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The audit path of a case's request (query values dropped).
+fn audit_path(c: &Case) -> String {
+    match c.how {
+        "url" => {
+            let query = c.payload.split_once('?').map(|(_, q)| q).unwrap_or("");
+            let names: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) => format!("{k}="),
+                    None => kv.to_string(),
+                })
+                .collect();
+            format!("/search?{}", names.join("&"))
+        }
+        "header" => "/h".into(),
+        "body" => "/b".into(),
+        _ => "/s".into(),
+    }
 }
 
 /// The guest's script: each case's payload arrives base64-encoded; curl sends it over HTTPS
@@ -148,14 +204,33 @@ hosts = {{ "{UPSTREAM}" = "host-gateway" }}
             .get(&c.id)
             .unwrap_or_else(|| panic!("no result for {}", c.id));
         assert!(r.starts_with("403 "), "{} ({}): {r}", c.id, c.rule);
+        assert!(
+            r.contains(&format!("(DLP rule {})", c.rule)),
+            "{} ({}): the refusal does not name its rule: {r}",
+            c.id,
+            c.rule
+        );
     }
-    for seen in server.requests() {
+    let seen = server.requests();
+    for s in &seen {
+        assert!(
+            s.body.is_empty(),
+            "the upstream got {} bytes of a body ({} {})",
+            s.body.len(),
+            s.method,
+            s.target
+        );
+        let text = s.text();
         for p in &planted {
-            assert!(
-                !seen.text().contains(p.body.trim()),
-                "the upstream got a {} secret",
-                p.rule
-            );
+            for form in forms(p) {
+                assert!(
+                    !text.contains(&form),
+                    "the upstream got (a part of) a {} secret in {} {}",
+                    p.rule,
+                    s.method,
+                    s.target
+                );
+            }
         }
     }
     // The audit log, after the run: a refused line per case with its rule, no secret.
@@ -172,10 +247,15 @@ hosts = {{ "{UPSTREAM}" = "host-gateway" }}
         .filter(|e| e["decision"] == "refused")
         .collect();
     for c in &cases {
-        assert!(
-            refused.iter().any(|e| e["rule"] == c.rule.as_str()),
-            "no refusal by {} in the audit log",
-            c.rule
+        let path = audit_path(c);
+        let lines = refused
+            .iter()
+            .filter(|e| e["rule"] == c.rule.as_str() && e["path"] == path.as_str())
+            .count();
+        assert_eq!(
+            lines, 1,
+            "{} ({}): refused lines for {path} in the audit log",
+            c.id, c.rule
         );
     }
     // The denied host: its http:// request, its CONNECT (answered, to refuse inside TLS) and

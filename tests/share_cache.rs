@@ -220,7 +220,11 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
         .as_nanos() as u64
         | 1;
     let mut delays = Vec::new();
-    for _ in 0..4 {
+    // Kills that landed mid-transfer: the killed pull left more whole chunks to resume from
+    // than there were before it, and no entry.
+    let mut mid_transfer = 0;
+    let mut resumed_before = 0;
+    for _ in 0..8 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -237,8 +241,18 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
         std::thread::sleep(Duration::from_millis(ms));
         signal_pid(child.id(), libc::SIGKILL);
         let _ = child.wait();
+        let (_, resumed) = resumable(&cache, &m, &dst.store());
+        if resumed > resumed_before && !dst.entry_file(&hash).exists() {
+            mid_transfer += 1;
+        }
+        resumed_before = resumed;
     }
     dst.scan_store();
+    // The window this test claims: kills landed while a pull was moving chunks.
+    assert!(
+        mid_transfer >= 2,
+        "only {mid_transfer} of 8 kills (at {delays:?} ms; a whole pull takes {whole} ms) landed mid-transfer"
+    );
     let partial = dst.store().local().join("pull");
     let (missing, resumed) = resumable(&cache, &m, &dst.store());
     let out = pull(&dst, &hash, &cache, &public);
@@ -252,6 +266,11 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
         // A killed pull got as far as publishing the entry.
         assert_eq!(missing, 0, "{delays:?}");
     } else {
+        // What the killed pulls put together is used: some of it is resumed, not fetched again.
+        assert!(
+            resumed > 0,
+            "kills at {delays:?} ms left nothing to resume: {r}"
+        );
         assert_eq!(
             r["bytes_resumed"].as_u64().unwrap(),
             resumed,
@@ -274,7 +293,7 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
     dst.ok(&["gc", "--keep", &hash]);
     assert!(!partial.exists());
     eprintln!(
-        "a whole pull took {whole} ms; kills at {delays:?} ms; {resumed} of {missing} bytes were resumed by the last pull (present: {})",
+        "a whole pull took {whole} ms; kills at {delays:?} ms, {mid_transfer} mid-transfer; {resumed} of {missing} bytes were resumed by the last pull (present: {})",
         r["present"]
     );
     dst.assert_nothing_left();

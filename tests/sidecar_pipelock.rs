@@ -12,6 +12,7 @@ mod pipelock_kit;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bottle::sidecar::pipelock::body::HOLD_BACK;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -345,7 +346,13 @@ async fn dlp_refuses_a_recipe_rule_in_the_url_a_header_and_the_body_even_split()
         );
         assert!(c.body.contains("dlp_allow"), "{}", c.body);
     }
-    // A body whose secret is split across two chunks, the second sent later.
+    // A body whose secret is split across two chunks. The first: filler longer than what
+    // pipelock holds back, then the secret's first half. Once the upstream has every byte of
+    // it that may leave (all but the held-back tail), pipelock has dealt with the first chunk,
+    // and only then does the second go: no timer decides what "later" is.
+    let filler = "lorem ipsum dolor sit amet ".repeat((HOLD_BACK + 32 * 1024) / 27);
+    let first = format!("{filler}TESTSECRE");
+    let releasable = first.len() - HOLD_BACK;
     let mut tls = tls_through(
         w.sidecar.port,
         "api.test",
@@ -353,10 +360,39 @@ async fn dlp_refuses_a_recipe_rule_in_the_url_a_header_and_the_body_even_split()
         &[w.sidecar.ca.der()],
     )
     .await;
-    tls.write_all(b"POST /split HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nTESTSECRE\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tls.write_all(
+        format!(
+            "POST /split HTTP/1.1\r\nHost: api.test\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n",
+            first.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let split_body = || {
+        w.api
+            .seen()
+            .into_iter()
+            .find(|s| s.path == "/split")
+            .map(|s| s.body)
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while split_body().len() < releasable {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream got {} of the {releasable} bytes pipelock may release",
+            split_body().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // What left is filler only: the secret's first half waits behind the hold-back.
+    let got = split_body();
+    assert!(
+        filler.as_bytes().starts_with(&got),
+        "the upstream got more than filler: {:?}",
+        String::from_utf8_lossy(&got[got.len().saturating_sub(40)..])
+    );
     tls.write_all(b"9\r\nT12345678\r\n0\r\n\r\n").await.unwrap();
     let mut out = vec![0; 4096];
     let n = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut out))
@@ -365,8 +401,14 @@ async fn dlp_refuses_a_recipe_rule_in_the_url_a_header_and_the_body_even_split()
         .unwrap();
     let text = String::from_utf8_lossy(&out[..n]);
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
-    // Neither part of the split secret left: the first chunk was held back until the second
-    // was scanned.
+    // Neither half of the split secret left, before or after the refusal: the upstream's
+    // bytes, recorded as they arrived, are a prefix of the filler.
+    let got = split_body();
+    assert!(
+        filler.as_bytes().starts_with(&got),
+        "a part of the split secret reached the upstream: {:?}",
+        String::from_utf8_lossy(&got[got.len().saturating_sub(40)..])
+    );
     assert!(
         w.api.seen().iter().all(|s| {
             let body = String::from_utf8_lossy(&s.body);

@@ -36,6 +36,13 @@ pub fn guest_tag(hash: &ComponentHash) -> String {
     format!("bottle-guest:{}", hash.short())
 }
 
+/// A guest component made: its image, and the engine image its build left as build cache
+/// (for `bottle gc` to remove with the component).
+pub struct GuestBuilt {
+    pub image: ImageRef,
+    pub build_parent: Option<String>,
+}
+
 /// Makes the guest component of `key` in `dir`.
 pub async fn build(
     planned: &Planned,
@@ -43,7 +50,8 @@ pub async fn build(
     hash: &ComponentHash,
     dir: &Path,
     step: &Step,
-) -> Result<ImageRef> {
+) -> Result<GuestBuilt> {
+    let mut build_parent = None;
     let raw = tempfile::Builder::new()
         .prefix(".raw.")
         .tempfile_in(dir)?
@@ -74,7 +82,8 @@ pub async fn build(
                 digest: *df_digest,
             };
             let context_dir = planned.host_path(context);
-            build_from_context(&context_dir, entries, &dockerfile, hash, &raw, step).await?;
+            build_parent =
+                build_from_context(&context_dir, entries, &dockerfile, hash, &raw, step).await?;
         }
         (ImagePlan::Reference { reference }, GuestSource::Reference { .. }) => {
             let engine = docker::connect().await?;
@@ -103,14 +112,18 @@ pub async fn build(
     } else {
         None
     };
-    Ok(ImageRef {
-        archive: IMAGE_ARCHIVE.to_string(),
-        id: info.id,
-        pack,
+    Ok(GuestBuilt {
+        image: ImageRef {
+            archive: IMAGE_ARCHIVE.to_string(),
+            id: info.id,
+            pack,
+        },
+        build_parent,
     })
 }
 
-/// Builds the image from its context with the engine and saves it into `raw`.
+/// Builds the image from its context with the engine and saves it into `raw`; returns the
+/// build-cache image it left.
 async fn build_from_context(
     context_dir: &Path,
     entries: &BTreeMap<String, InputDigest>,
@@ -118,14 +131,14 @@ async fn build_from_context(
     hash: &ComponentHash,
     raw: &Path,
     step: &Step,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let engine = docker::connect().await?;
     let labels = HashMap::from([(LABEL_COMPONENT.to_string(), format!("guest/{hash}"))]);
     let mut tries = 0;
     loop {
         tries += 1;
         step.message("sending the build context");
-        let stream = context::tar_stream(
+        let mut stream = context::tar_stream(
             context_dir.to_path_buf(),
             entries.clone(),
             DockerfileRef {
@@ -133,6 +146,7 @@ async fn build_from_context(
                 digest: dockerfile.digest,
             },
         );
+        stream.stream = step.meter("build context sent", None).count(stream.stream);
         let built = docker::build_and_save(
             &engine,
             stream,
@@ -143,7 +157,7 @@ async fn build_from_context(
         )
         .await;
         match built {
-            Ok(_) => return Ok(()),
+            Ok((_, parent)) => return Ok(parent),
             // Docker 20.10's cache lookup for a `FROM scratch` step reads every parentless
             // image and fails if one is removed meanwhile (say by a concurrent `docker rmi`).
             Err(e) if tries < BUILD_TRIES && format!("{e:#}").contains("unable to find image") => {

@@ -146,11 +146,14 @@ async fn component(
         });
     };
     let step = progress.step(kind.name());
+    let mut build_parent = None;
     let made: Result<Option<ImageRef>> = async {
         match &key {
-            ComponentKey::Guest(k) => guest::build(planned, k, &id.hash, staged.path(), &step)
-                .await
-                .map(Some),
+            ComponentKey::Guest(k) => {
+                let built = guest::build(planned, k, &id.hash, staged.path(), &step).await?;
+                build_parent = built.build_parent;
+                Ok(Some(built.image))
+            }
             ComponentKey::Bundle(_) => bundle::build(&id.hash, staged.path(), &step)
                 .await
                 .map(Some),
@@ -168,6 +171,11 @@ async fn component(
     store
         .publish(staged, key, image)
         .with_context(|| format!("cannot publish the {kind} component"))?;
+    if let Some(parent) = build_parent
+        && let Err(e) = store.note_build_parent(&id, &parent)
+    {
+        tracing::warn!("cannot record the build cache of {id} for `bottle gc`: {e}");
+    }
     Ok(BuiltComponent {
         name: kind,
         hash: id.hash,

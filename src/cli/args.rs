@@ -7,13 +7,39 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (also when stdout is closed early, as by `| head`)
-  1  failure: bad input (recipe, hash prefix, manifest), a failed build, a damaged entry; the
-     message says which input and what to do
-  2  usage error (unknown flag, missing argument)
-  3  `bottle verify` found a damaged or incomplete entry
-  N  `bottle run` and `bottle exec`: the guest command's exit code (128+N after signal N);
-     1 when a step of the run failed (the message names the step)";
+  0    success (also when stdout is closed early, as by `| head`)
+  1    failure: bad input (recipe, name, hash prefix, manifest), a failed build, a damaged
+       entry; the message says which input and what to do
+  2    usage error (unknown flag, missing argument)
+  3    `bottle verify` found a damaged or incomplete entry
+  N    `bottle run` and `bottle exec`: the guest command's exit code (128+N after signal N);
+       1 when a step of the run failed (the message names the step)
+  130  interrupted (Ctrl-C) during a build: the engine's build is stopped, nothing is stored
+  `bottle diff`, as diff(1) and `git diff --exit-code`: 0 the entries are the same, 1 they
+  differ, 2 it could not compare them (an error)
+
+Environment:
+  NO_COLOR         no colour in any output (also off whenever stderr is not a terminal)
+  BOTTLE_STORE     the store folder (--store)
+  BOTTLE_CONFIG    the config file (--config)
+  BOTTLE_LOG       a tracing filter for the log lines, e.g. bottle=debug (overrides -v/-q)";
+
+/// How `run`, `show`, `diff` and `rm` read their TARGET (`cli::target`).
+pub const TARGET_HELP: &str = "\
+TARGET is read in this order:
+  1. holding a `/` or ending in `.toml`: a recipe file (\"no such recipe file\" when missing);
+  2. a recipe name: the newest entry built under that name (`bottle ls` lists the names);
+  3. a hash, or a prefix of exactly one entry's hash.
+A name wins over a hash prefix it also spells (say `cafe`): give more digits to mean the hash.";
+
+/// `--version`: the package version and the commit it was built from (`-dirty` when the
+/// working tree had changes; `unknown` outside a git checkout).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("BOTTLE_GIT_COMMIT"),
+    ")"
+);
 
 /// Nix-style build-then-run pipeline for coding-agent sandboxes (bottles).
 ///
@@ -23,7 +49,7 @@ Exit codes:
 /// it up (network, bundle, guest, chown, provisioning), runs the agent, and tears everything
 /// down in reverse order whatever happens.
 #[derive(Debug, Parser)]
-#[command(name = "bottle", version, after_help = EXIT_CODES)]
+#[command(name = "bottle", version = VERSION, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -70,7 +96,8 @@ pub enum Command {
         /// Refuse inputs the hash cannot pin (unpinned FROM, ADD of a URL) instead of warning
         #[arg(long)]
         pure: bool,
-        /// Also record a gc root of this name for the entry
+        /// Also record a gc root of this name for the entry (every build already keeps the
+        /// newest entry of its recipe name until a newer build of that name replaces it)
         #[arg(long, value_name = "NAME")]
         root: Option<String>,
         /// Then push the entry to this cache, signed with the secret-key-file (CI's one
@@ -86,24 +113,45 @@ pub enum Command {
         #[arg(long)]
         pure: bool,
     },
-    /// List the store's entries and their components
+    /// List the store's entries: short hash, recipe name, age, size, and what keeps it
+    ///
+    /// ROOTED names what keeps an entry from `bottle gc`: `latest` (the newest build of its
+    /// name), `root:NAME` (`build --root`), `run:ID` (a run uses it), or `-`. `--json` gives
+    /// full hashes, names, `created` (Unix seconds) and `age_seconds`, sizes in bytes, roots,
+    /// pins and component hashes.
     Ls,
     /// Show an entry: its components, the guest and bundle specs
+    #[command(after_help = TARGET_HELP)]
     Show {
-        /// A hash or unique prefix
-        hash: String,
+        /// A recipe name, a recipe file, or a hash or unique prefix
+        target: String,
     },
-    /// Rehash entries (all when no hash is given): manifest, records, files, config; exits 3
+    /// Remove one entry, the roots naming it, and at once the components no other entry
+    /// names (with their engine images); refused while a run uses the entry
+    #[command(after_help = TARGET_HELP)]
+    Rm {
+        /// A recipe name, a recipe file, or a hash or unique prefix
+        target: String,
+    },
+    /// Rehash entries (all when none is given): manifest, records, files, config; exits 3
     /// naming each damaged file
+    #[command(after_help = TARGET_HELP)]
     Verify {
-        /// A hash or unique prefix
+        /// A recipe name, a recipe file, or a hash or unique prefix
         hash: Option<String>,
     },
-    /// Remove entries no root, run or --keep keeps, components no kept entry names,
+    /// Remove entries nothing keeps, components no kept entry names, their engine images,
     /// leftovers of killed builds and old layouts
+    ///
+    /// Kept: the newest entry of each recipe name (every build records it, as Nix's `result`
+    /// link), `build --root` roots, entries a run uses, and --keep. Also removed from the
+    /// engine: the images of the removed components (labelled bottle.component, tagged or
+    /// dangling) and the build cache their guest builds left. Images bottle did not make are
+    /// never touched.
     Gc {
-        /// Keep this entry too (hash or prefix); repeatable
-        #[arg(long, value_name = "HASH")]
+        /// Keep this entry too (a recipe name, a recipe file, a hash or prefix; with --remote,
+        /// a full hash); repeatable
+        #[arg(long, value_name = "TARGET")]
         keep: Vec<String>,
         /// Say what would be removed, remove nothing
         #[arg(long)]
@@ -116,15 +164,21 @@ pub enum Command {
     },
     /// Which components, recipe fields and input files differ between two entries ("why did
     /// CI rebuild?")
+    ///
+    /// Exits 0 when they are the same, 1 when they differ, 2 on an error (as diff(1)).
+    #[command(after_help = TARGET_HELP)]
     Diff {
-        /// A hash or unique prefix
+        /// A recipe name, a recipe file, or a hash or unique prefix
         a: String,
-        /// A hash or unique prefix
+        /// A recipe name, a recipe file, or a hash or unique prefix
         b: String,
     },
     /// Run a bottle: network, bundle, guest, chown, provision, the agent; then tear it all down
+    ///
+    /// A recipe file is built first (or found in the store).
+    #[command(after_help = TARGET_HELP)]
     Run {
-        /// A hash (or unique prefix) of a store entry, or a recipe file to build first
+        /// A recipe name, a recipe file (built first), or a hash or unique prefix
         target: String,
         /// The pool the run's subnets are carved from (in /28s)
         #[arg(long, env = "BOTTLE_SUBNET_POOL", default_value = crate::run::network::DEFAULT_POOL, value_name = "CIDR")]
@@ -133,13 +187,33 @@ pub enum Command {
         #[arg(last = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Check what a run needs here: engine, KVM, disk, and a TARGET's tokens, keys and
+    /// known_hosts
+    ///
+    /// Every problem is listed at once, each with its fix; exits 1 if there is any. Without a
+    /// TARGET only the machine is checked. `bottle run` makes the same checks before it builds
+    /// or creates anything. `--json` prints a list of {check, ok, detail, problem, fix}.
+    #[command(after_help = TARGET_HELP)]
+    Doctor {
+        /// A recipe name, a recipe file, or a hash or unique prefix; none: the machine only
+        target: Option<String>,
+    },
     /// List the runs of this store (live, and stale ones a killed run left)
     Ps,
     /// Run a command in a live run's guest, as its user, with the whole guest env
+    ///
+    /// `bottle exec RUN ls -la` and `bottle exec RUN -- ls -la` are the same: everything after
+    /// RUN is the command.
     Exec {
         /// A run id or unique prefix (`bottle ps`)
         run: String,
-        #[arg(last = true, required = true, value_name = "CMD")]
+        /// The command and its arguments
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "CMD"
+        )]
         command: Vec<String>,
     },
     /// Print a run's audit log: one line per request the guest made (also after the run
@@ -228,10 +302,16 @@ pub enum Command {
         /// trusted-public-keys
         #[arg(long, value_name = "PUBKEY")]
         trust: Vec<String>,
-        /// Accept an entry no trusted key signed (its bytes are still checked against its hash
-        /// and records)
+        /// Accept an entry no trusted key signed: its manifest, records, config and every byte
+        /// are still checked against its hash, but the cache chooses the guest's and the
+        /// bundle's image archives
         #[arg(long)]
         no_check_sigs: bool,
+    },
+    /// Print a shell completion script: `bottle completions bash > ~/.local/share/bash-completion/completions/bottle`
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
     },
     /// Signing keys for pushes
     Key {

@@ -2,13 +2,41 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde_json::json;
 
 use super::{Global, Outcome, interrupted, keyed, out, print_json};
-use crate::builder;
+use crate::builder::{self, Built};
+use crate::hash::Keys;
+use crate::plan::Planned;
 use crate::progress::Progress;
 use crate::store::Store;
+
+/// Builds (or finds) the entry and records it as the newest of its recipe name, so `bottle gc`
+/// keeps it until a newer build of the name. `None` when SIGINT or SIGTERM came first: the
+/// build future is dropped, which closes the engine's build request (the engine then stops
+/// the build and removes its containers), the spinners are cleared, and nothing is stored.
+pub(super) async fn build_interruptible(
+    g: &Global,
+    store: &Store,
+    planned: &Planned,
+    keys: &Keys,
+    progress: &Progress,
+) -> Result<Option<Built>> {
+    let built = tokio::select! {
+        r = builder::build(store, planned, keys, progress) => r?,
+        _ = interrupted() => {
+            progress.clear();
+            if g.quiet == 0 {
+                eprintln!("interrupted; nothing was added to the store");
+            }
+            return Ok(None);
+        }
+    };
+    // Under the build's gc guard, so gc cannot come between the build and the record.
+    store.set_latest(&built.manifest.name, &built.hash)?;
+    Ok(Some(built))
+}
 
 pub async fn build(
     g: &Global,
@@ -22,9 +50,8 @@ pub async fn build(
     let (planned, keys) = keyed(recipe, pure, g)?;
     // As Nix substitutes: what a cache has (signed by a trusted key) is pulled, not built.
     super::share::substitute(g, store, &keys.hash()).await?;
-    let built = tokio::select! {
-        r = builder::build(store, &planned, &keys, &progress) => r?,
-        _ = interrupted() => bail!("interrupted; nothing was added to the store"),
+    let Some(built) = build_interruptible(g, store, &planned, &keys, &progress).await? else {
+        return Ok(Outcome::Interrupted);
     };
     if let Some(name) = root {
         store.add_root(name, &built.hash)?;

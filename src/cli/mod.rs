@@ -1,16 +1,19 @@
 //! The command line: clap definitions ([`args`]) and one function per command over library
-//! calls ([`build`], [`console`], [`inspect`], [`maintain`], [`runs`], [`supervise`]). Results go to stdout
+//! calls ([`build`], [`console`], [`doctor`], [`inspect`], [`maintain`], [`runs`], [`supervise`]); [`target`] reads the
+//! TARGET argument (recipe file, recipe name or hash) of every command. Results go to stdout
 //! (text, or one JSON document under `--json`); progress and messages to stderr. A closed
 //! stdout (`| head`) ends the command quietly.
 
 pub mod args;
 mod build;
 mod console;
+mod doctor;
 mod inspect;
 mod maintain;
 mod runs;
 mod share;
 mod supervise;
+pub mod target;
 
 use std::io::Write;
 use std::path::Path;
@@ -28,6 +31,8 @@ use crate::{plan, recipe};
 pub enum Outcome {
     Success,
     Damaged,
+    /// Interrupted by SIGINT or SIGTERM (exit 130).
+    Interrupted,
     /// The exit code of a guest command (`bottle run`, `bottle exec`).
     Exit(u8),
 }
@@ -52,6 +57,11 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
         Command::Key {
             command: KeyCommand::Generate { name, out },
         } => return share::key_generate(g, name, out),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "bottle", &mut std::io::stdout());
+            return Ok(Outcome::Success);
+        }
         _ => {}
     }
     let store = store_of(g)?;
@@ -63,7 +73,8 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             push,
         } => build::build(g, &store, recipe, *pure, root.as_deref(), push.as_deref()).await,
         Command::Ls => inspect::ls(g, &store),
-        Command::Show { hash } => inspect::show(g, &store, hash),
+        Command::Show { target } => inspect::show(g, &store, target),
+        Command::Rm { target } => maintain::rm(g, &store, target).await,
         Command::Diff { a, b } => inspect::diff(g, &store, a, b),
         Command::Verify { hash } => maintain::verify(g, &store, hash.as_deref()),
         Command::Gc {
@@ -75,12 +86,13 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             keep,
             dry_run,
             remote: None,
-        } => maintain::gc(g, &store, keep, *dry_run),
+        } => maintain::gc(g, &store, keep, *dry_run).await,
         Command::Run {
             target,
             subnet_pool,
             command,
         } => runs::run(g, &store, target, subnet_pool, command).await,
+        Command::Doctor { target } => doctor::doctor(g, &store, target.as_deref()).await,
         Command::Ps => runs::ps(g, &store),
         Command::Exec { run, command } => runs::exec(&store, run, command).await,
         Command::Down { run, all } => runs::down(g, &store, run.as_deref(), *all).await,
@@ -107,7 +119,10 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             trust,
             no_check_sigs,
         } => share::pull(g, &store, hash, from, trust, *no_check_sigs).await,
-        Command::Sidecar(_) | Command::Hash { .. } | Command::Key { .. } => {
+        Command::Sidecar(_)
+        | Command::Hash { .. }
+        | Command::Key { .. }
+        | Command::Completions { .. } => {
             unreachable!("handled above")
         }
     }

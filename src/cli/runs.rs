@@ -1,14 +1,15 @@
 //! `bottle run`, `bottle ps`, `bottle exec` and `bottle down`: the glue to [`crate::run`].
-
-use std::path::Path;
+//! A run is preceded by the preflight checks (`super::doctor::checked`).
 
 use anyhow::{Result, bail};
 
-use super::{Global, Outcome, interrupted, keyed, out, print_json};
-use crate::builder;
+use super::build::build_interruptible;
+use super::target::{self, Target};
+use super::{Global, Outcome, keyed, out, print_json};
+use crate::hash::BuildHash;
 use crate::progress::Progress;
 use crate::run::{self, ops};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub async fn run(
     g: &Global,
@@ -17,18 +18,29 @@ pub async fn run(
     subnet_pool: &str,
     command: &[String],
 ) -> Result<Outcome> {
-    let path = Path::new(target);
-    let (hash, build_guard) = if target.ends_with(".toml") || path.is_file() {
-        let progress = Progress::new(g.quiet > 0 || g.json, g.no_progress);
-        let (planned, keys) = keyed(path, false, g)?;
-        super::share::substitute(g, store, &keys.hash()).await?;
-        let built = tokio::select! {
-            r = builder::build(store, &planned, &keys, &progress) => r?,
-            _ = interrupted() => bail!("interrupted; nothing was added to the store"),
-        };
-        (built.hash, built.guard)
-    } else {
-        (resolve_or_substitute(g, store, target).await?, None)
+    let (hash, build_guard) = match resolve_or_substitute(g, store, target).await? {
+        Target::Recipe(path) => {
+            let progress = Progress::new(g.quiet > 0 || g.json, g.no_progress);
+            let (planned, keys) = keyed(&path, false, g)?;
+            // Checked before anything is built, pulled or created.
+            let entry = store.load(&keys.hash()).ok();
+            let needs = crate::preflight::Needs::of_plan(&planned, &path, entry.as_ref());
+            super::doctor::checked(store, &needs).await?;
+            super::share::substitute(g, store, &keys.hash()).await?;
+            let built = build_interruptible(g, store, &planned, &keys, &progress).await?;
+            let Some(built) = built else {
+                return Ok(Outcome::Interrupted);
+            };
+            (built.hash, built.guard)
+        }
+        Target::Entry(hash) => {
+            // Checked before anything is created; an entry that cannot be read is refused by
+            // the run itself, with its own message.
+            if let Ok(entry) = store.load(&hash) {
+                super::doctor::checked(store, &crate::preflight::Needs::of_entry(&entry)).await?;
+            }
+            (hash, None)
+        }
     };
     let report = run::run(
         store,
@@ -37,6 +49,7 @@ pub async fn run(
             subnet_pool: subnet_pool.to_string(),
             command: command.to_vec(),
             quiet: g.quiet > 0 || g.json,
+            no_progress: g.no_progress,
             build_guard,
         },
     )
@@ -47,22 +60,19 @@ pub async fn run(
     Ok(Outcome::Exit(run::exit_code(report.exit_code as i64)))
 }
 
-/// A hash of the store; a full hash it lacks is pulled from the substituters first.
-async fn resolve_or_substitute(
-    g: &Global,
-    store: &Store,
-    target: &str,
-) -> Result<crate::hash::BuildHash> {
-    match store.resolve(target) {
-        Err(crate::store::StoreError::Unknown { .. }) => {
-            if let Some(hash) = crate::hash::BuildHash::parse(target.trim())
+/// What `target` names (`cli::target`); a full hash the store lacks is pulled from the
+/// substituters first.
+async fn resolve_or_substitute(g: &Global, store: &Store, input: &str) -> Result<Target> {
+    match target::resolve(store, input) {
+        Err(e) if matches!(e.downcast_ref(), Some(StoreError::Unknown { .. })) => {
+            if let Some(hash) = BuildHash::parse(input.trim())
                 && super::share::substitute(g, store, &hash).await?
             {
-                return Ok(hash);
+                return Ok(Target::Entry(hash));
             }
-            Ok(store.resolve(target)?)
+            Err(e)
         }
-        other => Ok(other?),
+        other => other,
     }
 }
 

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::{
     DEFAULT_MAX_PUSH_BYTES, DlpRulePlan, HostTarget, NetworkPlan, Resolver, RoutePlan,
-    UpstreamPlan, is_slug,
+    UpstreamPlan, UpstreamSource, is_slug,
 };
 use crate::recipe::{self, RecipeError};
 
@@ -160,15 +160,7 @@ impl Resolver<'_> {
                     "two git-gate upstreams with this name; names must be unique",
                 ));
             }
-            if u.url.get_ref().trim().is_empty() {
-                return Err(recipe.error_at(u.url.span(), "url must not be empty"));
-            }
-            if u.identity.get_ref().trim().is_empty() {
-                return Err(recipe.error_at(
-                    u.identity.span(),
-                    "identity must be the host path of an SSH key",
-                ));
-            }
+            let source = self.upstream_source(up)?;
             let mut branches = match &u.branches {
                 Some(b) => {
                     if b.get_ref().is_empty()
@@ -196,13 +188,7 @@ impl Resolver<'_> {
             };
             upstreams.push(UpstreamPlan {
                 name: u.name.get_ref().clone(),
-                url: u.url.get_ref().trim().to_string(),
-                identity: u.identity.get_ref().trim().to_string(),
-                known_hosts: u
-                    .known_hosts
-                    .as_ref()
-                    .map(|k| k.get_ref().trim().to_string())
-                    .unwrap_or_else(|| "~/.ssh/known_hosts".to_string()),
+                source,
                 branches,
                 tags: u.tags,
                 max_push_bytes,
@@ -210,5 +196,114 @@ impl Resolver<'_> {
         }
         upstreams.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(upstreams)
+    }
+
+    /// An upstream's `url` (with its `identity` and `known_hosts`) or its `path`: exactly one.
+    fn upstream_source(
+        &self,
+        up: &Spanned<recipe::Upstream>,
+    ) -> Result<UpstreamSource, RecipeError> {
+        let (recipe, u) = (self.recipe, up.get_ref());
+        let name = u.name.get_ref();
+        match (&u.url, &u.path) {
+            (Some(url), None) => {
+                if url.get_ref().trim().is_empty() {
+                    return Err(recipe.error_at(url.span(), "url must not be empty"));
+                }
+                let identity = u.identity.as_ref().ok_or_else(|| {
+                    recipe.error_at(
+                        up.span(),
+                        format!(
+                            "upstream {name:?} has a url and no identity; add identity = \"~/.ssh/KEY\" (the host path of its SSH deploy key)"
+                        ),
+                    )
+                })?;
+                if identity.get_ref().trim().is_empty() {
+                    return Err(recipe.error_at(
+                        identity.span(),
+                        "identity must be the host path of an SSH key",
+                    ));
+                }
+                Ok(UpstreamSource::Ssh {
+                    url: url.get_ref().trim().to_string(),
+                    identity: identity.get_ref().trim().to_string(),
+                    known_hosts: u
+                        .known_hosts
+                        .as_ref()
+                        .map(|k| k.get_ref().trim().to_string())
+                        .unwrap_or_else(|| "~/.ssh/known_hosts".to_string()),
+                })
+            }
+            (None, Some(path)) => {
+                let p = path.get_ref().trim();
+                if !(p.starts_with('/') || p.starts_with("~/")) {
+                    return Err(recipe.error_at(
+                        path.span(),
+                        "path must be the host path of a git repository, absolute or under ~/, such as \"~/src/project\"",
+                    ));
+                }
+                for (key, given) in [("identity", &u.identity), ("known_hosts", &u.known_hosts)] {
+                    if let Some(g) = given {
+                        return Err(recipe.error_at(
+                            g.span(),
+                            format!(
+                                "upstream {name:?} is a repository on the host (path): it takes no {key}; remove it"
+                            ),
+                        ));
+                    }
+                }
+                Ok(UpstreamSource::Local {
+                    path: p.to_string(),
+                })
+            }
+            (Some(url), Some(_)) => Err(recipe.error_at(
+                url.span(),
+                format!(
+                    "upstream {name:?} has both url and path; keep one: url for an SSH remote, path for a repository on this machine"
+                ),
+            )),
+            (None, None) => Err(recipe.error_at(
+                up.span(),
+                format!(
+                    "upstream {name:?} has neither url nor path; add url = \"git@host:repo.git\" (with identity) or path = \"~/src/project\""
+                ),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An SSH upstream serializes as it did before `path` existed: built entries keep their hash.
+    #[test]
+    fn an_ssh_upstream_keeps_its_encoding_and_a_local_one_names_its_path() {
+        let mut up = UpstreamPlan {
+            name: "o".into(),
+            source: UpstreamSource::Ssh {
+                url: "u".into(),
+                identity: "i".into(),
+                known_hosts: "k".into(),
+            },
+            branches: vec!["b".into()],
+            tags: false,
+            max_push_bytes: 1,
+        };
+        let text = serde_json::to_string(&up).unwrap();
+        assert_eq!(
+            text,
+            r#"{"name":"o","url":"u","identity":"i","known_hosts":"k","branches":["b"],"tags":false,"max_push_bytes":1}"#
+        );
+        assert_eq!(serde_json::from_str::<UpstreamPlan>(&text).unwrap(), up);
+        up.source = UpstreamSource::Local {
+            path: "~/src/p".into(),
+        };
+        let text = serde_json::to_string(&up).unwrap();
+        assert_eq!(
+            text,
+            r#"{"name":"o","path":"~/src/p","branches":["b"],"tags":false,"max_push_bytes":1}"#
+        );
+        assert_eq!(serde_json::from_str::<UpstreamPlan>(&text).unwrap(), up);
     }
 }

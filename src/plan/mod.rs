@@ -8,7 +8,7 @@
 //! environment variable and identity keys by their host path.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -17,6 +17,7 @@ pub use crate::recipe::is_slug;
 use crate::recipe::{self, Backend, Recipe, RecipeError, SmolvmStart};
 
 mod daemons;
+mod paths;
 mod provision;
 
 /// Guest env names the bottle sets itself (the placeholder credential, telemetry off, the
@@ -170,16 +171,34 @@ pub struct GitGatePlan {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UpstreamPlan {
     pub name: String,
-    pub url: String,
-    /// A host path, as written (a leading `~/` is expanded at run time). Never read at build.
-    pub identity: String,
-    /// A host path, as written; `~/.ssh/known_hosts` unless the recipe names one.
-    pub known_hosts: String,
+    /// Where the upstream is (its fields inline: `url`, `identity`, `known_hosts`, or `path`).
+    #[serde(flatten)]
+    pub source: UpstreamSource,
     /// Patterns of the branches a push may update (`*` matches within a path segment, `**`
     /// across); sorted.
     pub branches: Vec<String>,
     pub tags: bool,
     pub max_push_bytes: u64,
+}
+
+/// Where a git-gate upstream is. Host paths are kept as written (a leading `~/` is expanded
+/// at run time) and never read at build time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum UpstreamSource {
+    /// Over SSH, with an identity key mounted into the bundle.
+    Ssh {
+        url: String,
+        /// A host path.
+        identity: String,
+        /// A host path; `~/.ssh/known_hosts` unless the recipe names one.
+        known_hosts: String,
+    },
+    /// A repository on the host, served to the bundle by `bottle run` on a socket.
+    Local {
+        /// A host path.
+        path: String,
+    },
 }
 
 /// The default of `max_push_bytes`: 100 MiB.
@@ -415,7 +434,7 @@ impl Resolver<'_> {
             let dockerfile = self.file(df)?;
             let context = match &src.context {
                 Some(c) => self.dir(c)?,
-                None => parent_rel(&dockerfile),
+                None => paths::parent_rel(&dockerfile),
             };
             return Ok(ImagePlan::Dockerfile {
                 dockerfile,
@@ -471,83 +490,6 @@ impl Resolver<'_> {
                 format!("{what} must be the NAME of an environment variable (letters, digits, '_'), not its value"),
             ))
         }
-    }
-
-    /// A path relative to the recipe's folder, checked to stay inside it.
-    fn rel(&self, s: &Spanned<String>) -> Result<String, RecipeError> {
-        let raw = s.get_ref();
-        let p = Path::new(raw);
-        let outside = || {
-            self.recipe.error_at(
-                s.span(),
-                format!(
-                    "path {raw:?} leaves the recipe's folder {}; inputs must live beside the recipe so the hash can pin them: move the file under that folder",
-                    self.root.display()
-                ),
-            )
-        };
-        if p.is_absolute() {
-            return Err(outside());
-        }
-        let mut parts: Vec<String> = Vec::new();
-        for c in p.components() {
-            match c {
-                Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    if parts.pop().is_none() {
-                        return Err(outside());
-                    }
-                }
-                _ => return Err(outside()),
-            }
-        }
-        let rel = parts.join("/");
-        // A symlink may still lead out of the folder.
-        if let Ok(real) = std::fs::canonicalize(self.root.join(&rel))
-            && !real.starts_with(self.root)
-        {
-            return Err(outside());
-        }
-        Ok(rel)
-    }
-
-    fn file(&self, s: &Spanned<String>) -> Result<String, RecipeError> {
-        let rel = self.rel(s)?;
-        let host = self.root.join(&rel);
-        if !host.is_file() {
-            return Err(self.recipe.error_at(
-                s.span(),
-                format!(
-                    "input file {} does not exist (or is not a file); create it or fix the path",
-                    host.display()
-                ),
-            ));
-        }
-        Ok(rel)
-    }
-
-    fn dir(&self, s: &Spanned<String>) -> Result<String, RecipeError> {
-        let rel = self.rel(s)?;
-        let host = if rel.is_empty() {
-            self.root.to_path_buf()
-        } else {
-            self.root.join(&rel)
-        };
-        if !host.is_dir() {
-            return Err(self.recipe.error_at(
-                s.span(),
-                format!("input folder {} does not exist (or is not a folder); create it or fix the path", host.display()),
-            ));
-        }
-        Ok(rel)
-    }
-}
-
-fn parent_rel(rel: &str) -> String {
-    match rel.rfind('/') {
-        Some(i) => rel[..i].to_string(),
-        None => String::new(),
     }
 }
 

@@ -15,6 +15,7 @@ use super::network;
 use super::record::Resource;
 use super::steps::{Ctx, tracked};
 use super::undo::UndoStack;
+use super::upstreams;
 use crate::manifest::MountSource;
 use crate::plan::HostTarget;
 use crate::runtime::docker_run::{self as engine, Bind, ContainerSpec};
@@ -77,6 +78,7 @@ pub async fn start_bundle(
             })
             .collect(),
     };
+    serve_local_upstreams(ctx, undo)?;
     let archive = ctx.entry.bundle.path(&ctx.entry.bundle.image().archive);
     let (docker, n) = (ctx.docker.clone(), name.clone());
     let create =
@@ -109,6 +111,21 @@ pub async fn start_bundle(
     wait_ready(ctx, &name, &probe_net, &ports).await
 }
 
+/// The local git-gate upstreams, served on their sockets (in the folder the bundle mounts)
+/// until the run's undo stops them, after the bundle is gone.
+fn serve_local_upstreams(ctx: &Ctx, undo: &mut UndoStack) -> Result<()> {
+    if ctx.local_upstreams.is_empty() {
+        return Ok(());
+    }
+    let dir = ctx.run_dir.join(crate::sidecar::git_gate::LOCAL_RUN_DIR);
+    let served = upstreams::serve(&ctx.local_upstreams, &dir)?;
+    undo.push("stop serving the local git-gate upstreams", async move {
+        served.stop().await;
+        Ok(())
+    });
+    Ok(())
+}
+
 /// The secrets the bundle needs, read from bottle's own environment, as the JSON object the
 /// sidecar reads on its stdin; `None` when it needs none.
 fn secrets(names: &[String]) -> Result<Option<Vec<u8>>> {
@@ -118,6 +135,9 @@ fn secrets(names: &[String]) -> Result<Option<Vec<u8>>> {
     let mut values = std::collections::BTreeMap::new();
     for name in names {
         match std::env::var(name) {
+            Ok(value) if value.trim().is_empty() => bail!(
+                "the bundle needs {name} from bottle's environment (the recipe's egress routes send it upstream), and it is empty: export {name}=... (the token itself) and run again"
+            ),
             Ok(value) => {
                 values.insert(name.clone(), value);
             }
@@ -139,7 +159,7 @@ fn binds(ctx: &Ctx) -> Result<Vec<Bind>> {
             MountSource::Config(p) => ctx.entry.config.path(p),
             MountSource::Ca(f) => ca_dir(ctx).join(f),
             MountSource::Host(h) => {
-                let path = expand_home(h)?;
+                let path = crate::files::expand_home(h)?;
                 if !path.exists() {
                     bail!(
                         "the bundle mounts {} at {}, and it does not exist; create it or fix the recipe",
@@ -206,15 +226,5 @@ async fn wait_ready(ctx: &Ctx, name: &str, network: &str, ports: &[u16]) -> Resu
         }
         waiting = still;
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn expand_home(p: &str) -> Result<PathBuf> {
-    if let Some(rest) = p.strip_prefix("~/") {
-        let home = std::env::var_os("HOME")
-            .context("the recipe names a path under ~/ and HOME is not set")?;
-        Ok(PathBuf::from(home).join(rest))
-    } else {
-        Ok(PathBuf::from(p))
     }
 }

@@ -1,7 +1,8 @@
 //! Run: bring a bottle up from its store entry, run the agent, always tear it down.
 //!
 //! `bottle run HASH` opens the entry through the store, which checks every link from the hash
-//! to each file it uses (`store::Store::open`), pins it so `bottle gc` leaves it alone, chooses
+//! to each file it uses (`store::Store::open`), checks its local git-gate upstreams are
+//! repositories ([`upstreams::check`]), pins it so `bottle gc` leaves it alone, chooses
 //! the run-time values ([`names`], [`network`]: run id, subnets, bundle IP, names), writes the
 //! run record ([`record`]) before creating anything, mints the run's CAs ([`ca`]) into the
 //! run's folder, then runs these steps, each named in its errors ("bottle run: step 'chown'
@@ -11,7 +12,7 @@
 //! | --- | --- | --- |
 //! | `network` ([`network`]) | an internal network (the guest's; pinned subnet, no host address on it) and an outbound bridge (the bundle's way out) | one bridge with a pinned subnet |
 //! | `image load` | bundle and guest image, each by id: loaded from its component only when the engine lacks it | the bundle image |
-//! | `bundle start` ([`bundle`]) | the bundle at `.2` of the guest's network, with the spec's daemons, env (token values from bottle's own environment, in the create body only) and mounts | same |
+//! | `bundle start` ([`bundle`]) | the local git-gate upstreams served on their sockets ([`upstreams`]); the bundle at `.2` of the guest's network, with the spec's daemons, env (token values from bottle's own environment, in the create body only) and mounts | same |
 //! | `guest create`, `guest start`, `chown` ([`guest`]) | a container of the guest image on the internal network only, kept alive by a shell loop, with the guest env; `chown -R USER:USER HOME` as root | `machine create --image ARCHIVE` or `--from PACK`, `--allow-cidr BUNDLE_IP/32`, `-e K=V` for the guest env; `machine start`; the chown |
 //! | `provision` ([`provision`]) | the run's CA (at the trust-trio path and in the trust store when the guest has one), prompt, skills, git identity and remotes, supervise client config | same, by `machine cp` |
 //! | `command` | the agent command (or the CMD after `--`) as the guest user in its home, attached to the terminal | same |
@@ -38,6 +39,7 @@ pub mod record;
 mod steps;
 pub mod supervise;
 pub mod undo;
+pub mod upstreams;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -68,6 +70,8 @@ pub struct RunOptions {
     pub command: Vec<String>,
     /// No step lines on stderr.
     pub quiet: bool,
+    /// Plain lines instead of progress bars (`--no-progress`), e.g. for the image load.
+    pub no_progress: bool,
     /// Held by a build that just made the entry: released once the run has pinned it.
     pub build_guard: Option<GcGuard>,
 }
@@ -150,6 +154,8 @@ async fn prepare(store: &Store, hash: &BuildHash, opts: &mut RunOptions) -> Resu
         GuestBackend::Smolvm => Some(Smolvm::locate()?),
         GuestBackend::Docker => None,
     };
+    // A local upstream that is not a repository is refused before anything is created.
+    let local_upstreams = upstreams::check(&loaded.config_key().git_gate.upstreams).await?;
     let run_id = names::new_run_id();
     let record = record::new_record(
         &run_id,
@@ -182,11 +188,13 @@ async fn prepare(store: &Store, hash: &BuildHash, opts: &mut RunOptions) -> Resu
         docker,
         smolvm,
         quiet: opts.quiet,
+        progress: crate::progress::Progress::new(opts.quiet, opts.no_progress),
         run_dir: record::run_dir(store, &run_id),
         record: Mutex::new(record),
         active: Mutex::new(Vec::new()),
         timings: Mutex::new(Vec::new()),
         images_loaded: Mutex::new(Vec::new()),
+        local_upstreams,
         entry,
     };
     ctx.say(format!(
@@ -324,14 +332,32 @@ async fn bring_up(ctx: &Ctx, stacks: &mut Stacks) -> Result<Live> {
     Ok(Live { guest, env })
 }
 
-/// The bundle's image and a docker guest's, each loaded only when the engine lacks it.
+/// The bundle's image and a docker guest's, each loaded only when the engine lacks it, with
+/// a bar of the bytes sent (or a line when they end).
 async fn load_images(ctx: &Ctx, docker_guest: bool) -> Result<Vec<String>> {
     let (b, g) = (&ctx.entry.bundle, &ctx.entry.guest);
-    let bundle_archive = b.path(&b.image().archive);
-    let bundle = engine::ensure_image(&ctx.docker, &b.image().id, &bundle_archive);
+    let load = |what: &'static str, id: String, archive: std::path::PathBuf| async move {
+        if ctx.docker.inspect_image(&id).await.is_ok() {
+            return Ok(false);
+        }
+        let size = std::fs::metadata(&archive).map(|m| m.len()).ok();
+        let step = ctx.progress.step(what);
+        let meter = step.meter("sent to the engine", size);
+        step.finish(engine::ensure_image_metered(&ctx.docker, &id, &archive, Some(meter)).await)
+    };
+    let bundle = load(
+        "bundle image",
+        b.image().id.clone(),
+        b.path(&b.image().archive),
+    );
     let guest = async {
         if docker_guest {
-            engine::ensure_image(&ctx.docker, &g.image().id, &g.path(&g.image().archive)).await
+            load(
+                "guest image",
+                g.image().id.clone(),
+                g.path(&g.image().archive),
+            )
+            .await
         } else {
             Ok(false)
         }

@@ -24,6 +24,7 @@ use super::names::Names;
 use super::network::SubnetPool;
 use super::record::{Resource, RunRecord};
 use super::undo::{UndoFuture, UndoStack};
+use super::upstreams::LocalRepo;
 use crate::runtime::docker_run::Labels;
 use crate::runtime::smolvm::Smolvm;
 use crate::store::{Entry, Store};
@@ -51,6 +52,8 @@ pub struct Ctx {
     pub docker: Docker,
     pub smolvm: Option<Smolvm>,
     pub quiet: bool,
+    /// Bars (or lines) for the long steps, such as loading an image.
+    pub progress: crate::progress::Progress,
     /// The run's folder (`runs/RUNID`): its record, CA and mounted folders.
     pub run_dir: PathBuf,
     /// The run record; steps running at once add to it.
@@ -60,6 +63,8 @@ pub struct Ctx {
     /// Step name → milliseconds, as they finish.
     pub timings: Mutex<Vec<(String, u128)>>,
     pub images_loaded: Mutex<Vec<String>>,
+    /// The local git-gate upstreams, checked before anything was created.
+    pub local_upstreams: Vec<LocalRepo>,
 }
 
 impl Ctx {

@@ -124,6 +124,16 @@ pub async fn remove_network(docker: &Docker, name: &str) -> Result<()> {
 /// Makes sure the engine holds image `id`, loading `archive` only when it does not. Returns
 /// whether it loaded.
 pub async fn ensure_image(docker: &Docker, id: &str, archive: &Path) -> Result<bool> {
+    ensure_image_metered(docker, id, archive, None).await
+}
+
+/// [`ensure_image`], counting the bytes sent on `meter`.
+pub async fn ensure_image_metered(
+    docker: &Docker,
+    id: &str,
+    archive: &Path,
+    meter: Option<crate::progress::Meter>,
+) -> Result<bool> {
     match docker.inspect_image(id).await {
         Ok(_) => return Ok(false),
         Err(e) if is_not_found(&e) => {}
@@ -132,7 +142,11 @@ pub async fn ensure_image(docker: &Docker, id: &str, archive: &Path) -> Result<b
     let file = tokio::fs::File::open(archive)
         .await
         .with_context(|| format!("cannot open image archive {}", archive.display()))?;
-    let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+    let mut chunks = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).boxed();
+    if let Some(meter) = meter {
+        chunks = meter.count(chunks);
+    }
+    let body = bollard::body_try_stream(chunks);
     let mut stream = docker.import_image(ImportImageOptionsBuilder::new().build(), body, None);
     while let Some(item) = stream.next().await {
         item.map_err(|e| anyhow!("cannot load {}: {e}", archive.display()))?;

@@ -5,4 +5,5 @@ pub mod docker;
 pub mod docker_exec;
 pub mod docker_run;
 pub mod guest;
+pub mod images;
 pub mod smolvm;

@@ -1,13 +1,21 @@
 //! The caches themselves: a few operations on objects named by `/`-separated keys — get,
-//! put, head, list, delete — over a folder ([`FileCache`]), a plain HTTP server
-//! (`HttpCache`) or an S3 bucket (`S3Cache`). Errors say whether they are worth a retry
-//! ([`CacheError::transient`]); [`Cache::retry`] retries those with backoff.
+//! put, head, list, delete — over a folder ([`FileCache`](super::file::FileCache)), a plain
+//! HTTP server (`HttpCache`) or an S3 bucket (`S3Cache`).
+//!
+//! Every get is bounded ([`Bound`]): a chunk by the size its chunk list gives, the other
+//! objects by a fixed cap. A body is read as it arrives and the read stops the moment it
+//! passes its bound, so what a pull holds in memory does not follow what a server sends; a
+//! body with no bytes for [`STALL`] is a stall, named with the object and the server.
+//!
+//! Errors say whether they are worth a retry ([`CacheError::transient`]); [`Cache::retry`]
+//! retries those with backoff until [`RETRY_BUDGET`] has passed since the first try.
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 
+use super::file::FileCache;
 use super::url::CacheUrl;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,8 +24,156 @@ pub struct CacheError {
     pub url: String,
     pub key: String,
     pub message: String,
-    /// Worth another try (a refused connection, a 5xx, a timeout).
+    /// Worth another try (a refused connection, a 5xx, a timeout, a stall).
     pub transient: bool,
+    /// The object passed its [`Bound`]: the cache serves something it should not.
+    pub oversize: bool,
+    /// No connection could be made: tried again only within [`UNREACHABLE_BUDGET`], so a
+    /// substituter that is down costs a build seconds, not minutes.
+    pub unreachable: bool,
+}
+
+impl CacheError {
+    pub fn new(url: &str, key: &str, message: String, transient: bool) -> CacheError {
+        CacheError {
+            url: url.to_string(),
+            key: key.to_string(),
+            message,
+            transient,
+            oversize: false,
+            unreachable: false,
+        }
+    }
+}
+
+/// The most bytes a get reads of an object, and what that bound is, for the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub max: u64,
+    pub of: &'static str,
+}
+
+impl Bound {
+    /// An entry's manifest (`entries/HASH.json`): a few hundred bytes in practice.
+    pub const MANIFEST: Bound = Bound {
+        max: 1 << 20,
+        of: "a manifest (1 MiB)",
+    };
+    /// A component's `record.json`: one line per file, a few KiB in practice.
+    pub const RECORD: Bound = Bound {
+        max: 8 << 20,
+        of: "a record (8 MiB)",
+    };
+    /// An entry's signatures (`entries/HASH.sig`): about 130 bytes per key.
+    pub const SIGNATURES: Bound = Bound {
+        max: 64 << 10,
+        of: "a signature file (64 KiB)",
+    };
+    /// A component's `chunks.json`: about 90 bytes per chunk, so 64 MiB lists some 45 GiB
+    /// of files at the smallest chunks.
+    pub const CHUNK_LIST: Bound = Bound {
+        max: 64 << 20,
+        of: "a chunk list (64 MiB)",
+    };
+    /// A lease under `locks/`: an id and a time.
+    pub const LEASE: Bound = Bound {
+        max: 4 << 10,
+        of: "a lease (4 KiB)",
+    };
+    /// One page of a folder listing (nginx's JSON autoindex).
+    pub const LISTING: Bound = Bound {
+        max: 64 << 20,
+        of: "a folder listing (64 MiB)",
+    };
+
+    /// A chunk: exactly the size its chunk list gives.
+    pub fn chunk(size: u64) -> Bound {
+        Bound {
+            max: size,
+            of: "this chunk (the size its chunk list gives)",
+        }
+    }
+
+    /// The message of an object that passed this bound.
+    pub fn passed(&self, got: Option<u64>) -> String {
+        let got = match got {
+            Some(n) => format!("{n} bytes"),
+            None => "more".to_string(),
+        };
+        format!(
+            "the server sent {got} where at most {} bytes are accepted, the bound of {}; the read stopped there",
+            self.max, self.of
+        )
+    }
+}
+
+/// A body with no bytes for this long is a stall: named, and tried again.
+pub const STALL: Duration = Duration::from_secs(30);
+/// How long transient failures of one operation are tried again, from its first try.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(180);
+/// How long a server no connection can be made to is tried again.
+pub const UNREACHABLE_BUDGET: Duration = Duration::from_secs(15);
+/// The longest wait between two tries.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub(super) enum BodyError {
+    /// Past its bound: how many bytes were announced, when the server said.
+    TooLarge(Option<u64>),
+    Stalled,
+    Cut(String),
+}
+
+impl BodyError {
+    /// As a cache error for `key` on `url`.
+    pub(super) fn into_cache_error(self, url: &str, key: &str, bound: Bound) -> CacheError {
+        match self {
+            BodyError::TooLarge(n) => CacheError {
+                oversize: true,
+                ..CacheError::new(url, key, bound.passed(n), false)
+            },
+            BodyError::Stalled => CacheError::new(
+                url,
+                key,
+                format!("stalled: no bytes from the server for {}s", STALL.as_secs()),
+                true,
+            ),
+            BodyError::Cut(e) => {
+                CacheError::new(url, key, format!("response body cut off: {e}"), true)
+            }
+        }
+    }
+}
+
+/// Reads a body as it arrives, up to `bound`: refuses an announced length past it at once,
+/// stops the moment the bytes pass it, and names a stall of [`STALL`].
+pub(super) async fn read_bounded<S, E>(
+    mut body: S,
+    announced: Option<u64>,
+    bound: Bound,
+) -> Result<Bytes, BodyError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    if let Some(n) = announced.filter(|n| *n > bound.max) {
+        return Err(BodyError::TooLarge(Some(n)));
+    }
+    let mut buf = BytesMut::with_capacity(announced.unwrap_or(0).min(bound.max) as usize);
+    loop {
+        match tokio::time::timeout(STALL, body.next()).await {
+            Err(_) => return Err(BodyError::Stalled),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(BodyError::Cut(e.to_string())),
+            Ok(Some(Ok(b))) => {
+                if buf.len() as u64 + b.len() as u64 > bound.max {
+                    return Err(BodyError::TooLarge(None));
+                }
+                buf.extend_from_slice(&b);
+            }
+        }
+    }
 }
 
 /// A cache to push to and pull from.
@@ -28,12 +184,10 @@ pub enum Cache {
     S3(super::s3::S3Cache),
 }
 
-const ATTEMPTS: u32 = 5;
-
 impl Cache {
     pub fn open(url: &CacheUrl, s3: &super::config::S3Options) -> Result<Cache, CacheError> {
         match url {
-            CacheUrl::File(root) => Ok(Cache::File(FileCache { root: root.clone() })),
+            CacheUrl::File(root) => Ok(Cache::File(FileCache::new(root.clone()))),
             CacheUrl::Http { base } => {
                 Ok(Cache::Http(Box::new(super::http::HttpCache::new(base)?)))
             }
@@ -48,19 +202,20 @@ impl Cache {
 
     pub fn url(&self) -> String {
         match self {
-            Cache::File(f) => format!("file://{}", f.root.display()),
+            Cache::File(f) => f.url(),
             Cache::Http(h) => h.base().to_string(),
             Cache::S3(s) => s.url().to_string(),
         }
     }
 
-    /// The object's bytes, or `None` when the cache has no such object.
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+    /// The object's bytes, at most `bound.max` of them, or `None` when the cache has no
+    /// such object.
+    pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Bytes>, CacheError> {
         self.retry(key, || async {
             match self {
-                Cache::File(f) => f.get(key).await,
-                Cache::Http(h) => h.get(key).await,
-                Cache::S3(s) => s.get(key).await,
+                Cache::File(f) => f.get(key, bound).await,
+                Cache::Http(h) => h.get(key, bound).await,
+                Cache::S3(s) => s.get(key, bound).await,
             }
         })
         .await
@@ -88,7 +243,8 @@ impl Cache {
         .await
     }
 
-    /// Every key under `prefix` (which ends with `/`).
+    /// Every key under `prefix` (which ends with `/`), as the server names it: the caller
+    /// checks each against the layout before using it.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
         self.retry(prefix, || async {
             match self {
@@ -111,111 +267,60 @@ impl Cache {
         .await
     }
 
-    /// Runs `op` until it succeeds, fails for good, or [`ATTEMPTS`] tries failed; waits
-    /// 100 ms, 200 ms, 400 ms… between tries.
     async fn retry<T, F, Fut>(&self, key: &str, op: F) -> Result<T, CacheError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, CacheError>>,
     {
-        let mut wait = Duration::from_millis(100);
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Err(e) if e.transient && attempt < ATTEMPTS => {
+        retry_within(RETRY_BUDGET, key, op).await
+    }
+}
+
+/// Runs `op` until it succeeds, fails for good, or `budget` has passed since the first try
+/// with transient failures only ([`UNREACHABLE_BUDGET`] for a server no connection can be
+/// made to); waits 100 ms, 200 ms, 400 ms… (at most 5 s) between tries.
+/// A stall is said at once, on stderr, with the object and the server.
+pub(super) async fn retry_within<T, F, Fut>(
+    budget: Duration,
+    key: &str,
+    op: F,
+) -> Result<T, CacheError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CacheError>>,
+{
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(100);
+    let mut tries = 1;
+    loop {
+        match op().await {
+            Err(e)
+                if e.transient
+                    && started.elapsed() + wait
+                        < if e.unreachable {
+                            budget.min(UNREACHABLE_BUDGET)
+                        } else {
+                            budget
+                        } =>
+            {
+                if e.message.starts_with("stalled") {
+                    tracing::warn!("{e}; trying again");
+                } else {
                     tracing::debug!("{key}: {e}; retrying in {wait:?}");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                    attempt += 1;
                 }
-                Err(mut e) if e.transient => {
-                    e.message = format!("{} (after {ATTEMPTS} tries)", e.message);
-                    return Err(e);
-                }
-                other => return other,
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_WAIT);
+                tries += 1;
             }
-        }
-    }
-}
-
-/// A cache in a folder: each key a file under it; a put appears by one rename.
-#[derive(Debug, Clone)]
-pub struct FileCache {
-    root: PathBuf,
-}
-
-impl FileCache {
-    fn err(&self, key: &str, e: std::io::Error) -> CacheError {
-        CacheError {
-            url: format!("file://{}", self.root.display()),
-            key: key.to_string(),
-            message: e.to_string(),
-            transient: matches!(
-                e.kind(),
-                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
-            ),
-        }
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        match tokio::fs::read(self.root.join(key)).await {
-            Ok(b) => Ok(Some(Bytes::from(b))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(self.err(key, e)),
-        }
-    }
-
-    async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), CacheError> {
-        let path = self.root.join(key);
-        let dir = path.parent().expect("a key names a file").to_path_buf();
-        let bytes = bytes.to_vec();
-        let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let mut tmp = tempfile::Builder::new().prefix(".put-").tempfile_in(&dir)?;
-            std::io::Write::write_all(&mut tmp, &bytes)?;
-            tmp.as_file().sync_all()?;
-            std::fs::set_permissions(
-                tmp.path(),
-                std::os::unix::fs::PermissionsExt::from_mode(0o644),
-            )?;
-            tmp.persist(&path).map_err(|e| e.error)?;
-            Ok(())
-        })
-        .await
-        .expect("the put task does not panic");
-        r.map_err(|e| self.err(key, e))
-    }
-
-    async fn head(&self, key: &str) -> Result<bool, CacheError> {
-        match tokio::fs::metadata(self.root.join(key)).await {
-            Ok(m) => Ok(m.is_file()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(self.err(key, e)),
-        }
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
-        let root = self.root.clone();
-        let start = root.join(prefix);
-        let out = tokio::task::spawn_blocking(move || {
-            walkdir::WalkDir::new(&start)
-                .into_iter()
-                .flatten()
-                .filter(|e| e.file_type().is_file())
-                .filter(|e| !e.file_name().to_string_lossy().starts_with(".put-"))
-                .map(|e| crate::store::rel_path(&root, e.path()))
-                .collect()
-        })
-        .await
-        .expect("the list task does not panic");
-        Ok(out)
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), CacheError> {
-        match tokio::fs::remove_file(self.root.join(key)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.err(key, e)),
+            Err(mut e) if e.transient => {
+                e.message = format!(
+                    "{} (gave up after {tries} tries over {}s)",
+                    e.message,
+                    started.elapsed().as_secs()
+                );
+                return Err(e);
+            }
+            other => return other,
         }
     }
 }
@@ -226,41 +331,31 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn failure(transient: bool) -> CacheError {
-        CacheError {
-            url: "u".into(),
-            key: "k".into(),
-            message: "m".into(),
-            transient,
-        }
+        CacheError::new("u", "k", "m".into(), transient)
     }
 
     #[tokio::test]
-    async fn transient_errors_are_retried_with_backoff_and_final_ones_are_not() {
-        let cache = Cache::File(FileCache {
-            root: "/nonexistent".into(),
-        });
+    async fn transient_errors_are_retried_with_backoff_within_a_budget_and_final_ones_are_not() {
         let tries = AtomicU32::new(0);
-        let started = std::time::Instant::now();
-        let r = cache
-            .retry("k", || async {
-                match tries.fetch_add(1, Ordering::SeqCst) {
-                    0 | 1 => Err(failure(true)),
-                    _ => Ok(7),
-                }
-            })
-            .await;
+        let started = Instant::now();
+        let r = retry_within(RETRY_BUDGET, "k", || async {
+            match tries.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(failure(true)),
+                _ => Ok(7),
+            }
+        })
+        .await;
         assert_eq!(r.unwrap(), 7);
         assert_eq!(tries.load(Ordering::SeqCst), 3);
         // 100 ms, then 200 ms.
         assert!(started.elapsed() >= Duration::from_millis(300));
 
         tries.store(0, Ordering::SeqCst);
-        let r: Result<(), _> = cache
-            .retry("k", || async {
-                tries.fetch_add(1, Ordering::SeqCst);
-                Err(failure(false))
-            })
-            .await;
+        let r: Result<(), _> = retry_within(RETRY_BUDGET, "k", || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err(failure(false))
+        })
+        .await;
         assert!(r.is_err());
         assert_eq!(
             tries.load(Ordering::SeqCst),
@@ -268,14 +363,43 @@ mod tests {
             "a final error is not retried"
         );
 
+        // More than five tries fit in the budget; then it gives up, saying so.
         tries.store(0, Ordering::SeqCst);
-        let r: Result<(), _> = cache
-            .retry("k", || async {
-                tries.fetch_add(1, Ordering::SeqCst);
-                Err(failure(true))
-            })
-            .await;
-        assert!(r.unwrap_err().message.contains("after 5 tries"));
-        assert_eq!(tries.load(Ordering::SeqCst), ATTEMPTS);
+        let r: Result<(), _> = retry_within(Duration::from_secs(4), "k", || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err(failure(true))
+        })
+        .await;
+        let n = tries.load(Ordering::SeqCst);
+        assert!(n > 5, "{n} tries");
+        let e = r.unwrap_err();
+        assert!(e.message.contains(&format!("after {n} tries")), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_body_is_refused_the_moment_it_passes_its_bound() {
+        let bound = Bound::chunk(10);
+        let parts = |n: usize| {
+            futures_util::stream::iter(
+                (0..n).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(b"0123"))),
+            )
+        };
+        let ok = read_bounded(parts(2), None, bound).await.unwrap();
+        assert_eq!(ok.len(), 8);
+        assert!(matches!(
+            read_bounded(parts(3), None, bound).await,
+            Err(BodyError::TooLarge(None))
+        ));
+        // An announced length past the bound: refused before a byte is read.
+        assert!(matches!(
+            read_bounded(parts(0), Some(1 << 30), bound).await,
+            Err(BodyError::TooLarge(Some(n))) if n == 1 << 30
+        ));
+        // A body that never ends is read only up to its bound.
+        let endless = futures_util::stream::repeat_with(|| {
+            Ok::<_, std::io::Error>(Bytes::from_static(&[0u8; 4096]))
+        });
+        let e = read_bounded(endless, None, Bound::chunk(1 << 20)).await;
+        assert!(matches!(e, Err(BodyError::TooLarge(None))));
     }
 }

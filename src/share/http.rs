@@ -1,21 +1,23 @@
 //! A cache on a plain HTTP server: GET and HEAD read, PUT writes, DELETE removes (nginx with
 //! `dav_methods PUT DELETE` and `create_full_put_path on`); listing reads nginx's
 //! `autoindex_format json` pages, folder by folder. HTTP/1.1 with kept-alive connections;
-//! `https://` through [`super::tls`].
+//! `https://` through [`super::tls`]. Every key is sent escaped ([`escape`]); every body is
+//! read as it arrives, up to its bound, and a server silent for [`STALL`] is a stall.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::cache::CacheError;
+use super::cache::{Bound, CacheError, STALL, read_bounded};
 
-/// The longest any one request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest an upload may take, up to the answer's head.
+const PUT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone)]
 pub struct HttpCache {
@@ -29,12 +31,8 @@ impl HttpCache {
         http.set_connect_timeout(Some(Duration::from_secs(10)));
         http.set_nodelay(true);
         http.enforce_http(false);
-        let conn = super::tls::Connector::new(http).map_err(|message| CacheError {
-            url: base.to_string(),
-            key: String::new(),
-            message,
-            transient: false,
-        })?;
+        let conn = super::tls::Connector::new(http)
+            .map_err(|message| CacheError::new(base, "", message, false))?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(conn);
@@ -49,46 +47,91 @@ impl HttpCache {
     }
 
     fn err(&self, key: &str, message: String, transient: bool) -> CacheError {
-        CacheError {
-            url: self.base.clone(),
-            key: key.to_string(),
-            message,
-            transient,
-        }
+        CacheError::new(&self.base, key, message, transient)
     }
 
-    /// Sends one request; returns the status and the whole body.
+    /// Sends one request and waits for the answer's head: at most [`STALL`] for a request
+    /// without a body, [`PUT_TIMEOUT`] for an upload.
     async fn send(
         &self,
         method: Method,
         key: &str,
         body: Bytes,
-    ) -> Result<(StatusCode, Bytes), CacheError> {
-        let uri = format!("{}/{key}", self.base);
+    ) -> Result<hyper::Response<Incoming>, CacheError> {
+        let inside = key
+            .trim_end_matches('/')
+            .split('/')
+            .all(|p| !p.is_empty() && p != "." && p != "..");
+        if !inside {
+            return Err(self.err(
+                key,
+                "a key with an empty, '.' or '..' part would leave the cache's prefix".into(),
+                false,
+            ));
+        }
+        let uri = format!("{}/{}", self.base, escape(key));
+        let wait = if method == Method::PUT {
+            PUT_TIMEOUT
+        } else {
+            STALL
+        };
         let req = Request::builder()
             .method(method)
             .uri(&uri)
             .body(Full::new(body))
             .map_err(|e| self.err(key, format!("bad request: {e}"), false))?;
-        let work = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                let message = chain(&e);
-                // A refused certificate does not get better by asking again.
-                let transient = !message.contains("certificate");
-                self.err(key, format!("request failed: {message}"), transient)
-            })?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.err(key, format!("response body cut off: {e}"), true))?
-                .to_bytes();
-            Ok((status, body))
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, work)
+        let resp = tokio::time::timeout(wait, self.client.request(req))
             .await
-            .map_err(|_| self.err(key, format!("no answer within {REQUEST_TIMEOUT:?}"), true))?
+            .map_err(|_| {
+                self.err(
+                    key,
+                    format!(
+                        "stalled: no answer from the server within {}s",
+                        wait.as_secs()
+                    ),
+                    true,
+                )
+            })?;
+        resp.map_err(|e| {
+            let message = chain(&e);
+            // A refused certificate does not get better by asking again.
+            let transient = !message.contains("certificate");
+            CacheError {
+                unreachable: e.is_connect(),
+                ..self.err(key, format!("request failed: {message}"), transient)
+            }
+        })
+    }
+
+    /// Sends a request whose answer's body does not matter; returns its status.
+    async fn status(
+        &self,
+        method: Method,
+        key: &str,
+        body: Bytes,
+    ) -> Result<StatusCode, CacheError> {
+        let resp = self.send(method, key, body).await?;
+        let status = resp.status();
+        // Read (a little of) the body so the connection can be used again.
+        let _ = read_bounded(resp.into_body().into_data_stream(), None, Bound::LEASE).await;
+        Ok(status)
+    }
+
+    /// A body, read as it arrives up to its bound.
+    async fn body(
+        &self,
+        key: &str,
+        resp: hyper::Response<Incoming>,
+        bound: Bound,
+    ) -> Result<Bytes, CacheError> {
+        let announced = resp
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        read_bounded(resp.into_body().into_data_stream(), announced, bound)
+            .await
+            .map_err(|e| e.into_cache_error(&self.base, key, bound))
     }
 
     fn unexpected(&self, key: &str, status: StatusCode) -> CacheError {
@@ -96,51 +139,55 @@ impl HttpCache {
         self.err(key, format!("the server answered {status}"), transient)
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        match self.send(Method::GET, key, Bytes::new()).await? {
-            (StatusCode::OK, body) => Ok(Some(body)),
-            (StatusCode::NOT_FOUND, _) => Ok(None),
-            (s, _) => Err(self.unexpected(key, s)),
+    pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Bytes>, CacheError> {
+        let resp = self.send(Method::GET, key, Bytes::new()).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(Some(self.body(key, resp, bound).await?)),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(self.unexpected(key, s)),
         }
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), CacheError> {
-        match self.send(Method::PUT, key, bytes).await? {
-            (s, _) if s.is_success() => Ok(()),
-            (StatusCode::METHOD_NOT_ALLOWED, _) => Err(self.err(
+        match self.status(Method::PUT, key, bytes).await? {
+            s if s.is_success() => Ok(()),
+            StatusCode::METHOD_NOT_ALLOWED => Err(self.err(
                 key,
                 "the server does not accept PUT (405): enable it, e.g. nginx `dav_methods PUT DELETE; create_full_put_path on;`".to_string(),
                 false,
             )),
-            (s, _) => Err(self.unexpected(key, s)),
+            s => Err(self.unexpected(key, s)),
         }
     }
 
     pub async fn head(&self, key: &str) -> Result<bool, CacheError> {
-        match self.send(Method::HEAD, key, Bytes::new()).await? {
-            (StatusCode::OK, _) => Ok(true),
-            (StatusCode::NOT_FOUND, _) => Ok(false),
-            (s, _) => Err(self.unexpected(key, s)),
+        match self.status(Method::HEAD, key, Bytes::new()).await? {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(self.unexpected(key, s)),
         }
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
-        match self.send(Method::DELETE, key, Bytes::new()).await? {
-            (s, _) if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
-            (s, _) => Err(self.unexpected(key, s)),
+        match self.status(Method::DELETE, key, Bytes::new()).await? {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            s => Err(self.unexpected(key, s)),
         }
     }
 
-    /// Every key under `prefix`, from nginx's JSON autoindex (`[{"name", "type"}…]`).
+    /// Every key under `prefix`, from nginx's JSON autoindex (`[{"name", "type"}…]`). A name
+    /// is taken as nginx lists it (the file's name on disk): holding a `/` or being `.` or
+    /// `..`, it is skipped; any other name is escaped again whenever it is sent back.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
         let mut out = Vec::new();
         let mut folders = vec![prefix.trim_end_matches('/').to_string()];
         while let Some(dir) = folders.pop() {
             let key = format!("{dir}/");
-            let body = match self.send(Method::GET, &key, Bytes::new()).await? {
-                (StatusCode::OK, body) => body,
-                (StatusCode::NOT_FOUND, _) => continue,
-                (s, _) => return Err(self.unexpected(&key, s)),
+            let resp = self.send(Method::GET, &key, Bytes::new()).await?;
+            let body = match resp.status() {
+                StatusCode::OK => self.body(&key, resp, Bound::LISTING).await?,
+                StatusCode::NOT_FOUND => continue,
+                s => return Err(self.unexpected(&key, s)),
             };
             let items: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
                 self.err(
@@ -163,6 +210,21 @@ impl HttpCache {
         }
         Ok(out)
     }
+}
+
+/// A key as a URL path: each `/`-separated part percent-encoded but for RFC 3986's
+/// unreserved characters, so the server finds exactly the object named (a `%2e%2e%2f` in a
+/// name stays three escaped bytes, never a `../`).
+pub fn escape(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// An error with its sources: hyper's client says only "client error (Connect)" on top.

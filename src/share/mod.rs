@@ -10,20 +10,24 @@
 //!     ├── components/KIND/HASH/chunks.json   its files' content-defined chunks, in order
 //!     ├── chunks/AB/BLAKE3                a chunk, named by the blake3 of its bytes
 //!     └── locks/gc, locks/push-ID         leases of a `bottle gc --remote` and of pushes
+//!                                         ([`lease`]: an id inside, each removes its own)
 //! ```
 //!
 //! **Push** ([`push::push`]) writes chunks first, then each component's chunk list and
 //! record, then the manifest, then the signature: a reader that finds a signature finds
 //! everything it covers. A component the cache has (record and chunk list) is skipped; of the
-//! others, only the chunks the cache lacks are uploaded.
+//! others, only the chunks the cache lacks are uploaded; what was skipped is checked again
+//! before the manifest is written ([`lease`]).
 //!
 //! **Pull** ([`pull::pull`]) trusts nothing it reads until it is checked, and publishes
-//! nothing unchecked: the manifest must hash to the entry's name; each record's key must hash
-//! to its component's name; a signature by a trusted key must cover the entry's hash, the
+//! nothing unchecked: every object is read as it arrives up to its bound
+//! ([`cache::Bound`]: a chunk its listed size, the others fixed caps); the manifest must hash
+//! to the entry's name; each record's key must hash to its component's name; a signature by a trusted key must cover the entry's hash, the
 //! manifest's and every record's bytes ([`sign::fingerprint`]); each chunk must match its
 //! blake3 before it is written; each file, put together from its chunks in order under
-//! `local/pull/KIND-HASH/` of the store, must match its record before
-//! `Store::import_component_dir` moves it in and publishes the component. Chunks the local
+//! `local/pull/KIND-HASH/` of the store, must match its record; then every component is
+//! checked where it lies (modes 0644 or 0755 only, names, sizes, a config's rendering, an
+//! image's id) before `Store::import_component_dirs` publishes any of them. Chunks the local
 //! store has (in files of components of the same kind) are read from there, rechecked; the
 //! others are downloaded, eight at a time, in order. A pull killed at any point resumes each
 //! file from its last whole chunk (rechecked); what it put together is removed once
@@ -37,8 +41,10 @@
 pub mod cache;
 pub mod chunk;
 pub mod config;
+pub mod file;
 pub mod gc;
 pub mod http;
+pub mod lease;
 pub mod local;
 pub mod pull;
 pub mod push;
@@ -47,7 +53,7 @@ pub mod sign;
 pub mod tls;
 pub mod url;
 
-pub use cache::{Cache, CacheError};
+pub use cache::{Bound, Cache, CacheError};
 pub use sign::{KeyError, PublicKey, SecretKey, Signature};
 pub use url::{CacheUrl, UrlError};
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::chunk::{ChunkList, ChunkRef};
 use super::local::{self, Source};
 use super::sign::{self, PublicKey};
-use super::{Cache, JOBS, ShareError};
+use super::{Bound, Cache, JOBS, ShareError};
 use crate::digest::Digest;
 use crate::hash::{BuildHash, ComponentId};
 use crate::manifest::{Manifest, Record};
@@ -21,8 +21,11 @@ use crate::store::Store;
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     pub keys: Vec<PublicKey>,
-    /// Accept an entry no trusted key signed (`--no-check-sigs`): bytes are still checked
-    /// against the entry's hash and records.
+    /// Accept an entry no trusted key signed (`--no-check-sigs`). Still checked: the manifest
+    /// against the entry's hash, each record against its component's hash, a config against
+    /// what its key renders, every byte against its record, modes, bounds. Not: the guest's
+    /// and the bundle's image archives, which a component's hash (its inputs) does not bind —
+    /// unsigned, the cache chooses them.
     pub unsigned_ok: bool,
 }
 
@@ -80,18 +83,29 @@ pub async fn pull(
     }
     let remote = fetch_entry(cache, hash).await?;
     let signed_by = check_signature(cache, &remote, trust).await?;
+    // Modes no store file may have, signed or not: refused before anything is downloaded.
+    for (id, _, record) in &remote.records {
+        let modes = Store::import_mode_damage(record);
+        if !modes.is_empty() {
+            let list: Vec<String> = modes.iter().map(|d| d.to_string()).collect();
+            return Err(remote.refused(format!("{} record", id.kind), list.join("; ")));
+        }
+    }
     let mut lists = Vec::new();
     for (id, _, record) in &remote.records {
         if store.has_component(id) {
             continue;
         }
         let key = super::chunk_list_key(id);
-        let bytes = cache.get(&key).await?.ok_or_else(|| {
-            remote.refused(
-                format!("{} chunk list", id.kind),
-                format!("{key} is missing from the cache"),
-            )
-        })?;
+        let what = format!("{} chunk list", id.kind);
+        let bytes = get(cache, hash, &key, Bound::CHUNK_LIST, &what)
+            .await?
+            .ok_or_else(|| {
+                remote.refused(
+                    format!("{} chunk list", id.kind),
+                    format!("{key} is missing from the cache"),
+                )
+            })?;
         let list = ChunkList::parse(&bytes, record)
             .map_err(|p| remote.refused(format!("{} chunk list", id.kind), p))?;
         lists.push((*id, list));
@@ -136,17 +150,41 @@ pub async fn pull(
     Ok(report)
 }
 
+/// An object of the entry, at most `bound` bytes of it: one past its bound is refused.
+async fn get(
+    cache: &Cache,
+    hash: &BuildHash,
+    key: &str,
+    bound: Bound,
+    what: &str,
+) -> Result<Option<bytes::Bytes>, ShareError> {
+    match cache.get(key, bound).await {
+        Err(e) if e.oversize => Err(ShareError::Refused {
+            hash: *hash,
+            url: cache.url(),
+            what: what.to_string(),
+            problem: format!("{key}: {}", e.message),
+        }),
+        r => Ok(r?),
+    }
+}
+
 /// The manifest and the records, each checked against its name.
 async fn fetch_entry(cache: &Cache, hash: &BuildHash) -> Result<Remote, ShareError> {
     let url = cache.url();
-    let manifest = cache
-        .get(&super::entry_key(hash))
-        .await?
-        .ok_or_else(|| ShareError::NotInCache {
-            hash: *hash,
-            url: url.clone(),
-        })?
-        .to_vec();
+    let manifest = get(
+        cache,
+        hash,
+        &super::entry_key(hash),
+        Bound::MANIFEST,
+        "manifest",
+    )
+    .await?
+    .ok_or_else(|| ShareError::NotInCache {
+        hash: *hash,
+        url: url.clone(),
+    })?
+    .to_vec();
     let mut remote = Remote {
         hash: *hash,
         url,
@@ -164,8 +202,7 @@ async fn fetch_entry(cache: &Cache, hash: &BuildHash) -> Result<Remote, ShareErr
     for id in m.components.ids() {
         let key = super::record_key(&id);
         let what = format!("{} record", id.kind);
-        let bytes = cache
-            .get(&key)
+        let bytes = get(cache, hash, &key, Bound::RECORD, &what)
             .await?
             .ok_or_else(|| remote.refused(&what, format!("{key} is missing from the cache")))?
             .to_vec();
@@ -183,7 +220,7 @@ async fn check_signature(
     trust: &Trust,
 ) -> Result<Option<String>, ShareError> {
     let key = super::signature_key(&remote.hash);
-    let text = cache.get(&key).await?;
+    let text = get(cache, &remote.hash, &key, Bound::SIGNATURES, "signature").await?;
     let sigs = match &text {
         Some(t) => sign::parse_signatures(&String::from_utf8_lossy(t), &key)
             .map_err(|e| remote.refused("signature", e.to_string()))?,
@@ -330,8 +367,7 @@ async fn fetch_chunk(
     }
     let key = super::chunk_key(&c.blake3);
     let what = format!("{file}: chunk {} ({key})", c.blake3.short());
-    let bytes = cache
-        .get(&key)
+    let bytes = get(cache, &remote.hash, &key, Bound::chunk(c.size), &what)
         .await?
         .ok_or_else(|| remote.refused(&what, "missing from the cache"))?;
     if bytes.len() as u64 != c.size {
@@ -357,8 +393,8 @@ async fn fetch_chunk(
     Ok((bytes, true))
 }
 
-/// Publishes the components put together under `local/pull/` (the store rehashes every
-/// byte as it takes them), then the entry.
+/// Publishes the components put together under `local/pull/`, all or none (each is checked
+/// before any is published), then the entry.
 async fn publish(
     store: &Store,
     remote: &Remote,
@@ -377,12 +413,12 @@ async fn publish(
     let lists = lists.to_vec();
     let (hash, manifest) = (remote.hash, remote.manifest.clone());
     tokio::task::spawn_blocking(move || {
-        let mut imported = Vec::new();
-        for (id, bytes) in work {
-            if store.import_component_dir(id, &bytes, &local::pull_dir(&store, &id))? {
-                imported.push(id);
-            }
-        }
+        let dirs: Vec<_> = work
+            .into_iter()
+            .map(|(id, bytes)| (id, bytes, local::pull_dir(&store, &id)))
+            .collect();
+        // All or none: every component is checked before any is published.
+        let imported = store.import_component_dirs(&dirs)?;
         store.import_entry(&manifest, &hash)?;
         // The next push of these, or pull beside them, need not chunk them again.
         for (id, list) in &lists {

@@ -1,5 +1,6 @@
 //! `bottle push`: an entry of the store into a cache — the chunks the cache lacks, then each
-//! component's chunk list and record, then the manifest, then the signature.
+//! component's chunk list and record, then (once what it skipped as already there is checked
+//! again, see [`super::lease`]) the manifest, then the signature.
 
 use std::collections::HashMap;
 use std::fs;
@@ -49,10 +50,42 @@ pub async fn push(
     bar: &ProgressBar,
 ) -> Result<PushReport, ShareError> {
     let entry = store.open(hash)?;
-    let lease = super::gc::PushLease::take(cache).await?;
+    let lease = super::lease::Lease::push(cache).await?;
     let r = push_leased(store, cache, hash, key, bar, entry).await;
     lease.release(cache).await;
     r
+}
+
+/// What a push found in the cache and did not upload: checked again before the manifest is
+/// written (see [`super::lease`]).
+#[derive(Default)]
+struct Skipped {
+    keys: Vec<String>,
+}
+
+impl Skipped {
+    /// Fails, naming the first object, if anything skipped is gone or a gc started.
+    async fn recheck(&self, cache: &Cache) -> Result<(), ShareError> {
+        if let Some(e) = super::lease::gc_under_way(cache).await? {
+            return Err(e);
+        }
+        let gone: Vec<Option<String>> = stream::iter(self.keys.iter())
+            .map(|key| async move {
+                Ok::<_, ShareError>((!cache.head(key).await?).then(|| key.clone()))
+            })
+            .buffer_unordered(JOBS)
+            .try_collect()
+            .await?;
+        if let Some(key) = gone.into_iter().flatten().next() {
+            return Err(ShareError::Stopped {
+                url: cache.url(),
+                what: format!(
+                    "{key}, which the cache had when this push began, is gone (a `bottle gc --remote`?); the entry was not pushed: push again"
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 async fn push_leased(
@@ -70,17 +103,22 @@ async fn push_leased(
         ..PushReport::default()
     };
     let mut records = Vec::new();
+    let mut skipped = Skipped::default();
     for comp in entry.components() {
         let path = comp.path(RECORD_FILE);
         let record = fs::read(&path).map_err(io(&path))?;
-        let have = cache.head(&super::record_key(&comp.id)).await?
-            && cache.head(&super::chunk_list_key(&comp.id)).await?;
-        if !have {
-            push_component(store, cache, comp, &record, bar, &mut report).await?;
+        let (rkey, lkey) = (super::record_key(&comp.id), super::chunk_list_key(&comp.id));
+        let have = cache.head(&rkey).await? && cache.head(&lkey).await?;
+        if have {
+            skipped.keys.extend([rkey, lkey]);
+        } else {
+            push_component(store, cache, comp, &record, bar, &mut report, &mut skipped).await?;
             report.components.push(comp.id);
         }
         records.push((comp.id, record));
     }
+    // Nothing the entry needs may have gone since it was found: then the manifest.
+    skipped.recheck(cache).await?;
     cache
         .put(&super::entry_key(hash), Bytes::from(manifest.clone()))
         .await?;
@@ -91,7 +129,7 @@ async fn push_leased(
         let mine = key.sign(&message);
         // Other keys' signatures stay; this key's is replaced.
         let sig_key = super::signature_key(hash);
-        let mut lines: Vec<String> = match cache.get(&sig_key).await? {
+        let mut lines: Vec<String> = match cache.get(&sig_key, super::Bound::SIGNATURES).await? {
             Some(old) => String::from_utf8_lossy(&old)
                 .lines()
                 .filter(|l| sign::Signature::parse(l, "").is_ok_and(|s| s.key != key.name()))
@@ -115,6 +153,7 @@ async fn push_component(
     record: &[u8],
     bar: &ProgressBar,
     report: &mut PushReport,
+    skipped: &mut Skipped,
 ) -> Result<(), ShareError> {
     let list = {
         let (store, comp) = (store.clone(), comp.clone());
@@ -132,12 +171,12 @@ async fn push_component(
         });
     }
     bar.inc_length(unique.values().map(|(_, c)| c.size).sum());
-    let results: Vec<Option<u64>> = stream::iter(unique.into_values())
+    let results: Vec<(String, Option<u64>)> = stream::iter(unique.into_values())
         .map(|(src, c)| async move {
             let key = super::chunk_key(&c.blake3);
             if cache.head(&key).await? {
                 bar.inc(c.size);
-                return Ok::<_, ShareError>(None);
+                return Ok::<_, ShareError>((key, None));
             }
             let bytes = tokio::task::spawn_blocking(move || src.read(c))
                 .await
@@ -145,18 +184,21 @@ async fn push_component(
                 .map_err(io(&comp.dir))?;
             cache.put(&key, Bytes::from(bytes)).await?;
             bar.inc(c.size);
-            Ok(Some(c.size))
+            Ok((key, Some(c.size)))
         })
         .buffer_unordered(JOBS)
         .try_collect()
         .await?;
-    for r in results {
+    for (key, r) in results {
         match r {
             Some(size) => {
                 report.chunks_uploaded += 1;
                 report.bytes_uploaded += size;
             }
-            None => report.chunks_present += 1,
+            None => {
+                report.chunks_present += 1;
+                skipped.keys.push(key);
+            }
         }
     }
     let list_bytes = list.to_json();

@@ -4,7 +4,8 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (or
 //! `AWS_ENDPOINT`) for a server other than AWS, `AWS_ALLOW_HTTP=true` for a plain-HTTP one —
 //! with path-style requests, which every S3 server answers. object_store retries transient
-//! failures itself (with backoff), so its errors here are final.
+//! failures itself (with backoff), so its errors here are final; each names its cause (a
+//! timeout, a redirect, a denial) with the whole chain of sources.
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -12,7 +13,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 
-use super::cache::CacheError;
+use super::cache::{Bound, CacheError, read_bounded};
 
 #[derive(Debug, Clone)]
 pub struct S3Cache {
@@ -51,13 +52,15 @@ impl S3Cache {
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             b = b.with_endpoint(endpoint);
         }
-        let store = b.build().map_err(|e| CacheError {
-            url: url.to_string(),
-            key: String::new(),
-            message: format!(
-                "{e}; set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and, for a server other than AWS, AWS_ENDPOINT_URL"
-            ),
-            transient: false,
+        let store = b.build().map_err(|e| {
+            CacheError::new(
+                url,
+                "",
+                format!(
+                    "{e}; set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and, for a server other than AWS, AWS_ENDPOINT_URL"
+                ),
+                false,
+            )
         })?;
         Ok(S3Cache {
             url: url.to_string(),
@@ -79,20 +82,22 @@ impl S3Cache {
     }
 
     fn err(&self, key: &str, e: object_store::Error) -> CacheError {
-        CacheError {
-            url: self.url.clone(),
-            key: key.to_string(),
-            message: e.to_string(),
-            transient: false,
-        }
+        CacheError::new(&self.url, key, cause(&e), false)
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        match self.store.get(&self.path(key)).await {
-            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| self.err(key, e))?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err(key, e)),
-        }
+    /// The object's bytes, read as they arrive up to `bound`: an object whose listed size
+    /// passes it is refused before its body is read.
+    pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Bytes>, CacheError> {
+        let r = match self.store.get(&self.path(key)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err(key, e)),
+        };
+        let size = r.meta.size;
+        read_bounded(r.into_stream(), Some(size), bound)
+            .await
+            .map(Some)
+            .map_err(|e| e.into_cache_error(&self.url, key, bound))
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), CacheError> {
@@ -140,4 +145,35 @@ impl S3Cache {
             })
             .collect())
     }
+}
+
+/// An object_store error with its sources, led by what it comes down to: a timeout, a
+/// redirect (which the client follows without the signature's authority), a denial.
+fn cause(e: &object_store::Error) -> String {
+    let mut chain = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        cur = s.source();
+    }
+    let lower = chain.to_lowercase();
+    let why = if lower.contains("timed out") || lower.contains("timeout") {
+        "timeout"
+    } else if lower.contains("redirect") || lower.contains(" 301") || lower.contains(" 307") {
+        "redirected (a redirect is followed unsigned; name the server's own endpoint)"
+    } else if lower.contains("403") || lower.contains("forbidden") || lower.contains("denied") {
+        "denied (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the key's rights on the bucket)"
+    } else if matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) {
+        "denied"
+    } else {
+        return chain;
+    };
+    format!("{why}: {chain}")
 }

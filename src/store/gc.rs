@@ -1,12 +1,15 @@
 //! What the store keeps and what `bottle gc` removes.
 //!
-//! Kept: entries named by a root (`roots/NAME`, made by `bottle build --root`), by a pin
-//! (`pins/RUNID`, made by `bottle run` for as long as the run may use the entry — until its
-//! teardown, or `bottle down` after a killed run), or by `--keep`; and every component a kept
-//! entry names. Removed: other entries, components no remaining entry names, leftovers of
-//! killed builds in `tmp/`, the folders (audit logs) of runs that ended, and folders of other
-//! layout versions. gc holds `gc.lock`
-//! exclusively, so it runs between builds, imports and pins, never in the middle of one.
+//! Kept: the newest entry of each recipe name (`latest/NAME`, written by every build), entries
+//! named by a root (`roots/NAME`, made by `bottle build --root`), by a pin (`pins/RUNID`, made
+//! by `bottle run` for as long as the run may use the entry — until its teardown, or `bottle
+//! down` after a killed run), or by `--keep`; and every component a kept entry names. Removed:
+//! other entries, components no remaining entry names, leftovers of killed builds in `tmp/`,
+//! the folders (audit logs) of runs that ended, and folders of other layout versions.
+//! [`Store::remove_entry`] (`bottle rm`) removes one entry, its roots, and at once the
+//! components no other entry names. Both hold `gc.lock` exclusively, so they run between
+//! builds, imports and pins, never in the middle of one. The engine's images of the removed
+//! components are the caller's to remove (`runtime::images`): the store knows no engine.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -28,60 +31,26 @@ pub struct GcReport {
     pub removed_runs: Vec<String>,
     pub kept: Vec<String>,
     pub freed_bytes: u64,
+    /// The components removed, for removing their engine images.
+    #[serde(skip)]
+    pub removed_ids: Vec<ComponentId>,
+    /// Build-cache images (`Store::build_parent`) of the guest components removed.
+    #[serde(skip)]
+    pub build_parents: Vec<(ComponentId, String)>,
+}
+
+/// What `bottle rm` removed.
+#[derive(Debug, Default, Serialize)]
+pub struct RmReport {
+    pub hash: String,
+    pub name: String,
+    /// What pointed at the entry: `latest:NAME` (the newest build of NAME), `root:NAME`.
+    pub roots: Vec<String>,
+    #[serde(flatten)]
+    pub removed: GcReport,
 }
 
 impl Store {
-    /// Records a root: `bottle gc` keeps the entry it names.
-    pub fn add_root(&self, name: &str, hash: &BuildHash) -> Result<(), StoreError> {
-        if name.is_empty()
-            || name.starts_with('.')
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(StoreError::BadRoot {
-                name: name.to_string(),
-            });
-        }
-        self.init()?;
-        write_atomic(&self.roots(), name, &format!("{hash}\n"))
-    }
-
-    /// Root name → hash.
-    pub fn roots_list(&self) -> Result<Vec<(String, BuildHash)>, StoreError> {
-        read_hash_files(&self.roots())
-    }
-
-    /// Pins `hash` for the run `run_id`: gc keeps the entry until [`Store::unpin`]. Fails when
-    /// the entry is not in the store (checked under `gc.lock`, so gc cannot remove it between
-    /// the check and the pin).
-    pub fn pin(&self, run_id: &str, hash: &BuildHash) -> Result<(), StoreError> {
-        self.init()?;
-        let _gc = self.gc_guard()?;
-        if !self.contains(hash) {
-            return Err(StoreError::Missing {
-                hash: *hash,
-                store: self.root.clone(),
-            });
-        }
-        write_atomic(&self.pins(), run_id, &format!("{hash}\n"))
-    }
-
-    /// Removes a run's pin (no error when there is none).
-    pub fn unpin(&self, run_id: &str) -> Result<(), StoreError> {
-        let path = self.pins().join(run_id);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(&path)(e)),
-        }
-    }
-
-    /// Run id → pinned hash.
-    pub fn pins_list(&self) -> Result<Vec<(String, BuildHash)>, StoreError> {
-        read_hash_files(&self.pins())
-    }
-
     /// Removes what nothing keeps (see the module doc). `keep` adds entries to keep.
     pub fn gc(&self, keep: &[BuildHash], dry_run: bool) -> Result<GcReport, StoreError> {
         let mut report = GcReport::default();
@@ -92,19 +61,9 @@ impl Store {
         };
         let mut kept: BTreeSet<BuildHash> = keep.iter().copied().collect();
         kept.extend(self.roots_list()?.into_iter().map(|(_, h)| h));
+        kept.extend(self.latest_list()?.into_iter().map(|(_, h)| h));
         kept.extend(self.pins_list()?.into_iter().map(|(_, h)| h));
-        let remove = |path: &Path, report: &mut GcReport| -> Result<(), StoreError> {
-            report.freed_bytes += du(path);
-            if dry_run {
-                return Ok(());
-            }
-            let r = if path.is_dir() {
-                fs::remove_dir_all(path)
-            } else {
-                fs::remove_file(path)
-            };
-            r.map_err(io(path))
-        };
+        let remove = |path: &Path, report: &mut GcReport| remove_path(path, dry_run, report);
         let mut referenced: BTreeSet<ComponentId> = BTreeSet::new();
         let mut unreadable = false;
         for hash in self.hashes()? {
@@ -127,20 +86,7 @@ impl Store {
                 "a kept entry's manifest is unreadable, so no component is removed; `bottle verify` names it"
             );
         } else {
-            for kind in ComponentKind::ALL {
-                for hash in self.component_hashes(kind)? {
-                    let id = ComponentId { kind, hash };
-                    if referenced.contains(&id) {
-                        continue;
-                    }
-                    remove(&self.component_dir(&id), &mut report)?;
-                    if !dry_run {
-                        self.remove_marker(&id);
-                        self.remove_lock_file(&format!("{kind}-{hash}"));
-                    }
-                    report.removed_components.push(format!("{kind}/{hash}"));
-                }
-            }
+            self.sweep_components(&referenced, dry_run, &mut report)?;
         }
         // Holding gc.lock exclusively, no build or import is under way: all of tmp/ is left
         // over from killed ones.
@@ -188,37 +134,79 @@ impl Store {
         }
         Ok(report)
     }
-}
 
-/// Writes `dir/name` by one rename.
-fn write_atomic(dir: &Path, name: &str, text: &str) -> Result<(), StoreError> {
-    fs::create_dir_all(dir).map_err(io(dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
-    std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io(tmp.path()))?;
-    // As every file of the store: readable by all (a temporary file starts private).
-    tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(io(tmp.path()))?;
-    let dest = dir.join(name);
-    tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
-    Ok(())
-}
-
-/// Files of a folder that each hold one entry hash: name → hash, sorted (dotfiles skipped).
-fn read_hash_files(dir: &Path) -> Result<Vec<(String, BuildHash)>, StoreError> {
-    let mut out = Vec::new();
-    for name in names(dir)? {
-        if name.starts_with('.') {
-            continue;
+    /// Removes the components `referenced` lacks, with their build-parent records.
+    fn sweep_components(
+        &self,
+        referenced: &BTreeSet<ComponentId>,
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<(), StoreError> {
+        for kind in ComponentKind::ALL {
+            for hash in self.component_hashes(kind)? {
+                let id = ComponentId { kind, hash };
+                if referenced.contains(&id) {
+                    continue;
+                }
+                remove_path(&self.component_dir(&id), dry_run, report)?;
+                if let Some(parent) = self.build_parent(&id) {
+                    report.build_parents.push((id, parent));
+                }
+                if !dry_run {
+                    self.remove_marker(&id);
+                    self.remove_lock_file(&format!("{kind}-{hash}"));
+                    self.forget_build_parent(&id)?;
+                }
+                report.removed_components.push(format!("{kind}/{hash}"));
+                report.removed_ids.push(id);
+            }
         }
-        let text = fs::read_to_string(dir.join(&name)).unwrap_or_default();
-        if let Some(h) = BuildHash::parse(text.trim()) {
-            out.push((name, h));
-        }
+        Ok(())
     }
-    out.sort();
-    Ok(out)
+
+    /// Removes one entry (`bottle rm`): refused while a run pins it; also removes the roots
+    /// naming it and, at once, the components no other entry names.
+    pub fn remove_entry(&self, hash: &BuildHash) -> Result<RmReport, StoreError> {
+        let _lock = self.gc_lock()?;
+        let manifest = self.manifest(hash)?.ok_or(StoreError::Missing {
+            hash: *hash,
+            store: self.root.clone(),
+        })?;
+        if let Some((run, _)) = self.pins_list()?.into_iter().find(|(_, h)| h == hash) {
+            return Err(StoreError::Pinned { hash: *hash, run });
+        }
+        let mut report = RmReport {
+            hash: hash.to_string(),
+            name: manifest.name.clone(),
+            ..RmReport::default()
+        };
+        report.roots = self.drop_roots_of(hash)?;
+        remove_path(&self.entry_file(hash), false, &mut report.removed)?;
+        self.remove_lock_file(&format!("entry-{hash}"));
+        report.removed.removed_entries.push(hash.to_string());
+        let mut referenced = BTreeSet::new();
+        for other in self.hashes()? {
+            match self.manifest(&other) {
+                Ok(Some(m)) => referenced.extend(m.components.ids()),
+                // Another entry unreadable: its components are unknown, so none is removed.
+                _ => return Ok(report),
+            }
+        }
+        self.sweep_components(&referenced, false, &mut report.removed)?;
+        Ok(report)
+    }
+}
+
+/// Removes a file or folder (unless `dry_run`), counting its bytes as freed.
+fn remove_path(path: &Path, dry_run: bool, report: &mut GcReport) -> Result<(), StoreError> {
+    report.freed_bytes += du(path);
+    if dry_run {
+        return Ok(());
+    }
+    let r = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    r.map_err(io(path))
 }

@@ -11,6 +11,7 @@
 //!     │   ├── guest/HASH/       record.json, image.tar [, guest.smolmachine]
 //!     │   ├── bundle/HASH/      record.json, image.tar
 //!     │   └── config/HASH/      record.json, guest.json, bundle.json, daemon configs, provision/
+//!     ├── latest/NAME           the newest entry built under recipe name NAME (every build)
 //!     ├── roots/NAME            gc roots: a file holding an entry hash (`bottle build --root`)
 //!     ├── pins/RUNID            the entry a run uses: gc keeps it until `bottle down`
 //!     ├── tmp/                  builds and imports under way, published by one rename
@@ -37,12 +38,13 @@
 mod gc;
 mod lock;
 mod publish;
+mod roots;
 mod verify;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub use gc::GcReport;
+pub use gc::{GcReport, RmReport};
 pub use lock::{GcGuard, StoreLock};
 pub use publish::Staged;
 pub(crate) use publish::rel_path;
@@ -88,6 +90,8 @@ pub enum StoreError {
     NoDefault,
     #[error("root name {name:?} must be letters, digits, '-', '_' or '.'")]
     BadRoot { name: String },
+    #[error("entry {hash} is in use by run {run}; end the run first (`bottle down {run}`)")]
+    Pinned { hash: BuildHash, run: String },
     #[error("entry {hash} is not in the store {store}; build it or pull it first")]
     Missing { hash: BuildHash, store: PathBuf },
     #[error("component {id} of entry {entry} is missing; `bottle build` of its recipe rebuilds it")]
@@ -191,6 +195,7 @@ impl Store {
             self.tmp(),
             self.locks(),
             self.roots(),
+            self.latest_dir(),
             self.pins(),
             self.local(),
             self.runs(),

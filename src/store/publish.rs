@@ -160,8 +160,8 @@ impl Store {
     }
 
     /// An import's steps around `place`, which puts one listed file into the staged folder
-    /// (its contents checked on the way): parse the record, stage, place every file, check the
-    /// folder (names, sizes, modes, the config's rendering), publish.
+    /// (its contents checked on the way): parse the record, check its modes, stage, place
+    /// every file, check the folder (names, sizes, modes, the config's rendering), publish.
     fn import_with(
         &self,
         id: ComponentId,
@@ -175,6 +175,10 @@ impl Store {
         };
         let record = Record::parse(record, &format!("{id} {RECORD_FILE}"), &id)
             .map_err(|e| refused(vec![Damage::new(RECORD_FILE, e.to_string())]))?;
+        let damage = mode_damage(&record);
+        if !damage.is_empty() {
+            return Err(refused(damage));
+        }
         let _gc = self.gc_guard()?;
         let Some(staged) = self.stage(id)? else {
             return Ok(false);
@@ -198,6 +202,61 @@ impl Store {
         }
         self.finish(staged, record)?;
         Ok(true)
+    }
+
+    /// A record's files whose mode an import refuses (see [`IMPORT_MODES`]): a pull asks
+    /// before it downloads anything.
+    pub fn import_mode_damage(record: &Record) -> Vec<Damage> {
+        mode_damage(record)
+    }
+
+    /// Imports the components a pull put together, each in its folder on this store's
+    /// filesystem (see [`Store::import_component_dir`]), all or none: every component is
+    /// checked where it lies first — its record's modes, then names, sizes and modes of its
+    /// files, a config's rendering of its key, an image's id — and only when every one passes
+    /// is any published. A refusal leaves the store as it was: no component, no folder, no
+    /// lock file. Returns the components imported (the others the store had).
+    pub fn import_component_dirs(
+        &self,
+        components: &[(ComponentId, Vec<u8>, std::path::PathBuf)],
+    ) -> Result<Vec<ComponentId>, StoreError> {
+        for (id, record, dir) in components {
+            if self.has_component(id) {
+                continue;
+            }
+            let what = format!("component {id}");
+            let prefixed = |d: Damage| Damage::new(format!("{}/{}", id.kind, d.path), d.problem);
+            let refused = |damage: Vec<Damage>| StoreError::Refused {
+                what: what.clone(),
+                damage: damage.into_iter().map(prefixed).collect(),
+            };
+            let record = Record::parse(record, &format!("{id} {RECORD_FILE}"), id)
+                .map_err(|e| refused(vec![Damage::new(RECORD_FILE, e.to_string())]))?;
+            let damage = mode_damage(&record);
+            if !damage.is_empty() {
+                return Err(refused(damage));
+            }
+            for a in &record.files {
+                // The mode it will have once moved in, so the check below sees it.
+                let _ = fs::set_permissions(dir.join(&a.path), fs::Permissions::from_mode(a.mode));
+            }
+            let damage = verify::check_folder(
+                dir,
+                &record,
+                verify::Depth::Contents,
+                &verify::Marker::new(),
+            );
+            if !damage.is_empty() {
+                return Err(refused(damage));
+            }
+        }
+        let mut imported = Vec::new();
+        for (id, record, dir) in components {
+            if self.import_component_dir(*id, record, dir)? {
+                imported.push(*id);
+            }
+        }
+        Ok(imported)
     }
 
     /// Imports an entry's manifest as received, once its components are in the store: it
@@ -262,12 +321,13 @@ impl Store {
                             vec![prefixed(Damage::new(RECORD_FILE, e.to_string()))],
                         )
                     })?;
-                let damage = verify::check_folder(
+                let mut damage = mode_damage(&record);
+                damage.extend(verify::check_folder(
                     &dir,
                     &record,
                     verify::Depth::Full,
                     &verify::Marker::new(),
-                );
+                ));
                 if !damage.is_empty() {
                     return Err(refused(
                         format!("component {id}"),
@@ -289,6 +349,28 @@ impl Store {
         self.import_entry(&bytes, hash)?;
         Ok(imported)
     }
+}
+
+/// The modes a file arriving from elsewhere may have: 0644, or 0755 for a program. Never a
+/// setuid, setgid or sticky bit, never group or world write, whatever a record asks.
+pub const IMPORT_MODES: [u32; 2] = [0o644, 0o755];
+
+/// A record's files whose mode is not one of [`IMPORT_MODES`]: an import refuses them.
+fn mode_damage(record: &Record) -> Vec<Damage> {
+    record
+        .files
+        .iter()
+        .filter(|a| !IMPORT_MODES.contains(&a.mode))
+        .map(|a| {
+            Damage::new(
+                &a.path,
+                format!(
+                    "the record asks for mode {:o}; a file arriving in the store is 644 or 755 (no setuid, setgid or sticky bit, no group or world write)",
+                    a.mode
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Moves one listed file from `from` into the staged folder, synced, with its mode.

@@ -1,6 +1,7 @@
 //! The kit of `tests/sidecar_pipelock.rs`: the real `bottle sidecar` with a config of the
 //! test's making, CAs made with rcgen (the bottle's, and the upstreams'), upstream servers on
-//! 127.0.0.1 that record what they got and can echo it back in small chunks, and clients:
+//! 127.0.0.1 that record what they get as it arrives and can echo it back in small chunks, and
+//! clients:
 //! curl through the proxy, and rustls by hand through a CONNECT.
 //!
 //! Names: `*.test` names reach the test's servers through pipelock's test-only resolution
@@ -133,14 +134,6 @@ fn full(text: impl Into<Bytes>) -> TestBody {
 /// `/close-early`: announces 1000 bytes, sends 10, then fails; anything else: `ok PATH`.
 async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response<TestBody> {
     let (parts, mut incoming) = req.into_parts();
-    // Every byte that arrived, also of a body the proxy cut off: a leak must show.
-    let mut body = Vec::new();
-    while let Some(Ok(frame)) = incoming.frame().await {
-        if let Ok(data) = frame.into_data() {
-            body.extend_from_slice(&data);
-        }
-    }
-    let body = Bytes::from(body);
     let path = parts.uri.path().to_string();
     let headers = parts
         .headers
@@ -152,12 +145,24 @@ async fn answer(req: Request<Incoming>, seen: Arc<Mutex<Vec<Seen>>>) -> Response
             )
         })
         .collect();
-    seen.lock().unwrap().push(Seen {
-        method: parts.method.to_string(),
-        path: parts.uri.to_string(),
-        headers,
-        body: body.to_vec(),
-    });
+    // Recorded when the head arrives, and each body byte as it arrives: a proxy that forwards
+    // part of a secret and then holds the connection open (or cuts it) is seen at once.
+    let at = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(Seen {
+            method: parts.method.to_string(),
+            path: parts.uri.to_string(),
+            headers,
+            body: Vec::new(),
+        });
+        seen.len() - 1
+    };
+    while let Some(Ok(frame)) = incoming.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen.lock().unwrap()[at].body.extend_from_slice(&data);
+        }
+    }
+    let body = Bytes::from(seen.lock().unwrap()[at].body.clone());
     let auth = parts
         .headers
         .get("authorization")

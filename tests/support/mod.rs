@@ -20,6 +20,33 @@
 //! the binaries one after another).
 //!
 //! Store paths, step names, config file names and labels come from the library, never copies.
+//!
+//! # How a test here proves it can fail
+//!
+//! A test is worth what the bug it names would do to it. Each one:
+//!
+//! - compares the value that matters (the bytes an upstream received, the reply a client got,
+//!   the store byte for byte), never a stand-in for it (a log line saying a value arrived, a
+//!   status prefix, "any line mentions the rule");
+//! - searches for a leak in every form it can take (raw, in a header, percent-encoded,
+//!   JSON-escaped, either half of a split value), where it can first appear: servers here
+//!   record bytes as they arrive, not once a request is whole;
+//! - counts: exactly one audit line per case, with its rule; a refusal's body naming its rule;
+//! - waits on an event (a line printed, bytes arrived, a file written), never a sleep that
+//!   hopes the moment has passed;
+//! - guards its randomness: a test that kills or signals at random moments asserts that
+//!   enough of them landed in the window it claims to test (`killed_mid_build >= 5` in
+//!   `build_pipeline.rs`), so a machine too fast or too slow fails it instead of passing it
+//!   empty;
+//! - never skips itself: a missing prerequisite is a failure naming the set-up step.
+//!
+//! The models: `sidecar_git_gate.rs` pushes with real git through real sshd and checks each
+//! refusal's exact text, that the upstream's refs are unchanged, and one audit line per ref;
+//! `share_refusals.rs` damages a cache in nine ways and checks each refusal against a
+//! byte-for-byte snapshot of the store, with a positive control (the undamaged cache pulls)
+//! so that "refused" cannot mean "broken". Before a test is committed, the code it guards is
+//! broken on purpose once (a hold-back shortened, a header dropped, a redaction skipped) and
+//! the test is seen to fail.
 #![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeSet;
@@ -44,6 +71,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 pub mod browser;
 pub mod claude;
 pub mod console;
+pub mod garage;
+pub mod nginx;
 pub mod share;
 pub mod sshd;
 pub mod upstream;
@@ -158,13 +187,10 @@ impl TestContext {
         p
     }
 
-    /// Recipe tables for every provisioning part: a git-gate upstream (with a dummy identity
-    /// and known_hosts file of this test), supervise, prompt, skills and git identity.
+    /// Recipe tables for every provisioning part: a git-gate upstream (with an identity key
+    /// and known_hosts file of this test, [`TestContext::upstream_files`]), supervise, prompt, skills and git identity.
     pub fn provisioning_extra(&self) -> String {
-        let key = self.dir.path().join("id_test");
-        std::fs::write(&key, "not a real key\n").unwrap();
-        let known = self.dir.path().join("known_hosts_test");
-        std::fs::write(&known, "").unwrap();
+        let (key, known) = self.upstream_files();
         format!(
             r#"
 [[git-gate.upstreams]]
@@ -185,6 +211,29 @@ git_email = "agent@bottle.invalid"
             key.display(),
             known.display()
         )
+    }
+
+    /// An identity key (`id_test`, real, no passphrase: `bottle run` checks it) and a
+    /// known_hosts file (`known_hosts_test`) naming every host, for upstreams a test never
+    /// reaches: the run mounts them, and nothing connects.
+    pub fn upstream_files(&self) -> (PathBuf, PathBuf) {
+        let key = self.dir.path().join("id_test");
+        if !key.exists() {
+            sshd::keygen(&key);
+        }
+        let host = self.dir.path().join("host_key_test");
+        if !host.exists() {
+            sshd::keygen(&host);
+        }
+        let public = std::fs::read_to_string(host.with_extension("pub")).unwrap();
+        let stand_in = public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let known = self.dir.path().join("known_hosts_test");
+        std::fs::write(&known, format!("* {stand_in}\n")).unwrap();
+        (key, known)
     }
 
     /// The test's store, through the library.
@@ -725,9 +774,10 @@ impl Spawned {
         let mut out = child.stdout.take().unwrap();
         let (tx, stdout) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            let _ = tx.send(s);
+            // Bytes, shown lossily: a guest's binary output must not empty the whole capture.
+            let mut b = Vec::new();
+            let _ = out.read_to_end(&mut b);
+            let _ = tx.send(String::from_utf8_lossy(&b).into_owned());
         });
         Spawned {
             child,

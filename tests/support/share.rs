@@ -47,3 +47,78 @@ pub fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
         .filter(|(p, _)| !p.ends_with('/'))
         .collect()
 }
+
+/// Runs `cmd` with `args` to its end: its output and its peak resident memory in KiB (the
+/// child's own `ru_maxrss`, from `wait4`, which also reaps it).
+#[allow(clippy::zombie_processes)]
+pub fn output_with_peak_rss(
+    mut cmd: std::process::Command,
+    args: &[&str],
+) -> (std::process::Output, u64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn bottle");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        b
+    });
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 on the pid of the child just spawned, which
+    // nothing else waits for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    let output = std::process::Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    };
+    (output, usage.ru_maxrss as u64)
+}
+
+/// `cp -a FROM TO`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// The first chunk of the first file of a component of an entry in a cache folder: its key
+/// and listed size.
+pub fn first_chunk(
+    cache: &Path,
+    m: &bottle::manifest::Manifest,
+    kind: bottle::hash::ComponentKind,
+) -> (String, u64) {
+    let id = m.components.get(kind);
+    let list: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cache.join(bottle::share::chunk_list_key(&id))).unwrap(),
+    )
+    .unwrap();
+    let c = &list["files"][0]["chunks"][0];
+    let d = bottle::digest::Digest::parse(c["blake3"].as_str().unwrap()).unwrap();
+    (bottle::share::chunk_key(&d), c["size"].as_u64().unwrap())
+}
+
+/// Replaces an object of a cache folder with a sparse file of `len` zero bytes.
+pub fn plant_sparse(path: &Path, len: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(len).unwrap();
+}

@@ -2,8 +2,8 @@
 //! their name to the host (`[network] hosts = { NAME = "host-gateway" }`). Each listens on
 //! every address (the bundle reaches the host at its outbound network's gateway) on a port of
 //! its own, plain or over TLS with a certificate of a test CA, and records every request it
-//! gets. Each runs on a tokio runtime of its own, which stops (and closes the port) when the
-//! server is dropped, also when a test fails.
+//! gets, its body byte by byte as it arrives. Each runs on a tokio runtime of its own, which
+//! stops (and closes the port) when the server is dropped, also when a test fails.
 
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
@@ -211,12 +211,7 @@ async fn handle(
     answer: &Answer,
     log: &Mutex<Vec<Seen>>,
 ) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
+    let (parts, mut body) = req.into_parts();
     let seen = Seen {
         peer,
         method: parts.method.to_string(),
@@ -235,9 +230,21 @@ async fn handle(
                 )
             })
             .collect(),
-        body,
+        body: Vec::new(),
     };
-    log.lock().unwrap().push(seen.clone());
+    // Recorded when the head arrives, each body byte as it arrives: bytes of a body the sender
+    // cut off, or holds back the rest of, show too.
+    let at = {
+        let mut log = log.lock().unwrap();
+        log.push(seen);
+        log.len() - 1
+    };
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            log.lock().unwrap()[at].body.extend_from_slice(&data);
+        }
+    }
+    let seen = log.lock().unwrap()[at].clone();
     match answer {
         Answer::Text(text) => respond(StatusCode::OK, "text/plain", text.clone().into_bytes()),
         Answer::Echo => {

@@ -1,9 +1,11 @@
 //! git's delta encoding (`gitformat-pack(5)`, "Deltified representation"): a base's size, the
 //! result's size, then copy (from the base) and insert (literal) instructions. This module owns
-//! applying one, checking every size and range it names.
+//! applying one, checking every size and range it names, and the result's declared size
+//! against what is left of the pack's budget before allocating it.
 
-/// Applies a git delta (`gitformat-pack(5)`, "Deltified representation") to `base`.
-pub fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, String> {
+/// Applies a git delta (`gitformat-pack(5)`, "Deltified representation") to `base`. A result
+/// declared larger than `budget` bytes is refused before anything is allocated for it.
+pub fn apply_delta(base: &[u8], delta: &[u8], budget: u64) -> Result<Vec<u8>, String> {
     let mut pos = 0;
     let varint = |pos: &mut usize| -> Result<u64, String> {
         let mut v = 0u64;
@@ -29,7 +31,12 @@ pub fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, String> {
             base.len()
         ));
     }
-    let mut out = Vec::with_capacity(dst.min(1 << 30) as usize);
+    if dst > budget {
+        return Err(format!(
+            "a delta declares a result of {dst} bytes, more than the {budget} bytes left of the pack's inflate budget"
+        ));
+    }
+    let mut out = Vec::with_capacity(usize::try_from(dst).map_err(|_| "a delta's size overflows")?);
     while pos < delta.len() {
         let op = delta[pos];
         pos += 1;

@@ -156,6 +156,15 @@ impl KnownHosts {
         out
     }
 
+    /// Whether a line that is not `@revoked` names the host (whatever its key): what
+    /// `bottle doctor` asks before any connection, when no key has been presented yet.
+    pub fn knows(&self, host: &str, port: u16) -> bool {
+        let name = lookup_name(host, port);
+        self.lines
+            .iter()
+            .any(|l| !l.revoked && names(&l.patterns, &name))
+    }
+
     pub fn verdict(&self, host: &str, port: u16, key: &PublicKey) -> Verdict {
         let name = lookup_name(host, port);
         let mut others = Vec::new();
@@ -293,6 +302,9 @@ mod tests {
         assert_eq!(kh.verdict("up.test", 2223, &key(ED)), Verdict::Unknown);
         assert_eq!(kh.verdict("hashed.test", 2200, &key(ED)), Verdict::Trusted);
         assert_eq!(kh.verdict("hashed.test", 22, &key(ED)), Verdict::Unknown);
+        assert!(kh.knows("hashed.test", 2200) && kh.knows("up.test", 2222));
+        assert!(kh.knows("other.test", 22) && !kh.knows("up.test", 2223));
+        assert!(!kh.knows("hashed.test", 22));
         assert!(matches!(
             kh.verdict("up.test", 2222, &key(OTHER)),
             Verdict::Mismatch(_)
@@ -309,6 +321,11 @@ mod tests {
         assert_eq!(
             kh.verdict("git.corp.test", 22, &key(OTHER)),
             Verdict::Revoked
+        );
+        // A host whose only line is revoked is not known.
+        assert!(
+            !KnownHosts::parse(&format!("@revoked x.test ssh-ed25519 {OTHER}\n"))
+                .knows("x.test", 22)
         );
     }
 

@@ -9,10 +9,15 @@
 //! force push. That is conservative: a push whose new commit already exists upstream (a branch
 //! moved onto a commit the pack does not carry) is refused though it might be a fast-forward.
 //!
+//! Commits are read as git reads them: `tree` first, the parents the `parent` lines right after
+//! it and only those; a commit whose header git would not read as written (a `parent` line
+//! after `committer`, a second `author`…) proves no fast-forward ([`Ancestry::Disordered`]).
+//!
 //! Every failure is a [`PackError`] naming what is wrong and where; nothing here panics on
 //! input. Work is bounded: objects inflate to at most [`MAX_INFLATE_RATIO`] times the pack
-//! plus 64 MiB in all, commits are at most [`MAX_COMMIT`] bytes, delta chains at most
-//! [`MAX_CHAIN`] long.
+//! plus 64 MiB in all (a delta's declared result is held to what is left of that before it is
+//! allocated), commits are at most [`MAX_COMMIT`] bytes, delta chains at most [`MAX_CHAIN`]
+//! long.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -135,10 +140,13 @@ struct Entry {
     size: u64,
 }
 
-/// A commit of the pack: its parents.
+/// A commit of the pack: its parents, as git reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
     pub parents: Vec<Oid>,
+    /// How its header breaks git's order (a `parent` line after `committer`, a second
+    /// `author`…), if it does: such a commit proves no fast-forward.
+    pub disorder: Option<String>,
 }
 
 /// A parsed pack: the commits it carries, by id.
@@ -157,6 +165,8 @@ pub enum Ancestry {
     NewNotInPack,
     /// The walk left the pack without meeting `old`.
     NotProven,
+    /// The walk met a commit whose header git would not read as written.
+    Disordered(Oid),
 }
 
 impl Pack {
@@ -165,7 +175,8 @@ impl Pack {
         Reader::new(data)?.read()
     }
 
-    /// Walks parents from `new`, within the pack, looking for `old`.
+    /// Walks parents from `new`, within the pack, looking for `old`; a commit with its header
+    /// out of order ends the walk.
     pub fn descends(&self, new: Oid, old: Oid) -> Ancestry {
         if new == old {
             return Ancestry::FastForward;
@@ -176,7 +187,11 @@ impl Pack {
         let mut seen = HashSet::from([new]);
         let mut queue = VecDeque::from([new]);
         while let Some(c) = queue.pop_front() {
-            for p in &self.commits[&c].parents {
+            let commit = &self.commits[&c];
+            if commit.disorder.is_some() {
+                return Ancestry::Disordered(c);
+            }
+            for p in &commit.parents {
                 if *p == old {
                     return Ancestry::FastForward;
                 }
@@ -420,7 +435,7 @@ impl<'a> Reader<'a> {
             let e = &self.entries[index];
             (e.data, e.size, e.offset)
         };
-        if size > self.budget {
+        if size > self.budget.saturating_sub(self.inflated) {
             return Err(PackError::Inflate(self.budget));
         }
         let mut out = Vec::with_capacity(size as usize);
@@ -511,7 +526,8 @@ impl<'a> Reader<'a> {
         while let Some(i) = chain.pop() {
             let delta = self.stored_bytes(i)?;
             let offset = self.entries[i].offset;
-            body = apply_delta(&body, &delta).map_err(|what| self.err(i, offset, what))?;
+            let left = self.budget.saturating_sub(self.inflated);
+            body = apply_delta(&body, &delta, left).map_err(|what| self.err(i, offset, what))?;
             self.inflated += body.len() as u64;
             if self.inflated > self.budget {
                 return Err(PackError::Inflate(self.budget));
@@ -528,31 +544,45 @@ fn object_id(kind: Kind, body: &[u8]) -> Oid {
     Oid(h.finish().as_ref().try_into().expect("20 bytes"))
 }
 
-/// A commit's parents, from its header lines (up to the first empty line).
+/// A commit's parents as git reads them (`parse_commit_buffer`): the first header line is
+/// `tree ID`, and the parents are the `parent ID` lines right after it, and only those. A
+/// malformed `tree` or `parent` line there is an error, as it is to git. The rest of the
+/// header is held to the order `git fsck` checks (`author`, then `committer`, right after the
+/// parents) and no `tree`, `parent`, `author` or `committer` line may come again: a commit
+/// that breaks this is kept with its [`Commit::disorder`] said, never read another way.
 fn parse_commit(body: &[u8]) -> Result<Commit, String> {
+    let header = match body.windows(2).position(|w| w == b"\n\n") {
+        Some(end) => &body[..end],
+        None => body,
+    };
+    let mut lines = header.split(|&b| b == b'\n').peekable();
+    let id = |line: &[u8], prefix: &[u8]| {
+        line.strip_prefix(prefix)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .and_then(Oid::parse_hex)
+    };
+    if lines.next().and_then(|l| id(l, b"tree ")).is_none() {
+        return Err("a commit whose first line is not \"tree ID\"".into());
+    }
     let mut parents = Vec::new();
-    let mut tree = false;
-    for line in body.split(|&b| b == b'\n') {
-        if line.is_empty() {
-            break;
-        }
-        if let Some(t) = line.strip_prefix(b"tree ") {
-            tree = std::str::from_utf8(t)
-                .ok()
-                .and_then(Oid::parse_hex)
-                .is_some();
-        } else if let Some(p) = line.strip_prefix(b"parent ") {
-            let p = std::str::from_utf8(p)
-                .ok()
-                .and_then(Oid::parse_hex)
-                .ok_or("a commit's parent line holds no object id")?;
-            parents.push(p);
+    while let Some(line) = lines.next_if(|l| l.starts_with(b"parent ")) {
+        parents.push(id(line, b"parent ").ok_or("a commit's parent line holds no object id")?);
+    }
+    let mut disorder = None;
+    for name in ["author", "committer"] {
+        let next = lines.next();
+        if !next.is_some_and(|l| l.starts_with(format!("{name} ").as_bytes())) {
+            disorder.get_or_insert(format!("no '{name}' line where git expects one"));
         }
     }
-    if !tree {
-        return Err("a commit without a tree line".into());
+    for line in lines {
+        for name in ["tree", "parent", "author", "committer"] {
+            if line.starts_with(format!("{name} ").as_bytes()) {
+                disorder.get_or_insert(format!("a '{name}' line after its 'committer' line"));
+            }
+        }
     }
-    Ok(Commit { parents })
+    Ok(Commit { parents, disorder })
 }
 
 #[cfg(test)]

@@ -224,25 +224,126 @@ fn deltas_copy_and_insert() {
     let base = b"hello, world";
     // src 12, dst 11: copy 7 bytes from 0, insert "there".
     let delta = [12u8, 12, 0x90, 7, 5, b't', b'h', b'e', b'r', b'e'];
-    assert_eq!(apply_delta(base, &delta[..]).unwrap(), b"hello, there");
+    assert_eq!(
+        apply_delta(base, &delta[..], 1 << 20).unwrap(),
+        b"hello, there"
+    );
     assert!(
-        apply_delta(base, &[11, 1, 1, b'x'])
+        apply_delta(base, &[11, 1, 1, b'x'], 1 << 20)
             .unwrap_err()
             .contains("base of 11")
     );
     assert!(
-        apply_delta(base, &[12, 5, 0x90, 50])
+        apply_delta(base, &[12, 5, 0x90, 50], 1 << 20)
             .unwrap_err()
             .contains("outside")
     );
     assert!(
-        apply_delta(base, &[12, 1, 0])
+        apply_delta(base, &[12, 1, 0], 1 << 20)
             .unwrap_err()
             .contains("reserved")
     );
     assert!(
-        apply_delta(base, &[12, 1, 5, b'x'])
+        apply_delta(base, &[12, 1, 5, b'x'], 1 << 20)
             .unwrap_err()
             .contains("truncated")
     );
+}
+
+#[test]
+fn a_delta_declaring_more_than_the_budget_is_refused_before_allocating() {
+    let base = b"hello, world";
+    // dst = 2^40 bytes (varint 0x80 x5, 0x20): refused from its header alone.
+    let delta = [12u8, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0x80];
+    let e = apply_delta(base, &delta, 1 << 20).unwrap_err();
+    assert!(
+        e.contains("declares a result of 1099511627776 bytes"),
+        "{e}"
+    );
+    // Within the budget, the same size check still holds the result to its declaration.
+    assert_eq!(
+        apply_delta(base, &[12, 3, 3, b'a', b'b', b'c'], 3).unwrap(),
+        b"abc"
+    );
+    assert!(apply_delta(base, &[12, 3, 3, b'a', b'b', b'c'], 2).is_err());
+}
+
+/// A pack of whole objects and ref-deltas: (type, base id of a ref-delta, inflated bytes).
+fn raw_pack(objects: &[(u8, Option<Oid>, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut out = b"PACK\0\0\0\x02".to_vec();
+    out.extend((objects.len() as u32).to_be_bytes());
+    for (kind, base, data) in objects {
+        let mut size = data.len() as u64;
+        let mut c = (kind << 4) | (size & 15) as u8;
+        size >>= 4;
+        while size > 0 {
+            out.push(c | 0x80);
+            c = (size & 0x7f) as u8;
+            size >>= 7;
+        }
+        out.push(c);
+        if let Some(b) = base {
+            out.extend(b.0);
+        }
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(data).unwrap();
+        out.extend(z.finish().unwrap());
+    }
+    let sum = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &out);
+    out.extend(sum.as_ref());
+    out
+}
+
+#[test]
+fn a_ref_delta_declaring_a_huge_result_is_refused_within_a_small_pack() {
+    let blob = vec![b'z'; 1 << 16];
+    let id = object_id(Kind::Blob, &blob);
+    // 1 GiB from 16384 copies of the whole base (op 0x80: offset 0, length 0x10000).
+    let mut delta = vec![0x80, 0x80, 0x04]; // src 65536
+    delta.extend([0x80, 0x80, 0x80, 0x80, 0x04]); // dst 2^30
+    delta.extend(std::iter::repeat_n(0x80u8, 1 << 14));
+    let pack = raw_pack(&[(3, None, blob), (7, Some(id), delta)]);
+    assert!(pack.len() < 4096, "{}", pack.len());
+    let e = Pack::parse(&pack).unwrap_err().to_string();
+    assert!(e.contains("declares a result of 1073741824 bytes"), "{e}");
+}
+
+#[test]
+fn commits_are_read_as_git_reads_them() {
+    let (t, p, q) = ("a".repeat(40), "b".repeat(40), "c".repeat(40));
+    let who = "author A <a@a> 1 +0000\ncommitter C <c@c> 1 +0000";
+    let c = parse_commit(
+        format!("tree {t}\nparent {p}\nparent {q}\n{who}\n\nmsg\nparent {t}\n").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.parents,
+        [Oid::parse_hex(&p).unwrap(), Oid::parse_hex(&q).unwrap()]
+    );
+    assert_eq!(c.disorder, None);
+    // A parent after committer is no parent to git: a root commit, and out of order.
+    let c = parse_commit(format!("tree {t}\n{who}\nparent {p}\n\nmsg").as_bytes()).unwrap();
+    assert_eq!(c.parents, []);
+    assert_eq!(
+        c.disorder.as_deref(),
+        Some("a 'parent' line after its 'committer' line")
+    );
+    let c =
+        parse_commit(format!("tree {t}\nparent {p}\n{who}\nauthor B <b@b> 1 +0000\n\n").as_bytes())
+            .unwrap();
+    assert_eq!(
+        c.disorder.as_deref(),
+        Some("a 'author' line after its 'committer' line")
+    );
+    let c = parse_commit(format!("tree {t}\ncommitter C <c@c> 1 +0000\n\n").as_bytes()).unwrap();
+    assert!(c.disorder.is_some());
+    for bad in [
+        format!("parent {p}\ntree {t}\n{who}\n\n"),
+        format!("tree {t}\nparent xyz\n{who}\n\n"),
+        format!("tree {}\n{who}\n\n", &t[..39]),
+        String::new(),
+    ] {
+        assert!(parse_commit(bad.as_bytes()).is_err(), "{bad}");
+    }
 }

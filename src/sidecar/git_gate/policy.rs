@@ -7,7 +7,8 @@
 //!   without `refs/heads/` (`*` within a path segment, `**` across segments, `?` one character);
 //! - `tags`: tags only where the upstream has `tags = true`, and never moved once they exist;
 //! - `force-push`: a branch update's new commit must descend from its old one within the pushed
-//!   pack ([`super::pack::Pack::descends`]);
+//!   pack, by the parents git reads, through no commit whose header is out of order
+//!   ([`super::pack::Pack::descends`]);
 //! - `max-push-bytes`: the request body is counted as it streams and cut at the limit.
 //!
 //! A push is all or nothing: when one command is refused, every command of it is refused
@@ -164,6 +165,11 @@ pub fn check_ancestry(cmd: &Command, pack: &Pack) -> Result<(), Refusal> {
             short(cmd.new),
             short(cmd.old)
         ),
+        Ancestry::Disordered(c) => format!(
+            "commit {} has its header out of order ({}), and git-gate does not guess what it means",
+            short(c),
+            pack.commits[&c].disorder.as_deref().unwrap_or("?")
+        ),
     };
     Err(Refusal::new(
         Rule::ForcePush,
@@ -208,9 +214,9 @@ mod tests {
     fn up(branches: &[&str], tags: bool) -> Upstream {
         Upstream {
             name: "origin".into(),
-            url: "git@h.test:x".into(),
-            identity: "/k".into(),
-            known_hosts: "/kh".into(),
+            via: super::super::Via::Local {
+                socket: "/s".into(),
+            },
             branches: branches.iter().map(|s| s.to_string()).collect(),
             tags,
             max_push_bytes: 100,

@@ -10,10 +10,10 @@ use hyper::{Request, Response, StatusCode};
 use super::Upstream;
 use super::policy::{self, Rule};
 use super::push::{self, Command};
+use super::remote::{self, Service};
 use super::server::{
     Audit, Body, State, decode, full, git, is_gzip, read_body, read_report, relay, send_all, text,
 };
-use super::ssh::{self, Service};
 use crate::sidecar::audit::Decision;
 use crate::sidecar::log;
 
@@ -26,6 +26,10 @@ impl State {
             up,
             service: Service::ReceivePack,
             started: Instant::now(),
+        };
+        // Held until the push is judged (and forwarded): at most MAX_PUSHES bodies in memory.
+        let Ok(_permit) = self.pushes.acquire().await else {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "git-gate is stopping");
         };
         let gzip = is_gzip(&req);
         let hint = req
@@ -48,13 +52,26 @@ impl State {
         if body.is_empty() || &body[..] == b"0000" {
             return git(RESULT, full(Vec::new()));
         }
-        let advertised = push::receive_caps(&push::passed_on());
-        let request = match push::parse(&body, &advertised) {
-            Ok(r) if r.commands.is_empty() => Err("no ref update before the pack".to_string()),
-            other => other,
+        // Reading the pack is CPU work: off the async workers.
+        let judged = {
+            let (body, up) = (body.clone(), up.clone());
+            tokio::task::spawn_blocking(move || judge(&body, &up)).await
         };
-        let request = match request {
-            Ok(r) => r,
+        let judged = match judged {
+            Ok(j) => j,
+            Err(e) => {
+                log(
+                    WHO,
+                    format!("upstream {}: judging a push failed: {e}", up.name),
+                );
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "git-gate: the push could not be judged",
+                );
+            }
+        };
+        let (request, decision) = match judged {
+            Ok(j) => j,
             Err(why) => {
                 let r = policy::malformed(&why);
                 log(WHO, format!("upstream {}: {}", up.name, r.message));
@@ -68,7 +85,7 @@ impl State {
             }
         };
         let bytes_in = body.len() as u64;
-        if let Err(refused) = push::decide(up, &request) {
+        if let Err(refused) = decision {
             let unpack = match refused.iter().find(|(_, r)| r.rule == Rule::Malformed) {
                 Some((_, r)) => r.message.clone(),
                 None => "ok".to_string(),
@@ -97,8 +114,8 @@ impl State {
         let commands = request.commands.clone();
         let band = request.wants("side-band-64k");
         let reports = request.wants("report-status");
-        let head = body.slice(..request.head.len());
-        let pack = body.slice(request.head.len()..);
+        let head = body.slice(..request.head_len);
+        let pack = body.slice(request.head_len..);
         self.forward(
             &audit,
             commands,
@@ -119,7 +136,7 @@ impl State {
         bytes_in: u64,
     ) -> Response<Body> {
         let up = audit.up;
-        let mut remote = match ssh::open(up, Service::ReceivePack).await {
+        let mut remote = match remote::open(up, Service::ReceivePack).await {
             Ok(r) => r,
             Err(e) => return audit.failed(&e, &commands),
         };
@@ -163,3 +180,36 @@ impl State {
 }
 
 const WHO: &str = "git-gate";
+
+/// A push request as judged: its commands, capabilities and where its pack starts.
+struct Judged {
+    commands: Vec<Command>,
+    caps: Vec<String>,
+    head_len: usize,
+}
+
+impl Judged {
+    fn wants(&self, cap: &str) -> bool {
+        self.caps.iter().any(|c| c == cap)
+    }
+}
+
+type Verdict = Result<(), Vec<(Command, policy::Refusal)>>;
+
+/// Reads the request and decides on it; `Err` for a request that cannot be read.
+fn judge(body: &[u8], up: &Upstream) -> Result<(Judged, Verdict), String> {
+    let advertised = push::receive_caps(&push::passed_on());
+    let request = push::parse(body, &advertised)?;
+    if request.commands.is_empty() {
+        return Err("no ref update before the pack".to_string());
+    }
+    let decision = push::decide(up, &request);
+    Ok((
+        Judged {
+            commands: request.commands,
+            caps: request.caps,
+            head_len: request.head.len(),
+        },
+        decision,
+    ))
+}

@@ -1,6 +1,7 @@
 //! git-gate's HTTP side: the listener, git's smart HTTP routes for each upstream
 //! (`/NAME/info/refs`, `/NAME/git-upload-pack`, `/NAME/git-receive-pack`), relaying to and
-//! from the upstream's git over SSH, and the audit lines.
+//! from the upstream's git (over SSH, or `bottle run`'s socket for a local upstream), and the
+//! audit lines.
 //!
 //! Bad input ends one request, never the daemon: a body larger than its limit is cut off with
 //! a 413, unreadable pkt-lines get a 400, a bad pack a refusal in git's report-status; each
@@ -27,8 +28,9 @@ use tokio::net::TcpListener;
 use super::pkt::{self, Advertisement, Pkt};
 use super::policy::Rule;
 use super::push::{self, Command};
-use super::ssh::{self, Remote, Service, SshError, Target};
-use super::{Config, Upstream};
+use super::remote::{self, Remote, Service, UpstreamError};
+use super::ssh::Target;
+use super::{Config, Upstream, Via};
 use crate::sidecar::audit::{AuditLog, Decision, Event, GitUpdate};
 use crate::sidecar::log;
 
@@ -36,7 +38,7 @@ const WHO: &str = "git-gate";
 /// The longest a request head may take to arrive, and a body may stay silent.
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest upload-pack request (wants and haves) read.
-const UPLOAD_REQUEST_LIMIT: u64 = 32 << 20;
+pub const UPLOAD_REQUEST_LIMIT: u64 = 32 << 20;
 /// How much of an upstream's push answer is kept to read its report for the audit log.
 const REPORT_LIMIT: usize = 1 << 20;
 
@@ -51,7 +53,12 @@ pub struct Gate {
 pub(super) struct State {
     upstreams: BTreeMap<String, Upstream>,
     pub(super) audit: Arc<AuditLog>,
+    /// Pushes being read, judged or forwarded: at most [`MAX_PUSHES`] at once.
+    pub(super) pushes: tokio::sync::Semaphore,
 }
+
+/// The most pushes in flight at once; more wait for a turn (each may hold `max_push_bytes`).
+pub const MAX_PUSHES: usize = 4;
 
 impl Gate {
     /// Opens the audit log and binds the listening socket.
@@ -64,12 +71,16 @@ impl Gate {
             .await
             .with_context(|| format!("git-gate cannot listen on {addr}"))?;
         for u in &config.upstreams {
-            let what = match Target::parse(&u.name, &u.url) {
-                Ok(t) => format!(
-                    "{}@{}:{} {} (branches {:?}, tags {}, max_push_bytes {})",
-                    t.user, t.host, t.port, t.path, u.branches, u.tags, u.max_push_bytes
-                ),
-                Err(e) => format!("UNUSABLE: {e}"),
+            let policy = format!(
+                "(branches {:?}, tags {}, max_push_bytes {})",
+                u.branches, u.tags, u.max_push_bytes
+            );
+            let what = match &u.via {
+                Via::Ssh { url, .. } => match Target::parse(&u.name, url) {
+                    Ok(t) => format!("{}@{}:{} {} {policy}", t.user, t.host, t.port, t.path),
+                    Err(e) => format!("UNUSABLE: {e}"),
+                },
+                Via::Local { socket } => format!("a repository on the host, via {socket} {policy}"),
             };
             log(WHO, format!("upstream {}: {what}", u.name));
         }
@@ -84,6 +95,7 @@ impl Gate {
             state: Arc::new(State {
                 upstreams,
                 audit: Arc::new(audit),
+                pushes: tokio::sync::Semaphore::new(MAX_PUSHES),
             }),
         })
     }
@@ -149,9 +161,13 @@ impl Audit<'_> {
         status: u16,
         bytes: (u64, u64),
     ) -> Event {
-        let (host, port, path) = match Target::parse(&self.up.name, &self.up.url) {
-            Ok(t) => (t.host, t.port, t.path),
-            Err(_) => ("-".into(), 0, "-".into()),
+        let (host, port, path) = match &self.up.via {
+            Via::Ssh { url, .. } => match Target::parse(&self.up.name, url) {
+                Ok(t) => (t.host, t.port, t.path),
+                Err(_) => ("-".into(), 0, "-".into()),
+            },
+            // The repository's host path is the host side's: git-gate never knows it.
+            Via::Local { .. } => ("local".into(), 0, format!("/{}", self.up.name)),
         };
         Event {
             time_ms: Event::now_ms(),
@@ -196,9 +212,9 @@ impl Audit<'_> {
     }
 
     /// An upstream that could not be used: logged, audited, and a 502 saying why.
-    pub(super) fn failed(&self, e: &SshError, commands: &[Command]) -> Response<Body> {
+    pub(super) fn failed(&self, e: &UpstreamError, commands: &[Command]) -> Response<Body> {
         let rule = match e {
-            SshError::HostKey(_) => "host-key",
+            UpstreamError::HostKey(_) => "host-key",
             _ => "upstream",
         };
         log(WHO, format!("upstream {}: {e}", self.up.name));
@@ -339,7 +355,7 @@ impl State {
                 let adv = match Advertisement::parse(&lines) {
                     Ok(a) => a,
                     Err(why) => {
-                        let e = SshError::Remote {
+                        let e = UpstreamError::Remote {
                             upstream: up.name.clone(),
                             program: service.program(),
                             why: format!("its advertisement cannot be read: {why}"),
@@ -375,7 +391,7 @@ impl State {
             }
         };
         let bytes_in = body.len() as u64;
-        let mut remote = match ssh::open(up, Service::UploadPack).await {
+        let mut remote = match remote::open(up, Service::UploadPack).await {
             Ok(r) => r,
             Err(e) => return audit.failed(&e, &[]),
         };
@@ -428,8 +444,11 @@ pub(super) fn is_gzip(req: &Request<Incoming>) -> bool {
 
 /// Opens `service` on the upstream, reads its advertisement, and ends it cleanly (a flush:
 /// no wants, no commands).
-async fn fetch_advertisement(up: &Upstream, service: Service) -> Result<Vec<Vec<u8>>, SshError> {
-    let mut remote = ssh::open(up, service).await?;
+async fn fetch_advertisement(
+    up: &Upstream,
+    service: Service,
+) -> Result<Vec<Vec<u8>>, UpstreamError> {
+    let mut remote = remote::open(up, service).await?;
     let mut left = Vec::new();
     let lines = remote.advertisement(&mut left).await?;
     let _ = remote.send(Bytes::from_static(b"0000")).await;
@@ -440,12 +459,12 @@ async fn fetch_advertisement(up: &Upstream, service: Service) -> Result<Vec<Vec<
 /// Sends `parts` to the remote's stdin then ends it, in a task of its own: the remote may
 /// answer (progress) before it has read everything.
 pub(super) fn send_all(remote: &mut Remote, parts: Vec<Bytes>) {
-    let Some(writer) = remote.take_writer() else {
+    let Some(mut writer) = remote.take_writer() else {
         return;
     };
     tokio::spawn(async move {
         for p in parts {
-            if let Err(e) = writer.data_bytes(p).await {
+            if let Err(e) = writer.send(p).await {
                 log(WHO, format!("cannot send to the upstream: {e}"));
                 return;
             }

@@ -4,25 +4,21 @@
 //! `git-receive-pack` exec per connection.
 //!
 //! The identity key is read from its file in the bundle for each connection and never leaves
-//! this module: not in a log line, an error or the audit log. What the upstream's git writes
-//! on stderr is kept (bounded) to explain a failure.
+//! this module: not in a log line, an error or the audit log.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use russh::client::{self, Handle, Msg};
+use russh::client::{self, Handle};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 
-use super::Upstream;
 use super::known_hosts::{HostKeyError, KnownHosts};
+use super::remote::{Reader, Remote, Service, UpstreamError, Writer};
+use super::{Upstream, Via};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// How much of the upstream's stderr is kept for an error message.
-const STDERR_LIMIT: usize = 4096;
 
 /// An upstream URL, taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,55 +122,6 @@ fn split_port(authority: &str) -> Option<(String, u16)> {
     }
 }
 
-/// The two git services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    UploadPack,
-    ReceivePack,
-}
-
-impl Service {
-    pub fn program(self) -> &'static str {
-        match self {
-            Service::UploadPack => "git-upload-pack",
-            Service::ReceivePack => "git-receive-pack",
-        }
-    }
-}
-
-/// Why the upstream could not be reached or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SshError {
-    #[error(transparent)]
-    Url(#[from] UrlError),
-    #[error(transparent)]
-    HostKey(#[from] Box<HostKeyError>),
-    #[error(
-        "cannot read the identity key of upstream {upstream:?} (mounted from the recipe's identity): {why}"
-    )]
-    Identity { upstream: String, why: String },
-    #[error("cannot reach upstream {upstream:?} at {target}: {why}")]
-    Connect {
-        upstream: String,
-        target: String,
-        why: String,
-    },
-    #[error(
-        "upstream {upstream:?} refused the identity key for user {user:?}; add its public key to that account on {host}"
-    )]
-    Auth {
-        upstream: String,
-        user: String,
-        host: String,
-    },
-    #[error("upstream {upstream:?}: {program} failed: {why}")]
-    Remote {
-        upstream: String,
-        program: &'static str,
-        why: String,
-    },
-}
-
 struct Checker {
     known: KnownHosts,
     upstream: String,
@@ -203,28 +150,25 @@ impl client::Handler for Checker {
     }
 }
 
-/// One exec on the upstream: write its stdin, read its stdout.
-pub struct Remote {
-    _session: Handle<Checker>,
-    reader: ChannelReadHalf,
-    writer: Option<ChannelWriteHalf<Msg>>,
-    pub upstream: String,
-    pub program: &'static str,
-    stderr: Vec<u8>,
-    exit: Option<u32>,
-}
-
 /// Connects to `up`, checks its host key, authenticates and starts `service` on its path.
-pub async fn open(up: &Upstream, service: Service) -> Result<Remote, SshError> {
-    let target = Target::parse(&up.name, &up.url)?;
-    let known = KnownHosts::load(Path::new(&up.known_hosts), &up.name)?;
+pub async fn open(up: &Upstream, service: Service) -> Result<Remote, UpstreamError> {
+    let Via::Ssh {
+        url,
+        identity,
+        known_hosts,
+    } = &up.via
+    else {
+        unreachable!("ssh::open is for SSH upstreams");
+    };
+    let target = Target::parse(&up.name, url)?;
+    let known = KnownHosts::load(Path::new(known_hosts), &up.name)?;
     let upstream = up.name.clone();
-    let connect_err = |why: String| SshError::Connect {
+    let connect_err = |why: String| UpstreamError::Connect {
         upstream: upstream.clone(),
         target: format!("{}:{}", target.host, target.port),
         why,
     };
-    let key = load_identity(up)?;
+    let key = load_identity(&up.name, identity)?;
     let mut preferred = russh::Preferred::default();
     let mut algos = known.algorithms(&target.host, target.port);
     for a in preferred.key.iter() {
@@ -274,13 +218,13 @@ pub async fn open(up: &Upstream, service: Service) -> Result<Remote, SshError> {
     authenticate(session, key, &target, up, service).await
 }
 
-fn load_identity(up: &Upstream) -> Result<russh::keys::PrivateKey, SshError> {
-    let identity_err = |why: String| SshError::Identity {
-        upstream: up.name.clone(),
+fn load_identity(upstream: &str, identity: &str) -> Result<russh::keys::PrivateKey, UpstreamError> {
+    let identity_err = |why: String| UpstreamError::Identity {
+        upstream: upstream.to_string(),
         why,
     };
-    let text = std::fs::read_to_string(&up.identity)
-        .map_err(|e| identity_err(format!("{}: {}", up.identity, e.kind())))?;
+    let text = std::fs::read_to_string(identity)
+        .map_err(|e| identity_err(format!("{identity}: {}", e.kind())))?;
     // The parser's message only: never the key's text.
     russh::keys::decode_secret_key(&text, None)
         .map_err(|e| identity_err(format!("not an unencrypted OpenSSH private key ({e})")))
@@ -292,8 +236,8 @@ async fn authenticate(
     target: &Target,
     up: &Upstream,
     service: Service,
-) -> Result<Remote, SshError> {
-    let failed = |why: String| SshError::Remote {
+) -> Result<Remote, UpstreamError> {
+    let failed = |why: String| UpstreamError::Remote {
         upstream: up.name.clone(),
         program: service.program(),
         why,
@@ -311,7 +255,7 @@ async fn authenticate(
         .await
         .map_err(|e| failed(format!("authentication: {e}")))?;
     if !auth.success() {
-        return Err(SshError::Auth {
+        return Err(UpstreamError::Auth {
             upstream: up.name.clone(),
             user: target.user.clone(),
             host: target.host.clone(),
@@ -326,112 +270,12 @@ async fn authenticate(
         .await
         .map_err(|e| failed(format!("cannot start it: {e}")))?;
     let (reader, writer) = channel.split();
-    Ok(Remote {
-        _session: session,
-        reader,
-        writer: Some(writer),
-        upstream: up.name.clone(),
-        program: service.program(),
-        stderr: Vec::new(),
-        exit: None,
-    })
-}
-
-impl Remote {
-    /// The next bytes of the remote's stdout; `None` at its end. Stderr is kept aside.
-    pub async fn next(&mut self) -> Option<Bytes> {
-        loop {
-            match self.reader.wait().await? {
-                ChannelMsg::Data { data } => return Some(data),
-                ChannelMsg::ExtendedData { data, .. } => {
-                    let room = STDERR_LIMIT.saturating_sub(self.stderr.len());
-                    self.stderr.extend_from_slice(&data[..data.len().min(room)]);
-                }
-                ChannelMsg::ExitStatus { exit_status } => self.exit = Some(exit_status),
-                ChannelMsg::Eof | ChannelMsg::Close => return None,
-                _ => {}
-            }
-        }
-    }
-
-    /// Reads one pkt-line of stdout into `buf` (which keeps what was read past it).
-    pub async fn pkt(&mut self, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, SshError> {
-        loop {
-            let mut pos = 0;
-            match super::pkt::parse(buf, &mut pos) {
-                Ok(super::pkt::Pkt::Data(d)) => {
-                    let d = d.to_vec();
-                    buf.drain(..pos);
-                    return Ok(Some(d));
-                }
-                Ok(_) => {
-                    buf.drain(..pos);
-                    return Ok(None);
-                }
-                Err(super::pkt::PktError::Truncated { .. }) => match self.next().await {
-                    Some(more) => buf.extend_from_slice(&more),
-                    None => return Err(self.failure("it ended before its ref advertisement did")),
-                },
-                Err(e) => return Err(self.failure(&e.to_string())),
-            }
-        }
-    }
-
-    /// Sends `data` to the remote's stdin.
-    pub async fn send(&self, data: Bytes) -> Result<(), SshError> {
-        let Some(w) = &self.writer else {
-            return Err(self.failure("its input was handed over"));
-        };
-        w.data_bytes(data)
-            .await
-            .map_err(|e| self.failure(&format!("cannot send to it: {e}")))
-    }
-
-    /// Ends the remote's stdin.
-    pub async fn eof(&self) -> Result<(), SshError> {
-        let Some(w) = &self.writer else {
-            return Err(self.failure("its input was handed over"));
-        };
-        w.eof()
-            .await
-            .map_err(|e| self.failure(&format!("cannot end its input: {e}")))
-    }
-
-    /// The remote's stdin, to write from another task while this one reads.
-    pub fn take_writer(&mut self) -> Option<ChannelWriteHalf<Msg>> {
-        self.writer.take()
-    }
-
-    /// A failure, with what the remote said on stderr and its exit status, if any.
-    pub fn failure(&self, what: &str) -> SshError {
-        let said = String::from_utf8_lossy(&self.stderr);
-        let said = said.trim();
-        let mut why = what.to_string();
-        if !said.is_empty() {
-            why.push_str(&format!("; it said: {}", said.replace('\n', " / ")));
-        }
-        if let Some(code) = self.exit {
-            why.push_str(&format!(" (exit {code})"));
-        }
-        SshError::Remote {
-            upstream: self.upstream.clone(),
-            program: self.program,
-            why,
-        }
-    }
-
-    /// Reads the ref advertisement the service starts with (up to its flush).
-    pub async fn advertisement(&mut self, buf: &mut Vec<u8>) -> Result<Vec<Vec<u8>>, SshError> {
-        let mut lines = Vec::new();
-        while let Some(line) = self.pkt(buf).await? {
-            if line.starts_with(b"ERR ") {
-                let msg = String::from_utf8_lossy(&line[4..]).trim().to_string();
-                return Err(self.failure(&format!("it answered ERR {msg}")));
-            }
-            lines.push(line);
-        }
-        Ok(lines)
-    }
+    Ok(Remote::new(
+        Some(Box::new(session)),
+        (Reader::Ssh(reader), Writer::Ssh(writer)),
+        &up.name,
+        service,
+    ))
 }
 
 #[cfg(test)]
