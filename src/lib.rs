@@ -12,11 +12,13 @@
 //! entry's manifest, component records, specs); `config` renders the config component from
 //! its key; `diff` compares entries. `runtime/` talks to the engines (the Docker Engine API,
 //! the smolvm CLI) and holds the guest either runs; `sidecar/` holds the bundle's daemons
-//! (`bottle sidecar`, run inside the bundle image); `cli` is the glue; `progress` draws it.
+//! (`bottle sidecar`, run inside the bundle image); `console` serves the local web page over
+//! the run folders (`bottle console`); `cli` is the glue; `progress` draws it.
 
 pub mod builder;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod diff;
 pub mod digest;

@@ -256,6 +256,20 @@ pub enum Command {
         #[arg(long, short, conflicts_with = "act")]
         watch: bool,
     },
+    /// Serve a local web page for this store's runs: live traffic, pending requests to
+    /// approve, deny or answer, and git-gate's pushes
+    ///
+    /// Prints a URL with a token made at this start; opening it signs the browser in (a
+    /// cookie). The page shows the same state as `bottle ps`, `logs` and `supervise`, and
+    /// answers through the same code. Runs until Ctrl-C.
+    Console {
+        /// The address to listen on; another than loopback is warned about
+        #[arg(long, value_name = "ADDR:PORT", default_value = crate::console::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Open the page in the desktop's browser (xdg-open)
+        #[arg(long)]
+        open: bool,
+    },
     /// Remove what a run left behind (a live run is asked to stop first)
     Down {
         /// A run id or unique prefix (`bottle ps`)

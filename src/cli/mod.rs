@@ -1,11 +1,12 @@
 //! The command line: clap definitions ([`args`]) and one function per command over library
-//! calls ([`build`], [`doctor`], [`inspect`], [`maintain`], [`runs`], [`supervise`]); [`target`] reads the
+//! calls ([`build`], [`console`], [`doctor`], [`inspect`], [`maintain`], [`runs`], [`supervise`]); [`target`] reads the
 //! TARGET argument (recipe file, recipe name or hash) of every command. Results go to stdout
 //! (text, or one JSON document under `--json`); progress and messages to stderr. A closed
 //! stdout (`| head`) ends the command quietly.
 
 pub mod args;
 mod build;
+mod console;
 mod doctor;
 mod inspect;
 mod maintain;
@@ -112,6 +113,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
             let act = supervise::act(approve, deny, reason, answer);
             supervise::supervise(g, &store, run, act, *all, *watch).await
         }
+        Command::Console { listen, open } => console::console(g, &store, *listen, *open).await,
         Command::Push { hash, to, sign_key } => {
             share::push(g, &store, hash, to, sign_key.as_deref()).await
         }

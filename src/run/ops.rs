@@ -404,6 +404,8 @@ pub struct AuditReader {
     path: std::path::PathBuf,
     offset: u64,
     partial: Vec<u8>,
+    /// The reader starts mid-file: what comes before the first newline is a cut line.
+    cut: bool,
 }
 
 impl AuditReader {
@@ -440,7 +442,20 @@ impl AuditReader {
             path,
             offset: 0,
             partial: Vec::new(),
+            cut: false,
         })
+    }
+
+    /// Starts at the last `max_bytes` of the log (its first whole line there) instead of its
+    /// beginning: for a reader that shows the recent lines of a long log.
+    pub fn from_tail(mut self, max_bytes: u64) -> AuditReader {
+        let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if len > max_bytes {
+            // One byte before: when it is a newline, the line after it is whole and kept.
+            self.offset = len - max_bytes - 1;
+            self.cut = true;
+        }
+        self
     }
 
     /// Whether the run is over (no live record left).
@@ -467,6 +482,15 @@ impl AuditReader {
         let n = file.read_to_end(&mut bytes)?;
         self.offset += n as u64;
         self.partial.extend_from_slice(&bytes);
+        if self.cut {
+            match self.partial.iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    self.partial.drain(..=end);
+                    self.cut = false;
+                }
+                None => return Ok(Vec::new()),
+            }
+        }
         let mut events = Vec::new();
         while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
@@ -531,6 +555,35 @@ fn utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tail_starts_at_a_whole_line() {
+        use crate::sidecar::audit::{Decision, Event};
+        let tmp = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::new(tmp.path());
+        let dir =
+            super::record::run_dir(&store, "r1").join(crate::sidecar::pipelock::AUDIT_RUN_DIR);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut e = Event::granted("r1", "a.test", "x");
+        e.decision = Decision::Allowed;
+        let mut text = String::new();
+        for host in ["one.test", "two.test", "three.test"] {
+            e.host = host.into();
+            text.push_str(&serde_json::to_string(&e).unwrap());
+            text.push('\n');
+        }
+        std::fs::write(dir.join(crate::sidecar::pipelock::AUDIT_FILE), &text).unwrap();
+        let last = text.lines().last().unwrap().len() as u64 + 1;
+        let hosts = |max: u64| -> Vec<String> {
+            let mut r = super::AuditReader::open(&store, "r1")
+                .unwrap()
+                .from_tail(max);
+            r.read_new().unwrap().into_iter().map(|e| e.host).collect()
+        };
+        assert_eq!(hosts(last + 5), ["three.test"]);
+        assert_eq!(hosts(last), ["three.test"]);
+        assert_eq!(hosts(1 << 20).len(), 3);
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");

@@ -68,7 +68,9 @@ pub use bottle::run::names::{LABEL_HASH, LABEL_RUN, LABEL_STORE};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 
+pub mod browser;
 pub mod claude;
+pub mod console;
 pub mod garage;
 pub mod nginx;
 pub mod share;
