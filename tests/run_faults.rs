@@ -156,15 +156,24 @@ fn sigterm_at_every_step_unwinds_everything() {
     signals_at_every_step(libc::SIGTERM, "SIGTERM");
 }
 
-/// SIGINT and SIGTERM, alternately, 10–80 ms after `bottle run` starts: while it checks the
-/// entry, writes its record, mints its CA and creates its networks (no pause hook: whatever
-/// is in flight). Each trial ends with 128+N (or 0 when the run finished first) and leaves
-/// no container, network, run folder (with its CA keys) or pin; at least 8 of the 24 signals
-/// land mid bring-up (caught by bottle, which tears down).
+/// SIGINT and SIGTERM, alternately, at random moments of the bring-up: while `bottle run`
+/// writes its record, mints its CA and creates its networks, bundle and guest (no pause
+/// hook: whatever is in flight). The window is measured first, on a probe run: from bottle's
+/// first line of the run to its `running` line. Each trial ends with 128+N (or 0 when the run
+/// finished first) and leaves no container, network, run folder (with its CA keys) or pin; at
+/// least 8 of the 24 signals land mid bring-up (caught by bottle, which tears down).
 #[test]
 fn signals_at_random_moments_of_the_bring_up_leave_nothing() {
     let ctx = TestContext::new("run-sig-random");
     let hash = ctx.build(&ctx.recipe());
+    let started = std::time::Instant::now();
+    let mut probe = ctx.spawn(&["run", &hash, "--", "true"]);
+    probe.wait_for_stderr("bottle run: run ", Duration::from_secs(60));
+    let from = started.elapsed().as_millis() as u64;
+    probe.wait_for_stderr("bottle run: running true", Duration::from_secs(120));
+    let to = started.elapsed().as_millis() as u64;
+    assert!(probe.wait(Duration::from_secs(60)).success());
+    let span = (to - from).max(10);
     let mut rng = 0x9e3779b97f4a7c15u64;
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut mid_bring_up = 0;
@@ -177,7 +186,7 @@ fn signals_at_random_moments_of_the_bring_up_leave_nothing() {
         } else {
             (libc::SIGTERM, "SIGTERM")
         };
-        let delay = Duration::from_millis(10 + rng % 71);
+        let delay = Duration::from_millis(from + rng % span);
         let mut child = ctx.spawn(&["run", &hash, "--", "true"]);
         std::thread::sleep(delay);
         child.signal(sig);
@@ -221,7 +230,7 @@ fn signals_at_random_moments_of_the_bring_up_leave_nothing() {
     // with a teardown), not before its handlers or after the run.
     assert!(
         mid_bring_up >= 8,
-        "only {mid_bring_up} of 24 signals landed mid bring-up: {outcomes:?}"
+        "only {mid_bring_up} of 24 signals (at {from}–{to} ms) landed mid bring-up: {outcomes:?}"
     );
 }
 

@@ -193,6 +193,23 @@ fn resumable(
     (total, resumed)
 }
 
+/// The bytes put together so far under a store's `local/pull/` for the entry's components.
+fn pulled_bytes(m: &bottle::manifest::Manifest, store: &bottle::store::Store) -> u64 {
+    m.components
+        .ids()
+        .iter()
+        .map(|id| {
+            walkdir::WalkDir::new(bottle::share::local::pull_dir(store, id))
+                .into_iter()
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.metadata().ok())
+                .filter(|md| md.is_file())
+                .map(|md| md.len())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 #[test]
 fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
     let src = TestContext::new("share-kill-src");
@@ -202,17 +219,28 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
     let (key, public) = keygen(&src, "ci-1");
     let cache = src.dir.path().join("cache");
     push(&src, &hash, &cache, &key);
-    // How long a whole pull takes here, into a store of its own: the kills fall within it.
+    // The window to aim at: how long a pull here spends putting files together, from its
+    // first byte on disk to its last, measured on a pull into a store of its own.
     let probe = src.dir.path().join("probe");
-    let started = std::time::Instant::now();
     let mut c = src.cmd();
-    c.env("BOTTLE_STORE", &probe);
-    let out = src.output_of(
-        c,
-        &["pull", &hash, "--from", &url(&cache), "--trust", &public],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let whole = started.elapsed().as_millis() as u64;
+    c.env("BOTTLE_STORE", &probe)
+        .args(["pull", &hash, "--from", &url(&cache), "--trust", &public])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let probe_store = bottle::store::Store::new(probe.clone());
+    let mut child = c.spawn().unwrap();
+    let (mut first, mut last, mut seen) = (None, std::time::Instant::now(), 0);
+    while child.try_wait().unwrap().is_none() {
+        let now = pulled_bytes(&m, &probe_store);
+        if now > seen {
+            first.get_or_insert_with(std::time::Instant::now);
+            (last, seen) = (std::time::Instant::now(), now);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(child.wait().unwrap().success(), "the probe pull failed");
+    let first = first.expect("the probe pull put no file together under local/pull");
+    let window = (last - first).as_millis().max(2) as u64;
     // Random points: a seed from the clock, printed with any failure.
     let mut x = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -228,9 +256,11 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        // Within the first half, where a pull downloads; each resumes the last.
-        let ms = 5 + x % (whole / 2).max(10);
+        // A random point of the window, counted from this pull's first new byte on disk;
+        // each pull resumes the last, so what is left to move shrinks.
+        let ms = x % window;
         delays.push(ms);
+        let before = pulled_bytes(&m, &dst.store());
         let mut c = dst.cmd();
         c.args(["pull", &hash, "--from", &url(&cache), "--trust", &public]);
         let mut child = c
@@ -238,8 +268,15 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while pulled_bytes(&m, &dst.store()) <= before
+            && child.try_wait().unwrap().is_none()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         std::thread::sleep(Duration::from_millis(ms));
-        signal_pid(child.id(), libc::SIGKILL);
+        let _ = child.kill();
         let _ = child.wait();
         let (_, resumed) = resumable(&cache, &m, &dst.store());
         if resumed > resumed_before && !dst.entry_file(&hash).exists() {
@@ -251,7 +288,7 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
     // The window this test claims: kills landed while a pull was moving chunks.
     assert!(
         mid_transfer >= 2,
-        "only {mid_transfer} of 8 kills (at {delays:?} ms; a whole pull takes {whole} ms) landed mid-transfer"
+        "only {mid_transfer} of 8 kills (at {delays:?} ms after their first byte; a pull puts files together for {window} ms) landed mid-transfer"
     );
     let partial = dst.store().local().join("pull");
     let (missing, resumed) = resumable(&cache, &m, &dst.store());
@@ -293,7 +330,7 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
     dst.ok(&["gc", "--keep", &hash]);
     assert!(!partial.exists());
     eprintln!(
-        "a whole pull took {whole} ms; kills at {delays:?} ms, {mid_transfer} mid-transfer; {resumed} of {missing} bytes were resumed by the last pull (present: {})",
+        "a pull puts files together for {window} ms; kills at {delays:?} ms after their first byte, {mid_transfer} mid-transfer; {resumed} of {missing} bytes were resumed by the last pull (present: {})",
         r["present"]
     );
     dst.assert_nothing_left();
