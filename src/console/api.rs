@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::run::ops;
 use crate::run::record;
 use crate::run::supervise::{RunQueue, RunQueueError, queue_of};
-use crate::sidecar::supervise::queue::{Ask, Reply, ReplyError, View};
+use crate::sidecar::supervise::queue::{Ask, Reply, ReplyError, View, show};
 use crate::store::Store;
 
 /// The most bytes of a run's audit log a page is sent when it opens the run (the recent lines).
@@ -122,9 +122,13 @@ pub fn requests(store: &Store, run_id: &str) -> Result<Vec<RequestRow>> {
 
 fn means(ask: &Ask) -> String {
     match ask {
-        Ask::AllowHost { .. } => {
-            "let pipelock forward the guest's requests to this exact host name (not its subdomains), for the rest of this run".into()
-        }
+        Ask::AllowHost { host } => match show::ip_of(host) {
+            None => "let pipelock forward the guest's requests to this exact host name (not its subdomains), for the rest of this run".into(),
+            Some(_) => format!(
+                "let pipelock forward the guest's requests to {}, for the rest of this run",
+                show::host(host)
+            ),
+        },
         Ask::AllowDlp { rule, value } => format!(
             "let this exact value ({} bytes), which DLP rule {rule:?} flagged as a credential, leave the guest, for the rest of this run",
             value.len()
@@ -238,6 +242,21 @@ mod tests {
         for bad in ["", "..", "a/b", "a b", &"x".repeat(65)] {
             assert!(!is_run_id(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_ip_host_is_shown_with_its_class() {
+        let means = |host: &str| means(&Ask::AllowHost { host: host.into() });
+        let loopback = means("2130706433");
+        assert!(
+            loopback.contains("= 127.0.0.1")
+                && loopback.contains("loopback")
+                && loopback.contains("allow_private"),
+            "{loopback}"
+        );
+        assert!(means("169.254.169.254").contains("cloud metadata"));
+        assert!(means("8.8.8.8").contains("public"));
+        assert!(means("a.test").contains("exact host name"));
     }
 
     #[test]
