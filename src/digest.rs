@@ -158,6 +158,7 @@ impl TryFrom<String> for InputDigest {
 /// blake3 of a file's content and its size. Small files are read whole; large ones are mapped
 /// one [`WINDOW`] at a time and each window hashed on all cores, so memory stays flat however
 /// large the file.
+#[allow(unsafe_code)] // the read-only mapping below
 pub fn file_digest(path: &Path) -> std::io::Result<(Digest, u64)> {
     let mut file = std::fs::File::open(path)?;
     let size = file.metadata()?.len();

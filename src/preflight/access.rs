@@ -259,6 +259,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)] // set_var on a variable only this test uses
     fn an_empty_token_is_refused_and_its_value_never_shown() {
         let var = format!("BOTTLE_PREFLIGHT_UNIT_{}", std::process::id());
         // SAFETY: a name no other test reads or writes.

@@ -532,25 +532,16 @@ pub fn audit_line(e: &crate::sidecar::audit::Event) -> String {
 
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
 fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| {
+            time::OffsetDateTime::UNIX_EPOCH.checked_add(time::Duration::milliseconds(ms))
+        })
+        .and_then(|at| at.format(&format).ok())
+        .unwrap_or_else(|| format!("{ms} ms after the epoch"))
 }
 
 #[cfg(test)]
@@ -589,5 +580,9 @@ mod tests {
         assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(super::utc(1_795_981_234_567), "2026-11-29T19:40:34.567Z");
         assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            super::utc(u64::MAX),
+            format!("{} ms after the epoch", u64::MAX)
+        );
     }
 }

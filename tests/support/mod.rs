@@ -876,6 +876,7 @@ impl Drop for Spawned {
     }
 }
 
+#[allow(unsafe_code)] // kill(2)
 pub fn signal_pid(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a pid this test spawned.
     let r = unsafe { libc::kill(pid as i32, sig) };

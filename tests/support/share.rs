@@ -51,6 +51,7 @@ pub fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
 /// Runs `cmd` with `args` to its end: its output and its peak resident memory in KiB (the
 /// child's own `ru_maxrss`, from `wait4`, which also reaps it).
 #[allow(clippy::zombie_processes)]
+#[allow(unsafe_code)] // wait4(2) for the child's rusage
 pub fn output_with_peak_rss(
     mut cmd: std::process::Command,
     args: &[&str],
