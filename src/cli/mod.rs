@@ -1,13 +1,15 @@
-//! The command line: clap definitions ([`args`]) and one function per command over library
-//! calls ([`build`], [`console`], [`doctor`], [`inspect`], [`maintain`], [`runs`], [`supervise`]); [`target`] reads the
-//! TARGET argument (recipe file, recipe name or hash) of every command. Results go to stdout
-//! (text, or one JSON document under `--json`); progress and messages to stderr. A closed
-//! stdout (`| head`) ends the command quietly.
+//! The command line: the process's entry ([`entry`]), clap definitions ([`args`]) and one
+//! function per command over library calls ([`build`], [`console`], [`doctor`], [`inspect`],
+//! [`maintain`], [`runs`], [`supervise`]); [`target`] reads the TARGET argument (recipe file,
+//! recipe name or hash) of every command. Results go to stdout (text, or one JSON document
+//! under `--json`); progress and messages to stderr. A closed stdout (`| head`) ends the
+//! command quietly.
 
 pub mod args;
 mod build;
 mod console;
 mod doctor;
+pub mod entry;
 mod inspect;
 mod maintain;
 mod runs;
