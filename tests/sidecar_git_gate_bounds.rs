@@ -3,7 +3,8 @@
 //! `committer` is no parent), a delta's declared size held to the pack's budget before it is
 //! allocated (the daemon's peak memory measured), and the cap on pushes in flight; with
 //! pipelock and supervise beside it in one sidecar, as in a bundle, twenty pushes at the size
-//! cap leave both answering within a second.
+//! cap leave both answering within a second; and one SSH login serves many requests, with a
+//! new one once the session died.
 
 mod git_gate_kit;
 mod pipelock_kit;
@@ -520,4 +521,70 @@ async fn twenty_pushes_at_the_cap_leave_pipelock_and_supervise_answering_within_
             "{name}: {lines:?}"
         );
     }
+}
+
+/// Requests through the gate share one SSH session with the upstream: fetches one after
+/// another (more than OpenSSH's ten channels per connection, so closed channels must be
+/// given back), fetches at once and a push make one login in sshd's log; once the server
+/// drops the connection, the next request logs in again and answers.
+#[test]
+fn one_ssh_login_serves_every_request_and_a_dead_session_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = Sshd::start(dir.path());
+    let gate = Gate::start(
+        dir.path(),
+        &sshd,
+        &sshd.known_hosts_line("127.0.0.1"),
+        1 << 20,
+    );
+    assert_eq!(sshd.logins(), 0);
+    let work = clone(dir.path(), &gate);
+    let upstream_refs = |s: &Sshd| {
+        let mut v: Vec<String> = s.refs().lines().map(|l| l.replace(' ', "\t")).collect();
+        v.sort();
+        v
+    };
+    let ls_remote = || {
+        let out = git_out(dir.path(), &["ls-remote", "--refs", &gate.url()]);
+        assert!(out.status.success(), "{}", text(&out));
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    for _ in 0..12 {
+        let out = git_out(&work, &["fetch", "-q", "origin"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    std::thread::scope(|s| {
+        let all: Vec<_> = (0..6).map(|_| s.spawn(ls_remote)).collect();
+        for h in all {
+            assert_eq!(h.join().unwrap(), upstream_refs(&sshd));
+        }
+    });
+    let w = |args: &[&str]| sshd::git(&work, args);
+    w(&["checkout", "-q", "-b", "agent/reuse"]);
+    std::fs::write(work.join("r.txt"), "reused\n").unwrap();
+    w(&["add", "r.txt"]);
+    w(&["commit", "-qm", "over the kept session"]);
+    let out = git_out(&work, &["push", "-q", "origin", "agent/reuse"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        sshd.rev("refs/heads/agent/reuse"),
+        Some(w(&["rev-parse", "HEAD"]))
+    );
+    assert_eq!(
+        sshd.logins(),
+        1,
+        "one login for a clone, 12 fetches, 6 at once and a push:\n{}",
+        sshd.log_text()
+    );
+
+    // The server drops the session: the next request logs in again, once.
+    assert_eq!(sshd.drop_connections(), 1, "one connection to drop");
+    assert_eq!(ls_remote(), upstream_refs(&sshd));
+    assert_eq!(ls_remote(), upstream_refs(&sshd));
+    assert_eq!(sshd.logins(), 2, "{}", sshd.log_text());
 }
