@@ -136,7 +136,7 @@ fn bad_bundle_memory_fails_the_load_naming_the_field_and_the_fix() {
         ),
         (
             upstream("1073741824"),
-            1,
+            17,
             &[
                 "[bundle] memory is unset, and its default 512MiB is too small: the daemons need 4160MiB",
                 "set [bundle] memory = \"4160MiB\" or lower max_push_bytes of upstream \"origin\"",

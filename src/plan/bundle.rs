@@ -131,8 +131,18 @@ impl Resolver<'_> {
                     .max_by_key(|u| u.max_push_bytes)
                     .map(|u| u.name.as_str())
                     .unwrap_or("?");
+                // At the largest `max_push_bytes` written: only one written can outgrow it.
+                let at = self
+                    .recipe
+                    .doc
+                    .git_gate
+                    .upstreams
+                    .iter()
+                    .filter_map(|u| u.get_ref().max_push_bytes.as_ref())
+                    .max_by_key(|m| *m.get_ref())
+                    .map_or(0..0, |m| m.span());
                 return Err(self.recipe.error_at(
-                    0..0,
+                    at,
                     format!(
                         "[bundle] memory is unset, and its default {} is too small: {}; set [bundle] memory = \"{}\" or lower max_push_bytes of upstream {upstream:?}",
                         show_size(DEFAULT_BUNDLE_MEMORY),
