@@ -123,6 +123,7 @@ fn bundle_spec(key: &ConfigKey) -> BundleSpec {
         mounts,
         ports,
         hosts: key.network.hosts.clone(),
+        memory: key.bundle.memory,
     }
 }
 

@@ -8,7 +8,7 @@
 //! | --- | --- | --- |
 //! | `guest` ([`GuestKey`]) | [`GUEST_FORMAT`]; backend and start mode; the image source: the Dockerfile's digest and every path of its build context that `.dockerignore` keeps (files by digest and executable bit, symlinks by target, folders, so an empty one counts), or an archive's digest, or a reference pinned by digest; for a smolvm pack, `smolvm --version` | bottle's own sources, the recipe's name, user, env, command, allowlist, routes, where the recipe lies |
 //! | `bundle` ([`BundleKey`]) | [`BUNDLE_FORMAT`] and [`BUILDER`]: a digest of bottle's sources (every file under `src/`, `Cargo.lock`, `Cargo.toml`, `build.rs`) with the profile, target, rustflags and `rustc -vV`, computed by `build.rs` at compile time, since the bundle image holds this very binary | everything of the recipe: one bundle per build of bottle, shared by all recipes |
-//! | `config` ([`ConfigKey`]) | [`CONFIG_FORMAT`]; the guest's user, home, command and env; pipelock (allowlist, DLP switch, the recipe's DLP rules and allowed values), egress routes (each upstream CA by its digest) and upstream proxy, git-gate and supervise as planned; `[network] hosts`; the prompt's digest, each skills file's digest and each `[provision] files` file's digest; the workspace's upstream; git identity | the recipe's name, the image, bottle's sources (the config files' shape is versioned by [`CONFIG_FORMAT`] instead), token values |
+//! | `config` ([`ConfigKey`]) | [`CONFIG_FORMAT`]; the guest's user, home, command and env; pipelock (allowlist, DLP switch, the recipe's DLP rules and allowed values), egress routes (each upstream CA by its digest) and upstream proxy, git-gate and supervise as planned; `[network] hosts`; `[bundle] memory` unless it is the default; the prompt's digest, each skills file's digest and each `[provision] files` file's digest; the workspace's upstream; git identity | the recipe's name, the image, bottle's sources (the config files' shape is versioned by [`CONFIG_FORMAT`] instead), token values |
 //!
 //! The entry's hash ([`BuildHash`]) is blake3 over the canonical JSON of its [`Manifest`]: the
 //! manifest format, the recipe's name (what runs and `bottle ls` call it) and the three
@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, InputDigest, file_digest};
 use crate::manifest::{Components, MANIFEST_FORMAT, Manifest};
 use crate::plan::{
-    GitGatePlan, GuestBackend, GuestStart, ImagePlan, NetworkPlan, PipelockPlan, Planned,
-    SupervisePlan,
+    BundlePlan, GitGatePlan, GuestBackend, GuestStart, ImagePlan, NetworkPlan, PipelockPlan,
+    Planned, SupervisePlan,
 };
 
 /// A digest of the sources and build settings of the `bottle` binary doing the build
@@ -182,6 +182,10 @@ pub struct ConfigKey {
     pub supervise: SupervisePlan,
     pub provision: ProvisionKey,
     pub network: NetworkPlan,
+    /// `[bundle]`: absent from the key when it is the default (keys of recipes without it
+    /// stay as they were).
+    #[serde(default, skip_serializing_if = "BundlePlan::is_default")]
+    pub bundle: BundlePlan,
 }
 
 /// The egress routes as the config renders them: an upstream CA by its content.
@@ -407,6 +411,7 @@ pub fn keys_with_builder(
         network: plan.network.clone(),
         git_gate: plan.git_gate.clone(),
         supervise: plan.supervise.clone(),
+        bundle: plan.bundle,
         provision: ProvisionKey {
             prompt,
             skills,
@@ -552,5 +557,36 @@ mod tests {
         let back: ComponentKey =
             serde_json::from_slice(&bundle("a").canonical()).expect("round trip");
         assert_eq!(back, bundle("a"));
+    }
+
+    /// `[bundle] memory` enters the config key only when it is not the default: keys of
+    /// recipes without it encode as they did before it existed.
+    #[test]
+    fn bundle_memory_is_in_the_config_key_only_when_not_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("img.tar"), b"x").unwrap();
+        let key = |extra: &str| {
+            let text = format!(
+                "name = \"x\"\n[guest]\nbackend = \"docker\"\nimage = {{ archive = \"img.tar\" }}\ncommand = [\"sh\"]\n{extra}"
+            );
+            let recipe = crate::recipe::Recipe::parse(&dir.path().join("r.toml"), text).unwrap();
+            let planned = crate::plan::plan(&recipe).unwrap();
+            let (keys, _) = keys(&planned).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_slice(&keys.component(ComponentKind::Config).canonical()).unwrap();
+            (json, keys.config)
+        };
+        let (unset, unset_key) = key("");
+        assert!(unset.get("bundle").is_none(), "{unset}");
+        assert_eq!(unset_key.bundle.memory, crate::plan::DEFAULT_BUNDLE_MEMORY);
+        let (default, _) = key("[bundle]\nmemory = \"512MiB\"\n");
+        assert_eq!(default, unset);
+        let (set, set_key) = key("[bundle]\nmemory = \"1GiB\"\n");
+        assert_eq!(set["bundle"], serde_json::json!({"memory": 1u64 << 30}));
+        // The key read back (as `verify` reads it) keeps the value, and the default.
+        let back: ComponentKey = serde_json::from_value(set.clone()).unwrap();
+        assert_eq!(back, ComponentKey::Config(set_key));
+        let back: ComponentKey = serde_json::from_value(unset.clone()).unwrap();
+        assert_eq!(back, ComponentKey::Config(unset_key));
     }
 }

@@ -157,6 +157,21 @@ pub struct BundleSpec {
     pub ports: BTreeMap<Daemon, u16>,
     /// Static names the bundle resolves (`[network] hosts`).
     pub hosts: BTreeMap<String, HostTarget>,
+    /// The container's memory limit in bytes (`[bundle] memory`); absent when it is the
+    /// default, so the files of entries built before it stay as they were.
+    #[serde(
+        default = "default_bundle_memory",
+        skip_serializing_if = "is_default_bundle_memory"
+    )]
+    pub memory: u64,
+}
+
+fn default_bundle_memory() -> u64 {
+    crate::plan::DEFAULT_BUNDLE_MEMORY
+}
+
+fn is_default_bundle_memory(m: &u64) -> bool {
+    *m == crate::plan::DEFAULT_BUNDLE_MEMORY
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -41,6 +41,8 @@ pub struct RecipeDoc {
     pub provision: Provision,
     #[serde(default)]
     pub network: Network,
+    #[serde(default)]
+    pub bundle: Bundle,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +233,15 @@ pub struct Upstream {
     pub tags: bool,
     /// The most bytes one push may send; default 100 MiB.
     pub max_push_bytes: Option<Spanned<u64>>,
+}
+
+/// `[bundle]`: the sidecar container's own resources.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// The bundle container's memory limit, e.g. `"512MiB"`; default
+    /// [`crate::plan::DEFAULT_BUNDLE_MEMORY`].
+    pub memory: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

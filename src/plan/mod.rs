@@ -15,7 +15,11 @@ use toml::Spanned;
 
 pub use crate::recipe::is_slug;
 use crate::recipe::{self, Backend, Recipe, RecipeError, SmolvmStart};
+pub use bundle::{
+    BundlePlan, DAEMONS_BASE_MEMORY, DEFAULT_BUNDLE_MEMORY, needed_memory, parse_size, show_size,
+};
 
+mod bundle;
 mod daemons;
 mod paths;
 mod provision;
@@ -52,6 +56,7 @@ pub struct Plan {
     pub supervise: SupervisePlan,
     pub provision: ProvisionPlan,
     pub network: NetworkPlan,
+    pub bundle: BundlePlan,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -303,6 +308,7 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
         upstreams: r.upstreams(&doc.git_gate.upstreams)?,
     };
     let provision = r.provision(&doc.provision, &git_gate)?;
+    let bundle = r.bundle(&doc.bundle, &git_gate.upstreams)?;
 
     Ok(Planned {
         plan: Plan {
@@ -335,6 +341,7 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
                 enabled: doc.supervise.enabled,
             },
             provision,
+            bundle,
         },
         root,
     })

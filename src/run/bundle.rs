@@ -77,6 +77,7 @@ pub async fn start_bundle(
                 HostTarget::HostGateway => format!("{host}:{gateway}"),
             })
             .collect(),
+        memory: Some(spec.memory),
     };
     serve_local_upstreams(ctx, undo)?;
     let archive = ctx.entry.bundle.path(&ctx.entry.bundle.image().archive);

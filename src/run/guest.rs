@@ -127,6 +127,7 @@ async fn create_container(
         no_new_privileges: false,
         stdin_once: false,
         extra_hosts: Vec::new(),
+        memory: None,
     };
     let archive = ctx.entry.guest.path(&image.archive);
     let docker = ctx.docker.clone();

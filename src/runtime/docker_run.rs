@@ -190,6 +190,8 @@ pub struct ContainerSpec {
     pub stdin_once: bool,
     /// `NAME:IP` entries for the container's `/etc/hosts`.
     pub extra_hosts: Vec<String>,
+    /// A memory limit in bytes, swap included (the container gets no swap); none: unlimited.
+    pub memory: Option<u64>,
 }
 
 async fn try_create(docker: &Docker, spec: ContainerSpec) -> Result<String, DockerError> {
@@ -224,6 +226,8 @@ async fn try_create(docker: &Docker, spec: ContainerSpec) -> Result<String, Dock
         host_config: Some(HostConfig {
             extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             network_mode: Some(spec.network.clone()),
+            memory: spec.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            memory_swap: spec.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             mounts: Some(mounts),
             cap_drop: (!spec.cap_drop.is_empty()).then_some(spec.cap_drop),
             security_opt: spec

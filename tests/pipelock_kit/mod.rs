@@ -337,6 +337,8 @@ pub struct Setup {
     pub upstream_proxy: Option<String>,
     /// supervise's queue folder, when a test keeps it across sidecars (else one of its own).
     pub supervise_queue: Option<PathBuf>,
+    /// git-gate's config, for a test that starts it with upstreams (else none, on a free port).
+    pub git_gate: Option<bottle::sidecar::git_gate::Config>,
 }
 
 /// A running `bottle sidecar --daemons pipelock`, killed when dropped.
@@ -408,12 +410,15 @@ impl Sidecar {
         // The other daemons' configs, for a test that starts them too.
         // Written from the daemons' own typed configs, so a field change cannot drift here.
         let loopback: std::net::IpAddr = std::net::Ipv4Addr::LOCALHOST.into();
-        let git_gate = bottle::sidecar::git_gate::Config {
-            port: free_port(),
-            listen_host: loopback,
-            upstreams: Vec::new(),
-            audit_log: None,
-        };
+        let git_gate = setup
+            .git_gate
+            .clone()
+            .unwrap_or(bottle::sidecar::git_gate::Config {
+                port: free_port(),
+                listen_host: loopback,
+                upstreams: Vec::new(),
+                audit_log: None,
+            });
         std::fs::write(
             dir.path().join("git-gate.json"),
             serde_json::to_string(&git_gate).unwrap(),

@@ -151,6 +151,31 @@ impl Sshd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// How many logins the server accepted (its log's `Accepted publickey` lines).
+    pub fn logins(&self) -> usize {
+        self.log_text().matches("Accepted publickey").count()
+    }
+
+    /// Kills the server's per-connection processes (its children): every client's session
+    /// dies, the listener stays. Returns how many were killed.
+    pub fn drop_connections(&self) -> usize {
+        let master = self.child.id().to_string();
+        let mut killed = 0;
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // `PID (COMM) STATE PPID …`: the fields after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1));
+            if ppid == Some(master.as_str()) {
+                let pid = entry.file_name().to_string_lossy().into_owned();
+                let ok = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+                killed += usize::from(ok.success());
+            }
+        }
+        killed
+    }
+
     /// The known_hosts line for this server under `name`: `[name]:PORT ssh-ed25519 AAAA…`.
     pub fn known_hosts_line(&self, name: &str) -> String {
         format!("[{name}]:{} {}\n", self.port, self.host_key)

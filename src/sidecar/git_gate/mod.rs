@@ -106,7 +106,7 @@ pub struct Upstream {
 }
 
 /// How git-gate reaches an upstream.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Via {
     Ssh {

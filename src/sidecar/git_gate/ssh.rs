@@ -1,14 +1,21 @@
 //! git-gate's way to an upstream: its URL, an SSH connection (russh, pure Rust with ring)
 //! whose host key must be in the upstream's known_hosts ([`super::known_hosts`]), public-key
 //! authentication with the upstream's identity key, and one `git-upload-pack` or
-//! `git-receive-pack` exec per connection.
+//! `git-receive-pack` exec per request, on a channel of its own.
 //!
-//! The identity key is read from its file in the bundle for each connection and never leaves
-//! this module: not in a log line, an error or the audit log.
+//! One SSH session per upstream is kept and reused: a request opens a channel on it, not a
+//! new login. A session that died (the upstream closed it, or it sat idle past the
+//! inactivity timeout) is replaced by a new login; a live session that refuses another channel
+//! (the server's cap on sessions per connection, `MaxSessions` in OpenSSH) leaves the request
+//! to a connection of its own, closed with it.
+//!
+//! The identity key is read from its file in the bundle for each login and never leaves this
+//! module: not in a log line, an error or the audit log.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use russh::client::{self, Handle};
@@ -150,17 +157,56 @@ impl client::Handler for Checker {
     }
 }
 
-/// Connects to `up`, checks its host key, authenticates and starts `service` on its path.
+/// A logged-in session with an upstream, shared by the requests that open channels on it.
+type Session = Arc<Handle<Checker>>;
+
+/// The sessions kept, by everything a login depends on: the upstream's url, identity
+/// and known_hosts. Held across a login, so that requests arriving together make one.
+static SESSIONS: LazyLock<tokio::sync::Mutex<HashMap<Via, Session>>> =
+    LazyLock::new(|| tokio::sync::Mutex::new(HashMap::new()));
+
+/// Starts `service` on `up`'s path on a channel of the upstream's session, logging in (host
+/// key checked, identity key) when there is none or it died.
 pub async fn open(up: &Upstream, service: Service) -> Result<Remote, UpstreamError> {
-    let Via::Ssh {
-        url,
-        identity,
-        known_hosts,
-    } = &up.via
-    else {
+    let Via::Ssh { url, .. } = &up.via else {
         unreachable!("ssh::open is for SSH upstreams");
     };
     let target = Target::parse(&up.name, url)?;
+    let mut sessions = SESSIONS.lock().await;
+    let kept = sessions.get(&up.via).filter(|s| !s.is_closed()).cloned();
+    if let Some(session) = kept {
+        drop(sessions);
+        match start(&session, &target, up, service).await {
+            Ok(remote) => return Ok(remote),
+            // Alive, but no channel for this request: a connection of its own.
+            Err(_) if !session.is_closed() => {
+                let own = Arc::new(login(up, &target, service).await?);
+                return start(&own, &target, up, service).await;
+            }
+            // It died meanwhile: log in again below.
+            Err(_) => sessions = SESSIONS.lock().await,
+        }
+    }
+    let session = Arc::new(login(up, &target, service).await?);
+    sessions.insert(up.via.clone(), session.clone());
+    drop(sessions);
+    start(&session, &target, up, service).await
+}
+
+/// Connects to `up`, checks its host key and authenticates.
+async fn login(
+    up: &Upstream,
+    target: &Target,
+    service: Service,
+) -> Result<Handle<Checker>, UpstreamError> {
+    let Via::Ssh {
+        identity,
+        known_hosts,
+        ..
+    } = &up.via
+    else {
+        unreachable!("ssh::login is for SSH upstreams");
+    };
     let known = KnownHosts::load(Path::new(known_hosts), &up.name)?;
     let upstream = up.name.clone();
     let connect_err = |why: String| UpstreamError::Connect {
@@ -215,7 +261,7 @@ pub async fn open(up: &Upstream, service: Service) -> Result<Remote, UpstreamErr
         }
         Ok(Ok(s)) => s,
     };
-    authenticate(session, key, &target, up, service).await
+    authenticate(session, key, target, up, service).await
 }
 
 fn load_identity(upstream: &str, identity: &str) -> Result<russh::keys::PrivateKey, UpstreamError> {
@@ -236,7 +282,7 @@ async fn authenticate(
     target: &Target,
     up: &Upstream,
     service: Service,
-) -> Result<Remote, UpstreamError> {
+) -> Result<Handle<Checker>, UpstreamError> {
     let failed = |why: String| UpstreamError::Remote {
         upstream: up.name.clone(),
         program: service.program(),
@@ -261,6 +307,21 @@ async fn authenticate(
             host: target.host.clone(),
         });
     }
+    Ok(session)
+}
+
+/// Opens a channel on `session` and starts `service` on the upstream's path in it.
+async fn start(
+    session: &Session,
+    target: &Target,
+    up: &Upstream,
+    service: Service,
+) -> Result<Remote, UpstreamError> {
+    let failed = |why: String| UpstreamError::Remote {
+        upstream: up.name.clone(),
+        program: service.program(),
+        why,
+    };
     let channel = session
         .channel_open_session()
         .await
@@ -271,7 +332,7 @@ async fn authenticate(
         .map_err(|e| failed(format!("cannot start it: {e}")))?;
     let (reader, writer) = channel.split();
     Ok(Remote::new(
-        Some(Box::new(session)),
+        Some(Box::new(session.clone())),
         (Reader::Ssh(reader), Writer::Ssh(writer)),
         &up.name,
         service,
