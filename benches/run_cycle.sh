@@ -9,7 +9,7 @@
 # The script's steps are the run's (src/run/): an internal network (inhibit_ipv4, no host
 # address) and an outbound one; the images checked by id (loaded when missing); the bundle at
 # .2 of the internal network with the entry's mounts (pipelock.json, egress.json from the
-# config component; the CA certificate and key), env and daemons, no-new-privileges, attached
+# config component; the CA certificate and key), env, daemons and memory limit, no-new-privileges, attached
 # to the outbound network, started, and waited on until pipelock listens; the guest at .3 on
 # the internal network only, NET_RAW dropped, kept alive by the same shell loop, with the whole
 # guest env; `chown -R USER:USER HOME` as root; the CA copied to its guest path and the same
@@ -132,8 +132,10 @@ for mt in spec["mounts"]:
     mounts += ["--mount", "type=bind,src=%s,dst=%s%s" % (src, mt["target"], ",readonly" if mt["read_only"] else "")]
 print("mounts=(" + " ".join(q(x) for x in mounts) + ")")
 print("benv=(" + " ".join(q(x) for e in spec["env"] for x in ("-e", e)) + ")")
-if spec["env_from_host"]:
-    sys.exit("the demo's bundle needs host env: " + ", ".join(spec["env_from_host"]))
+if spec["secrets"]:
+    sys.exit("the demo's bundle needs host env: " + ", ".join(spec["secrets"]))
+# [bundle] memory: absent from the spec when it is the default (512 MiB, plan::DEFAULT_BUNDLE_MEMORY).
+print("bmem=" + q(str(spec.get("memory", 512 << 20))))
 gs = g["spec"]
 print("genv_tpl=(" + " ".join(q("%s=%s" % kv) for kv in sorted(gs["env"].items())) + ")")
 print("ca_path=" + q(gs["ca_guest_path"]))
@@ -169,7 +171,8 @@ script_once() {
   docker image inspect "$bundle_img" >/dev/null 2>&1 || docker load -q -i "$bundle_tar" >/dev/null
   docker image inspect "$guest_img" >/dev/null 2>&1 || docker load -q -i "$guest_tar" >/dev/null
   docker create --name "$n-b" --network "$n-in" --ip "$ip" "${mounts[@]}" "${benv[@]}" \
-    --security-opt no-new-privileges --label bottle.bench=1 "$bundle_img" --daemons "$daemons" >/dev/null
+    --memory "$bmem" --memory-swap "$bmem" --security-opt no-new-privileges --label bottle.bench=1 \
+    "$bundle_img" --daemons "$daemons" >/dev/null
   docker network connect "$n-out" "$n-b"
   docker start "$n-b" >/dev/null
   local oip
