@@ -120,19 +120,58 @@ fn artifact<'a>(record: &'a mut serde_json::Value, file: &str) -> &'a mut serde_
         .unwrap_or_else(|| panic!("no {file} in the record"))
 }
 
-#[test]
-fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change_nothing() {
-    let src = TestContext::new("share-signed-bad-src");
+/// `bottle ARGS` through `cmd` (a [`Remote::cmd`]), which must succeed: its stdout.
+fn ok_of(ctx: &TestContext, cmd: std::process::Command, args: &[&str]) -> String {
+    let out = ctx.output_of(cmd, args);
+    assert!(out.status.success(), "bottle {args:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A signed entry whose config fails its render check, then one whose record asks for a
+/// setuid mode, served by `remote`: each refused, the store byte for byte as it was,
+/// components included; then the entry as pushed is taken.
+fn signed_bad_entries_change_nothing(remote: Remote, name: &str) {
+    let src = TestContext::new(&format!("share-signed-bad-src-{name}"));
     let hash = src.build(&src.recipe());
     let m = src.manifest(&hash);
     let (key, public) = keygen(&src, "ci-1");
+    // The entry as pushed to a folder here: what the damaged copies are made from.
     let cache = src.dir.path().join("cache");
     push(&src, &hash, &cache, &key);
+    let pristine: std::collections::BTreeMap<_, _> = files(&cache).into_iter().collect();
+    // The entry pushed by bottle to the server under `prefix`, then every object of
+    // `damaged` that differs from the pushed one written over it, bypassing bottle.
+    let serve = |prefix: &str, damaged: Option<&Path>| -> String {
+        let url = remote.url(prefix);
+        let sign = key.to_str().unwrap();
+        ok_of(
+            &src,
+            remote.cmd(&src),
+            &["push", &hash, "--to", &url, "--sign-key", sign],
+        );
+        if let Some(damaged) = damaged {
+            let changed: Vec<_> = files(damaged)
+                .into_iter()
+                .filter(|(rel, bytes)| pristine.get(rel) != Some(bytes))
+                .collect();
+            assert!(!changed.is_empty(), "{} is not damaged", damaged.display());
+            for (rel, bytes) in changed {
+                remote.put(&format!("{prefix}/{rel}"), &bytes);
+            }
+        }
+        url
+    };
     // An empty store, so every component of the entry is imported.
-    let dst = TestContext::new("share-signed-bad-dst");
+    let dst = TestContext::new(&format!("share-signed-bad-dst-{name}"));
     dst.store().init().unwrap();
     dst.ok(&["gc"]);
     let before = dst.snapshot();
+    let pull = |url: &str| {
+        dst.output_of(
+            remote.cmd(&dst),
+            &["pull", &hash, "--json", "--from", url, "--trust", &public],
+        )
+    };
 
     // guest.json says root: a new chunk, chunk list and record for it, signed again.
     let bad_config = src.dir.path().join("bad-config");
@@ -159,13 +198,14 @@ fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change
         a["blake3"] = digest.hex().into();
         a["size"] = bytes.len().into();
     });
-    let out = pull(&dst, &hash, &bad_config, &public);
+    let url = serve("bad-config", Some(&bad_config));
+    let out = pull(&url);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{url}: {err}");
     assert_eq!(
         dst.snapshot(),
         before,
-        "a refused pull left something (components included)"
+        "{url}: a refused pull left something (components included)"
     );
     assert!(err.contains("config/guest.json"), "{err}");
     assert!(
@@ -180,20 +220,40 @@ fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change
     resign(&setuid, &hash, &key, ComponentKind::Guest, |r| {
         artifact(r, "image.tar")["mode"] = 0o4777.into();
     });
-    let out = pull(&dst, &hash, &setuid, &public);
+    let url = serve("setuid", Some(&setuid));
+    let out = pull(&url);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{url}: {err}");
     assert!(err.contains("guest record"), "{err}");
     assert!(err.contains("image.tar"), "{err}");
     assert!(err.contains("mode 4777"), "{err}");
-    assert_eq!(dst.snapshot(), before, "the store changed");
+    assert_eq!(dst.snapshot(), before, "{url}: the store changed");
 
     // The cache as pushed: the same store takes the entry, every file 0644 or 0755.
-    let out = pull(&dst, &hash, &cache, &public);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let url = serve("good", None);
+    let out = pull(&url);
+    assert!(out.status.success(), "{url}: {}", stderr(&out));
     assert!(dst.output(&["verify", &hash]).status.success());
     dst.assert_nothing_left();
     src.assert_nothing_left();
+}
+
+#[test]
+fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change_nothing_on_a_folder()
+ {
+    signed_bad_entries_change_nothing(Remote::folder(), "folder");
+}
+
+#[test]
+fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change_nothing_on_nginx()
+{
+    signed_bad_entries_change_nothing(Remote::nginx(), "nginx");
+}
+
+#[test]
+fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change_nothing_on_garage()
+{
+    signed_bad_entries_change_nothing(Remote::garage(), "garage");
 }
 
 #[test]
