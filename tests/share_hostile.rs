@@ -1,9 +1,10 @@
 //! What a hostile or careless cache cannot do to a pull, a push or a remote gc: make a pull's
 //! memory follow what it serves (a chunk served as 1 GiB), leave components of a refused
 //! entry behind (a signed config that fails its render check), make a store file setuid (a
-//! signed record's mode), make gc delete outside the cache (an encoded `../` name on nginx),
-//! or break a gc's lease (a dry run or a second gc while one works, then a push). The real
-//! binary and the real Docker Engine; folder caches and nginx on loopback.
+//! signed record's mode), make gc delete outside the cache (an encoded `../` name), or break
+//! a gc's lease (a dry run or a second gc while one works, then a push). The real binary and
+//! the real Docker Engine; each case but the first on a folder cache, nginx and Garage on
+//! loopback ([`Remote`]), one `#[test]` per server.
 
 mod support;
 
@@ -356,28 +357,34 @@ fn gc_over_garage_leaves_a_name_outside_the_layout_alone_and_names_it() {
 
 /// The three-process interleaving on one cache: gc A holds its lease (paused), a dry run and
 /// a second gc come and go, then a push: the push must not go on as if no gc ran.
-fn interleave(src: &TestContext, hash: &str, key: &Path, public: &str, url: &str, name: &str) {
+fn interleave(remote: Remote, name: &str) {
+    let src = TestContext::new(&format!("share-lease-src-{name}"));
+    let hash = src.build(&src.recipe());
+    let (key, public) = keygen(&src, "ci-1");
+    let url = remote.url("c");
+    let url = url.as_str();
+    let run = |args: &[&str]| src.output_of(remote.cmd(&src), args);
     let push_args = [
         "push",
-        hash,
+        &hash,
         "--json",
         "--to",
         url,
         "--sign-key",
         key.to_str().unwrap(),
     ];
-    src.ok(&push_args);
+    ok_of(&src, remote.cmd(&src), &push_args);
     let none = "0".repeat(64);
-    let mut c = src.cmd();
+    let mut c = remote.cmd(&src);
     c.env("BOTTLE_PAUSE_AT", "remote-gc-remove");
     let mut a = Spawned::start(c, &["gc", "--json", "--remote", url, "--keep", &none]);
     a.wait_for_stderr("paused at step", Duration::from_secs(120));
-    let dry = src.output(&["gc", "--json", "--remote", url, "--dry-run"]);
+    let dry = run(&["gc", "--json", "--remote", url, "--dry-run"]);
     assert!(dry.status.success(), "{}", stderr(&dry));
-    let second = src.output(&["gc", "--remote", url]);
+    let second = run(&["gc", "--remote", url]);
     assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
     assert!(stderr(&second).contains("under way"), "{}", stderr(&second));
-    let pushed = src.output(&push_args);
+    let pushed = run(&push_args);
     assert_eq!(
         pushed.status.code(),
         Some(1),
@@ -391,30 +398,31 @@ fn interleave(src: &TestContext, hash: &str, key: &Path, public: &str, url: &str
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["removed_components"], 3, "{r}");
     // Its lease is gone with it: a push now uploads the entry whole, and it pulls whole.
-    let r: serde_json::Value = serde_json::from_str(&src.ok(&push_args)).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&ok_of(&src, remote.cmd(&src), &push_args)).unwrap();
     assert_eq!(r["components"].as_array().unwrap().len(), 3, "{r}");
-    let dst = TestContext::new(name);
-    let out = dst.output(&["pull", hash, "--from", url, "--trust", public]);
+    let dst = TestContext::new(&format!("share-lease-dst-{name}"));
+    let out = dst.output_of(
+        remote.cmd(&dst),
+        &["pull", &hash, "--from", url, "--trust", &public],
+    );
     assert!(out.status.success(), "{url}: {}", stderr(&out));
     assert_eq!(dst.ok(&["verify"]).trim(), format!("ok       {hash}"));
     dst.assert_nothing_left();
+    src.assert_nothing_left();
 }
 
 #[test]
-fn a_gc_lease_survives_a_dry_run_and_a_second_gc_and_stops_a_push_on_a_folder_and_nginx() {
-    let nginx = Nginx::start();
-    let src = TestContext::new("share-lease-src");
-    let hash = src.build(&src.recipe());
-    let (key, public) = keygen(&src, "ci-1");
-    let cache = src.dir.path().join("cache");
-    interleave(&src, &hash, &key, &public, &url(&cache), "share-lease-dst1");
-    interleave(
-        &src,
-        &hash,
-        &key,
-        &public,
-        &nginx.url("c"),
-        "share-lease-dst2",
-    );
-    src.assert_nothing_left();
+fn a_gc_lease_survives_a_dry_run_and_a_second_gc_and_stops_a_push_on_a_folder() {
+    interleave(Remote::folder(), "folder");
+}
+
+#[test]
+fn a_gc_lease_survives_a_dry_run_and_a_second_gc_and_stops_a_push_on_nginx() {
+    interleave(Remote::nginx(), "nginx");
+}
+
+#[test]
+fn a_gc_lease_survives_a_dry_run_and_a_second_gc_and_stops_a_push_on_garage() {
+    interleave(Remote::garage(), "garage");
 }
