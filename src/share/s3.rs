@@ -160,7 +160,8 @@ fn cause(e: &object_store::Error) -> String {
         }
         cur = s.source();
     }
-    let lower = chain.to_lowercase();
+    // object_store says `retry_timeout: 180s` of every retried request, whatever failed it.
+    let lower = chain.to_lowercase().replace("retry_timeout", "");
     let why = if lower.contains("timed out") || lower.contains("timeout") {
         "timeout"
     } else if lower.contains("redirect") || lower.contains(" 301") || lower.contains(" 307") {
