@@ -1,9 +1,10 @@
 //! What a hostile or careless cache cannot do to a pull, a push or a remote gc: make a pull's
 //! memory follow what it serves (a chunk served as 1 GiB), leave components of a refused
 //! entry behind (a signed config that fails its render check), make a store file setuid (a
-//! signed record's mode), make gc delete outside the cache (an encoded `../` name on nginx),
-//! or break a gc's lease (a dry run or a second gc while one works, then a push). The real
-//! binary and the real Docker Engine; folder caches and nginx on loopback.
+//! signed record's mode), make gc delete outside the cache (an encoded `../` name), or break
+//! a gc's lease (a dry run or a second gc while one works, then a push). The real binary and
+//! the real Docker Engine; each case but the first on a folder cache, nginx and Garage on
+//! loopback ([`Remote`]), one `#[test]` per server.
 
 mod support;
 
@@ -120,19 +121,58 @@ fn artifact<'a>(record: &'a mut serde_json::Value, file: &str) -> &'a mut serde_
         .unwrap_or_else(|| panic!("no {file} in the record"))
 }
 
-#[test]
-fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change_nothing() {
-    let src = TestContext::new("share-signed-bad-src");
+/// `bottle ARGS` through `cmd` (a [`Remote::cmd`]), which must succeed: its stdout.
+fn ok_of(ctx: &TestContext, cmd: std::process::Command, args: &[&str]) -> String {
+    let out = ctx.output_of(cmd, args);
+    assert!(out.status.success(), "bottle {args:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A signed entry whose config fails its render check, then one whose record asks for a
+/// setuid mode, served by `remote`: each refused, the store byte for byte as it was,
+/// components included; then the entry as pushed is taken.
+fn signed_bad_entries_change_nothing(remote: Remote, name: &str) {
+    let src = TestContext::new(&format!("share-signed-bad-src-{name}"));
     let hash = src.build(&src.recipe());
     let m = src.manifest(&hash);
     let (key, public) = keygen(&src, "ci-1");
+    // The entry as pushed to a folder here: what the damaged copies are made from.
     let cache = src.dir.path().join("cache");
     push(&src, &hash, &cache, &key);
+    let pristine: std::collections::BTreeMap<_, _> = files(&cache).into_iter().collect();
+    // The entry pushed by bottle to the server under `prefix`, then every object of
+    // `damaged` that differs from the pushed one written over it, bypassing bottle.
+    let serve = |prefix: &str, damaged: Option<&Path>| -> String {
+        let url = remote.url(prefix);
+        let sign = key.to_str().unwrap();
+        ok_of(
+            &src,
+            remote.cmd(&src),
+            &["push", &hash, "--to", &url, "--sign-key", sign],
+        );
+        if let Some(damaged) = damaged {
+            let changed: Vec<_> = files(damaged)
+                .into_iter()
+                .filter(|(rel, bytes)| pristine.get(rel) != Some(bytes))
+                .collect();
+            assert!(!changed.is_empty(), "{} is not damaged", damaged.display());
+            for (rel, bytes) in changed {
+                remote.put(&format!("{prefix}/{rel}"), &bytes);
+            }
+        }
+        url
+    };
     // An empty store, so every component of the entry is imported.
-    let dst = TestContext::new("share-signed-bad-dst");
+    let dst = TestContext::new(&format!("share-signed-bad-dst-{name}"));
     dst.store().init().unwrap();
     dst.ok(&["gc"]);
     let before = dst.snapshot();
+    let pull = |url: &str| {
+        dst.output_of(
+            remote.cmd(&dst),
+            &["pull", &hash, "--json", "--from", url, "--trust", &public],
+        )
+    };
 
     // guest.json says root: a new chunk, chunk list and record for it, signed again.
     let bad_config = src.dir.path().join("bad-config");
@@ -159,13 +199,14 @@ fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change
         a["blake3"] = digest.hex().into();
         a["size"] = bytes.len().into();
     });
-    let out = pull(&dst, &hash, &bad_config, &public);
+    let url = serve("bad-config", Some(&bad_config));
+    let out = pull(&url);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{url}: {err}");
     assert_eq!(
         dst.snapshot(),
         before,
-        "a refused pull left something (components included)"
+        "{url}: a refused pull left something (components included)"
     );
     assert!(err.contains("config/guest.json"), "{err}");
     assert!(
@@ -180,86 +221,170 @@ fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change
     resign(&setuid, &hash, &key, ComponentKind::Guest, |r| {
         artifact(r, "image.tar")["mode"] = 0o4777.into();
     });
-    let out = pull(&dst, &hash, &setuid, &public);
+    let url = serve("setuid", Some(&setuid));
+    let out = pull(&url);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{url}: {err}");
     assert!(err.contains("guest record"), "{err}");
     assert!(err.contains("image.tar"), "{err}");
     assert!(err.contains("mode 4777"), "{err}");
-    assert_eq!(dst.snapshot(), before, "the store changed");
+    assert_eq!(dst.snapshot(), before, "{url}: the store changed");
 
     // The cache as pushed: the same store takes the entry, every file 0644 or 0755.
-    let out = pull(&dst, &hash, &cache, &public);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let url = serve("good", None);
+    let out = pull(&url);
+    assert!(out.status.success(), "{url}: {}", stderr(&out));
     assert!(dst.output(&["verify", &hash]).status.success());
     dst.assert_nothing_left();
     src.assert_nothing_left();
 }
 
 #[test]
-fn gc_over_nginx_leaves_a_name_outside_the_layout_alone_and_names_it() {
-    let nginx = Nginx::start();
-    let ctx = TestContext::new("share-names");
-    let url = nginx.url("team/cache");
-    let www = nginx.root();
-    // Outside the cache, at the server's root: what an unescaped DELETE of the planted name
-    // would remove (five `../` up from v1/chunks/00 under team/cache).
-    std::fs::write(www.join("victim"), b"not the cache's").unwrap();
-    let chunks = www.join("team/cache/v1/chunks");
-    let planted_name = format!("{}victim", "%2e%2e%2f".repeat(5));
-    std::fs::create_dir_all(chunks.join("00")).unwrap();
-    std::fs::write(chunks.join("00").join(&planted_name), b"planted").unwrap();
-    // A real orphan chunk: removed.
-    let orphan = bottle::digest::Digest::of(b"orphan");
-    let orphan_path = www
-        .join("team/cache")
-        .join(bottle::share::chunk_key(&orphan));
-    std::fs::create_dir_all(orphan_path.parent().unwrap()).unwrap();
-    std::fs::write(&orphan_path, b"orphan").unwrap();
+fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change_nothing_on_a_folder()
+ {
+    signed_bad_entries_change_nothing(Remote::folder(), "folder");
+}
 
-    let out = ctx.output(&["gc", "--json", "--remote", &url]);
+#[test]
+fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change_nothing_on_nginx()
+{
+    signed_bad_entries_change_nothing(Remote::nginx(), "nginx");
+}
+
+#[test]
+fn signed_entries_with_a_config_failing_its_render_check_or_a_setuid_mode_change_nothing_on_garage()
+{
+    signed_bad_entries_change_nothing(Remote::garage(), "garage");
+}
+
+/// Names planted in a cache at `team/cache` of `remote` that are none of the layout's (an
+/// encoded `../` that an unescaped DELETE would take five folders up to `victim`, a `../`
+/// spelled with escapes, a chunk one folder too deep, a manifest's backup): a gc removes
+/// the one orphan chunk, names every planted object it can list, and changes nothing else
+/// on the server, in the cache or outside it.
+fn gc_leaves_names_outside_the_layout_alone(remote: &Remote, name: &str) {
+    let ctx = TestContext::new(&format!("share-names-{name}"));
+    let url = remote.url("team/cache");
+    let hex = "ab".repeat(32);
+    let planted = [
+        format!("v1/chunks/00/{}victim", "%2e%2e%2f".repeat(5)),
+        "v1/chunks/..%2f..%2fvictim".to_string(),
+        format!("v1/chunks/ab/cd/{hex}"),
+        format!("v1/entries/{hex}.json.bak"),
+    ];
+    // Outside the cache: at the server's root, and beside the cache.
+    remote.put("victim", b"not the cache's");
+    remote.put("team/victim", b"not the cache's either");
+    for k in &planted {
+        remote.put(&format!("team/cache/{k}"), b"planted");
+    }
+    // A real orphan chunk: removed.
+    let orphan = format!(
+        "team/cache/{}",
+        bottle::share::chunk_key(&bottle::digest::Digest::of(b"orphan"))
+    );
+    remote.put(&orphan, b"orphan");
+    let before = remote.objects();
+    assert!(before.iter().any(|(k, _)| *k == orphan), "{before:?}");
+
+    let out = ctx.output_of(remote.cmd(&ctx), &["gc", "--json", "--remote", &url]);
     let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
+    assert!(out.status.success(), "{url}: {err}");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["removed_chunks"], 1, "{r}");
-    assert!(!orphan_path.exists(), "the orphan chunk stayed");
-    let planted_key = format!("v1/chunks/00/{planted_name}");
-    assert_eq!(r["unrecognized"], serde_json::json!([planted_key]), "{r}");
-    assert!(
-        err.contains(&planted_name),
-        "the object is not named: {err}"
+    assert_eq!(r["removed_chunks"], 1, "{url}: {r}");
+    let mut unrecognized: Vec<String> = serde_json::from_value(r["unrecognized"].clone()).unwrap();
+    unrecognized.sort();
+    // nginx's autoindex lists no name that starts with a `.`: there such an object is
+    // neither named nor removed (the comparison of every object below still sees it).
+    let mut named: Vec<_> = planted
+        .into_iter()
+        .filter(|k| {
+            !(matches!(remote, Remote::Nginx(_)) && k.rsplit('/').next().unwrap().starts_with('.'))
+        })
+        .collect();
+    named.sort();
+    assert_eq!(unrecognized, named, "{url}: {r}");
+    for k in &named {
+        assert!(err.contains(k.as_str()), "{url}: {k} is not named: {err}");
+    }
+    // Everything but the orphan as it was, byte for byte: the planted objects and what lies
+    // outside the cache included.
+    let expected: Vec<_> = before.into_iter().filter(|(k, _)| *k != orphan).collect();
+    assert_eq!(
+        remote.objects(),
+        expected,
+        "{url}: gc changed what it must not"
     );
-    assert!(
-        www.join("victim").exists(),
-        "gc deleted a file outside the cache"
+}
+
+#[test]
+fn gc_on_a_folder_leaves_a_name_outside_the_layout_alone_and_names_it() {
+    gc_leaves_names_outside_the_layout_alone(&Remote::folder(), "folder");
+}
+
+#[test]
+fn gc_over_nginx_leaves_a_name_outside_the_layout_alone_and_names_it() {
+    gc_leaves_names_outside_the_layout_alone(&Remote::nginx(), "nginx");
+}
+
+#[test]
+fn gc_over_garage_leaves_a_name_outside_the_layout_alone_and_names_it() {
+    let remote = Remote::garage();
+    gc_leaves_names_outside_the_layout_alone(&remote, "garage");
+    // A key with a `..` part, which S3 holds as spelled: object_store refuses to list it, so
+    // the gc stops, naming it, before it removes anything.
+    let ctx = TestContext::new("share-names-garage-dots");
+    let url = remote.url("team/cache");
+    let dots = "team/cache/v1/chunks/../victim";
+    remote.put(dots, b"planted");
+    let orphan = format!(
+        "team/cache/{}",
+        bottle::share::chunk_key(&bottle::digest::Digest::of(b"another orphan"))
     );
-    assert!(chunks.join("00").join(&planted_name).exists());
+    remote.put(&orphan, b"another orphan");
+    let before = remote.objects();
+    assert!(before.iter().any(|(k, _)| k == dots), "{before:?}");
+    let out = ctx.output_of(remote.cmd(&ctx), &["gc", "--json", "--remote", &url]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{url}: {err}");
+    assert!(err.contains(dots), "{url}: {dots} is not named: {err}");
+    assert_eq!(
+        remote.objects(),
+        before,
+        "{url}: a stopped gc changed something"
+    );
 }
 
 /// The three-process interleaving on one cache: gc A holds its lease (paused), a dry run and
 /// a second gc come and go, then a push: the push must not go on as if no gc ran.
-fn interleave(src: &TestContext, hash: &str, key: &Path, public: &str, url: &str, name: &str) {
+fn interleave(remote: Remote, name: &str) {
+    let src = TestContext::new(&format!("share-lease-src-{name}"));
+    let hash = src.build(&src.recipe());
+    let (key, public) = keygen(&src, "ci-1");
+    let url = remote.url("c");
+    let url = url.as_str();
+    let run = |args: &[&str]| src.output_of(remote.cmd(&src), args);
     let push_args = [
         "push",
-        hash,
+        &hash,
         "--json",
         "--to",
         url,
         "--sign-key",
         key.to_str().unwrap(),
     ];
-    src.ok(&push_args);
+    ok_of(&src, remote.cmd(&src), &push_args);
     let none = "0".repeat(64);
-    let mut c = src.cmd();
+    let mut c = remote.cmd(&src);
     c.env("BOTTLE_PAUSE_AT", "remote-gc-remove");
     let mut a = Spawned::start(c, &["gc", "--json", "--remote", url, "--keep", &none]);
     a.wait_for_stderr("paused at step", Duration::from_secs(120));
-    let dry = src.output(&["gc", "--json", "--remote", url, "--dry-run"]);
+    let dry = run(&["gc", "--json", "--remote", url, "--dry-run"]);
     assert!(dry.status.success(), "{}", stderr(&dry));
-    let second = src.output(&["gc", "--remote", url]);
+    let second = run(&["gc", "--remote", url]);
     assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
     assert!(stderr(&second).contains("under way"), "{}", stderr(&second));
-    let pushed = src.output(&push_args);
+    let pushed = run(&push_args);
     assert_eq!(
         pushed.status.code(),
         Some(1),
@@ -273,30 +398,31 @@ fn interleave(src: &TestContext, hash: &str, key: &Path, public: &str, url: &str
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["removed_components"], 3, "{r}");
     // Its lease is gone with it: a push now uploads the entry whole, and it pulls whole.
-    let r: serde_json::Value = serde_json::from_str(&src.ok(&push_args)).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&ok_of(&src, remote.cmd(&src), &push_args)).unwrap();
     assert_eq!(r["components"].as_array().unwrap().len(), 3, "{r}");
-    let dst = TestContext::new(name);
-    let out = dst.output(&["pull", hash, "--from", url, "--trust", public]);
+    let dst = TestContext::new(&format!("share-lease-dst-{name}"));
+    let out = dst.output_of(
+        remote.cmd(&dst),
+        &["pull", &hash, "--from", url, "--trust", &public],
+    );
     assert!(out.status.success(), "{url}: {}", stderr(&out));
     assert_eq!(dst.ok(&["verify"]).trim(), format!("ok       {hash}"));
     dst.assert_nothing_left();
+    src.assert_nothing_left();
 }
 
 #[test]
-fn a_gc_lease_survives_a_dry_run_and_a_second_gc_and_stops_a_push_on_a_folder_and_nginx() {
-    let nginx = Nginx::start();
-    let src = TestContext::new("share-lease-src");
-    let hash = src.build(&src.recipe());
-    let (key, public) = keygen(&src, "ci-1");
-    let cache = src.dir.path().join("cache");
-    interleave(&src, &hash, &key, &public, &url(&cache), "share-lease-dst1");
-    interleave(
-        &src,
-        &hash,
-        &key,
-        &public,
-        &nginx.url("c"),
-        "share-lease-dst2",
-    );
-    src.assert_nothing_left();
+fn a_gc_lease_survives_a_dry_run_and_a_second_gc_and_stops_a_push_on_a_folder() {
+    interleave(Remote::folder(), "folder");
+}
+
+#[test]
+fn a_gc_lease_survives_a_dry_run_and_a_second_gc_and_stops_a_push_on_nginx() {
+    interleave(Remote::nginx(), "nginx");
+}
+
+#[test]
+fn a_gc_lease_survives_a_dry_run_and_a_second_gc_and_stops_a_push_on_garage() {
+    interleave(Remote::garage(), "garage");
 }

@@ -166,3 +166,86 @@ fn a_chunk_served_as_a_gigabyte_by_garage_is_refused_with_flat_memory() {
     dst.assert_nothing_left();
     src.assert_nothing_left();
 }
+
+/// A loopback "S3 server" that answers every request with a 307 to another listener, which
+/// is returned too (a redirect followed would connect there); and the request lines it read.
+fn redirecting_server() -> (
+    u16,
+    std::net::TcpListener,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    target.set_nonblocking(true).unwrap();
+    let elsewhere = target.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = r.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            log.lock().unwrap().push(first.trim().to_string());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{elsewhere}/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, target, seen)
+}
+
+#[test]
+fn s3_errors_name_their_cause_a_denial_with_the_bucket_and_key_and_a_redirect_not_followed() {
+    let garage = Garage::start(1);
+    let ctx = TestContext::new("share-s3-errors");
+    let hash = "ab".repeat(32);
+    let url = format!("s3://{BUCKET}/team");
+    let manifest = format!("{url}/v1/entries/{hash}.json");
+    let pull = ["pull", &hash, "--from", &url, "--no-check-sigs"];
+    // The wrong secret: denied, naming the object it asked for and what to check.
+    let mut c = garage.cmd(&ctx, 0);
+    c.env("AWS_SECRET_ACCESS_KEY", "wrong");
+    let out = ctx.output_of(c, &pull);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{manifest}: denied")), "{err}");
+    assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+    // The right one, for comparison: the entry is simply not there.
+    let out = ctx.output_of(garage.cmd(&ctx, 0), &pull);
+    assert!(
+        stderr(&out).contains("is not in the cache"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A server that redirects: named as a redirect, and not followed (the request would go
+    // again, its signature made for another host, and a failure there would hide the cause).
+    let (port, target, seen) = redirecting_server();
+    let mut c = garage.cmd(&ctx, 0);
+    c.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+    let out = ctx.output_of(c, &pull);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "one request, not retried: {err}"
+    );
+    assert!(err.contains(&format!("{manifest}: redirected")), "{err}");
+    assert!(err.contains("307"), "{err}");
+    assert!(
+        matches!(target.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the redirect was followed: {err}"
+    );
+    assert!(!ctx.store.exists());
+}

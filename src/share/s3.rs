@@ -47,7 +47,7 @@ impl S3Cache {
                 b = b.with_config(key, v);
             }
         }
-        b = b.with_bucket_name(bucket);
+        b = b.with_bucket_name(bucket).with_http_connector(NoRedirects);
         // AWS's newer name for the endpoint, which object_store does not know.
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             b = b.with_endpoint(endpoint);
@@ -147,8 +147,36 @@ impl S3Cache {
     }
 }
 
+/// object_store's HTTP client with its default timeouts (30 s a request, 5 s to connect),
+/// except that it follows no redirect: a 3xx comes back to object_store, which names it,
+/// rather than the request going again, without its signature, wherever it points.
+#[derive(Debug)]
+struct NoRedirects;
+
+impl object_store::client::HttpConnector for NoRedirects {
+    fn connect(
+        &self,
+        options: &object_store::ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        let generic = |e: reqwest::Error| object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(e),
+        };
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(30))
+            .connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(proxy) = options.get_config_value(&object_store::ClientConfigKey::ProxyUrl) {
+            b = b.proxy(reqwest::Proxy::all(proxy).map_err(generic)?);
+        }
+        Ok(object_store::client::HttpClient::new(
+            b.build().map_err(generic)?,
+        ))
+    }
+}
+
 /// An object_store error with its sources, led by what it comes down to: a timeout, a
-/// redirect (which the client follows without the signature's authority), a denial.
+/// redirect (which the client does not follow: [`NoRedirects`]), a denial.
 fn cause(e: &object_store::Error) -> String {
     let mut chain = e.to_string();
     let mut cur = std::error::Error::source(e);
@@ -160,11 +188,12 @@ fn cause(e: &object_store::Error) -> String {
         }
         cur = s.source();
     }
-    let lower = chain.to_lowercase();
+    // object_store says `retry_timeout: 180s` of every retried request, whatever failed it.
+    let lower = chain.to_lowercase().replace("retry_timeout", "");
     let why = if lower.contains("timed out") || lower.contains("timeout") {
         "timeout"
     } else if lower.contains("redirect") || lower.contains(" 301") || lower.contains(" 307") {
-        "redirected (a redirect is followed unsigned; name the server's own endpoint)"
+        "redirected (bottle follows no redirect; name the server's own endpoint and region)"
     } else if lower.contains("403") || lower.contains("forbidden") || lower.contains("denied") {
         "denied (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the key's rights on the bucket)"
     } else if matches!(

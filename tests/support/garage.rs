@@ -269,3 +269,103 @@ impl Garage {
         c
     }
 }
+
+/// The bucket's objects through node 0's S3 API by raw key, bypassing bottle: what the share
+/// tests plant, damage and compare. Requests are curl's, signed with SigV4 and sent with the
+/// path as is, so a key is exactly as spelled: a `%` stays a `%`, and a `..` or empty part
+/// (which object_store neither sends nor lists) is a part of the key, as S3 allows.
+impl Garage {
+    /// One request on `key` (`""`: the bucket) with `query`: the answer's body, or the
+    /// HTTP status it failed with.
+    fn s3(&self, method: &str, key: &str, query: &str, body: &[u8]) -> Result<Vec<u8>, u16> {
+        use std::io::Write;
+        let mut path = String::new();
+        for b in key.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+                path.push(b as char);
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let mut child = Command::new("curl")
+            .args(["-sS", "--path-as-is", "-X", method])
+            .args(["-w", "\n%{http_code}"])
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+            .args(["--aws-sigv4", "aws:amz:garage:s3"])
+            .arg("--user")
+            .arg(format!("{}:{}", self.key_id, self.secret))
+            .args(if method == "PUT" {
+                &["--data-binary", "@-"][..]
+            } else {
+                &[][..]
+            })
+            .arg(format!(
+                "http://127.0.0.1:{}/{BUCKET}/{path}{query}",
+                self.nodes[0].s3
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("curl (run scripts/setup)");
+        child.stdin.take().unwrap().write_all(body).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "curl {method} {key}: {}",
+            stderr(&out)
+        );
+        let mut body = out.stdout;
+        let at = body.iter().rposition(|b| *b == b'\n').unwrap();
+        let code: u16 = String::from_utf8_lossy(&body[at + 1..]).parse().unwrap();
+        body.truncate(at);
+        if (200..300).contains(&code) {
+            Ok(body)
+        } else {
+            Err(code)
+        }
+    }
+
+    /// Writes `bytes` at `key`.
+    pub fn put(&self, key: &str, bytes: &[u8]) {
+        self.s3("PUT", key, "", bytes)
+            .unwrap_or_else(|code| panic!("PUT {key}: {code}"));
+    }
+
+    /// The object at `key`, if any.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self.s3("GET", key, "", b"") {
+            Ok(b) => Some(b),
+            Err(404) => None,
+            Err(code) => panic!("GET {key}: {code}"),
+        }
+    }
+
+    /// Every object of the bucket, by key, with its bytes.
+    pub fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        let xml = self
+            .s3("GET", "", "?list-type=2", b"")
+            .unwrap_or_else(|code| panic!("list the bucket: {code}"));
+        let xml = String::from_utf8(xml).unwrap();
+        assert!(xml.contains("<IsTruncated>false</IsTruncated>"), "{xml}");
+        let mut out: Vec<_> = xml
+            .split("<Key>")
+            .skip(1)
+            .map(|s| {
+                let k = s.split("</Key>").next().unwrap();
+                let k = k
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&quot;", "\"")
+                    .replace("&apos;", "'")
+                    .replace("&amp;", "&");
+                let b = self
+                    .get(&k)
+                    .unwrap_or_else(|| panic!("{k} listed, then gone"));
+                (k, b)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}

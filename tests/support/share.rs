@@ -123,3 +123,72 @@ pub fn plant_sparse(path: &Path, len: u64) {
     let f = std::fs::File::create(path).unwrap();
     f.set_len(len).unwrap();
 }
+
+/// A cache server of a share test: a folder, nginx or Garage. The same test body runs over
+/// each, as a separate `#[test]` per backend so a failure names it.
+pub enum Remote {
+    Folder(tempfile::TempDir),
+    Nginx(super::nginx::Nginx),
+    Garage(super::garage::Garage),
+}
+
+impl Remote {
+    pub fn folder() -> Remote {
+        Remote::Folder(tempfile::tempdir().unwrap())
+    }
+    pub fn nginx() -> Remote {
+        Remote::Nginx(super::nginx::Nginx::start())
+    }
+    pub fn garage() -> Remote {
+        Remote::Garage(super::garage::Garage::start(1))
+    }
+
+    /// The cache at `prefix` (`team/cache`) under the server's root.
+    pub fn url(&self, prefix: &str) -> String {
+        match self {
+            Remote::Folder(d) => url(&d.path().join(prefix)),
+            Remote::Nginx(n) => n.url(prefix),
+            Remote::Garage(_) => format!("s3://{}/{prefix}", super::garage::BUCKET),
+        }
+    }
+
+    /// `bottle` for `ctx`, with the server's environment (S3 credentials and endpoint).
+    pub fn cmd(&self, ctx: &TestContext) -> std::process::Command {
+        match self {
+            Remote::Garage(g) => g.cmd(ctx, 0),
+            _ => ctx.cmd(),
+        }
+    }
+
+    /// The folder a folder cache or nginx holds its objects in.
+    fn root(&self) -> Option<PathBuf> {
+        match self {
+            Remote::Folder(d) => Some(d.path().to_path_buf()),
+            Remote::Nginx(n) => Some(n.root()),
+            Remote::Garage(_) => None,
+        }
+    }
+
+    /// Writes an object at `key` (from the server's root), as the server stores it: a file,
+    /// or through the S3 API; bottle is not involved.
+    pub fn put(&self, key: &str, bytes: &[u8]) {
+        match (self, self.root()) {
+            (Remote::Garage(g), _) => g.put(key, bytes),
+            (_, Some(root)) => {
+                let p = root.join(key);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, bytes).unwrap();
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Every object on the server, by key from its root, with its bytes.
+    pub fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        match (self, self.root()) {
+            (Remote::Garage(g), _) => g.objects(),
+            (_, Some(root)) => files(&root),
+            _ => unreachable!(),
+        }
+    }
+}
