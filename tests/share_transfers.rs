@@ -204,3 +204,43 @@ fn a_flaky_server_is_outlasted_a_stalled_one_named_and_an_endless_chunk_refused(
     assert!(peak < 64 << 10, "the pull peaked at {peak} KiB");
     src.assert_nothing_left();
 }
+
+/// The same stall behind an S3 endpoint (the tiny server answers path-style GETs of
+/// `/BUCKET/KEY`, unsigned checks being no part of a stall): named with the object and the
+/// server within a minute, not after object_store's own retries.
+#[test]
+fn an_s3_server_stalling_mid_chunk_is_named_within_a_minute() {
+    let src = TestContext::new("share-transfers-s3-src");
+    let hash = src.build(&src.recipe());
+    let (key, public) = keygen(&src, "ci-1");
+    let cache = src.dir.path().join("cache");
+    push(&src, &hash, &cache, &key);
+    // s3://bkt/c is the folder cache under the server's /bkt/c.
+    let root = src.dir.path().join("s3root");
+    std::fs::create_dir_all(root.join("bkt")).unwrap();
+    std::os::unix::fs::symlink(&cache, root.join("bkt/c")).unwrap();
+    let stall = Tiny::start(root, Mode::Stall);
+    let dst = TestContext::new("share-transfers-s3-stall");
+    let mut c = dst.cmd();
+    c.env("AWS_ENDPOINT_URL", stall.url())
+        .env("AWS_ACCESS_KEY_ID", "GKtest")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .env("AWS_REGION", "test")
+        .env("AWS_ALLOW_HTTP", "true");
+    let mut pulling = Spawned::start(
+        c,
+        &["pull", &hash, "--from", "s3://bkt/c", "--trust", &public],
+    );
+    let started = std::time::Instant::now();
+    let seen = pulling.wait_for_stderr("stalled", Duration::from_secs(60));
+    let line = seen.lines().find(|l| l.contains("stalled")).unwrap();
+    assert!(
+        line.contains("s3://bkt/c") && line.contains("v1/chunks/"),
+        "the server or the object is not named: {line}"
+    );
+    eprintln!("named after {:?}: {line}", started.elapsed());
+    drop(pulling);
+    drop(stall);
+    dst.assert_nothing_left();
+    src.assert_nothing_left();
+}

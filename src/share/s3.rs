@@ -147,8 +147,8 @@ impl S3Cache {
     }
 }
 
-/// object_store's HTTP client with its default timeouts (30 s a request, 5 s to connect),
-/// except that it follows no redirect: a 3xx comes back to object_store, which names it,
+/// object_store's HTTP client (5 s to connect, a read bound just past [`super::cache::STALL`]),
+/// following no redirect: a 3xx comes back to object_store, which names it,
 /// rather than the request going again, without its signature, wherever it points.
 #[derive(Debug)]
 struct NoRedirects;
@@ -164,7 +164,10 @@ impl object_store::client::HttpConnector for NoRedirects {
         };
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(30))
+            // No bound on a whole request (a slow, steady transfer is fine), but one on each
+            // read, past the cache's own stall bound: a body that stops is named a stall by
+            // `read_bounded` first, and tried again by bottle's loop, which says so.
+            .read_timeout(super::cache::STALL + std::time::Duration::from_secs(5))
             .connect_timeout(std::time::Duration::from_secs(5));
         if let Some(proxy) = options.get_config_value(&object_store::ClientConfigKey::ProxyUrl) {
             b = b.proxy(reqwest::Proxy::all(proxy).map_err(generic)?);
