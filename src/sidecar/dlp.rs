@@ -130,6 +130,7 @@ mod heuristics;
 mod redact;
 #[cfg(test)]
 mod tests;
+mod unwrap;
 
 use std::sync::Arc;
 
@@ -207,7 +208,21 @@ impl Scanner {
             upto: text.len(),
             url,
         };
-        self.engine.find(&text, accept).map(finding)
+        if let Some(f) = self.engine.find(&text, accept) {
+            return Some(finding(f));
+        }
+        // A request target's runs are paths and signatures, and its query's exemptions
+        // cannot be judged in what they decode to: only headers and bodies are unwrapped.
+        if url {
+            return None;
+        }
+        let derived = unwrap::unwrap_all(&text);
+        let accept = Accept {
+            after: 0,
+            upto: derived.len(),
+            url: false,
+        };
+        self.engine.find(&derived, accept).map(finding)
     }
 
     /// A scanner for a body that arrives in chunks: it keeps a bounded window of the previous
@@ -215,9 +230,10 @@ impl Scanner {
     pub fn body(self: &Arc<Self>) -> BodyScanner {
         BodyScanner {
             scanner: self.clone(),
-            decoder: decode::Decoder::default(),
-            buf: Vec::new(),
-            seen: 0,
+            layers: decode::Layers::default(),
+            text: Window::default(),
+            unwrap: unwrap::Unwrapper::default(),
+            derived: Window::default(),
             finished: false,
         }
     }
@@ -238,12 +254,54 @@ fn finding(rule: &str) -> Finding {
 #[derive(Debug)]
 pub struct BodyScanner {
     scanner: Arc<Scanner>,
-    decoder: decode::Decoder,
-    /// Decoded text: the last [`WINDOW`] bytes of earlier steps, then the current step's.
+    layers: decode::Layers,
+    /// The decoded text.
+    text: Window,
+    unwrap: unwrap::Unwrapper,
+    /// What the text's base64 and hex runs decode to.
+    derived: Window,
+    finished: bool,
+}
+
+/// A text scanned in steps, keeping its last [`WINDOW`] bytes from one step to the next.
+#[derive(Debug, Default)]
+struct Window {
+    /// The last [`WINDOW`] bytes of earlier steps, then the current step's.
     buf: Vec<u8>,
     /// Matches ending at or before this offset of `buf` have been looked at.
     seen: usize,
-    finished: bool,
+}
+
+impl Window {
+    /// Scans what arrived since the last step (all of it when `last`), then keeps the window.
+    fn step(&mut self, engine: &Engine, last: bool) -> Option<Finding> {
+        let upto = if last {
+            self.buf.len()
+        } else {
+            self.buf.len().saturating_sub(MARGIN)
+        };
+        let mut found = None;
+        if upto > self.seen {
+            let accept = Accept {
+                after: self.seen,
+                upto,
+                url: false,
+            };
+            found = engine.find(&self.buf, accept).map(finding);
+            self.seen = upto;
+        }
+        let drop = self.buf.len().saturating_sub(WINDOW);
+        self.buf.drain(..drop);
+        self.seen = self.seen.saturating_sub(drop);
+        found
+    }
+
+    fn reserve(&mut self, more: usize) {
+        let need = self.buf.len() + more;
+        if need > self.buf.capacity() {
+            self.buf.reserve_exact(need - self.buf.len());
+        }
+    }
 }
 
 impl BodyScanner {
@@ -255,12 +313,12 @@ impl BodyScanner {
         let mut first = None;
         let mut rest = chunk;
         while !rest.is_empty() {
-            let room = (WINDOW + STEP).saturating_sub(self.buf.len()).max(1);
+            let room = (WINDOW + STEP).saturating_sub(self.text.buf.len()).max(1);
             let (piece, tail) = rest.split_at(rest.len().min(room));
             rest = tail;
             self.decode(piece, false);
-            let full = self.buf.len() >= WINDOW + STEP;
-            if full || self.buf.len() >= self.seen + MARGIN + BATCH {
+            let full = self.text.buf.len() >= WINDOW + STEP;
+            if full || self.text.buf.len() >= self.text.seen + MARGIN + BATCH {
                 let found = self.step(false);
                 first = first.or(found);
             }
@@ -277,40 +335,34 @@ impl BodyScanner {
         self.step(true)
     }
 
-    /// The memory the scanner holds for the body: its buffer's capacity and any unfinished
-    /// escape. At most `WINDOW + STEP` plus a few bytes.
+    /// The memory the scanner holds for the body: its buffers' capacity and any unfinished
+    /// escape or run. At most `2 × (WINDOW + STEP)` plus a few hundred bytes.
     pub fn buffered(&self) -> usize {
-        self.buf.capacity() + self.decoder.pending()
+        self.text.buf.capacity()
+            + self.derived.buf.capacity()
+            + self.layers.pending()
+            + self.unwrap.pending()
     }
 
     fn decode(&mut self, piece: &[u8], last: bool) {
-        let need = self.buf.len() + piece.len() + decode::MAX_PENDING;
-        if need > self.buf.capacity() {
-            self.buf.reserve_exact(need - self.buf.len());
+        self.text
+            .reserve(piece.len() + decode::MAX_PENDING * decode::LEVELS);
+        let start = self.text.buf.len();
+        self.layers.decode(piece, last, &mut self.text.buf);
+        let new = &self.text.buf[start..];
+        // A run decodes to fewer bytes than it holds, plus a line break after it.
+        self.derived.reserve(new.len() + unwrap::MIN_HEX);
+        self.unwrap.feed(new, &mut self.derived.buf);
+        if last {
+            self.unwrap.finish(&mut self.derived.buf);
         }
-        self.decoder.decode(piece, last, &mut self.buf);
     }
 
-    /// Scans what arrived since the last step (all of it when `last`), then keeps the window.
+    /// Scans what arrived since the last step in both texts (all of it when `last`).
     fn step(&mut self, last: bool) -> Option<Finding> {
-        let upto = if last {
-            self.buf.len()
-        } else {
-            self.buf.len().saturating_sub(MARGIN)
-        };
-        let mut found = None;
-        if upto > self.seen {
-            let accept = Accept {
-                after: self.seen,
-                upto,
-                url: false,
-            };
-            found = self.scanner.engine.find(&self.buf, accept).map(finding);
-            self.seen = upto;
-        }
-        let drop = self.buf.len().saturating_sub(WINDOW);
-        self.buf.drain(..drop);
-        self.seen = self.seen.saturating_sub(drop);
-        found
+        let engine = &self.scanner.engine;
+        let text = self.text.step(engine, last);
+        let derived = self.derived.step(engine, last);
+        text.or(derived)
     }
 }
