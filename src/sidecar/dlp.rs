@@ -216,7 +216,8 @@ impl Scanner {
         if url {
             return None;
         }
-        let derived = unwrap::unwrap_all(&text);
+        let runs = unwrap::unwrap_all(&text);
+        let derived = decode::decode_all(&runs);
         let accept = Accept {
             after: 0,
             upto: derived.len(),
@@ -233,6 +234,8 @@ impl Scanner {
             layers: decode::Layers::default(),
             text: Window::default(),
             unwrap: unwrap::Unwrapper::default(),
+            runs: Vec::new(),
+            derived_layers: decode::Layers::default(),
             derived: Window::default(),
             finished: false,
         }
@@ -258,6 +261,9 @@ pub struct BodyScanner {
     /// The decoded text.
     text: Window,
     unwrap: unwrap::Unwrapper,
+    /// One piece's runs, decoded, before their escapes are.
+    runs: Vec<u8>,
+    derived_layers: decode::Layers,
     /// What the text's base64 and hex runs decode to.
     derived: Window,
     finished: bool,
@@ -336,12 +342,14 @@ impl BodyScanner {
     }
 
     /// The memory the scanner holds for the body: its buffers' capacity and any unfinished
-    /// escape or run. At most `2 × (WINDOW + STEP)` plus a few hundred bytes.
+    /// escape or run. At most `3 × (WINDOW + STEP)` plus a few hundred bytes.
     pub fn buffered(&self) -> usize {
         self.text.buf.capacity()
             + self.derived.buf.capacity()
             + self.layers.pending()
             + self.unwrap.pending()
+            + self.runs.capacity()
+            + self.derived_layers.pending()
     }
 
     fn decode(&mut self, piece: &[u8], last: bool) {
@@ -350,12 +358,17 @@ impl BodyScanner {
         let start = self.text.buf.len();
         self.layers.decode(piece, last, &mut self.text.buf);
         let new = &self.text.buf[start..];
-        // A run decodes to fewer bytes than it holds, plus a line break after it.
-        self.derived.reserve(new.len() + unwrap::MIN_HEX);
-        self.unwrap.feed(new, &mut self.derived.buf);
+        // What the runs decode to is text too: its escapes are decoded as the body's are.
+        self.runs.clear();
+        self.unwrap.feed(new, &mut self.runs);
         if last {
-            self.unwrap.finish(&mut self.derived.buf);
+            self.unwrap.finish(&mut self.runs);
         }
+        // A run decodes to fewer bytes than it holds, plus a line break after it.
+        self.derived
+            .reserve(self.runs.len() + decode::MAX_PENDING * decode::LEVELS);
+        self.derived_layers
+            .decode(&self.runs, last, &mut self.derived.buf);
     }
 
     /// Scans what arrived since the last step in both texts (all of it when `last`).
