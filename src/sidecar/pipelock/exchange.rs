@@ -284,8 +284,9 @@ pub fn answer(r: Refusal, mut pending: Pending) -> Response<Body> {
 }
 
 /// DLP on the head: the URL (its host as the guest wrote it), each header as `Name: value`,
-/// then each header's value joined to the next one's (a key split over two headers).
-fn scan_head(
+/// then each header's value joined to the next one's, as `Name: value1value2` (a key split
+/// over two headers). Public for the DLP corpus, which measures it.
+pub fn scan_head(
     dlp: &Scanner,
     url: &str,
     headers: &HeaderMap,
@@ -309,11 +310,14 @@ fn scan_head(
         }
     }
     // A key split over two headers: each value joined to the next, in the order they go
-    // upstream (a name's several values are next to each other there).
+    // upstream (a name's several values are next to each other there), under the first's
+    // name (a credential-looking name reads as one).
     let mut prev: Option<(&HeaderName, &HeaderValue)> = None;
     for (name, value) in headers {
         if let Some((first, before)) = prev {
             line.clear();
+            line.extend_from_slice(first.as_str().as_bytes());
+            line.extend_from_slice(b": ");
             line.extend_from_slice(before.as_bytes());
             line.extend_from_slice(value.as_bytes());
             if let Some(f) = dlp.scan(&line) {
