@@ -541,6 +541,24 @@ async fn ordinary_encoded_bodies_pass_unchanged_and_bounds_are_refused() {
             None => failures.push(format!("{name}: the upstream got nothing")),
         }
     }
+    // A request that names a coding and sends no byte (a chunked body that is only its last
+    // chunk) is an empty body, not a cut one.
+    let mut tls = tls_through(sidecar.port, "api.test", api.port, &[sidecar.ca.der()]).await;
+    tls.write_all(
+        b"POST /ok-empty HTTP/1.1\r\nHost: api.test\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tls.read_to_end(&mut out),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out);
+    if !text.starts_with("HTTP/1.1 200") {
+        failures.push(format!("ok-empty: {text:?}"));
+    }
     // A gzip bomb: 64 MiB of zeros in about 64 KiB; and data that is not gzip.
     let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
     let mut cut = gzip(json_text.as_bytes());

@@ -195,8 +195,12 @@ impl Inflater {
         (self.total_in * MAX_RATIO + FLOOR).min(MAX_DECODED)
     }
 
-    /// Decodes `slice` (or finishes, when `None`); the bytes it yields.
+    /// Decodes `slice` (or finishes, when `None`); the bytes it yields. An empty stream is an
+    /// empty body (a request with `Content-Encoding` and no body), not a truncated one.
     pub fn step(&mut self, slice: Option<&[u8]>) -> Result<Vec<u8>, Failure> {
+        if slice.is_none() && self.total_in == 0 {
+            return Ok(Vec::new());
+        }
         self.total_in += slice.map_or(0, |s| s.len() as u64);
         let limit = self.limit();
         let room = limit.saturating_sub(self.total_out) as usize;
@@ -392,5 +396,7 @@ mod tests {
         let mut cut = compress("gzip", b"hello hello hello");
         cut.truncate(cut.len() - 4);
         assert!(decoded(Coding::Gzip, cut, 3).await.is_err());
+        // No body at all is an empty one.
+        assert_eq!(decoded(Coding::Gzip, Vec::new(), 3).await, Ok(Vec::new()));
     }
 }
