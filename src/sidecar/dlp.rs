@@ -5,8 +5,9 @@
 //! This module owns the rule catalogue, the recipe's rules and allowed values as compiled
 //! ([`Scanner`]), and the scanning of one value or of a body in chunks ([`BodyScanner`]).
 //! Submodules: `catalogue` (the regex rules), `field` (the rules written as code),
-//! `heuristics` (entropy and false-positive filters), `decode` (escapes), `engine` (prefilter
-//! and search), `redact` (masking matches in what the audit log keeps).
+//! `heuristics` (entropy and false-positive filters), `decode` (escapes), `unwrap` (base64
+//! and hex runs), `engine` (prefilter and search), `redact` (masking matches in what the audit
+//! log keeps).
 //!
 //! # Rules
 //!
@@ -101,9 +102,15 @@
 //!
 //! # Decoding
 //!
-//! Rules see the text decoded once (`decode`): percent-encoding (URLs, form bodies), JSON
-//! string escapes (`\/`, `\uXXXX`, `\"`…) and `\xHH`. Not decoded: `+` as a space, base64
-//! (except HTTP Basic credentials and a JWT's header), HTML entities, compression, nesting.
+//! Rules see the text decoded (`decode`): percent-encoding (URLs, form bodies), JSON string
+//! escapes (`\/`, `\uXXXX`, `\"`…) and `\xHH`, again while escapes remain, up to
+//! `decode::LEVELS` (4) levels (`%2541` → `%41` → `A`). In a header value and a body (not
+//! the request target), runs of base64 (24 characters or more, either alphabet, lines wrapped
+//! at 40+ columns a multiple of 4 joined) and of hex (32 digits or more, either case) are
+//! decoded too (`unwrap`), their output decoded as above, and scanned as a second text: a key
+//! in `base64(file)` is found (one level of base64; base64 inside base64 is not). Not decoded:
+//! `+` as a space, HTML entities, compression (pipelock inflates gzip and deflate request
+//! bodies before they get here).
 //!
 //! # Window
 //!
@@ -112,9 +119,10 @@
 //! The last [`WINDOW`] bytes stay for the next step, so a match of up to `WINDOW - MARGIN`
 //! (4032) bytes is found wherever the chunks split it, and is reported once: a step reports
 //! only matches ending past what the previous one covered, and leaves a match ending in its
-//! last [`MARGIN`] bytes (whose end may still move) to the next. Memory is at most
-//! `WINDOW + STEP` (68 KiB) plus a few bytes of an unfinished escape, whatever the body's or
-//! the chunks' size. Every built-in match is shorter than the window (a JWT up to 4015 bytes; a
+//! last [`MARGIN`] bytes (whose end may still move) to the next. What the runs decode to has
+//! a window of its own, stepped with the text's. Memory is at most `3 × (WINDOW + STEP)` (204
+//! KiB: the two windows and one step of runs) plus a few hundred bytes of unfinished escapes
+//! and runs, whatever the body's or the chunks' size. Every built-in match is shorter than the window (a JWT up to 4015 bytes; a
 //! PEM key is recognized by its BEGIN line and first key bytes, not its whole block); a recipe
 //! regex matching more may be missed across steps.
 //!
