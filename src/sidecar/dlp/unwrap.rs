@@ -99,7 +99,75 @@ pub(super) struct Unwrapper {
 impl Unwrapper {
     /// Appends what the runs in `text` decode to (so far) to `out`.
     pub(super) fn feed(&mut self, text: &[u8], out: &mut Vec<u8>) {
-        for &b in text {
+        let mut i = 0;
+        while i < text.len() {
+            if self.run == 0 {
+                // Outside a run: skip what cannot start one, and whole runs too short to
+                // decode (a line break cannot continue one that short either). A run long
+                // enough to decode that starts at or after `i` and before the probe holds the
+                // probe: when the probe is no run character, all before it is skipped.
+                let probe = i + MIN_B64 - 1;
+                if probe < text.len() {
+                    if !is_run(text[probe]) {
+                        i = probe + 1;
+                        continue;
+                    }
+                    let mut start = probe;
+                    while start > i && is_run(text[start - 1]) {
+                        start -= 1;
+                    }
+                    let end = run_end(text, probe);
+                    if end < text.len() && end - start < MIN_B64 {
+                        i = end + 1;
+                        continue;
+                    }
+                    i = start;
+                }
+                let start = i;
+                let end = run_end(text, i);
+                if end < text.len() && end - start < MIN_B64 {
+                    i = end + 1;
+                    continue;
+                }
+                if end == start {
+                    // A line break or another byte, with no run open: nothing.
+                    i += 1;
+                    continue;
+                }
+            } else if self.held.is_empty() && !self.after_cr {
+                // Inside a run being decoded: whole quanta (or pairs) straight from the text.
+                let step = match self.mode {
+                    Mode::Base64 => {
+                        let whole = (run_end(text, i) - i) / 4 * 4;
+                        for q in text[i..i + whole].chunks_exact(4) {
+                            let v = q
+                                .iter()
+                                .fold(0u32, |acc, &c| (acc << 6) | B64_VALUE[c as usize] as u32);
+                            out.extend_from_slice(&v.to_be_bytes()[1..]);
+                        }
+                        whole
+                    }
+                    Mode::Hex => {
+                        let mut end = i;
+                        while end < text.len() && CLASS[text[end] as usize] == HEX {
+                            end += 1;
+                        }
+                        let whole = (end - i) / 2 * 2;
+                        for p in text[i..i + whole].chunks_exact(2) {
+                            out.push(HEX_VALUE[p[0] as usize] << 4 | HEX_VALUE[p[1] as usize]);
+                        }
+                        whole
+                    }
+                    Mode::Waiting => 0,
+                };
+                if step > 0 {
+                    self.run += step;
+                    self.line += step;
+                    i += step;
+                    continue;
+                }
+            }
+            let b = text[i];
             match CLASS[b as usize] {
                 OTHER => {
                     if self.run > 0 {
@@ -109,6 +177,7 @@ impl Unwrapper {
                 BREAK => self.line_break(b, out),
                 class => self.char(b, class == HEX, out),
             }
+            i += 1;
         }
     }
 
@@ -211,6 +280,19 @@ impl Unwrapper {
         self.line = 0;
         self.after_cr = false;
     }
+}
+
+/// Whether `b` is a run character (base64, either alphabet).
+fn is_run(b: u8) -> bool {
+    matches!(CLASS[b as usize], B64 | HEX)
+}
+
+/// Where the stretch of run characters starting at `i` ends.
+fn run_end(text: &[u8], mut i: usize) -> usize {
+    while i < text.len() && is_run(text[i]) {
+        i += 1;
+    }
+    i
 }
 
 /// What the runs of a whole value decode to (empty when it has none).
