@@ -5,8 +5,9 @@
 //! This module owns the rule catalogue, the recipe's rules and allowed values as compiled
 //! ([`Scanner`]), and the scanning of one value or of a body in chunks ([`BodyScanner`]).
 //! Submodules: `catalogue` (the regex rules), `field` (the rules written as code),
-//! `heuristics` (entropy and false-positive filters), `decode` (escapes), `engine` (prefilter
-//! and search), `redact` (masking matches in what the audit log keeps).
+//! `heuristics` (entropy and false-positive filters), `decode` (escapes), `unwrap` (base64
+//! and hex runs), `engine` (prefilter and search), `redact` (masking matches in what the audit
+//! log keeps).
 //!
 //! # Rules
 //!
@@ -101,9 +102,15 @@
 //!
 //! # Decoding
 //!
-//! Rules see the text decoded once (`decode`): percent-encoding (URLs, form bodies), JSON
-//! string escapes (`\/`, `\uXXXX`, `\"`…) and `\xHH`. Not decoded: `+` as a space, base64
-//! (except HTTP Basic credentials and a JWT's header), HTML entities, compression, nesting.
+//! Rules see the text decoded (`decode`): percent-encoding (URLs, form bodies), JSON string
+//! escapes (`\/`, `\uXXXX`, `\"`…) and `\xHH`, again while escapes remain, up to
+//! `decode::LEVELS` (4) levels (`%2541` → `%41` → `A`). In a header value and a body (not
+//! the request target), runs of base64 (24 characters or more, either alphabet, lines wrapped
+//! at 40+ columns a multiple of 4 joined) and of hex (32 digits or more, either case) are
+//! decoded too (`unwrap`), their output decoded as above, and scanned as a second text: a key
+//! in `base64(file)` is found (one level of base64; base64 inside base64 is not). Not decoded:
+//! `+` as a space, HTML entities, compression (pipelock inflates gzip and deflate request
+//! bodies before they get here).
 //!
 //! # Window
 //!
@@ -112,9 +119,10 @@
 //! The last [`WINDOW`] bytes stay for the next step, so a match of up to `WINDOW - MARGIN`
 //! (4032) bytes is found wherever the chunks split it, and is reported once: a step reports
 //! only matches ending past what the previous one covered, and leaves a match ending in its
-//! last [`MARGIN`] bytes (whose end may still move) to the next. Memory is at most
-//! `WINDOW + STEP` (68 KiB) plus a few bytes of an unfinished escape, whatever the body's or
-//! the chunks' size. Every built-in match is shorter than the window (a JWT up to 4015 bytes; a
+//! last [`MARGIN`] bytes (whose end may still move) to the next. What the runs decode to has
+//! a window of its own, stepped with the text's. Memory is at most `3 × (WINDOW + STEP)` (204
+//! KiB: the two windows and one step of runs) plus a few hundred bytes of unfinished escapes
+//! and runs, whatever the body's or the chunks' size. Every built-in match is shorter than the window (a JWT up to 4015 bytes; a
 //! PEM key is recognized by its BEGIN line and first key bytes, not its whole block); a recipe
 //! regex matching more may be missed across steps.
 //!
@@ -130,6 +138,7 @@ mod heuristics;
 mod redact;
 #[cfg(test)]
 mod tests;
+mod unwrap;
 
 use std::sync::Arc;
 
@@ -207,7 +216,22 @@ impl Scanner {
             upto: text.len(),
             url,
         };
-        self.engine.find(&text, accept).map(finding)
+        if let Some(f) = self.engine.find(&text, accept) {
+            return Some(finding(f));
+        }
+        // A request target's runs are paths and signatures, and its query's exemptions
+        // cannot be judged in what they decode to: only headers and bodies are unwrapped.
+        if url {
+            return None;
+        }
+        let runs = unwrap::unwrap_all(&text);
+        let derived = decode::decode_all(&runs);
+        let accept = Accept {
+            after: 0,
+            upto: derived.len(),
+            url: false,
+        };
+        self.engine.find(&derived, accept).map(finding)
     }
 
     /// A scanner for a body that arrives in chunks: it keeps a bounded window of the previous
@@ -215,9 +239,12 @@ impl Scanner {
     pub fn body(self: &Arc<Self>) -> BodyScanner {
         BodyScanner {
             scanner: self.clone(),
-            decoder: decode::Decoder::default(),
-            buf: Vec::new(),
-            seen: 0,
+            layers: decode::Layers::default(),
+            text: Window::default(),
+            unwrap: unwrap::Unwrapper::default(),
+            runs: Vec::new(),
+            derived_layers: decode::Layers::default(),
+            derived: Window::default(),
             finished: false,
         }
     }
@@ -238,12 +265,57 @@ fn finding(rule: &str) -> Finding {
 #[derive(Debug)]
 pub struct BodyScanner {
     scanner: Arc<Scanner>,
-    decoder: decode::Decoder,
-    /// Decoded text: the last [`WINDOW`] bytes of earlier steps, then the current step's.
+    layers: decode::Layers,
+    /// The decoded text.
+    text: Window,
+    unwrap: unwrap::Unwrapper,
+    /// One piece's runs, decoded, before their escapes are.
+    runs: Vec<u8>,
+    derived_layers: decode::Layers,
+    /// What the text's base64 and hex runs decode to.
+    derived: Window,
+    finished: bool,
+}
+
+/// A text scanned in steps, keeping its last [`WINDOW`] bytes from one step to the next.
+#[derive(Debug, Default)]
+struct Window {
+    /// The last [`WINDOW`] bytes of earlier steps, then the current step's.
     buf: Vec<u8>,
     /// Matches ending at or before this offset of `buf` have been looked at.
     seen: usize,
-    finished: bool,
+}
+
+impl Window {
+    /// Scans what arrived since the last step (all of it when `last`), then keeps the window.
+    fn step(&mut self, engine: &Engine, last: bool) -> Option<Finding> {
+        let upto = if last {
+            self.buf.len()
+        } else {
+            self.buf.len().saturating_sub(MARGIN)
+        };
+        let mut found = None;
+        if upto > self.seen {
+            let accept = Accept {
+                after: self.seen,
+                upto,
+                url: false,
+            };
+            found = engine.find(&self.buf, accept).map(finding);
+            self.seen = upto;
+        }
+        let drop = self.buf.len().saturating_sub(WINDOW);
+        self.buf.drain(..drop);
+        self.seen = self.seen.saturating_sub(drop);
+        found
+    }
+
+    fn reserve(&mut self, more: usize) {
+        let need = self.buf.len() + more;
+        if need > self.buf.capacity() {
+            self.buf.reserve_exact(need - self.buf.len());
+        }
+    }
 }
 
 impl BodyScanner {
@@ -255,12 +327,12 @@ impl BodyScanner {
         let mut first = None;
         let mut rest = chunk;
         while !rest.is_empty() {
-            let room = (WINDOW + STEP).saturating_sub(self.buf.len()).max(1);
+            let room = (WINDOW + STEP).saturating_sub(self.text.buf.len()).max(1);
             let (piece, tail) = rest.split_at(rest.len().min(room));
             rest = tail;
             self.decode(piece, false);
-            let full = self.buf.len() >= WINDOW + STEP;
-            if full || self.buf.len() >= self.seen + MARGIN + BATCH {
+            let full = self.text.buf.len() >= WINDOW + STEP;
+            if full || self.text.buf.len() >= self.text.seen + MARGIN + BATCH {
                 let found = self.step(false);
                 first = first.or(found);
             }
@@ -277,40 +349,41 @@ impl BodyScanner {
         self.step(true)
     }
 
-    /// The memory the scanner holds for the body: its buffer's capacity and any unfinished
-    /// escape. At most `WINDOW + STEP` plus a few bytes.
+    /// The memory the scanner holds for the body: its buffers' capacity and any unfinished
+    /// escape or run. At most `3 × (WINDOW + STEP)` plus a few hundred bytes.
     pub fn buffered(&self) -> usize {
-        self.buf.capacity() + self.decoder.pending()
+        self.text.buf.capacity()
+            + self.derived.buf.capacity()
+            + self.layers.pending()
+            + self.unwrap.pending()
+            + self.runs.capacity()
+            + self.derived_layers.pending()
     }
 
     fn decode(&mut self, piece: &[u8], last: bool) {
-        let need = self.buf.len() + piece.len() + decode::MAX_PENDING;
-        if need > self.buf.capacity() {
-            self.buf.reserve_exact(need - self.buf.len());
+        self.text
+            .reserve(piece.len() + decode::MAX_PENDING * decode::LEVELS);
+        let start = self.text.buf.len();
+        self.layers.decode(piece, last, &mut self.text.buf);
+        let new = &self.text.buf[start..];
+        // What the runs decode to is text too: its escapes are decoded as the body's are.
+        self.runs.clear();
+        self.unwrap.feed(new, &mut self.runs);
+        if last {
+            self.unwrap.finish(&mut self.runs);
         }
-        self.decoder.decode(piece, last, &mut self.buf);
+        // A run decodes to fewer bytes than it holds, plus a line break after it.
+        self.derived
+            .reserve(self.runs.len() + decode::MAX_PENDING * decode::LEVELS);
+        self.derived_layers
+            .decode(&self.runs, last, &mut self.derived.buf);
     }
 
-    /// Scans what arrived since the last step (all of it when `last`), then keeps the window.
+    /// Scans what arrived since the last step in both texts (all of it when `last`).
     fn step(&mut self, last: bool) -> Option<Finding> {
-        let upto = if last {
-            self.buf.len()
-        } else {
-            self.buf.len().saturating_sub(MARGIN)
-        };
-        let mut found = None;
-        if upto > self.seen {
-            let accept = Accept {
-                after: self.seen,
-                upto,
-                url: false,
-            };
-            found = self.scanner.engine.find(&self.buf, accept).map(finding);
-            self.seen = upto;
-        }
-        let drop = self.buf.len().saturating_sub(WINDOW);
-        self.buf.drain(..drop);
-        self.seen = self.seen.saturating_sub(drop);
-        found
+        let engine = &self.scanner.engine;
+        let text = self.text.step(engine, last);
+        let derived = self.derived.step(engine, last);
+        text.or(derived)
     }
 }

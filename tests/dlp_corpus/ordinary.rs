@@ -356,3 +356,8 @@ pub fn all(root: &Path, r: &mut Rng) -> Vec<(String, Item)> {
     }
     out
 }
+
+/// `n` requests' ordinary headers, each a set sent together.
+pub fn header_sets(r: &mut Rng, n: usize) -> Vec<Vec<String>> {
+    (0..n).map(|_| headers(r)).collect()
+}

@@ -484,3 +484,42 @@ pub fn one_per_rule(r: &mut Rng) -> Vec<Planted> {
     }
     out
 }
+
+/// Six secrets of every kind that fits a header, each split in the middle over two headers
+/// (`(name, value)` pairs, in the order sent): a token under `x-note-a` and `x-note-b`; a
+/// header value under its own name, then `x-more`; a field under `x-NAME`, then `x-more`.
+/// Multi-line secrets (PEM blocks) fit no header and are left out.
+pub fn split_headers(r: &mut Rng) -> Vec<(&'static str, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    for (rule, make) in KINDS {
+        for _ in 0..6 {
+            let (first, value, second) = match make(r) {
+                Secret::Token(t) => ("x-note-a".to_string(), t, "x-note-b"),
+                Secret::Url(u) => ("x-callback".to_string(), u, "x-more"),
+                Secret::Line(l) => ("x-note".to_string(), l, "x-more"),
+                Secret::Header(h) => {
+                    let (name, value) = h.split_once(": ").expect("Name: value");
+                    (name.to_ascii_lowercase(), value.to_string(), "x-more")
+                }
+                Secret::Field(name, value) => (
+                    format!("x-{}", name.replace('_', "-").to_ascii_lowercase()),
+                    value,
+                    "x-more",
+                ),
+                Secret::Block(_) => continue,
+            };
+            let mut mid = value.len() / 2;
+            while !value.is_char_boundary(mid) {
+                mid += 1;
+            }
+            out.push((
+                *rule,
+                vec![
+                    (first, value[..mid].to_string()),
+                    (second.to_string(), value[mid..].to_string()),
+                ],
+            ));
+        }
+    }
+    out
+}

@@ -1,22 +1,61 @@
 //! What DLP decodes before it scans: the escapes an agent's traffic wraps text in, so that a
 //! key inside a JSON string, a query string or a form body is seen as the key.
 //!
-//! One pass, one level, in a stream (an escape cut by a chunk boundary waits for the next
-//! chunk; at most [`MAX_PENDING`] bytes):
+//! In a stream (an escape cut by a chunk boundary waits for the next chunk; at most
+//! [`MAX_PENDING`] bytes a level), up to [`LEVELS`] levels deep: what one pass decodes is
+//! decoded again while it still holds an escape (`%2541` → `%41` → `A`), so nesting cannot
+//! hide a key; a fifth level is left as the fourth wrote it:
 //! - percent-encoding: `%2D` → `-` (URLs, `application/x-www-form-urlencoded` bodies, any text);
 //! - JSON string escapes: `\/ \\ \" \n \r \t \b \f` and `\uXXXX` (a surrogate pair is joined;
 //!   a lone surrogate is left as written), so JSON inside a JSON string reads as JSON;
 //! - `\xHH` (JavaScript, Python, shell strings) and `\'`.
 //!
 //! Not decoded: `+` for a space (base64 keys hold `+`), base64 (but the field rule reads HTTP
-//! Basic credentials and the JWT rule its header), HTML entities, compressed bodies
-//! (`Content-Encoding`), nested encodings (`%255C` stays `%5C`). A malformed escape is kept as
-//! written.
+//! Basic credentials and the JWT rule its header; `unwrap` reads base64 and hex runs),
+//! HTML entities, compressed bodies (pipelock inflates those before DLP). A malformed escape
+//! is kept as written.
 
 use std::borrow::Cow;
 
 /// The longest escape: a surrogate pair `\uD83D\uDE00`.
 pub(super) const MAX_PENDING: usize = 12;
+
+/// How many times text is decoded, at most: `%25` nested three deep still reads as the byte.
+pub const LEVELS: usize = 4;
+
+/// [`LEVELS`] decoders in a row: each decodes what the one before it wrote. A level whose
+/// input holds no escape (and that waits on none) passes it on untouched, and so would every
+/// level after it: the text is stable there.
+#[derive(Debug, Default)]
+pub(super) struct Layers {
+    levels: [Decoder; LEVELS],
+}
+
+impl Layers {
+    /// Appends `input`, decoded until stable (at most [`LEVELS`] times), to `out`.
+    pub(super) fn decode(&mut self, input: &[u8], last: bool, out: &mut Vec<u8>) {
+        let mut cur: Cow<[u8]> = Cow::Borrowed(input);
+        for i in 0..LEVELS {
+            let waiting = self.levels[i..].iter().any(|d| !d.pending.is_empty());
+            if !waiting && memchr::memchr2(b'%', b'\\', &cur).is_none() {
+                out.extend_from_slice(&cur);
+                return;
+            }
+            if i + 1 == LEVELS {
+                self.levels[i].decode(&cur, last, out);
+                return;
+            }
+            let mut next = Vec::with_capacity(cur.len());
+            self.levels[i].decode(&cur, last, &mut next);
+            cur = Cow::Owned(next);
+        }
+    }
+
+    /// Bytes held back, waiting for the rest of an escape, at every level.
+    pub(super) fn pending(&self) -> usize {
+        self.levels.iter().map(Decoder::pending).sum()
+    }
+}
 
 /// A stream decoder: what it decodes is appended to the caller's buffer.
 #[derive(Debug, Default)]
@@ -87,14 +126,21 @@ impl Decoder {
     }
 }
 
-/// Decodes a whole value at once.
+/// Decodes a whole value at once, until stable (at most [`LEVELS`] times).
 pub(super) fn decode_all(input: &[u8]) -> Cow<'_, [u8]> {
-    if memchr::memchr2(b'%', b'\\', input).is_none() {
-        return Cow::Borrowed(input);
+    let mut text = Cow::Borrowed(input);
+    for _ in 0..LEVELS {
+        if memchr::memchr2(b'%', b'\\', &text).is_none() {
+            break;
+        }
+        let mut out = Vec::with_capacity(text.len());
+        Decoder::default().decode(&text, true, &mut out);
+        if out[..] == text[..] {
+            break;
+        }
+        text = Cow::Owned(out);
     }
-    let mut out = Vec::with_capacity(input.len());
-    Decoder::default().decode(input, true, &mut out);
-    Cow::Owned(out)
+    text
 }
 
 fn one(consumed: usize, b: u8) -> Escape {

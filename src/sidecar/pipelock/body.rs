@@ -3,10 +3,16 @@
 //! - [`Scanned`]: what the guest sends, through DLP's [`BodyScanner`]; the last [`HOLD_BACK`]
 //!   bytes wait until what follows them is scanned, so no part of a secret leaves before DLP
 //!   finds it; a finding (or a guest that stops sending for [`BODY_IDLE`]) ends the body with an
-//!   error, which aborts the upstream request: the upstream gets nothing more;
+//!   error, which aborts the upstream request: the upstream gets nothing more. A body the
+//!   guest compressed (`Content-Encoding: gzip`, `deflate`) is inflated ([`Inflater`], bounded
+//!   as answers are) and DLP reads what it decodes to, while the compressed bytes go on
+//!   unchanged; a compressed byte is held until everything it (and the two slices after it)
+//!   decoded to lies [`HOLD_BACK`] decoded bytes behind what DLP has read. A body that does
+//!   not decode, or decodes past the bounds, ends the same way (nothing unscanned is sent);
 //! - [`Outbound`]: what goes back to the guest, counted, through egress's [`Scrubber`] for a
 //!   route; it writes the request's audit event when it is done (or dropped: the guest left).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -19,6 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
+use super::inflate::{self, Coding, Failure, Inflater};
 use crate::sidecar::audit::{AuditLog, Decision, Event};
 use crate::sidecar::dlp::{self, BodyScanner};
 use crate::sidecar::scrub::Scrubber;
@@ -29,6 +36,8 @@ pub const BODY_IDLE: Duration = Duration::from_secs(60);
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every body pipelock sends, either way.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+/// What polling a body yields.
+type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
 /// Why a request body was cut.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +46,21 @@ pub enum BodyError {
     Dlp(String),
     #[error("the client sent no byte of the body for {} s", BODY_IDLE.as_secs())]
     Idle,
+    #[error("the compressed request body cannot be read: {0}")]
+    Undecodable(String),
+}
+
+/// The most compressed bytes held back at once: more than this decoding to fewer than
+/// [`HOLD_BACK`] bytes is no compressed body a client makes (a gzip header's unbounded name
+/// field, empty blocks), and is refused.
+pub const MAX_HELD_COMPRESSED: usize = 1024 * 1024;
+
+/// Why a compressed body was refused, for the guest's answer.
+#[derive(Debug, Clone)]
+pub struct Undecodable {
+    /// It decodes past the bounds (else: it is not valid compressed data).
+    pub too_large: bool,
+    pub why: String,
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
@@ -51,6 +75,7 @@ pub struct Outcome {
     pub bytes: AtomicU64,
     pub finding: OnceLock<String>,
     pub idle: AtomicBool,
+    pub undecodable: OnceLock<Undecodable>,
 }
 
 /// How many bytes of a scanned body are held back from the upstream: DLP reports a match up
@@ -68,10 +93,23 @@ pub struct Scanned {
     done: bool,
     /// Scanned bytes not yet released upstream (at most [`HOLD_BACK`] between chunks).
     held: bytes::BytesMut,
+    /// For a compressed body: its decoder, and its compressed pieces not yet released, each
+    /// with how many decoded bytes there were once it was decoded.
+    inflater: Option<Inflater>,
+    queue: VecDeque<(Bytes, u64)>,
+    queued: usize,
+    decoded: u64,
 }
 
 impl Scanned {
-    pub fn new(inner: Incoming, scanner: Option<BodyScanner>, outcome: Arc<Outcome>) -> Scanned {
+    /// `coding`: the body's content coding; the scanner reads it decoded.
+    pub fn new(
+        inner: Incoming,
+        scanner: Option<BodyScanner>,
+        coding: Option<Coding>,
+        outcome: Arc<Outcome>,
+    ) -> Scanned {
+        let inflater = coding.filter(|_| scanner.is_some()).map(Inflater::new);
         Scanned {
             inner,
             scanner,
@@ -79,12 +117,122 @@ impl Scanned {
             idle: Box::pin(tokio::time::sleep(BODY_IDLE)),
             done: false,
             held: bytes::BytesMut::new(),
+            inflater,
+            queue: VecDeque::new(),
+            queued: 0,
+            decoded: 0,
         }
     }
 
-    /// The held bytes, all of them: the body is over and clean.
-    fn release_all(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    /// Decodes a compressed chunk slice by slice, scanning what it decodes to, and queues
+    /// the slices; `None`: the end of the body. Then moves the slices DLP is done with to
+    /// `held`, to be released.
+    fn inflate(&mut self, data: Option<Bytes>) -> Result<(), Polled> {
+        let (Some(inflater), Some(scanner)) = (self.inflater.as_mut(), self.scanner.as_mut())
+        else {
+            return Ok(());
+        };
+        let mut finding = None;
+        let mut failure = None;
+        match &data {
+            Some(data) => {
+                let mut at = 0;
+                while at < data.len() && finding.is_none() && failure.is_none() {
+                    let end = (at + inflate::SLICE).min(data.len());
+                    match inflater.step(Some(&data[at..end])) {
+                        Ok(out) => {
+                            self.decoded += out.len() as u64;
+                            finding = scanner.feed(&out);
+                        }
+                        Err(f) => failure = Some(f),
+                    }
+                    self.queue.push_back((data.slice(at..end), self.decoded));
+                    self.queued += end - at;
+                    at = end;
+                }
+            }
+            None => match inflater.step(None) {
+                Ok(out) => {
+                    self.decoded += out.len() as u64;
+                    finding = scanner.feed(&out);
+                }
+                Err(f) => failure = Some(f),
+            },
+        }
+        if let Some(f) = finding {
+            return Err(self.found(f.rule));
+        }
+        if let Some(f) = failure {
+            return Err(self.undecodable(f));
+        }
+        if data.is_none() {
+            return Ok(());
+        }
+        // A slice's decoded bytes may come out up to two slices later (the decoder's own
+        // buffer, a code cut between slices): it counts as decoded at the third's end.
+        while self.queue.len() > 2 && self.queue[2].1 + HOLD_BACK as u64 <= self.decoded {
+            let (piece, _) = self.queue.pop_front().expect("three queued");
+            self.queued -= piece.len();
+            self.held.extend_from_slice(&piece);
+        }
+        if self.queued > MAX_HELD_COMPRESSED {
+            let why = Undecodable {
+                too_large: true,
+                why: format!(
+                    "more than {MAX_HELD_COMPRESSED} compressed bytes decode to fewer than {HOLD_BACK}"
+                ),
+            };
+            return Err(self.refuse(why));
+        }
+        Ok(())
+    }
+
+    fn undecodable(&mut self, f: Failure) -> Polled {
+        let why = match f {
+            Failure::TooLarge { limit } => Undecodable {
+                too_large: true,
+                why: format!(
+                    "it decodes to more than {limit} bytes (at most {} times its compressed size plus 1 MiB, and {} MiB in all)",
+                    inflate::MAX_RATIO,
+                    inflate::MAX_DECODED >> 20
+                ),
+            },
+            Failure::Corrupt(cause) => Undecodable {
+                too_large: false,
+                why: format!("it is not valid compressed data ({cause})"),
+            },
+        };
+        self.refuse(why)
+    }
+
+    fn refuse(&mut self, why: Undecodable) -> Polled {
         self.done = true;
+        self.held.clear();
+        self.queue.clear();
+        self.scanner = None;
+        let text = why.why.clone();
+        let _ = self.outcome.undecodable.set(why);
+        Poll::Ready(Some(Err(Box::new(BodyError::Undecodable(text)))))
+    }
+
+    /// The end of the body: the decoder's and the scanner's, then every held byte.
+    fn end(&mut self) -> Polled {
+        if let Err(p) = self.inflate(None) {
+            return p;
+        }
+        if let Some(f) = self.scanner.as_mut().and_then(|s| s.finish()) {
+            return self.found(f.rule);
+        }
+        self.release_all()
+    }
+
+    /// The held bytes, all of them: the body is over and clean.
+    fn release_all(&mut self) -> Polled {
+        self.done = true;
+        while let Some((piece, _)) = self.queue.pop_front() {
+            self.held.extend_from_slice(&piece);
+        }
+        self.queued = 0;
         if self.held.is_empty() {
             return Poll::Ready(None);
         }
@@ -99,10 +247,11 @@ impl Scanned {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
     }
 
-    fn found(&mut self, rule: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn found(&mut self, rule: String) -> Polled {
         self.done = true;
         // What was held back never leaves.
         self.held.clear();
+        self.queue.clear();
         self.scanner = None;
         let _ = self.outcome.finding.set(rule.clone());
         Poll::Ready(Some(Err(Box::new(BodyError::Dlp(rule)))))
@@ -113,10 +262,7 @@ impl HttpBody for Scanned {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.get_mut();
         loop {
             if this.done {
@@ -135,12 +281,7 @@ impl HttpBody for Scanned {
                     }
                     return Poll::Pending;
                 }
-                Poll::Ready(None) => {
-                    if let Some(f) = this.scanner.as_mut().and_then(|s| s.finish()) {
-                        return this.found(f.rule);
-                    }
-                    return this.release_all();
-                }
+                Poll::Ready(None) => return this.end(),
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
                     this.held.clear();
@@ -159,16 +300,27 @@ impl HttpBody for Scanned {
                 this.count(&data);
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             };
-            if let Some(f) = scanner.feed(&data) {
-                return this.found(f.rule);
-            }
-            this.held.extend_from_slice(&data);
-            // The last chunk: the scanner's end now, since hyper polls no further.
-            if this.inner.is_end_stream() {
-                if let Some(f) = scanner.finish() {
+            if this.inflater.is_some() {
+                if let Err(p) = this.inflate(Some(data)) {
+                    return p;
+                }
+            } else {
+                if let Some(f) = scanner.feed(&data) {
                     return this.found(f.rule);
                 }
-                return this.release_all();
+                this.held.extend_from_slice(&data);
+            }
+            // The last chunk: the scanner's end now, since hyper polls no further.
+            if this.inner.is_end_stream() {
+                return this.end();
+            }
+            if this.inflater.is_some() {
+                if !this.held.is_empty() {
+                    let data = this.held.split().freeze();
+                    this.count(&data);
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                continue;
             }
             if this.held.len() > HOLD_BACK {
                 let data = this.held.split_to(this.held.len() - HOLD_BACK).freeze();
@@ -237,7 +389,7 @@ impl Outbound {
         }
     }
 
-    fn data(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn data(&mut self, data: Bytes) -> Polled {
         self.bytes += data.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(data))))
     }
@@ -247,10 +399,7 @@ impl HttpBody for Outbound {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.get_mut();
         loop {
             if this.ended {

@@ -26,8 +26,13 @@ use crate::sidecar::egress::Armed;
 pub enum Origin {
     /// pipelock's own port: absolute-form `http://` requests.
     Plain,
-    /// Inside the intercepted TLS of a `CONNECT host:port`.
-    Tunnel { host: String, port: u16 },
+    /// Inside the intercepted TLS of a `CONNECT host:port`; `sent`: the host as the guest
+    /// wrote it (case kept), which DLP reads.
+    Tunnel {
+        host: String,
+        port: u16,
+        sent: String,
+    },
 }
 
 /// Where a request goes.
@@ -36,6 +41,9 @@ pub struct Target {
     pub https: bool,
     /// Lowercased, without brackets or a trailing dot.
     pub host: String,
+    /// The host as the guest wrote it, case kept: what DLP reads (a key id in a label of an
+    /// allowed `*.suffix` would not match its rule lowercased).
+    pub sent_host: String,
     pub port: u16,
     /// The path and query, as the guest sent them.
     pub path: String,
@@ -49,9 +57,10 @@ impl Target {
             _ => "/".to_string(),
         };
         match origin {
-            Origin::Tunnel { host, port } => Ok(Target {
+            Origin::Tunnel { host, port, sent } => Ok(Target {
                 https: true,
                 host: host.clone(),
+                sent_host: sent.clone(),
                 port: *port,
                 path,
             }),
@@ -73,6 +82,7 @@ impl Target {
                 Ok(Target {
                     https: false,
                     host,
+                    sent_host: authority.host().to_string(),
                     port: authority.port_u16().unwrap_or(80),
                     path,
                 })
@@ -99,6 +109,18 @@ impl Target {
         let scheme = if self.https { "https" } else { "http" };
         format!("{scheme}://{}{}", self.authority(), self.path)
     }
+
+    /// [`Target::url`] with the host as the guest wrote it: what DLP scans.
+    pub fn sent_url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        let default = if self.https { 443 } else { 80 };
+        let port = if self.port == default {
+            String::new()
+        } else {
+            format!(":{}", self.port)
+        };
+        format!("{scheme}://{}{port}{}", self.sent_host, self.path)
+    }
 }
 
 /// An upstream's answer on its way back, with the route it went through.
@@ -118,15 +140,15 @@ impl State {
     ) -> Response<Body> {
         let mut pending = self.pending(req.method().as_str(), "-", 0);
         let outcome = pending.outcome.clone();
-        if let Origin::Tunnel { host, port } = &origin {
-            pending.event.host = self.logged_host(host);
+        if let Origin::Tunnel { host, port, sent } = &origin {
+            pending.event.host = self.logged_sent_host(host, sent);
             pending.event.port = *port;
         }
         let target = match Target::of(req.uri(), &origin) {
             Ok(t) => t,
             Err(r) => return answer(r, pending),
         };
-        pending.event.host = self.logged_host(&target.host);
+        pending.event.host = self.logged_sent_host(&target.host, &target.sent_host);
         pending.event.port = target.port;
         pending.event.path = self.logged_path(&target.path);
         match self.forward(req, &target, &outcome).await {
@@ -155,8 +177,16 @@ impl State {
         }
         let dlp = self.policy.scanner();
         if let Some(dlp) = &dlp {
-            scan_head(dlp, &t.url(), req.headers(), self.supervise)?;
+            scan_head(dlp, &t.sent_url(), req.headers(), self.supervise)?;
         }
+        // A compressed body is scanned as it decodes; one pipelock cannot decode is not sent.
+        let coding = match inflate::coding(req.headers()) {
+            Ok(c) => c,
+            Err(coding) if dlp.is_some() => {
+                return Err(Refusal::undecodable_body(&coding));
+            }
+            Err(_) => None,
+        };
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         if let Some(route) = route {
@@ -173,7 +203,8 @@ impl State {
         if let Ok(v) = HeaderValue::from_str(&authority) {
             parts.headers.insert(header::HOST, v);
         }
-        let body = Scanned::new(body, dlp.as_ref().map(|d| d.body()), outcome.clone());
+        let scanner = dlp.as_ref().map(|d| d.body());
+        let body = Scanned::new(body, scanner, coding, outcome.clone());
         let sent = self
             .client
             .request(Request::from_parts(parts, body.boxed_unsync()))
@@ -181,6 +212,9 @@ impl State {
         // The body was cut: whatever the upstream made of it, the guest learns why.
         if let Some(rule) = outcome.finding.get() {
             return Err(Refusal::dlp(rule, "the request body", self.supervise));
+        }
+        if let Some(u) = outcome.undecodable.get() {
+            return Err(Refusal::body_not_decoded(&u.why, u.too_large));
         }
         if outcome.idle.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Refusal::body_idle(BODY_IDLE.as_secs()));
@@ -249,8 +283,10 @@ pub fn answer(r: Refusal, mut pending: Pending) -> Response<Body> {
     response
 }
 
-/// DLP on the head: the URL, then each header as `Name: value`.
-fn scan_head(
+/// DLP on the head: the URL (its host as the guest wrote it), each header as `Name: value`,
+/// then each header's value joined to the next one's, as `Name: value1value2` (a key split
+/// over two headers). Public for the DLP corpus, which measures it.
+pub fn scan_head(
     dlp: &Scanner,
     url: &str,
     headers: &HeaderMap,
@@ -272,6 +308,27 @@ fn scan_head(
                 supervise,
             ));
         }
+    }
+    // A key split over two headers: each value joined to the next, in the order they go
+    // upstream (a name's several values are next to each other there), under the first's
+    // name (a credential-looking name reads as one).
+    let mut prev: Option<(&HeaderName, &HeaderValue)> = None;
+    for (name, value) in headers {
+        if let Some((first, before)) = prev {
+            line.clear();
+            line.extend_from_slice(first.as_str().as_bytes());
+            line.extend_from_slice(b": ");
+            line.extend_from_slice(before.as_bytes());
+            line.extend_from_slice(value.as_bytes());
+            if let Some(f) = dlp.scan(&line) {
+                return Err(Refusal::dlp(
+                    &f.rule,
+                    &format!("the headers {first} and {name}, joined,"),
+                    supervise,
+                ));
+            }
+        }
+        prev = Some((name, value));
     }
     Ok(())
 }
@@ -346,9 +403,11 @@ mod tests {
         let t = Target::of(&uri, &Origin::Plain).unwrap();
         assert_eq!((t.host.as_str(), t.port, t.https), ("a.test", 8080, false));
         assert_eq!(t.url(), "http://a.test:8080/x?q=1");
+        assert_eq!(t.sent_url(), "http://A.Test:8080/x?q=1");
         let tunnel = Origin::Tunnel {
             host: "b.test".into(),
             port: 443,
+            sent: "B.test".into(),
         };
         // Inside a tunnel, the tunnel names the host, whatever the request says.
         let uri: Uri = "https://other.test/y".parse().unwrap();
@@ -360,6 +419,7 @@ mod tests {
         let v6 = Target {
             https: true,
             host: "::1".into(),
+            sent_host: "[::1]".into(),
             port: 8443,
             path: "/".into(),
         };

@@ -1,4 +1,6 @@
-//! Compressed answers on a route, decoded so the scrubber reads what the guest will.
+//! Compressed bodies, decoded: a route's answers, so the scrubber reads what the guest will;
+//! and the guest's request bodies, so DLP reads what the upstream will ([`Inflater`], used by
+//! [`super::body::Scanned`], which sends the compressed bytes on unchanged).
 //!
 //! egress asks a route's upstream for `Accept-Encoding: identity`; an upstream may compress
 //! all the same. A `gzip` (or `x-gzip`) or `deflate` (zlib-wrapped, or raw as some servers
@@ -158,31 +160,32 @@ pub enum InflateError {
     Corrupt { coding: Coding, cause: io::Error },
 }
 
-/// A compressed body, decoded as it streams.
-pub struct Inflated {
-    inner: Body,
-    coding: Coding,
+/// Why a compressed stream could not be decoded.
+#[derive(Debug)]
+pub enum Failure {
+    /// It decodes to more than `limit` bytes so far (the ratio or the total).
+    TooLarge {
+        limit: u64,
+    },
+    Corrupt(io::Error),
+}
+
+/// A compressed stream decoded step by step, in bounded memory: feed it at most [`SLICE`]
+/// bytes a step and each step yields at most what the bounds still allow.
+pub struct Inflater {
     decoder: Decoder,
-    pending: Bytes,
-    ended: bool,
-    done: bool,
     total_in: u64,
     total_out: u64,
 }
 
-impl Inflated {
-    pub fn new(inner: Body, coding: Coding) -> Inflated {
+impl Inflater {
+    pub fn new(coding: Coding) -> Inflater {
         let decoder = match coding {
             Coding::Gzip => Decoder::Gzip(Box::new(GzDecoder::new(Sink::default()))),
             Coding::Deflate => Decoder::Deflate(Vec::new()),
         };
-        Inflated {
-            inner,
-            coding,
+        Inflater {
             decoder,
-            pending: Bytes::new(),
-            ended: false,
-            done: false,
             total_in: 0,
             total_out: 0,
         }
@@ -192,8 +195,12 @@ impl Inflated {
         (self.total_in * MAX_RATIO + FLOOR).min(MAX_DECODED)
     }
 
-    /// Decodes `slice` (or finishes, when `None`); the bytes it yields.
-    fn step(&mut self, slice: Option<&[u8]>) -> Result<Bytes, BoxError> {
+    /// Decodes `slice` (or finishes, when `None`); the bytes it yields. An empty stream is an
+    /// empty body (a request with `Content-Encoding` and no body), not a truncated one.
+    pub fn step(&mut self, slice: Option<&[u8]>) -> Result<Vec<u8>, Failure> {
+        if slice.is_none() && self.total_in == 0 {
+            return Ok(Vec::new());
+        }
         self.total_in += slice.map_or(0, |s| s.len() as u64);
         let limit = self.limit();
         let room = limit.saturating_sub(self.total_out) as usize;
@@ -201,12 +208,11 @@ impl Inflated {
             Some(s) => self.decoder.write(s, room),
             None => self.decoder.finish(room),
         };
-        let coding = self.coding;
-        result.map_err(|cause| -> BoxError {
+        result.map_err(|cause| {
             if cause.get_ref().is_some_and(|e| e.is::<Full>()) {
-                Box::new(InflateError::TooLarge { coding, limit })
+                Failure::TooLarge { limit }
             } else {
-                Box::new(InflateError::Corrupt { coding, cause })
+                Failure::Corrupt(cause)
             }
         })?;
         let out = match self.decoder.sink() {
@@ -214,7 +220,42 @@ impl Inflated {
             None => Vec::new(),
         };
         self.total_out += out.len() as u64;
-        Ok(Bytes::from(out))
+        Ok(out)
+    }
+}
+
+/// A compressed body, decoded as it streams.
+pub struct Inflated {
+    inner: Body,
+    coding: Coding,
+    inflater: Inflater,
+    pending: Bytes,
+    ended: bool,
+    done: bool,
+}
+
+impl Inflated {
+    pub fn new(inner: Body, coding: Coding) -> Inflated {
+        Inflated {
+            inner,
+            coding,
+            inflater: Inflater::new(coding),
+            pending: Bytes::new(),
+            ended: false,
+            done: false,
+        }
+    }
+
+    /// Decodes `slice` (or finishes, when `None`); the bytes it yields.
+    fn step(&mut self, slice: Option<&[u8]>) -> Result<Bytes, BoxError> {
+        let coding = self.coding;
+        match self.inflater.step(slice) {
+            Ok(out) => Ok(Bytes::from(out)),
+            Err(Failure::TooLarge { limit }) => {
+                Err(Box::new(InflateError::TooLarge { coding, limit }))
+            }
+            Err(Failure::Corrupt(cause)) => Err(Box::new(InflateError::Corrupt { coding, cause })),
+        }
     }
 }
 
@@ -355,5 +396,7 @@ mod tests {
         let mut cut = compress("gzip", b"hello hello hello");
         cut.truncate(cut.len() - 4);
         assert!(decoded(Coding::Gzip, cut, 3).await.is_err());
+        // No body at all is an empty one.
+        assert_eq!(decoded(Coding::Gzip, Vec::new(), 3).await, Ok(Vec::new()));
     }
 }

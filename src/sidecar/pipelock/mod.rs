@@ -20,7 +20,7 @@
 //! | [`proxy`] | the listener, guest connections, `CONNECT` and interception |
 //! | [`exchange`] | one request: target, allowlist, DLP, egress, upstream, audit event |
 //! | [`body`] | streamed bodies: DLP on the way out, scrubbing and counting on the way back |
-//! | [`inflate`] | a route's compressed answers, decoded (bounded) so they can be scrubbed |
+//! | [`inflate`] | compressed bodies, decoded (bounded): a route's answers for the scrubber, the guest's requests for DLP |
 //! | [`mint`] | leaf certificates from the run's CA, cached |
 //! | [`upstream`] | connections to upstreams: resolution, `upstream_proxy`, TLS trust |
 //! | [`destination`] | which resolved addresses may be connected to (no private ones unless the recipe says so) |

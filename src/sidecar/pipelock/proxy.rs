@@ -228,9 +228,9 @@ impl State {
         let target = req
             .uri()
             .authority()
-            .and_then(|a| Some((normalize(a.host()), a.port_u16()?)))
-            .filter(|(h, _)| !h.is_empty());
-        let Some((host, port)) = target else {
+            .and_then(|a| Some((normalize(a.host()), a.port_u16()?, a.host().to_string())))
+            .filter(|(h, _, _)| !h.is_empty());
+        let Some((host, port, sent)) = target else {
             let pending = self.pending("CONNECT", "-", 0);
             return answer(
                 Refusal::invalid("CONNECT needs a host:port target"),
@@ -239,7 +239,10 @@ impl State {
         };
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => self.intercept(TokioIo::new(upgraded), host, port).await,
+                Ok(upgraded) => {
+                    self.intercept(TokioIo::new(upgraded), host, port, sent)
+                        .await
+                }
                 Err(e) => log(WHO, format!("CONNECT {host}:{port}: no tunnel ({e})")),
             }
         });
@@ -252,8 +255,10 @@ impl State {
         io: TokioIo<hyper::upgrade::Upgraded>,
         host: String,
         port: u16,
+        sent: String,
     ) {
         let mut pending = self.pending("CONNECT", &host, port);
+        pending.event.host = self.logged_sent_host(&host, &sent);
         pending.event.status = 200;
         let handshake = match self.minter.server_config(&host) {
             Ok(config) => {
@@ -290,6 +295,7 @@ impl State {
         let origin = Origin::Tunnel {
             host: host.clone(),
             port,
+            sent,
         };
         let svc = service_fn(move |req| {
             count.fetch_add(1, Ordering::Relaxed);
@@ -334,6 +340,15 @@ impl State {
         self.redactor
             .redact(host)
             .unwrap_or_else(|| host.to_string())
+    }
+
+    /// A host as the audit log keeps it, masked as the guest wrote it (`sent`, case kept) when
+    /// a rule matches there.
+    pub(super) fn logged_sent_host(&self, host: &str, sent: &str) -> String {
+        match self.redactor.redact(sent) {
+            Some(masked) => masked.to_ascii_lowercase(),
+            None => self.logged_host(host),
+        }
     }
 
     /// A path and query as the audit log keeps it: query values dropped, whatever a DLP rule

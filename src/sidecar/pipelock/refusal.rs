@@ -20,6 +20,9 @@ use crate::sidecar::audit::Decision;
 /// The rule of a refused `Upgrade` (WebSocket).
 pub const UPGRADE_RULE: &str = "upgrade";
 
+/// The rule of a request body DLP cannot read: its coding unknown, corrupt, or too large.
+pub const CODING_RULE: &str = "content-encoding";
+
 /// The header naming the rule behind one of pipelock's own answers.
 pub const REFUSED_HEADER: &str = "x-bottle-refused";
 
@@ -89,6 +92,51 @@ impl Refusal {
                 "pipelock refused this request: {place} holds what looks like a credential (DLP rule {rule}).\n\
                  The request was not sent on. Do not send credentials from inside the bottle: a route's \
                  token is added by pipelock itself. {how}"
+            ),
+        }
+    }
+
+    /// A request body compressed with a coding pipelock cannot decode (`br`, `zstd`, several
+    /// stacked): DLP cannot read it, so it is not sent.
+    pub fn undecodable_body(coding: &str) -> Refusal {
+        let shown: String = coding
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(64)
+            .collect();
+        Refusal {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            decision: Decision::Refused,
+            rule: CODING_RULE.into(),
+            body: format!(
+                "pipelock refused this request: its body is compressed with {shown:?} (Content-Encoding), \
+                 which pipelock cannot decode, and DLP sends on no body it cannot read (rule: {CODING_RULE}).\n\
+                 Nothing was sent. Send the body uncompressed, or compressed with gzip or deflate.\n"
+            ),
+        }
+    }
+
+    /// A compressed request body that did not decode, or decoded past the bounds: DLP could
+    /// not read it all, so the upstream's request was aborted.
+    pub fn body_not_decoded(why: &str, too_large: bool) -> Refusal {
+        let (status, how) = if too_large {
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Send it uncompressed, or in smaller requests.",
+            )
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                "Check that the body is what its Content-Encoding says.",
+            )
+        };
+        Refusal {
+            status,
+            decision: Decision::Refused,
+            rule: CODING_RULE.into(),
+            body: format!(
+                "pipelock refused this request: its compressed body cannot be read for DLP: {why} (rule: {CODING_RULE}).\n\
+                 The upstream's request was aborted before any byte DLP had not read. {how}\n"
             ),
         }
     }
