@@ -46,7 +46,8 @@ up=$(free_port)
 pids+=($!)
 wait_port "$up" upstream
 
-# pipelock: localhost allowed, and an egress route with the upstream's CA.
+# pipelock: localhost allowed (and its loopback address, a private destination), and an egress
+# route with the upstream's CA.
 pl=$(free_port)
 mkdir "$work/conf"
 cat >"$work/conf/pipelock.json" <<EOF
@@ -55,7 +56,7 @@ cat >"$work/conf/pipelock.json" <<EOF
  "ca_cert": "$work/pipelock.crt", "ca_key": "$work/pipelock.key",
  "egress": {"routes": [{"host": "localhost", "header": "Authorization", "scheme": "Bearer",
    "token_env": "BENCH_TOKEN", "upstream_ca": "$work/upstream-ca.pem"}], "upstream_proxy": null},
- "audit_log": "$work/audit.jsonl"}
+ "allow_private": ["127.0.0.0/8"], "audit_log": "$work/audit.jsonl"}
 EOF
 echo '{"BENCH_TOKEN": "bench-real-token-0123456789"}' |
   BOTTLE_RUN=bench "$bin" sidecar --secrets-on-stdin --daemons pipelock --config-dir "$work/conf" \

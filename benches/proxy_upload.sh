@@ -53,7 +53,7 @@ conf() {
  "ca_cert": "$work/pipelock.crt", "ca_key": "$work/pipelock.key",
  "egress": {"routes": [{"host": "localhost", "header": "Authorization", "scheme": "Bearer",
    "token_env": "BENCH_TOKEN", "upstream_ca": "$work/upstream-ca.pem"}], "upstream_proxy": null},
- "audit_log": "$1/audit.jsonl"}
+ "allow_private": ["127.0.0.0/8"], "audit_log": "$1/audit.jsonl"}
 EOF
   echo "{\"port\": $(free_port), \"listen_host\": \"127.0.0.1\", \"upstreams\": []}" >"$1/git-gate.json"
   echo "{\"port\": $(free_port), \"queue\": \"$1/queue\"}" >"$1/supervise.json"
