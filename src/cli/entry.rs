@@ -1,7 +1,9 @@
 //! The process: parse the command line, set up logging (colour only on a terminal) and the
 //! async runtime, run the command and map its outcome to an exit code. It lives in the library,
-//! not in `main.rs`, so the runtime's instantiations over the whole command tree are compiled
-//! once, with the library, instead of again in the binary.
+//! not in `main.rs`: the runtime's instantiations over the whole command tree are then compiled
+//! with the library, and the binary's own compile takes a second instead of a minute (measured
+//! with `cargo build --release --timings`; the library's grows by about as much, so a whole
+//! build is no faster).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
