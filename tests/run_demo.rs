@@ -342,6 +342,37 @@ fn a_run_refuses_files_changed_since_they_were_verified() {
     std::fs::write(&archive, &original).unwrap();
     let out = ctx.output(&["run", &hash, "--", "true"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The record's digest of that file edited after the check (the file untouched): the run
+    // rehashes it and refuses, as verify does.
+    let record_path = ctx
+        .component_dir(&hash, ComponentKind::Guest)
+        .join(bottle::manifest::RECORD_FILE);
+    let record_text = std::fs::read_to_string(&record_path).unwrap();
+    let mut record: serde_json::Value = serde_json::from_str(&record_text).unwrap();
+    let name = bottle::builder::guest::IMAGE_ARCHIVE;
+    let file = record["files"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|f| f["path"] == name)
+        .unwrap();
+    let digest = file["blake3"].as_str().unwrap().to_string();
+    let last = if digest.ends_with('0') { "1" } else { "0" };
+    file["blake3"] = format!("{}{last}", &digest[..digest.len() - 1]).into();
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let verify = ctx.output(&["verify", &hash]);
+    assert_eq!(verify.status.code(), Some(3), "{}", stderr(&verify));
+    let out = ctx.output(&["run", &hash, "--", "true"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "guest/{name}: content differs from its blake3 in the record"
+        )),
+        "{err}"
+    );
+    ctx.assert_nothing_left();
+    std::fs::write(&record_path, &record_text).unwrap();
     // A changed config (small, mounted into the bundle) is caught before anything is created.
     let config = ctx
         .component_dir(&hash, ComponentKind::Config)

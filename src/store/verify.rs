@@ -15,7 +15,9 @@
 //! `bottle verify` rehashes every file. `bottle run` ([`Store::open`]) rehashes a file only
 //! when it changed since this machine last verified it: a marker under `local/verified/`
 //! records each file's device, inode, size, mtime and ctime after a full check, and any write,
-//! rename or mode change moves the ctime, which user space cannot set back.
+//! rename or mode change moves the ctime, which user space cannot set back. It also records the
+//! digest the file was checked against, so a record whose digest was edited after the check is
+//! rehashed (and refused) by a run as by `bottle verify`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
 use crate::config::{self, Rendered};
-use crate::digest::file_digest;
+use crate::digest::{Digest, file_digest};
 use crate::hash::{BuildHash, ComponentId, ComponentKey, ConfigKey, GuestKey};
 use crate::manifest::{BundleSpec, GuestSpec, ImageRef, Manifest, RECORD_FILE, Record};
 
@@ -256,7 +258,7 @@ impl Store {
             .filter_map(|a| {
                 Some((
                     a.path.clone(),
-                    stamp(&fs::metadata(dir.join(&a.path)).ok()?),
+                    stamp(&fs::metadata(dir.join(&a.path)).ok()?, a.blake3),
                 ))
             })
             .collect();
@@ -282,7 +284,8 @@ impl Store {
 /// Stamps of a component's files as of its last clean check, by path.
 pub(super) type Marker = BTreeMap<String, Stamp>;
 
-/// What identifies one state of a file: any write, rename or chmod changes the ctime.
+/// What identifies one state of a file (any write, rename or chmod changes the ctime), and the
+/// digest of the record it was found to match.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Stamp {
     dev: u64,
@@ -290,10 +293,14 @@ pub(super) struct Stamp {
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+    /// Absent in markers written before it was recorded: those files are rehashed once.
+    #[serde(default)]
+    blake3: Option<Digest>,
 }
 
-fn stamp(m: &fs::Metadata) -> Stamp {
+fn stamp(m: &fs::Metadata, checked: Digest) -> Stamp {
     Stamp {
+        blake3: Some(checked),
         dev: m.dev(),
         ino: m.ino(),
         size: m.len(),
@@ -337,7 +344,7 @@ pub(super) fn check_folder(
                 format!("mode {mode:o} but the record says {:o}", a.mode),
             ));
         }
-        let unchanged = marker.get(&a.path) == Some(&stamp(&meta));
+        let unchanged = marker.get(&a.path) == Some(&stamp(&meta, a.blake3));
         if depth == Depth::Contents || unchanged {
             continue;
         }
