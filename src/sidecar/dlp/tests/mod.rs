@@ -2,6 +2,7 @@
 //! format's prefix and alphabet), so no file of this repository holds one.
 
 mod decoding;
+mod exemptions;
 mod fields;
 mod redact;
 mod rules;
