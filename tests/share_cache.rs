@@ -256,11 +256,13 @@ fn a_pull_killed_at_random_points_resumes_and_moves_only_what_is_missing() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        // A random point of the window, counted from this pull's first new byte on disk;
-        // each pull resumes the last, so the window shrinks with what is left to move.
+        // A random point between an eighth and a half of what is left of the window,
+        // counted from this pull's first new byte on disk. Each pull resumes the last, so
+        // the window shrinks with what is left to move; a kill drawn from all of it could
+        // take nearly everything at once and leave the other kills nothing to land in.
         let (total, resumed) = resumable(&cache, &m, &dst.store());
         let left = window * total.saturating_sub(resumed) / total.max(1);
-        let ms = x % left.max(1);
+        let ms = left / 8 + x % (left * 3 / 8).max(1);
         delays.push(ms);
         let before = pulled_bytes(&m, &dst.store());
         let mut c = dst.cmd();
