@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine as _;
-use bottle::sidecar::dlp::Scanner;
-use bottle::sidecar::pipelock::Dlp;
-use bottle::sidecar::scrub::Scrubber;
+use bottle::bundle::dlp::Scanner;
+use bottle::bundle::pipelock::Dlp;
+use bottle::bundle::scrub::Scrubber;
 
 /// The chunk size bodies are fed in: 64 KiB, or `DLP_CHUNK` bytes.
 fn chunk() -> usize {

@@ -18,8 +18,8 @@ use serde::Serialize;
 use crate::digest::Digest;
 use crate::hash::ConfigKey;
 use crate::manifest::{BUNDLE_IP_TEMPLATE, BundleSpec, GuestSpec, ProvisionSpec, WorkspaceSpec};
-use crate::sidecar::daemon::{self, Daemon};
-use crate::sidecar::{egress, pipelock, supervise};
+use crate::bundle::daemon::{self, Daemon};
+use crate::bundle::{egress, pipelock, supervise};
 
 /// Where the guest finds the run's CA; the trust trio points here.
 pub const GUEST_CA_PATH: &str = "/etc/bottle/ca.crt";

@@ -16,6 +16,7 @@
 //! the run folders (`bottle console`); `cli` is the glue; `progress` draws it.
 
 pub mod builder;
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -35,6 +36,5 @@ pub mod recipe;
 pub mod run;
 pub mod runtime;
 pub mod share;
-pub mod sidecar;
 pub mod store;
 pub mod text;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKey, ComponentKind};
 use crate::plan::HostTarget;
-use crate::sidecar::Daemon;
+use crate::bundle::Daemon;
 
 pub const MANIFEST_FORMAT: u32 = 2;
 pub const RECORD_FORMAT: u32 = 1;

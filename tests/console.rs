@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bottle::run::record;
 use bottle::run::supervise::queue_of;
-use bottle::sidecar::supervise::queue::Ask;
+use bottle::bundle::supervise::queue::Ask;
 use serde_json::Value;
 use support::browser::{Driver, browser, element_with, shot};
 use support::console::{Console, Events, http, status_of, supervise_recipe};
@@ -34,7 +34,7 @@ fn fake_live_run(
     run_id: &str,
 ) -> (
     std::process::Child,
-    bottle::sidecar::supervise::queue::Queue,
+    bottle::bundle::supervise::queue::Queue,
 ) {
     let store = ctx.store();
     let sleep = std::process::Command::new("sleep")
@@ -403,7 +403,7 @@ sleep 600"#,
             ),
         ]);
         let q = element_with(&b, "#pending .request", "<script>").await;
-        let seen_ms = bottle::sidecar::audit::Event::now_ms();
+        let seen_ms = bottle::bundle::audit::Event::now_ms();
         let qid = q.attr("data-request").await.unwrap().unwrap();
         let filed = queue_of(&ctx.store(), &id).request(&qid).unwrap().unwrap();
         eprintln!(

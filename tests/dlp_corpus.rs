@@ -30,10 +30,10 @@ mod secrets;
 use std::path::Path;
 use std::sync::Arc;
 
-use bottle::sidecar::dlp::{Finding, Scanner};
-use bottle::sidecar::pipelock::Dlp;
-use bottle::sidecar::pipelock::exchange::scan_head;
-use bottle::sidecar::pipelock::inflate::{self, Coding, Inflater};
+use bottle::bundle::dlp::{Finding, Scanner};
+use bottle::bundle::pipelock::Dlp;
+use bottle::bundle::pipelock::exchange::scan_head;
+use bottle::bundle::pipelock::inflate::{self, Coding, Inflater};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use kit::{Item, Rng};
 

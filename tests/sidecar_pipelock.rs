@@ -12,7 +12,7 @@ mod pipelock_kit;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bottle::sidecar::pipelock::body::HOLD_BACK;
+use bottle::bundle::pipelock::body::HOLD_BACK;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;

@@ -323,7 +323,7 @@ pub enum Command {
     },
     /// The bundle's entry point: runs the listed daemons until SIGTERM (inside the bundle)
     #[command(hide = true)]
-    Sidecar(crate::sidecar::SidecarArgs),
+    Sidecar(crate::bundle::SidecarArgs),
 }
 
 #[derive(Debug, Subcommand)]

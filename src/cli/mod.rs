@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> Result<Outcome> {
     // Commands that need no store (the sidecar runs inside the bundle, perhaps with no HOME).
     match &cli.command {
         Command::Sidecar(args) => {
-            crate::sidecar::main(args.clone()).await?;
+            crate::bundle::main(args.clone()).await?;
             return Ok(Outcome::Success);
         }
         Command::Hash { recipe, pure } => return build::hash(g, recipe, *pure),

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::{Global, Outcome, out, out_json, print_json};
 use crate::run::supervise::RunQueue;
-use crate::sidecar::supervise::queue::{Reply, Status, View, now_ms};
+use crate::bundle::supervise::queue::{Reply, Status, View, now_ms};
 use crate::store::Store;
 
 /// How often `--watch` looks for new requests.

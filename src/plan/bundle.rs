@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Resolver, UpstreamPlan};
 use crate::recipe::{self, RecipeError};
-use crate::sidecar::git_gate::server::MAX_PUSHES;
+use crate::bundle::git_gate::server::MAX_PUSHES;
 
 /// The bundle's memory limit when `[bundle] memory` is unset: 512 MiB.
 pub const DEFAULT_BUNDLE_MEMORY: u64 = 512 << 20;

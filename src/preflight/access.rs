@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::Check;
 use crate::plan::UpstreamPlan;
-use crate::sidecar::git_gate::known_hosts::KnownHosts;
-use crate::sidecar::git_gate::ssh::Target;
+use crate::bundle::git_gate::known_hosts::KnownHosts;
+use crate::bundle::git_gate::ssh::Target;
 
 /// A key file longer than this is not a key (read no further).
 const KEY_LIMIT: u64 = 64 << 10;

@@ -15,7 +15,7 @@ use super::steps::Ctx;
 use crate::config::ca_files;
 use crate::manifest::GuestSpec;
 use crate::runtime::guest::Guest;
-use crate::sidecar::daemon::{self, GuestSide};
+use crate::bundle::daemon::{self, GuestSide};
 
 /// Where provisioned files go in the guest, relative to its home.
 pub mod guest_paths {

@@ -1,13 +1,13 @@
 //! The host's side of supervise: a run's queue (`runs/RUNID/supervise/`, which the bundle
 //! mounts), read and answered by `bottle supervise`, and counted by `bottle ps`. An answer is a
-//! file the bundle's supervise picks up within a tenth of a second ([`crate::sidecar::supervise`]).
+//! file the bundle's supervise picks up within a tenth of a second ([`crate::bundle::supervise`]).
 
 use anyhow::Result;
 
 use super::ops;
 use super::record::{self, RunRecord};
-use crate::sidecar::supervise::QUEUE_RUN_DIR;
-use crate::sidecar::supervise::queue::{Answer, Queue, Reply, View};
+use crate::bundle::supervise::QUEUE_RUN_DIR;
+use crate::bundle::supervise::queue::{Answer, Queue, Reply, View};
 use crate::store::Store;
 
 /// Why a run's queue cannot be used.
@@ -57,7 +57,7 @@ impl RunQueue {
         let views = self.queue.views()?;
         Ok(views
             .into_iter()
-            .filter(|v| all || v.status == crate::sidecar::supervise::queue::Status::Pending)
+            .filter(|v| all || v.status == crate::bundle::supervise::queue::Status::Pending)
             .collect())
     }
 
@@ -97,7 +97,7 @@ pub fn pending_count(store: &Store, run_id: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sidecar::supervise::queue::Ask;
+    use crate::bundle::supervise::queue::Ask;
 
     #[test]
     fn a_run_without_a_queue_says_why() {

@@ -3,7 +3,7 @@
 //! a unix socket of its own in the run's folder (`runs/RUNID/git-gate/NAME`), which only the
 //! bundle mounts. The repository itself is mounted nowhere: the guest cannot see it, and the
 //! bundle reaches it through its socket only. The protocol is
-//! [`crate::sidecar::git_gate::local`]'s.
+//! [`crate::bundle::git_gate::local`]'s.
 //!
 //! A connection asks for one service (anything else is refused, and the bundle never names a
 //! path: the socket fixes the repository). The host's real `git upload-pack` or `git
@@ -32,9 +32,9 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::plan::{UpstreamPlan, UpstreamSource};
-use crate::sidecar::git_gate::local::{self, EXIT, MAX_FRAME, STDERR, STDOUT};
-use crate::sidecar::git_gate::remote::Service;
-use crate::sidecar::git_gate::server::UPLOAD_REQUEST_LIMIT;
+use crate::bundle::git_gate::local::{self, EXIT, MAX_FRAME, STDERR, STDOUT};
+use crate::bundle::git_gate::remote::Service;
+use crate::bundle::git_gate::server::UPLOAD_REQUEST_LIMIT;
 
 /// How long a connection may take to say which service it wants.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -361,7 +361,7 @@ async fn relay_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sidecar::git_gate::local::open;
+    use crate::bundle::git_gate::local::open;
     use tokio::io::AsyncWriteExt;
 
     fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {

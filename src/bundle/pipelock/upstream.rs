@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 
 use super::allow::normalize;
 use super::destination::{Blocked, Destinations};
-use crate::sidecar::egress;
+use crate::bundle::egress;
 
 /// Test-only: `name=127.x.y.z,...` resolves those names to those loopback addresses (other
 /// names resolve as usual). `name=A|B|C` answers A to the first lookup, B to the second and C

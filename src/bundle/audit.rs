@@ -264,7 +264,7 @@ mod tests {
     /// gets a request whose query holds a value; the line it writes keeps the names only.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pipelock_writes_a_requests_path_without_its_query_values() {
-        use crate::sidecar::pipelock::{Config, Dlp, proxy::Proxy};
+        use crate::bundle::pipelock::{Config, Dlp, proxy::Proxy};
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -291,7 +291,7 @@ mod tests {
             },
             ca_cert: ca_cert.display().to_string(),
             ca_key: ca_key.display().to_string(),
-            egress: crate::sidecar::egress::Config {
+            egress: crate::bundle::egress::Config {
                 routes: Vec::new(),
                 upstream_proxy: None,
             },

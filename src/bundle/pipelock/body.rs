@@ -26,9 +26,9 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
 use super::inflate::{self, Coding, Failure, Inflater};
-use crate::sidecar::audit::{AuditLog, Decision, Event};
-use crate::sidecar::dlp::{self, BodyScanner};
-use crate::sidecar::scrub::Scrubber;
+use crate::bundle::audit::{AuditLog, Decision, Event};
+use crate::bundle::dlp::{self, BodyScanner};
+use crate::bundle::scrub::Scrubber;
 
 /// How long the guest may pause mid-body before the request is dropped.
 pub const BODY_IDLE: Duration = Duration::from_secs(60);

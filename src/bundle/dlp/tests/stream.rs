@@ -2,7 +2,7 @@
 
 use super::rules::cases;
 use super::*;
-use crate::sidecar::dlp::{BATCH, MARGIN, STEP, WINDOW};
+use crate::bundle::dlp::{BATCH, MARGIN, STEP, WINDOW};
 
 /// Ordinary text long enough that a body scanner scans it as a step of its own: whatever
 /// follows it in the same chunk ends that step, so a cut there is a step boundary.

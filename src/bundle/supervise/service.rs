@@ -15,9 +15,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::queue::{Answer, Ask, Queue, QueueError, Request, Status, View};
-use crate::sidecar::audit::{AuditLog, Event};
-use crate::sidecar::log;
-use crate::sidecar::shared::{DlpGrant, Shared};
+use crate::bundle::audit::{AuditLog, Event};
+use crate::bundle::log;
+use crate::bundle::shared::{DlpGrant, Shared};
 
 const WHO: &str = "supervise";
 /// How often the daemon looks for new answers.

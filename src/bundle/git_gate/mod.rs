@@ -18,7 +18,7 @@
 //!   size) and either refused as a whole with git's report-status, so `git push` prints the
 //!   rule, or forwarded byte for byte to the upstream's `git-receive-pack`, whose report is
 //!   relayed. Nothing reaches the upstream for a refused or malformed push.
-//! - Every push is one audit line per ref update ([`crate::sidecar::audit::GitUpdate`]), and
+//! - Every push is one audit line per ref update ([`crate::bundle::audit::GitUpdate`]), and
 //!   every upload-pack exchange one line, in the run's audit log.
 //!
 //! This module owns git-gate's typed config (upstreams with their way and policy), port,

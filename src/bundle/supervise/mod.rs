@@ -10,7 +10,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`api`] | the HTTP API, its limits and errors |
-//! | [`service`] | requests and answers in memory, filing, waiting, grants into [`Shared`](crate::sidecar::shared::Shared) and the audit log |
+//! | [`service`] | requests and answers in memory, filing, waiting, grants into [`Shared`](crate::bundle::shared::Shared) and the audit log |
 //! | [`queue`] | the queue's files, shared with the host's `bottle supervise` |
 //! | [`guide`] | `SUPERVISE.md` |
 //!

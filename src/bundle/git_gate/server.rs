@@ -31,8 +31,8 @@ use super::push::{self, Command};
 use super::remote::{self, Remote, Service, UpstreamError};
 use super::ssh::Target;
 use super::{Config, Upstream, Via};
-use crate::sidecar::audit::{AuditLog, Decision, Event, GitUpdate};
-use crate::sidecar::log;
+use crate::bundle::audit::{AuditLog, Decision, Event, GitUpdate};
+use crate::bundle::log;
 
 const WHO: &str = "git-gate";
 /// The longest a request head may take to arrive, and a body may stay silent.
@@ -107,7 +107,7 @@ impl Gate {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self) -> Result<()> {
         loop {
-            let stream = crate::sidecar::accept(&self.listener, WHO).await;
+            let stream = crate::bundle::accept(&self.listener, WHO).await;
             let state = self.state.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {

@@ -143,7 +143,7 @@ type Reply = Response<Full<Bytes>>;
 pub async fn serve(service: Arc<Service>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let mut stream = crate::sidecar::accept(&listener, "supervise").await;
+        let mut stream = crate::bundle::accept(&listener, "supervise").await;
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tokio::spawn(async move {
                 let body = error_body(&format!(

@@ -3,7 +3,7 @@
 
 use super::rules::cases;
 use super::*;
-use crate::sidecar::dlp::{REDACTED, Redactor};
+use crate::bundle::dlp::{REDACTED, Redactor};
 
 /// Every byte but the unreserved ones percent-encoded, as a client puts text in a URL.
 fn encoded(text: &str) -> String {

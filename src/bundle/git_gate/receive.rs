@@ -14,8 +14,8 @@ use super::remote::{self, Service};
 use super::server::{
     Audit, Body, State, decode, full, git, is_gzip, read_body, read_report, relay, send_all, text,
 };
-use crate::sidecar::audit::Decision;
-use crate::sidecar::log;
+use crate::bundle::audit::Decision;
+use crate::bundle::log;
 
 const RESULT: &str = "git-receive-pack-result";
 
@@ -166,7 +166,7 @@ impl State {
                     None if reports => e.decision = Decision::Failed,
                     None => {}
                 }
-                e.git = Some(crate::sidecar::audit::GitUpdate {
+                e.git = Some(crate::bundle::audit::GitUpdate {
                     upstream: upstream.clone(),
                     ref_name: c.name.clone(),
                     old: c.old.to_string(),

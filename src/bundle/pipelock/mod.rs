@@ -4,8 +4,8 @@
 //! It allows the hosts the recipe lists (exact names and `*.suffix`; every egress route's host
 //! too) and refuses every other with a 403 whose body says what was refused, by which rule,
 //! and how a person can allow it. Each request is a line of the audit log
-//! ([`crate::sidecar::audit`]). Route hosts go through the egress stage
-//! ([`crate::sidecar::egress`]), in this process: the guest cannot address it.
+//! ([`crate::bundle::audit`]). Route hosts go through the egress stage
+//! ([`crate::bundle::egress`]), in this process: the guest cannot address it.
 //!
 //! Every `CONNECT` is intercepted: TLS is terminated with a leaf of the run's CA, so DLP sees
 //! what the guest sends, egress can set a route's credential, and a refusal is a body the

@@ -14,7 +14,7 @@ use base64::Engine as _;
 
 use super::{Finding, Scanner};
 use crate::plan::DlpRulePlan;
-use crate::sidecar::pipelock::Dlp;
+use crate::bundle::pipelock::Dlp;
 
 /// splitmix64: small, seeded, good enough to draw characters.
 pub(super) struct Rng(u64);
@@ -144,5 +144,5 @@ fn scanners_and_scrubbers_cross_tasks() {
     fn moved<T: Send>() {}
     shared::<Scanner>();
     moved::<super::BodyScanner>();
-    moved::<crate::sidecar::scrub::Scrubber>();
+    moved::<crate::bundle::scrub::Scrubber>();
 }

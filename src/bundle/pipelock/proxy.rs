@@ -36,11 +36,11 @@ use super::mint::Minter;
 use super::policy::Policy;
 use super::refusal::Refusal;
 use super::upstream::Connector;
-use crate::sidecar::audit::{AuditLog, Decision, Event, redact_query};
-use crate::sidecar::dlp::Redactor;
-use crate::sidecar::egress::Egress;
-use crate::sidecar::log;
-use crate::sidecar::shared::Shared;
+use crate::bundle::audit::{AuditLog, Decision, Event, redact_query};
+use crate::bundle::dlp::Redactor;
+use crate::bundle::egress::Egress;
+use crate::bundle::log;
+use crate::bundle::shared::Shared;
 
 const WHO: &str = "pipelock";
 /// The longest a request head may take to arrive (also how long a kept-alive connection may
@@ -128,7 +128,7 @@ impl Proxy {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self) -> Result<()> {
         loop {
-            let stream = crate::sidecar::accept(&self.listener, WHO).await;
+            let stream = crate::bundle::accept(&self.listener, WHO).await;
             tokio::spawn(self.state.clone().serve_guest(stream));
         }
     }

@@ -17,9 +17,9 @@ use anyhow::{Context, Result};
 
 use super::Dlp;
 use super::allow::Allowlist;
-use crate::sidecar::dlp::Scanner;
-use crate::sidecar::log;
-use crate::sidecar::shared::{DlpGrant, Shared};
+use crate::bundle::dlp::Scanner;
+use crate::bundle::log;
+use crate::bundle::shared::{DlpGrant, Shared};
 
 /// The audit rule of a request the allowlist allows.
 pub const ALLOWLIST_RULE: &str = "allowlist";

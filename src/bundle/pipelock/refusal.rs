@@ -15,7 +15,7 @@ use hyper::StatusCode;
 use super::destination::{Blocked, PRIVATE_RULE};
 use super::upstream::UpstreamError;
 use crate::netclass::Cidr;
-use crate::sidecar::audit::Decision;
+use crate::bundle::audit::Decision;
 
 /// The rule of a refused `Upgrade` (WebSocket).
 pub const UPGRADE_RULE: &str = "upgrade";
