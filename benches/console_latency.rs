@@ -102,7 +102,7 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             };
             shown.push(u128::from(
-                bottle::bundle::audit::Event::now_ms().saturating_sub(filed),
+                bottle::daemons::audit::Event::now_ms().saturating_sub(filed),
             ));
             // The guest's loop, refused until the grant is in force.
             let target = format!("http://{host}:{}/", server.port);

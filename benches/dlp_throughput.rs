@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use bottle::bundle::dlp::Scanner;
-use bottle::bundle::pipelock::Dlp;
 use bottle::bundle::scrub::Scrubber;
+use bottle::daemons::pipelock::Dlp;
 
 /// The chunk size bodies are fed in: 64 KiB, or `DLP_CHUNK` bytes.
 fn chunk() -> usize {

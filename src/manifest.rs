@@ -21,10 +21,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::daemons::Daemon;
 use crate::digest::Digest;
 use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKey, ComponentKind};
 use crate::plan::HostTarget;
-use crate::bundle::Daemon;
 
 pub const MANIFEST_FORMAT: u32 = 2;
 pub const RECORD_FORMAT: u32 = 1;

@@ -371,7 +371,7 @@ fn verify_names_each_flipped_truncated_or_deleted_file() {
         format!("bundle/{}", bottle::builder::bundle::IMAGE_ARCHIVE),
         format!("config/{}", paths::GUEST_SPEC),
         format!("config/{}", paths::BUNDLE_SPEC),
-        format!("config/{}", bottle::bundle::Daemon::Pipelock.config_file()),
+        format!("config/{}", bottle::daemons::Daemon::Pipelock.config_file()),
         format!("config/{}", paths::PROMPT),
         format!("config/{}/one/SKILL.md", paths::SKILLS),
     ] {

@@ -98,7 +98,7 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
     ctx.note_container(&container);
     let config = entry
         .config
-        .path(&bottle::bundle::Daemon::Pipelock.config_file());
+        .path(&bottle::daemons::Daemon::Pipelock.config_file());
     // What a run mints and makes: a CA (here made by the test) and the audit log's folder.
     let ca = ctx.dir.path().join("ca");
     std::fs::create_dir_all(&ca).unwrap();

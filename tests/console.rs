@@ -18,9 +18,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use bottle::daemons::supervise::queue::Ask;
 use bottle::run::record;
 use bottle::run::supervise::queue_of;
-use bottle::bundle::supervise::queue::Ask;
 use serde_json::Value;
 use support::browser::{Driver, browser, element_with, shot};
 use support::console::{Console, Events, http, status_of, supervise_recipe};
@@ -34,7 +34,7 @@ fn fake_live_run(
     run_id: &str,
 ) -> (
     std::process::Child,
-    bottle::bundle::supervise::queue::Queue,
+    bottle::daemons::supervise::queue::Queue,
 ) {
     let store = ctx.store();
     let sleep = std::process::Command::new("sleep")
@@ -403,7 +403,7 @@ sleep 600"#,
             ),
         ]);
         let q = element_with(&b, "#pending .request", "<script>").await;
-        let seen_ms = bottle::bundle::audit::Event::now_ms();
+        let seen_ms = bottle::daemons::audit::Event::now_ms();
         let qid = q.attr("data-request").await.unwrap().unwrap();
         let filed = queue_of(&ctx.store(), &id).request(&qid).unwrap().unwrap();
         eprintln!(

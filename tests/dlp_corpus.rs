@@ -31,9 +31,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bottle::bundle::dlp::{Finding, Scanner};
-use bottle::bundle::pipelock::Dlp;
 use bottle::bundle::pipelock::exchange::scan_head;
 use bottle::bundle::pipelock::inflate::{self, Coding, Inflater};
+use bottle::daemons::pipelock::Dlp;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use kit::{Item, Rng};
 

@@ -376,7 +376,7 @@ fn a_run_refuses_files_changed_since_they_were_verified() {
     // A changed config (small, mounted into the bundle) is caught before anything is created.
     let config = ctx
         .component_dir(&hash, ComponentKind::Config)
-        .join(bottle::bundle::Daemon::Pipelock.config_file());
+        .join(bottle::daemons::Daemon::Pipelock.config_file());
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("example.com", "example.org")).unwrap();
     let out = ctx.output(&["run", &hash, "--", "true"]);
@@ -385,7 +385,7 @@ fn a_run_refuses_files_changed_since_they_were_verified() {
     assert!(
         err.contains(&format!(
             "config/{}: differs from what the component's key renders",
-            bottle::bundle::Daemon::Pipelock.config_file()
+            bottle::daemons::Daemon::Pipelock.config_file()
         )),
         "{err}"
     );

@@ -376,12 +376,12 @@ async fn twenty_pushes_at_the_cap_leave_pipelock_and_supervise_answering_within_
     std::fs::write(&known, sshd.known_hosts_line("127.0.0.1")).unwrap();
     let gate_port = free_port();
     let audit = dir.path().join("git-gate-audit.jsonl");
-    let git_gate = bottle::bundle::git_gate::Config {
+    let git_gate = bottle::daemons::git_gate::Config {
         port: gate_port,
         listen_host: std::net::Ipv4Addr::LOCALHOST.into(),
-        upstreams: vec![bottle::bundle::git_gate::Upstream {
+        upstreams: vec![bottle::daemons::git_gate::Upstream {
             name: "origin".into(),
-            via: bottle::bundle::git_gate::Via::Ssh {
+            via: bottle::daemons::git_gate::Via::Ssh {
                 url: format!("ssh://root@127.0.0.1:{}{}", sshd.port, sshd.bare.display()),
                 identity: sshd.client_key.display().to_string(),
                 known_hosts: known.display().to_string(),

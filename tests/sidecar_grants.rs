@@ -12,7 +12,7 @@ mod pipelock_kit;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use bottle::bundle::supervise::queue::{Queue, Reply};
+use bottle::daemons::supervise::queue::{Queue, Reply};
 use pipelock_kit::*;
 use serde_json::{Value, json};
 

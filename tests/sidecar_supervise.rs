@@ -16,7 +16,7 @@ mod pipelock_kit;
 
 use std::time::{Duration, Instant};
 
-use bottle::bundle::supervise::queue::{Queue, Reply};
+use bottle::daemons::supervise::queue::{Queue, Reply};
 use pipelock_kit::*;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;

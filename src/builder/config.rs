@@ -46,7 +46,7 @@ pub fn build(key: &ConfigKey, planned: &Planned, dir: &Path) -> Result<()> {
         if let (Some(digest), Some(rel)) = (route.upstream_ca, &planned_route.upstream_ca) {
             copy_checked(
                 &planned.host_path(rel),
-                &dir.join(crate::bundle::egress::upstream_ca_file(&route.host)),
+                &dir.join(crate::daemons::egress::upstream_ca_file(&route.host)),
                 digest,
                 rel,
             )?;

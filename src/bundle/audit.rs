@@ -11,113 +11,16 @@
 //! whatever a DLP rule matches in the host or path it logs — a path segment, a bare query, a
 //! parameter's name — whether or not the request was refused (`/p/ghp_…[redacted]`; see
 //! `dlp::Redactor`).
+//!
+//! This module owns the writer; the line's format is [`crate::daemons::audit`].
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
-/// What pipelock decided about a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    /// Forwarded as it was.
-    Allowed,
-    /// Forwarded through egress, with the real credential in place of the guest's.
-    Injected,
-    /// Refused: the host is not allowed, or DLP found a credential.
-    Refused,
-    /// Not a request pipelock can serve (malformed, another scheme).
-    Invalid,
-    /// Allowed, but the upstream could not be reached or failed.
-    Failed,
-    /// Not a request: a person granted something for this run through supervise (a host, or
-    /// a value DLP flagged); `host` names it (`dlp:RULE` for a value, never the value itself)
-    /// and `rule` the supervise request (`supervise:ID`).
-    Granted,
-}
-
-impl Decision {
-    /// Its name in the log (`allowed`, `refused`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            Decision::Allowed => "allowed",
-            Decision::Injected => "injected",
-            Decision::Refused => "refused",
-            Decision::Invalid => "invalid",
-            Decision::Failed => "failed",
-            Decision::Granted => "granted",
-        }
-    }
-}
-
-/// One line of the audit log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Milliseconds since the Unix epoch.
-    pub time_ms: u64,
-    pub run: String,
-    pub method: String,
-    pub host: String,
-    pub port: u16,
-    /// The path, query values dropped (`/search?q=`), DLP matches masked.
-    pub path: String,
-    pub decision: Decision,
-    /// What decided it: `allowlist`, a DLP rule id, `route:HOST`…
-    pub rule: Option<String>,
-    pub status: u16,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub duration_ms: u64,
-    /// git-gate's lines: the ref update the line is about (absent from pipelock's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub git: Option<GitUpdate>,
-}
-
-/// One ref update of a push through git-gate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GitUpdate {
-    /// The recipe's name of the upstream (`[[git-gate.upstreams]] name`).
-    pub upstream: String,
-    /// The full ref name (`refs/heads/agent/x`).
-    pub ref_name: String,
-    /// Object ids in hex; forty zeros for none (a creation's old, a deletion's new).
-    pub old: String,
-    pub new: String,
-}
-
-impl Event {
-    /// A grant a person made for the run through supervise: `what` is the host, or
-    /// `dlp:RULE` for a value DLP flagged (never the value); `request` the supervise request's
-    /// id.
-    pub fn granted(run: &str, what: &str, request: &str) -> Event {
-        Event {
-            time_ms: Event::now_ms(),
-            run: run.to_string(),
-            method: "GRANT".into(),
-            host: what.to_string(),
-            port: 0,
-            path: "-".into(),
-            decision: Decision::Granted,
-            rule: Some(format!("supervise:{request}")),
-            status: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            duration_ms: 0,
-            git: None,
-        }
-    }
-
-    pub fn now_ms() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    }
-}
+use crate::daemons::audit::{Event, short};
 
 /// Where audit lines go.
 #[derive(Debug)]
@@ -171,7 +74,7 @@ impl AuditLog {
             .as_ref()
             .map(|g| format!(" {} {}..{}", g.ref_name, short(&g.old), short(&g.new)))
             .unwrap_or_default();
-        super::log(
+        crate::bundle::log::log(
             self.who,
             format!(
                 "audit {} {}:{}{}{git} {}{rule} status={}",
@@ -191,11 +94,6 @@ impl AuditLog {
             }
         }
     }
-}
-
-/// The first 12 digits of an object id.
-pub fn short(oid: &str) -> &str {
-    &oid[..oid.len().min(12)]
 }
 
 /// A path with query values dropped: `/a?x=1&y` → `/a?x=&y`.
@@ -218,6 +116,7 @@ pub fn redact_query(path_and_query: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemons::audit::{Decision, GitUpdate};
 
     #[test]
     fn query_values_go_names_stay() {
@@ -264,7 +163,9 @@ mod tests {
     /// gets a request whose query holds a value; the line it writes keeps the names only.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pipelock_writes_a_requests_path_without_its_query_values() {
-        use crate::bundle::pipelock::{Config, Dlp, proxy::Proxy};
+        use crate::bundle::pipelock::proxy::Proxy;
+        use crate::bundle::serve::Context;
+        use crate::daemons::pipelock::{Config, Dlp};
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -291,7 +192,7 @@ mod tests {
             },
             ca_cert: ca_cert.display().to_string(),
             ca_key: ca_key.display().to_string(),
-            egress: crate::bundle::egress::Config {
+            egress: crate::daemons::egress::Config {
                 routes: Vec::new(),
                 upstream_proxy: None,
             },
@@ -300,9 +201,11 @@ mod tests {
             allow_private: Vec::new(),
             mapped_hosts: Vec::new(),
         };
-        let proxy = Proxy::bind(config, Default::default(), Default::default())
-            .await
-            .unwrap();
+        let ctx = Context {
+            run_id: "-".into(),
+            ..Context::default()
+        };
+        let proxy = Proxy::bind(config, ctx).await.unwrap();
         let port = proxy.local_addr().unwrap().port();
         let served = tokio::spawn(proxy.serve());
         // The value is made at run time, so this file does not hold it.

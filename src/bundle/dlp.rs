@@ -144,8 +144,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::pipelock::Dlp;
 use super::shared::DlpGrant;
+use crate::daemons::pipelock::Dlp;
 use engine::{Accept, Engine};
 pub use redact::{REDACTED, Redactor};
 
@@ -178,7 +178,7 @@ impl Scanner {
         if !dlp.enabled {
             return Ok(None);
         }
-        let always = [super::egress::PLACEHOLDER];
+        let always = [crate::daemons::egress::PLACEHOLDER];
         let engine = Engine::new(&dlp.rules, &dlp.allow, &always, WINDOW - MARGIN)?;
         Ok(Some(Arc::new(Scanner { engine })))
     }
@@ -189,7 +189,7 @@ impl Scanner {
         if !dlp.enabled {
             return Ok(None);
         }
-        let always = [super::egress::PLACEHOLDER];
+        let always = [crate::daemons::egress::PLACEHOLDER];
         let pairs: Vec<(String, Vec<u8>)> = grants
             .iter()
             .map(|g| (g.rule.clone(), g.value.as_bytes().to_vec()))

@@ -4,8 +4,9 @@
 //!
 //! The bundle image is `FROM scratch` with this executable as `/bottle` and entry point
 //! `/bottle sidecar`; `bottle run` passes the entry's daemons as the container's command and
-//! mounts their config files under the config folder. Each daemon is one module with its typed
-//! contract ([`daemon::Spec`]; the registry is [`daemon::Daemon`]):
+//! mounts their config files under the config folder. Each daemon's contract — its typed
+//! config, port and shared file formats — is in `crate::daemons`; each module here is its
+//! server, implementing [`serve::Serve`]:
 //!
 //! | daemon | state |
 //! | --- | --- |
@@ -21,24 +22,29 @@
 //! exits 1 naming it). Log lines go to stderr, one per event, prefixed with the daemon's name.
 
 pub mod audit;
-pub mod daemon;
 pub mod dlp;
 pub mod egress;
 pub mod git_gate;
+pub mod log;
 pub mod pipelock;
 pub mod scrub;
+pub mod serve;
 pub mod shared;
 pub mod supervise;
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use tokio::task::JoinSet;
 
-pub use daemon::{CONFIG_DIR as DEFAULT_CONFIG_DIR, Daemon};
+use self::log::log;
+use self::serve::{Context as DaemonContext, Serve, Serving};
+use self::shared::Shared;
+use crate::daemons::{CONFIG_DIR as DEFAULT_CONFIG_DIR, Daemon};
 
 /// The most bytes of secrets read from stdin.
 const SECRETS_LIMIT: u64 = 1 << 20;
@@ -60,28 +66,6 @@ pub struct SidecarArgs {
     /// Read the secrets (a JSON object, env var name → value) from stdin before starting
     #[arg(long)]
     pub secrets_on_stdin: bool,
-}
-
-/// One log line on stderr, prefixed with who says it.
-pub fn log(who: &str, line: impl std::fmt::Display) {
-    eprintln!("{who}: {line}");
-}
-
-/// The next connection on a daemon's listener, with Nagle off. An error (out of file
-/// descriptors and the like) is logged and waited out: a daemon never dies of one.
-pub async fn accept(listener: &tokio::net::TcpListener, who: &str) -> tokio::net::TcpStream {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.set_nodelay(true);
-                return stream;
-            }
-            Err(e) => {
-                log(who, format!("cannot accept a connection: {e}"));
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
 }
 
 /// Reads the secrets the run writes on stdin: one JSON object of strings, then EOF.
@@ -127,12 +111,12 @@ pub async fn main(args: SidecarArgs) -> Result<()> {
         ),
     );
     let mut set: JoinSet<(Daemon, Result<()>)> = JoinSet::new();
-    let shared = std::sync::Arc::new(shared::Shared::default());
+    let ctx = DaemonContext::from_env(args.config_dir, secrets, Arc::new(Shared::default()));
     for d in daemons {
-        let serving = daemon::serve(d, &args.config_dir, &secrets, &shared)?;
+        let serving = start(d, ctx.clone())?;
         set.spawn(async move { (d, serving.await) });
     }
-    drop(secrets);
+    drop(ctx);
     tokio::select! {
         signal = stop.recv() => {
             log("sidecar", format!("stopping on {signal}"));
@@ -146,6 +130,33 @@ pub async fn main(args: SidecarArgs) -> Result<()> {
             }
         }
     }
+}
+
+/// Reads a daemon's config from the config folder and returns it serving.
+fn start(daemon: Daemon, ctx: DaemonContext) -> Result<Serving> {
+    match daemon {
+        Daemon::Pipelock => start_one::<pipelock::Pipelock>(ctx),
+        Daemon::GitGate => start_one::<git_gate::GitGate>(ctx),
+        Daemon::Supervise => start_one::<supervise::Supervise>(ctx),
+    }
+}
+
+fn start_one<S: Serve>(ctx: DaemonContext) -> Result<Serving> {
+    let config: S::Config = read_config(S::DAEMON, &ctx.config_dir)?;
+    Ok(S::serve(config, ctx))
+}
+
+/// A daemon's config file in the config folder, parsed as its typed config.
+pub fn read_config<C: serde::de::DeserializeOwned>(daemon: Daemon, config_dir: &Path) -> Result<C> {
+    let path = config_dir.join(daemon.config_file());
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read {daemon}'s config {}; `bottle run` mounts it from the entry's config component",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{daemon}'s config {} is not valid", path.display()))
 }
 
 struct Signals {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::{Global, Outcome, out, out_json, print_json};
+use crate::daemons::supervise::queue::{Reply, Status, View, now_ms};
 use crate::run::supervise::RunQueue;
-use crate::bundle::supervise::queue::{Reply, Status, View, now_ms};
 use crate::store::Store;
 
 /// How often `--watch` looks for new requests.

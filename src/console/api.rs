@@ -7,16 +7,16 @@ use anyhow::Result;
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use crate::daemons::supervise::queue::{Ask, Reply, ReplyError, View, show};
 use crate::run::ops;
 use crate::run::record;
 use crate::run::supervise::{RunQueue, RunQueueError, queue_of};
-use crate::bundle::supervise::queue::{Ask, Reply, ReplyError, View, show};
 use crate::store::Store;
 
 /// The most bytes of a run's audit log a page is sent when it opens the run (the recent lines).
 pub const AUDIT_TAIL: u64 = 256 * 1024;
 /// The longest reason or answer accepted, in bytes (supervise's own limit on text).
-pub const MAX_REPLY_TEXT: usize = crate::bundle::supervise::api::MAX_TEXT;
+pub const MAX_REPLY_TEXT: usize = crate::daemons::supervise::MAX_TEXT;
 
 /// One run on the page.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -285,7 +285,7 @@ mod tests {
         let e = reply(&store, "r1", "nosuchid", body("approve")).unwrap_err();
         assert_eq!(e.status, StatusCode::NOT_FOUND, "{}", e.message);
         let v = reply(&store, "r1", &req.id, body("approve")).unwrap();
-        assert_eq!(v.status, crate::bundle::supervise::queue::Status::Approved);
+        assert_eq!(v.status, crate::daemons::supervise::queue::Status::Approved);
         let e = reply(&store, "r1", &req.id, body("deny")).unwrap_err();
         assert_eq!(e.status, StatusCode::CONFLICT, "{}", e.message);
         let rows = requests(&store, "r1").unwrap();

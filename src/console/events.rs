@@ -10,7 +10,7 @@
 //! | `reset` | `{"run": RUNID or null}`: forget the audit lines shown (a new stream) |
 //! | `runs` | every run ([`super::api::RunRow`]) |
 //! | `requests` | the open run's requests ([`super::api::RequestRow`]), oldest first |
-//! | `audit` | new lines of the open run's audit log ([`crate::bundle::audit::Event`]) |
+//! | `audit` | new lines of the open run's audit log ([`crate::daemons::audit::Event`]) |
 
 use std::convert::Infallible;
 use std::time::Duration;

@@ -10,8 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Resolver, UpstreamPlan};
+use crate::daemons::git_gate::MAX_PUSHES;
 use crate::recipe::{self, RecipeError};
-use crate::bundle::git_gate::server::MAX_PUSHES;
 
 /// The bundle's memory limit when `[bundle] memory` is unset: 512 MiB.
 pub const DEFAULT_BUNDLE_MEMORY: u64 = 512 << 20;

@@ -10,7 +10,7 @@ use super::{
     DEFAULT_MAX_PUSH_BYTES, DlpRulePlan, HostTarget, NetworkPlan, Resolver, RoutePlan,
     UpstreamPlan, UpstreamSource, is_slug,
 };
-use crate::netclass::{Cidr, CidrError};
+use crate::daemons::netclass::{Cidr, CidrError};
 use crate::recipe::{self, RecipeError};
 
 impl Resolver<'_> {

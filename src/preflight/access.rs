@@ -7,9 +7,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::Check;
+use crate::daemons::git_gate::known_hosts::KnownHosts;
+use crate::daemons::git_gate::url::Target;
 use crate::plan::UpstreamPlan;
-use crate::bundle::git_gate::known_hosts::KnownHosts;
-use crate::bundle::git_gate::ssh::Target;
 
 /// A key file longer than this is not a key (read no further).
 const KEY_LIMIT: u64 = 64 << 10;

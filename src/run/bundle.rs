@@ -118,7 +118,7 @@ fn serve_local_upstreams(ctx: &Ctx, undo: &mut UndoStack) -> Result<()> {
     if ctx.local_upstreams.is_empty() {
         return Ok(());
     }
-    let dir = ctx.run_dir.join(crate::bundle::git_gate::LOCAL_RUN_DIR);
+    let dir = ctx.run_dir.join(crate::daemons::git_gate::LOCAL_RUN_DIR);
     let served = upstreams::serve(&ctx.local_upstreams, &dir)?;
     undo.push("stop serving the local git-gate upstreams", async move {
         served.stop().await;

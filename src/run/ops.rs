@@ -435,8 +435,8 @@ impl AuditReader {
         };
         let dir = record::run_dir(store, &run_id);
         let path = dir
-            .join(crate::bundle::pipelock::AUDIT_RUN_DIR)
-            .join(crate::bundle::pipelock::AUDIT_FILE);
+            .join(crate::daemons::audit::AUDIT_RUN_DIR)
+            .join(crate::daemons::audit::AUDIT_FILE);
         Ok(AuditReader {
             dir,
             path,
@@ -468,7 +468,7 @@ impl AuditReader {
     }
 
     /// The events written since the last read (a line still being written waits).
-    pub fn read_new(&mut self) -> Result<Vec<crate::bundle::audit::Event>> {
+    pub fn read_new(&mut self) -> Result<Vec<crate::daemons::audit::Event>> {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = match std::fs::File::open(&self.path) {
             Ok(f) => f,
@@ -504,7 +504,7 @@ impl AuditReader {
 }
 
 /// One audit event as a line for people.
-pub fn audit_line(e: &crate::bundle::audit::Event) -> String {
+pub fn audit_line(e: &crate::daemons::audit::Event) -> String {
     let rule = e.rule.as_deref().unwrap_or("-");
     let decision = e.decision.name();
     // A git-gate line: the ref update after the repository's path.
@@ -512,7 +512,7 @@ pub fn audit_line(e: &crate::bundle::audit::Event) -> String {
         .git
         .as_ref()
         .map(|g| {
-            use crate::bundle::audit::short;
+            use crate::daemons::audit::short;
             format!(" {} {}..{}", g.ref_name, short(&g.old), short(&g.new))
         })
         .unwrap_or_default();
@@ -548,11 +548,10 @@ fn utc(ms: u64) -> String {
 mod tests {
     #[test]
     fn a_tail_starts_at_a_whole_line() {
-        use crate::bundle::audit::{Decision, Event};
+        use crate::daemons::audit::{Decision, Event};
         let tmp = tempfile::tempdir().unwrap();
         let store = crate::store::Store::new(tmp.path());
-        let dir =
-            super::record::run_dir(&store, "r1").join(crate::bundle::pipelock::AUDIT_RUN_DIR);
+        let dir = super::record::run_dir(&store, "r1").join(crate::daemons::audit::AUDIT_RUN_DIR);
         std::fs::create_dir_all(&dir).unwrap();
         let mut e = Event::granted("r1", "a.test", "x");
         e.decision = Decision::Allowed;
@@ -562,7 +561,7 @@ mod tests {
             text.push_str(&serde_json::to_string(&e).unwrap());
             text.push('\n');
         }
-        std::fs::write(dir.join(crate::bundle::pipelock::AUDIT_FILE), &text).unwrap();
+        std::fs::write(dir.join(crate::daemons::audit::AUDIT_FILE), &text).unwrap();
         let last = text.lines().last().unwrap().len() as u64 + 1;
         let hosts = |max: u64| -> Vec<String> {
             let mut r = super::AuditReader::open(&store, "r1")

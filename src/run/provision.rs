@@ -13,9 +13,11 @@ use anyhow::{Context, Result, bail};
 use super::bundle::ca_dir;
 use super::steps::Ctx;
 use crate::config::ca_files;
+use crate::config::daemon::{GuestPath, GuestSide};
+use crate::config::daemons;
 use crate::manifest::GuestSpec;
+use crate::runtime::FileIn;
 use crate::runtime::guest::Guest;
-use crate::bundle::daemon::{self, GuestSide};
 
 /// Where provisioned files go in the guest, relative to its home.
 pub mod guest_paths {
@@ -26,13 +28,10 @@ pub mod guest_paths {
     pub const TRUST_STORE_CA: &str = "/usr/local/share/ca-certificates/bottle.crt";
 }
 
-/// A file for the guest: its path there, bytes and mode.
-type GuestFile = (String, Vec<u8>, u32);
-
 /// What to provision: the files for the guest, and the guest paths to give to its user.
 #[derive(Debug, Clone)]
 pub struct Files {
-    pub files: Vec<GuestFile>,
+    pub files: Vec<FileIn>,
     pub users: Vec<String>,
 }
 
@@ -101,14 +100,24 @@ pub fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<Files> {
     let read = |path: &Path| -> Result<Vec<u8>> {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     };
-    let mut files: Vec<GuestFile> = Vec::new();
+    let mut files: Vec<FileIn> = Vec::new();
+    let mut put = |path: GuestPath, bytes: Vec<u8>| {
+        files.push(FileIn {
+            path: path.resolve(home),
+            bytes,
+            mode: 0o644,
+        })
+    };
+    let rel = |p: &str| GuestPath::Home(p.to_string());
     // Owned by the guest user afterwards; the CA stays root's.
     let mut users: Vec<String> = Vec::new();
     let ca = read(&ca_dir(ctx).join(ca_files::PIPELOCK_CERT))?;
-    files.push((g.ca_guest_path.clone(), ca, 0o644));
+    put(GuestPath::Absolute(g.ca_guest_path.clone()), ca);
     if let Some(prompt) = &p.prompt {
-        let bytes = read(&ctx.entry.config.path(prompt))?;
-        files.push((in_home(guest_paths::PROMPT), bytes, 0o644));
+        put(
+            rel(guest_paths::PROMPT),
+            read(&ctx.entry.config.path(prompt))?,
+        );
         users.push(in_home(".claude"));
     }
     if let Some(skills) = &p.skills {
@@ -118,15 +127,17 @@ pub fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<Files> {
             if !ent.file_type().is_file() {
                 continue;
             }
-            let rel = ent.path().strip_prefix(&root).unwrap_or(ent.path());
-            let guest_path = format!("{}/{}", guest_paths::SKILLS, rel.to_string_lossy());
-            files.push((in_home(&guest_path), read(ent.path())?, 0o644));
+            let rel_path = ent.path().strip_prefix(&root).unwrap_or(ent.path());
+            let guest_path = format!("{}/{}", guest_paths::SKILLS, rel_path.to_string_lossy());
+            put(GuestPath::Home(guest_path), read(ent.path())?);
         }
         users.push(in_home(".claude"));
     }
     for (guest_rel, component_path) in &p.files {
-        let bytes = read(&ctx.entry.config.path(component_path))?;
-        files.push((in_home(guest_rel), bytes, 0o644));
+        put(
+            rel(guest_rel),
+            read(&ctx.entry.config.path(component_path))?,
+        );
         let top = guest_rel.split('/').next().unwrap_or(guest_rel);
         users.push(in_home(top));
     }
@@ -138,7 +149,7 @@ pub fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<Files> {
         if let Some(e) = &p.git_email {
             text.push_str(&format!("\temail = {}\n", git_quote(e)));
         }
-        files.push((in_home(guest_paths::GITCONFIG), text.into_bytes(), 0o644));
+        put(rel(guest_paths::GITCONFIG), text.into_bytes());
         users.push(in_home(guest_paths::GITCONFIG));
     }
     // The daemons' own files: git-gate's remotes, supervise's client config.
@@ -146,17 +157,12 @@ pub fn files(ctx: &Ctx, bundle_ip: Ipv4Addr) -> Result<Files> {
         bundle_ip,
         run_id: &ctx.names.run_id,
     };
-    for f in daemon::guest_files(ctx.entry.config_key(), &side) {
-        let path = if f.path.starts_with('/') {
-            f.path.clone()
-        } else {
-            in_home(&f.path)
-        };
-        if f.user_owned && !f.path.starts_with('/') {
-            let top = f.path.split('/').next().unwrap_or(&f.path);
+    for f in daemons::guest_files(ctx.entry.config_key(), &side) {
+        if let (true, GuestPath::Home(rel)) = (f.user_owned, &f.path) {
+            let top = rel.split('/').next().unwrap_or(rel);
             users.push(in_home(top));
         }
-        files.push((path, f.bytes, 0o644));
+        put(f.path, f.bytes);
     }
     users.sort();
     users.dedup();

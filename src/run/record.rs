@@ -175,7 +175,7 @@ impl RunRecord {
     /// answers for every run; a run that never got as far as its bundle leaves nothing.
     pub fn end(store: &Store, run_id: &str) -> Result<()> {
         let dir = run_dir(store, run_id);
-        let keep = crate::bundle::pipelock::AUDIT_RUN_DIR;
+        let keep = crate::daemons::audit::AUDIT_RUN_DIR;
         if !dir.join(keep).is_dir() {
             return RunRecord::remove(store, run_id);
         }

@@ -6,8 +6,8 @@ use anyhow::Result;
 
 use super::ops;
 use super::record::{self, RunRecord};
-use crate::bundle::supervise::QUEUE_RUN_DIR;
-use crate::bundle::supervise::queue::{Answer, Queue, Reply, View};
+use crate::daemons::supervise::QUEUE_RUN_DIR;
+use crate::daemons::supervise::queue::{Answer, Queue, Reply, View};
 use crate::store::Store;
 
 /// Why a run's queue cannot be used.
@@ -57,7 +57,7 @@ impl RunQueue {
         let views = self.queue.views()?;
         Ok(views
             .into_iter()
-            .filter(|v| all || v.status == crate::bundle::supervise::queue::Status::Pending)
+            .filter(|v| all || v.status == crate::daemons::supervise::queue::Status::Pending)
             .collect())
     }
 
@@ -97,7 +97,7 @@ pub fn pending_count(store: &Store, run_id: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::supervise::queue::Ask;
+    use crate::daemons::supervise::queue::Ask;
 
     #[test]
     fn a_run_without_a_queue_says_why() {

@@ -31,10 +31,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::daemons::git_gate::Service;
+use crate::daemons::git_gate::UPLOAD_REQUEST_LIMIT;
+use crate::daemons::git_gate::local::{self, EXIT, MAX_FRAME, STDERR, STDOUT};
 use crate::plan::{UpstreamPlan, UpstreamSource};
-use crate::bundle::git_gate::local::{self, EXIT, MAX_FRAME, STDERR, STDOUT};
-use crate::bundle::git_gate::remote::Service;
-use crate::bundle::git_gate::server::UPLOAD_REQUEST_LIMIT;
 
 /// How long a connection may take to say which service it wants.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -460,9 +460,9 @@ pub async fn label_values(
 /// A tar archive (in memory) of files to extract at `/`: guest path → (bytes, mode). It holds
 /// no folder entries: the engine creates missing parents, and an entry for an existing folder
 /// (say the guest's home) would reset its owner and mode.
-pub fn tar_of(files: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>> {
+pub fn tar_of(files: &[super::FileIn]) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
-    for (path, bytes, mode) in files {
+    for super::FileIn { path, bytes, mode } in files {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(*mode);

@@ -119,7 +119,7 @@ impl Guest {
     /// host folder for staging them where a CLI must copy from files.
     pub async fn put_files(
         &self,
-        files: &[(String, Vec<u8>, u32)],
+        files: &[super::FileIn],
         env: &[(String, String)],
         scratch: &Path,
     ) -> Result<()> {
@@ -132,8 +132,8 @@ impl Guest {
             }
             Guest::Smolvm { smolvm, machine } => {
                 let mut mkdir = vec!["mkdir".to_string(), "-p".to_string()];
-                for (path, _, _) in files {
-                    if let Some(parent) = Path::new(path).parent() {
+                for f in files {
+                    if let Some(parent) = Path::new(&f.path).parent() {
                         mkdir.push(parent.to_string_lossy().into_owned());
                     }
                 }
@@ -148,11 +148,11 @@ impl Guest {
                     );
                 }
                 std::fs::create_dir_all(scratch)?;
-                for (i, (path, bytes, mode)) in files.iter().enumerate() {
+                for (i, f) in files.iter().enumerate() {
                     let staged = scratch.join(format!("file-{i}"));
-                    std::fs::write(&staged, bytes)
+                    std::fs::write(&staged, &f.bytes)
                         .with_context(|| format!("cannot write {}", staged.display()))?;
-                    smolvm.machine_cp(&staged, machine, path, *mode).await?;
+                    smolvm.machine_cp(&staged, machine, &f.path, f.mode).await?;
                     let _ = std::fs::remove_file(&staged);
                 }
                 Ok(())

@@ -338,7 +338,7 @@ pub struct Setup {
     /// supervise's queue folder, when a test keeps it across sidecars (else one of its own).
     pub supervise_queue: Option<PathBuf>,
     /// git-gate's config, for a test that starts it with upstreams (else none, on a free port).
-    pub git_gate: Option<bottle::bundle::git_gate::Config>,
+    pub git_gate: Option<bottle::daemons::git_gate::Config>,
 }
 
 /// A running `bottle sidecar --daemons pipelock`, killed when dropped.
@@ -413,7 +413,7 @@ impl Sidecar {
         let git_gate = setup
             .git_gate
             .clone()
-            .unwrap_or(bottle::bundle::git_gate::Config {
+            .unwrap_or(bottle::daemons::git_gate::Config {
                 port: free_port(),
                 listen_host: loopback,
                 upstreams: Vec::new(),
@@ -430,7 +430,7 @@ impl Sidecar {
             .clone()
             .unwrap_or_else(|| dir.path().join("queue"));
         std::fs::create_dir_all(&queue).unwrap();
-        let supervise = bottle::bundle::supervise::Config {
+        let supervise = bottle::daemons::supervise::Config {
             port: supervise_port,
             queue: queue.display().to_string(),
             listen_host: loopback,

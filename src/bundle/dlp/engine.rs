@@ -17,7 +17,7 @@ use regex::bytes::Regex;
 use super::catalogue::{ANY, Check, SPECS};
 use super::field::{self, FIELD_KEYWORDS, FIELD_REACH, URL_KEYWORDS, URL_REACH};
 use super::heuristics::signed_url_exempt;
-use crate::plan::DlpRulePlan;
+use crate::daemons::pipelock::DlpRule;
 
 /// The rules written as code, which look at where a value is rather than at its format.
 const GENERIC_RULES: [&str; 3] = ["credential-field", "authorization-header", "url-password"];
@@ -112,7 +112,7 @@ impl Engine {
     /// values never flagged whatever the recipe says). Recipe matches longer than `window`
     /// may be missed across chunk boundaries.
     pub(super) fn new(
-        recipe: &[DlpRulePlan],
+        recipe: &[DlpRule],
         allow: &[String],
         always: &[&str],
         window: usize,

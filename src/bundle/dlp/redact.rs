@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use super::engine::{Accept, Engine};
 use super::{MARGIN, WINDOW, decode};
-use crate::bundle::pipelock::Dlp;
+use crate::daemons::pipelock::Dlp;
 
 /// What a redacted secret becomes, after its rule's prefix.
 pub const REDACTED: &str = "…[redacted]";

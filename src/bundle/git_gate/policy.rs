@@ -15,9 +15,9 @@
 //! (the others with [`Rule::Together`]) and nothing reaches the upstream, so an agent never
 //! leaves an upstream half-updated by a push it believes failed.
 
-use super::Upstream;
 use super::pack::{Ancestry, Oid, Pack};
 use super::push::Command;
+use crate::daemons::git_gate::Upstream;
 
 /// A policy rule, by the name logs and refusals use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +214,7 @@ mod tests {
     fn up(branches: &[&str], tags: bool) -> Upstream {
         Upstream {
             name: "origin".into(),
-            via: super::super::Via::Local {
+            via: crate::daemons::git_gate::Via::Local {
                 socket: "/s".into(),
             },
             branches: branches.iter().map(|s| s.to_string()).collect(),

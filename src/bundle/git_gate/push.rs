@@ -5,10 +5,10 @@
 //! refuses (in side-band 1 with progress lines in band 2 when the client asked for
 //! `side-band-64k`), so that `git push` prints `! [remote rejected] REF (git-gate: …)`.
 
-use super::Upstream;
 use super::pack::{Oid, Pack};
 use super::pkt::{self, Pkt};
 use super::policy::{self, Refusal, Rule};
+use crate::daemons::git_gate::Upstream;
 
 /// Capabilities git-gate passes on when the upstream has them: what it can honour.
 /// `report-status` and `side-band-64k` are relayed from the upstream; `delete-refs` is

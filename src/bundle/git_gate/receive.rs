@@ -7,15 +7,16 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-use super::Upstream;
 use super::policy::{self, Rule};
 use super::push::{self, Command};
-use super::remote::{self, Service};
+use super::remote;
 use super::server::{
     Audit, Body, State, decode, full, git, is_gzip, read_body, read_report, relay, send_all, text,
 };
-use crate::bundle::audit::Decision;
-use crate::bundle::log;
+use crate::bundle::log::log;
+use crate::daemons::audit::Decision;
+use crate::daemons::git_gate::Service;
+use crate::daemons::git_gate::Upstream;
 
 const RESULT: &str = "git-receive-pack-result";
 
@@ -166,7 +167,7 @@ impl State {
                     None if reports => e.decision = Decision::Failed,
                     None => {}
                 }
-                e.git = Some(crate::bundle::audit::GitUpdate {
+                e.git = Some(crate::daemons::audit::GitUpdate {
                     upstream: upstream.clone(),
                     ref_name: c.name.clone(),
                     old: c.old.to_string(),

@@ -12,28 +12,13 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 
-use super::known_hosts::HostKeyError;
-use super::ssh::UrlError;
-use super::{Upstream, Via, local, ssh};
+use super::{local, ssh};
+use crate::daemons::git_gate::known_hosts::HostKeyError;
+use crate::daemons::git_gate::url::UrlError;
+use crate::daemons::git_gate::{Service, Upstream, Via};
 
 /// How much of the upstream's stderr is kept for an error message.
 pub const STDERR_LIMIT: usize = 4096;
-
-/// The two git services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    UploadPack,
-    ReceivePack,
-}
-
-impl Service {
-    pub fn program(self) -> &'static str {
-        match self {
-            Service::UploadPack => "git-upload-pack",
-            Service::ReceivePack => "git-receive-pack",
-        }
-    }
-}
 
 /// Why the upstream could not be reached or failed.
 #[derive(Debug, thiserror::Error)]

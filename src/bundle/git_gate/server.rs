@@ -28,17 +28,16 @@ use tokio::net::TcpListener;
 use super::pkt::{self, Advertisement, Pkt};
 use super::policy::Rule;
 use super::push::{self, Command};
-use super::remote::{self, Remote, Service, UpstreamError};
-use super::ssh::Target;
-use super::{Config, Upstream, Via};
-use crate::bundle::audit::{AuditLog, Decision, Event, GitUpdate};
-use crate::bundle::log;
+use super::remote::{self, Remote, UpstreamError};
+use crate::bundle::audit::AuditLog;
+use crate::bundle::log::log;
+use crate::daemons::audit::{Decision, Event, GitUpdate};
+use crate::daemons::git_gate::url::Target;
+use crate::daemons::git_gate::{Config, MAX_PUSHES, Service, UPLOAD_REQUEST_LIMIT, Upstream, Via};
 
 const WHO: &str = "git-gate";
 /// The longest a request head may take to arrive, and a body may stay silent.
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// The largest upload-pack request (wants and haves) read.
-pub const UPLOAD_REQUEST_LIMIT: u64 = 32 << 20;
 /// How much of an upstream's push answer is kept to read its report for the audit log.
 const REPORT_LIMIT: usize = 1 << 20;
 
@@ -57,14 +56,10 @@ pub(super) struct State {
     pub(super) pushes: tokio::sync::Semaphore,
 }
 
-/// The most pushes in flight at once; more wait for a turn (each may hold `max_push_bytes`).
-pub const MAX_PUSHES: usize = 4;
-
 impl Gate {
     /// Opens the audit log and binds the listening socket.
-    pub async fn bind(config: Config) -> Result<Gate> {
-        let run = std::env::var("BOTTLE_RUN").unwrap_or_else(|_| "-".into());
-        let audit = AuditLog::open(config.audit_log.as_deref().map(std::path::Path::new), &run)?
+    pub async fn bind(config: Config, run: &str) -> Result<Gate> {
+        let audit = AuditLog::open(config.audit_log.as_deref().map(std::path::Path::new), run)?
             .for_daemon(WHO);
         let addr = SocketAddr::new(config.listen_host, config.port);
         let listener = TcpListener::bind(addr)
@@ -107,7 +102,7 @@ impl Gate {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self) -> Result<()> {
         loop {
-            let stream = crate::bundle::accept(&self.listener, WHO).await;
+            let stream = crate::bundle::serve::accept(&self.listener, WHO).await;
             let state = self.state.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
@@ -321,7 +316,7 @@ impl State {
         format!(
             "git-gate: no upstream named {name:?}; this bottle's [[git-gate.upstreams]] are {}: use http://BUNDLE:{}/NAME",
             names.join(", "),
-            super::PORT
+            crate::daemons::git_gate::PORT
         )
     }
 

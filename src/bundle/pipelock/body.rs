@@ -26,9 +26,10 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
 use super::inflate::{self, Coding, Failure, Inflater};
-use crate::bundle::audit::{AuditLog, Decision, Event};
+use crate::bundle::audit::AuditLog;
 use crate::bundle::dlp::{self, BodyScanner};
 use crate::bundle::scrub::Scrubber;
+use crate::daemons::audit::{Decision, Event};
 
 /// How long the guest may pause mid-body before the request is dropped.
 pub const BODY_IDLE: Duration = Duration::from_secs(60);

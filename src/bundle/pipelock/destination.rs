@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::allow::normalize;
-use crate::netclass::{AddrClass, Cidr, CidrError, classify};
+use crate::daemons::netclass::{AddrClass, Cidr, CidrError, classify};
 
 /// The rule of an audit line and a refusal for a private destination.
 pub const PRIVATE_RULE: &str = "private-address";

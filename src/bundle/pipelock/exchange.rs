@@ -17,9 +17,9 @@ use super::inflate::{self, Inflated};
 use super::proxy::State;
 use super::refusal::{REFUSED_HEADER, Refusal, route_rule};
 use super::upstream::UpstreamError;
-use crate::bundle::audit::Decision;
 use crate::bundle::dlp::Scanner;
 use crate::bundle::egress::Armed;
+use crate::daemons::audit::Decision;
 
 /// Where a request came in.
 #[derive(Debug, Clone)]

@@ -15,11 +15,11 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result};
 
-use super::Dlp;
 use super::allow::Allowlist;
 use crate::bundle::dlp::Scanner;
-use crate::bundle::log;
+use crate::bundle::log::log;
 use crate::bundle::shared::{DlpGrant, Shared};
+use crate::daemons::pipelock::Dlp;
 
 /// The audit rule of a request the allowlist allows.
 pub const ALLOWLIST_RULE: &str = "allowlist";

@@ -27,7 +27,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Config;
 use super::allow::normalize;
 use super::body::{Body, Outcome, Pending, full};
 use super::destination::Destinations;
@@ -36,11 +35,13 @@ use super::mint::Minter;
 use super::policy::Policy;
 use super::refusal::Refusal;
 use super::upstream::Connector;
-use crate::bundle::audit::{AuditLog, Decision, Event, redact_query};
+use crate::bundle::audit::{AuditLog, redact_query};
 use crate::bundle::dlp::Redactor;
 use crate::bundle::egress::Egress;
-use crate::bundle::log;
-use crate::bundle::shared::Shared;
+use crate::bundle::log::log;
+use crate::bundle::serve::Context as DaemonContext;
+use crate::daemons::audit::{Decision, Event};
+use crate::daemons::pipelock::Config;
 
 const WHO: &str = "pipelock";
 /// The longest a request head may take to arrive (also how long a kept-alive connection may
@@ -77,11 +78,14 @@ impl Proxy {
     /// Loads the CA, the routes (with their tokens from `secrets`, by env var name) and the DLP
     /// rules, opens the audit log, and binds the listening socket. `shared` holds the run's
     /// grants, consulted on every request.
-    pub async fn bind(
-        config: Config,
-        secrets: BTreeMap<String, String>,
-        shared: Arc<Shared>,
-    ) -> Result<Proxy> {
+    pub async fn bind(config: Config, ctx: DaemonContext) -> Result<Proxy> {
+        let DaemonContext {
+            secrets,
+            shared,
+            run_id,
+            hooks,
+            ..
+        } = ctx;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let minter = Minter::load(
             Path::new(&config.ca_cert),
@@ -93,15 +97,19 @@ impl Proxy {
         let egress = Egress::new(&config.egress, &secrets)?;
         let destinations = Destinations::new(&config.mapped_hosts, &config.allow_private)
             .context("pipelock's allow_private cannot be used")?;
-        let connector = Connector::new(&config.egress, destinations, provider)?;
+        let connector = Connector::new(
+            &config.egress,
+            destinations,
+            provider,
+            hooks.test_resolve.as_deref(),
+        )?;
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(32)
             .set_host(false)
             .build(connector);
-        let run = std::env::var("BOTTLE_RUN").unwrap_or_else(|_| "-".into());
-        let audit = AuditLog::open(config.audit_log.as_deref().map(Path::new), &run)?;
+        let audit = AuditLog::open(config.audit_log.as_deref().map(Path::new), &run_id)?;
         let addr = SocketAddr::new(config.listen_host, config.listen_port);
         let listener = TcpListener::bind(addr)
             .await
@@ -128,7 +136,7 @@ impl Proxy {
     /// Accepts connections until the task is dropped.
     pub async fn serve(self) -> Result<()> {
         loop {
-            let stream = crate::bundle::accept(&self.listener, WHO).await;
+            let stream = crate::bundle::serve::accept(&self.listener, WHO).await;
             tokio::spawn(self.state.clone().serve_guest(stream));
         }
     }

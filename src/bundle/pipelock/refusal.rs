@@ -14,8 +14,8 @@ use hyper::StatusCode;
 
 use super::destination::{Blocked, PRIVATE_RULE};
 use super::upstream::UpstreamError;
-use crate::netclass::Cidr;
-use crate::bundle::audit::Decision;
+use crate::daemons::audit::Decision;
+use crate::daemons::netclass::Cidr;
 
 /// The rule of a refused `Upgrade` (WebSocket).
 pub const UPGRADE_RULE: &str = "upgrade";

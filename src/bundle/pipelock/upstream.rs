@@ -36,13 +36,8 @@ use tokio::net::TcpStream;
 
 use super::allow::normalize;
 use super::destination::{Blocked, Destinations};
-use crate::bundle::egress;
-
-/// Test-only: `name=127.x.y.z,...` resolves those names to those loopback addresses (other
-/// names resolve as usual). `name=A|B|C` answers A to the first lookup, B to the second and C
-/// to every later one: a name rebound between lookups. The run never sets it; the integration
-/// tests do, for `*.test` names.
-pub const TEST_RESOLVE_ENV: &str = "BOTTLE_PIPELOCK_TEST_RESOLVE";
+use crate::bundle::serve::TEST_RESOLVE_ENV;
+use crate::daemons::egress;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest answer head an upstream proxy may send to a CONNECT.
@@ -144,6 +139,7 @@ impl Connector {
         egress: &egress::Config,
         destinations: Destinations,
         provider: Arc<CryptoProvider>,
+        test_resolve: Option<&str>,
     ) -> Result<Connector, CaError> {
         let public = client_config(&provider, public_roots())?;
         let mut routes = HashMap::new();
@@ -164,7 +160,7 @@ impl Connector {
                 public,
                 routes,
                 proxy,
-                resolve: test_resolve()?,
+                resolve: parse_test_resolve(test_resolve)?,
                 destinations,
             }),
         })
@@ -223,9 +219,9 @@ fn parse_proxy(text: &str) -> Result<(String, u16), CaError> {
     Ok((normalize(host), uri.port_u16().unwrap_or(80)))
 }
 
-fn test_resolve() -> Result<HashMap<String, TestAnswers>, CaError> {
+fn parse_test_resolve(text: Option<&str>) -> Result<HashMap<String, TestAnswers>, CaError> {
     let mut map = HashMap::new();
-    let Ok(text) = std::env::var(TEST_RESOLVE_ENV) else {
+    let Some(text) = text else {
         return Ok(map);
     };
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -234,7 +230,9 @@ fn test_resolve() -> Result<HashMap<String, TestAnswers>, CaError> {
         let mut answers = Vec::new();
         for ip in ips.split('|') {
             let ip: IpAddr = ip.trim().parse().map_err(|_| bad())?;
-            if crate::netclass::classify(ip) != crate::netclass::AddrClass::Loopback {
+            if crate::daemons::netclass::classify(ip)
+                != crate::daemons::netclass::AddrClass::Loopback
+            {
                 return Err(bad());
             }
             answers.push(ip);

@@ -36,14 +36,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::guide;
-use super::queue::Ask;
 use super::service::{FileError, Service};
+use crate::daemons::supervise::queue::Ask;
+use crate::daemons::supervise::{DEFAULT_WAIT, MAX_TEXT, MAX_WAIT, guide};
 
-/// How long a request waits for its answer unless it says (`?wait=SECONDS`).
-pub const DEFAULT_WAIT: u64 = 60;
-/// The longest a request may wait for its answer.
-pub const MAX_WAIT: u64 = 300;
 /// The largest body accepted.
 pub const MAX_BODY: usize = 16 * 1024;
 /// How long a body may take to arrive.
@@ -58,7 +54,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_HOST: usize = 253;
 pub const MAX_RULE: usize = 64;
 pub const MAX_VALUE: usize = 4096;
-pub const MAX_TEXT: usize = 4000;
 pub const MAX_WHY: usize = 1000;
 
 /// What was wrong with a request to the API; its message is the `error` of the JSON answer.
@@ -143,7 +138,7 @@ type Reply = Response<Full<Bytes>>;
 pub async fn serve(service: Arc<Service>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let mut stream = crate::bundle::accept(&listener, "supervise").await;
+        let mut stream = crate::bundle::serve::accept(&listener, "supervise").await;
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tokio::spawn(async move {
                 let body = error_body(&format!(

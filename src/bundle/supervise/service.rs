@@ -14,16 +14,16 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::queue::{Answer, Ask, Queue, QueueError, Request, Status, View};
-use crate::bundle::audit::{AuditLog, Event};
-use crate::bundle::log;
+use crate::bundle::audit::AuditLog;
+use crate::bundle::log::log;
 use crate::bundle::shared::{DlpGrant, Shared};
+use crate::daemons::audit::Event;
+use crate::daemons::supervise::MAX_PENDING;
+use crate::daemons::supervise::queue::{Answer, Ask, Queue, QueueError, Request, Status, View};
 
 const WHO: &str = "supervise";
 /// How often the daemon looks for new answers.
 pub const POLL: Duration = Duration::from_millis(100);
-/// The most requests that may wait for a person at once, per run.
-pub const MAX_PENDING: usize = 32;
 /// The most requests a run may file in all.
 pub const MAX_REQUESTS: usize = 1000;
 

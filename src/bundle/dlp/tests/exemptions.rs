@@ -28,7 +28,7 @@ fn allowed_values_are_not_flagged() {
 #[test]
 fn egress_placeholder_is_never_flagged() {
     let s = scanner();
-    let p = crate::bundle::egress::PLACEHOLDER;
+    let p = crate::daemons::egress::PLACEHOLDER;
     for text in [
         format!("Authorization: Bearer {p}"),
         format!("x-api-key: {p}"),

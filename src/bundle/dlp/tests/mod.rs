@@ -13,8 +13,8 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use super::{Finding, Scanner};
-use crate::plan::DlpRulePlan;
-use crate::bundle::pipelock::Dlp;
+use crate::daemons::pipelock::Dlp;
+use crate::daemons::pipelock::DlpRule;
 
 /// splitmix64: small, seeded, good enough to draw characters.
 pub(super) struct Rng(u64);
@@ -77,7 +77,7 @@ pub(super) fn dlp(rules: &[(&str, &str)], allow: &[&str]) -> Dlp {
         enabled: true,
         rules: rules
             .iter()
-            .map(|(id, regex)| DlpRulePlan {
+            .map(|(id, regex)| DlpRule {
                 id: id.to_string(),
                 regex: regex.to_string(),
             })

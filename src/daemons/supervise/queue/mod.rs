@@ -404,7 +404,7 @@ fn new_id() -> String {
 }
 
 pub fn now_ms() -> u64 {
-    crate::bundle::audit::Event::now_ms()
+    crate::daemons::audit::Event::now_ms()
 }
 
 #[cfg(test)]

@@ -1,53 +1,13 @@
-//! The config component: the daemons' config files, the guest and bundle specs, and the
-//! provisioning files, all rendered from a [`ConfigKey`].
-//!
-//! Rendering is a pure function of the key (and [`crate::hash::CONFIG_FORMAT`] versions its
-//! shape), so a config component is checked by rendering its key again: `verify` and `run`
-//! refuse a `guest.json` that says `root` where the key says `node`. The provisioning files
-//! (prompt, skills) are copies of recipe files whose digests the key holds.
-//!
-//! Everything here holds no secret: token env vars appear by name, identity keys by host
-//! path. Each daemon's config file, port and mounts come from its module through the registry
-//! (`sidecar::daemon`); the CA files are minted per run on the machine that runs (`run::ca`)
-//! and mounted from the run's folder.
+//! Rendering a config key: the guest and bundle specs, and every file of the component.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
+use super::daemons;
+use super::files::{GUEST_CA_PATH, RenderedFile, json_file, paths};
+use crate::daemons::{Daemon, egress, pipelock, supervise};
 use crate::digest::Digest;
 use crate::hash::ConfigKey;
 use crate::manifest::{BUNDLE_IP_TEMPLATE, BundleSpec, GuestSpec, ProvisionSpec, WorkspaceSpec};
-use crate::bundle::daemon::{self, Daemon};
-use crate::bundle::{egress, pipelock, supervise};
-
-/// Where the guest finds the run's CA; the trust trio points here.
-pub const GUEST_CA_PATH: &str = "/etc/bottle/ca.crt";
-
-/// Paths of the config component's files besides the daemons' (whose files their modules
-/// name: `pipelock.json`, ...).
-pub mod paths {
-    pub const GUEST_SPEC: &str = "guest.json";
-    pub const BUNDLE_SPEC: &str = "bundle.json";
-    pub const PROMPT: &str = "provision/prompt.md";
-    pub const SKILLS: &str = "provision/skills";
-    /// `[provision] files`, each at its guest path under this folder.
-    pub const FILES: &str = "provision/files";
-}
-
-/// File names in a run's CA folder (see `run::ca`).
-pub mod ca_files {
-    pub const PIPELOCK_CERT: &str = "pipelock.crt";
-    pub const PIPELOCK_KEY: &str = "pipelock.key";
-}
-
-/// One rendered file of the component.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedFile {
-    pub path: String,
-    pub bytes: Vec<u8>,
-    pub mode: u32,
-}
 
 /// What a config key renders to.
 #[derive(Debug, Clone)]
@@ -66,7 +26,7 @@ pub fn render(key: &ConfigKey) -> Rendered {
         json_file(paths::GUEST_SPEC, &guest),
         json_file(paths::BUNDLE_SPEC, &bundle),
     ];
-    files.extend(daemon::config_files(key));
+    files.extend(daemons::config_files(key));
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Rendered {
         guest,
@@ -98,20 +58,10 @@ pub fn copied_files(key: &ConfigKey) -> Vec<(String, Digest)> {
     out
 }
 
-fn json_file(path: &str, value: &impl Serialize) -> RenderedFile {
-    let mut bytes = serde_json::to_vec_pretty(value).expect("config values serialize");
-    bytes.push(b'\n');
-    RenderedFile {
-        path: path.to_string(),
-        bytes,
-        mode: 0o644,
-    }
-}
-
 /// Which daemons run, with what env, mounts and secrets, on which ports.
 fn bundle_spec(key: &ConfigKey) -> BundleSpec {
-    let daemons = daemon::daemons(key);
-    let (mounts, env, secrets) = daemon::bundle_needs(key);
+    let daemons = daemons::daemons(key);
+    let (mounts, env, secrets) = daemons::bundle_needs(key);
     let ports: BTreeMap<Daemon, u16> = daemons
         .iter()
         .filter_map(|d| Some((*d, d.port()?)))
@@ -207,37 +157,5 @@ fn guest_spec(key: &ConfigKey) -> GuestSpec {
                 ),
             }),
         },
-    }
-}
-
-/// The fields where two JSON documents differ, as `a.b.c` paths (for messages naming what
-/// was edited in a spec).
-pub fn differing_fields(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
-    let (mut fa, mut fb) = (BTreeMap::new(), BTreeMap::new());
-    flatten("", a, &mut fa);
-    flatten("", b, &mut fb);
-    let keys: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
-    keys.into_iter()
-        .filter(|k| fa.get(*k) != fb.get(*k))
-        .cloned()
-        .collect()
-}
-
-/// A JSON document as `path → leaf value` (objects flattened with `.`).
-pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
-    match v {
-        serde_json::Value::Object(map) if !map.is_empty() => {
-            for (k, v) in map {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        _ => {
-            out.insert(prefix.to_string(), v.clone());
-        }
     }
 }

@@ -1,8 +1,7 @@
 //! The guide the agent reads: `~/.bottle/SUPERVISE.md` in the guest, and `GET /` of the API.
 //! Short, with the API and a line to copy for curl and for busybox wget.
 
-use super::api::{DEFAULT_WAIT, MAX_WAIT};
-use super::service::MAX_PENDING;
+use super::{DEFAULT_WAIT, MAX_PENDING, MAX_WAIT};
 
 /// The guide; `url`: supervise's address when known (the guest file names it).
 pub fn text(url: Option<&str>) -> String {

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::netclass::{AddrClass, classify};
+use crate::daemons::netclass::{AddrClass, classify};
 
 /// The longest escaped value or question shown whole in a listing.
 pub const SHOWN: usize = 100;

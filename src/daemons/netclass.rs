@@ -1,5 +1,5 @@
 //! What kind of address an IP is, and CIDR ranges: the words pipelock's private-destination
-//! rule ([`crate::bundle::pipelock::upstream`]), the recipe's `[pipelock] allow_private` and
+//! rule (`crate::bundle::pipelock::upstream`), the recipe's `[pipelock] allow_private` and
 //! supervise's listing of a host grant share.
 //!
 //! An address is *private* when it is not a public Internet address: loopback, RFC 1918,
