@@ -8,12 +8,30 @@
 //!   → run (network → bundle → guest → chown → provision → command; an undo stack tears it down)
 //! ```
 //!
-//! `digest` holds the typed blake3 values; `manifest` the contract between build and run (an
-//! entry's manifest, component records, specs); `config` renders the config component from
-//! its key; `diff` compares entries. `runtime/` talks to the engines (the Docker Engine API,
-//! the smolvm CLI) and holds the guest either runs; `sidecar/` holds the bundle's daemons
-//! (`bottle sidecar`, run inside the bundle image); `console` serves the local web page over
-//! the run folders (`bottle console`); `cli` is the glue; `progress` draws it.
+//! The modules stand in layers; each names only itself and modules of the layers below it,
+//! and `tests/layers.rs` keeps it so:
+//!
+//! ```text
+//! cli                                         the command line: glue, and what it prints
+//! console · preflight · prepare               the web console; checks before a run; `[guest] prepare`
+//! builder · bundle · diff · run · share       build, the bundle's servers, compare, run, remote caches
+//! store                                       entries, components, verify, gc
+//! config · runtime                            the config component rendered; the engines
+//! manifest · oci                              build↔run contract; image archives
+//! hash                                        keys and hashes (pure: no engine, no file it did not get)
+//! context                                     build contexts and Dockerfiles
+//! plan                                        a recipe checked and normalized
+//! recipe                                      the TOML a person writes
+//! daemons · digest · files · text · progress  the daemons' contract; leaves
+//! ```
+//!
+//! `daemons` is the contract between the build, the run and the bundle: each daemon's typed
+//! config, port and the files the host and the bundle share (the audit line, the supervise
+//! queue). `config` renders each daemon's half of an entry from its key; `bundle` holds the
+//! servers (`bottle sidecar`, run inside the bundle image) and names nothing but `daemons`.
+//! `digest` holds the typed blake3 values; `manifest` an entry's manifest, component records
+//! and specs; `runtime` talks to the engines (the Docker Engine API, the smolvm CLI);
+//! `console` serves the local web page over the run folders; `progress` draws.
 
 pub mod builder;
 pub mod bundle;

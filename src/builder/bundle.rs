@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::guest::LABEL_COMPONENT;
 use crate::hash::ComponentHash;
 use crate::manifest::ImageRef;
 use crate::oci::{ImageConfig, LayerFile};
 use crate::progress::Step;
+use crate::runtime::images::LABEL_COMPONENT;
 
 pub const IMAGE_ARCHIVE: &str = "image.tar";
 

@@ -19,14 +19,12 @@ use crate::hash::{ComponentHash, GuestKey, GuestSource};
 use crate::manifest::ImageRef;
 use crate::plan::{GuestStart, ImagePlan, Planned};
 use crate::progress::Step;
+use crate::runtime::images::LABEL_COMPONENT;
 use crate::runtime::{docker, smolvm::Smolvm};
 
 /// The component's files.
 pub const IMAGE_ARCHIVE: &str = "image.tar";
 pub const PACK: &str = "guest.smolmachine";
-
-/// The label every image bottle makes carries: `KIND/HASH` of its component.
-pub const LABEL_COMPONENT: &str = "bottle.component";
 
 /// How many times a build is tried when the engine trips over an image removed meanwhile.
 const BUILD_TRIES: usize = 3;

@@ -17,8 +17,10 @@ use bollard::Docker;
 use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
 use serde::Serialize;
 
-use crate::builder::guest::LABEL_COMPONENT;
 use crate::hash::{ComponentHash, ComponentId, ComponentKind};
+
+/// The label every image bottle makes carries: `KIND/HASH` of its component.
+pub const LABEL_COMPONENT: &str = "bottle.component";
 
 /// What the engine was asked to remove.
 #[derive(Debug, Default, Serialize)]

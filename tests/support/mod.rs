@@ -61,10 +61,10 @@ use bottle::hash::{BuildHash, ComponentHash, ComponentId, ComponentKind};
 use bottle::manifest::Manifest;
 use bottle::store::{Entry, Store};
 
-pub use bottle::builder::guest::LABEL_COMPONENT;
 pub use bottle::config::paths;
 pub use bottle::run::STEPS;
 pub use bottle::run::names::{LABEL_HASH, LABEL_RUN, LABEL_STORE};
+pub use bottle::runtime::images::LABEL_COMPONENT;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 
