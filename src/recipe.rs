@@ -235,7 +235,7 @@ pub struct Upstream {
     pub max_push_bytes: Option<Spanned<u64>>,
 }
 
-/// `[bundle]`: the sidecar container's own resources.
+/// `[bundle]`: the bundle container's own resources.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {

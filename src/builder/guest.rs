@@ -200,13 +200,13 @@ async fn smolvm_pack(dir: &Path, step: &Step) -> Result<()> {
         .pack_create(&dir.join(IMAGE_ARCHIVE), &out)
         .await
         .context("cannot pack the smolvm guest; a host whose KVM cannot boot smolvm guests can set `start = \"image\"` under [guest] to create the guest from the image archive instead")?;
-    let sidecar = scratch.path().join("guest.smolmachine");
-    if !sidecar.is_file() {
+    let packed = scratch.path().join("guest.smolmachine");
+    if !packed.is_file() {
         bail!(
             "smolvm pack create reported success but wrote no {}",
-            sidecar.display()
+            packed.display()
         );
     }
-    std::fs::rename(&sidecar, dir.join(PACK))?;
+    std::fs::rename(&packed, dir.join(PACK))?;
     Ok(())
 }

@@ -51,7 +51,7 @@ const SECRETS_LIMIT: u64 = 1 << 20;
 
 /// `bottle sidecar`: the bundle's entry point (hidden from `--help`).
 #[derive(Debug, Clone, Args)]
-pub struct SidecarArgs {
+pub struct EntryArgs {
     /// The daemons to start, comma-separated
     #[arg(
         long,
@@ -84,7 +84,7 @@ fn read_secrets() -> Result<BTreeMap<String, String>> {
 }
 
 /// Starts the daemons and runs until SIGTERM/SIGINT (`Ok`) or until one of them fails (`Err`).
-pub async fn main(args: SidecarArgs) -> Result<()> {
+pub async fn main(args: EntryArgs) -> Result<()> {
     // Handlers first: as PID 1 of a container, a signal with no handler is ignored.
     let mut stop = Signals::install()?;
     let secrets = if args.secrets_on_stdin {

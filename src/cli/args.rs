@@ -322,8 +322,11 @@ pub enum Command {
         command: KeyCommand,
     },
     /// The bundle's entry point: runs the listed daemons until SIGTERM (inside the bundle)
+    ///
+    /// Named `sidecar` because the bundle image's entry point is `/bottle sidecar`: renaming it
+    /// would change every bundle component's hash.
     #[command(hide = true)]
-    Sidecar(crate::bundle::SidecarArgs),
+    Sidecar(crate::bundle::EntryArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -49,7 +49,7 @@ pub fn store_of(global: &Global) -> Result<Store> {
 
 pub async fn run(cli: Cli) -> Result<Outcome> {
     let g = &cli.global;
-    // Commands that need no store (the sidecar runs inside the bundle, perhaps with no HOME).
+    // Commands that need no store (the bundle's entry point runs inside it, perhaps with no HOME).
     match &cli.command {
         Command::Sidecar(args) => {
             crate::bundle::main(args.clone()).await?;

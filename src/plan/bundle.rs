@@ -1,4 +1,4 @@
-//! `[bundle]` in a plan: the sidecar container's memory limit, parsed from a size such as
+//! `[bundle]` in a plan: the bundle container's memory limit, parsed from a size such as
 //! `"512MiB"` and checked against what the daemons need.
 //!
 //! What the daemons need: [`DAEMONS_BASE_MEMORY`] for pipelock, egress, supervise and

@@ -128,7 +128,7 @@ fn serve_local_upstreams(ctx: &Ctx, undo: &mut UndoStack) -> Result<()> {
 }
 
 /// The secrets the bundle needs, read from bottle's own environment, as the JSON object the
-/// sidecar reads on its stdin; `None` when it needs none.
+/// bundle reads on its stdin; `None` when it needs none.
 fn secrets(names: &[String]) -> Result<Option<Vec<u8>>> {
     if names.is_empty() {
         return Ok(None);
