@@ -8,6 +8,7 @@ use crate::daemons::{Daemon, egress, pipelock, supervise};
 use crate::digest::Digest;
 use crate::hash::ConfigKey;
 use crate::manifest::{BUNDLE_IP_TEMPLATE, BundleSpec, GuestSpec, ProvisionSpec, WorkspaceSpec};
+use crate::plan::{FIXED_GUEST_ENV, FixedValue};
 
 /// What a config key renders to.
 #[derive(Debug, Clone)]
@@ -78,7 +79,7 @@ fn bundle_spec(key: &ConfigKey) -> BundleSpec {
 }
 
 /// The whole guest env: the recipe's entries plus the bottle's fixed ones (see
-/// [`crate::plan::FIXED_GUEST_ENV`]) and a placeholder under each route's token name. The
+/// [`FIXED_GUEST_ENV`]) and a placeholder under each route's token name. The
 /// proxy address is a template filled at run time. When supervise runs, its URL is
 /// `BOTTLE_SUPERVISE_URL` and the bundle's address is in `NO_PROXY`: the guest talks to it
 /// directly, not through pipelock.
@@ -95,36 +96,19 @@ fn guest_env(key: &ConfigKey) -> BTreeMap<String, String> {
     for r in &key.egress.routes {
         env.insert(r.token_env.clone(), egress::PLACEHOLDER.to_string());
     }
-    let fixed = [
-        ("CLAUDE_CODE_OAUTH_TOKEN", egress::PLACEHOLDER.to_string()),
-        ("DISABLE_TELEMETRY", "1".to_string()),
-        ("DISABLE_ERROR_REPORTING", "1".to_string()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_string()),
-        ("HTTPS_PROXY", proxy.clone()),
-        ("HTTP_PROXY", proxy.clone()),
-        ("https_proxy", proxy.clone()),
-        ("http_proxy", proxy),
-        ("NO_PROXY", no_proxy.clone()),
-        ("no_proxy", no_proxy),
-        ("NODE_EXTRA_CA_CERTS", GUEST_CA_PATH.to_string()),
-        ("SSL_CERT_FILE", GUEST_CA_PATH.to_string()),
-        ("REQUESTS_CA_BUNDLE", GUEST_CA_PATH.to_string()),
-        ("HOME", g.home.clone()),
-        ("USER", g.user.clone()),
-    ];
-    let url = supervise.then(|| {
-        let url = supervise::url(BUNDLE_IP_TEMPLATE);
-        (supervise::URL_ENV, url)
-    });
-    debug_assert!(
-        fixed
-            .iter()
-            .map(|(k, _)| *k)
-            .chain([supervise::URL_ENV])
-            .eq(crate::plan::FIXED_GUEST_ENV.iter().copied())
-    );
-    for (k, v) in fixed.into_iter().chain(url) {
-        env.insert(k.to_string(), v);
+    for (name, value) in FIXED_GUEST_ENV {
+        let value = match value {
+            FixedValue::Placeholder => egress::PLACEHOLDER.to_string(),
+            FixedValue::On => "1".to_string(),
+            FixedValue::Proxy => proxy.clone(),
+            FixedValue::NoProxy => no_proxy.clone(),
+            FixedValue::CaPath => GUEST_CA_PATH.to_string(),
+            FixedValue::Home => g.home.clone(),
+            FixedValue::User => g.user.clone(),
+            FixedValue::SuperviseUrl if supervise => supervise::url(BUNDLE_IP_TEMPLATE),
+            FixedValue::SuperviseUrl => continue,
+        };
+        env.insert(name.to_string(), value);
     }
     env
 }

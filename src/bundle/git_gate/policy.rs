@@ -16,8 +16,15 @@
 //! leaves an upstream half-updated by a push it believes failed.
 
 use super::pack::{Ancestry, Oid, Pack};
-use super::push::Command;
 use crate::daemons::git_gate::Upstream;
+
+/// One ref update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub old: Oid,
+    pub new: Oid,
+    pub name: String,
+}
 
 /// A policy rule, by the name logs and refusals use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

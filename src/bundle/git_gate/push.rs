@@ -7,7 +7,7 @@
 
 use super::pack::{Oid, Pack};
 use super::pkt::{self, Pkt};
-use super::policy::{self, Refusal, Rule};
+use super::policy::{self, Command, Refusal, Rule};
 use crate::daemons::git_gate::Upstream;
 
 /// Capabilities git-gate passes on when the upstream has them: what it can honour.
@@ -44,14 +44,6 @@ pub fn receive_caps(upstream: &[String]) -> Vec<String> {
         env!("CARGO_PKG_VERSION")
     ));
     caps
-}
-
-/// One ref update.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    pub old: Oid,
-    pub new: Oid,
-    pub name: String,
 }
 
 /// A push request, read.

@@ -7,8 +7,9 @@ use std::time::Instant;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
+use super::policy::Command;
 use super::policy::{self, Rule};
-use super::push::{self, Command};
+use super::push;
 use super::remote;
 use super::server::{
     Audit, Body, State, decode, full, git, is_gzip, read_body, read_report, relay, send_all, text,

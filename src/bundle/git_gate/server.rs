@@ -26,8 +26,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::pkt::{self, Advertisement, Pkt};
+use super::policy::Command;
 use super::policy::Rule;
-use super::push::{self, Command};
+use super::push;
 use super::remote::{self, Remote, UpstreamError};
 use crate::bundle::audit::AuditLog;
 use crate::bundle::log::log;

@@ -20,11 +20,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
+use super::boxed::{Body, BoxError};
 use super::inflate::{self, Coding, Failure, Inflater};
 use crate::bundle::audit::AuditLog;
 use crate::bundle::dlp::{self, BodyScanner};
@@ -34,9 +34,6 @@ use crate::daemons::audit::{Decision, Event};
 /// How long the guest may pause mid-body before the request is dropped.
 pub const BODY_IDLE: Duration = Duration::from_secs(60);
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every body pipelock sends, either way.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 /// What polling a body yields.
 type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 

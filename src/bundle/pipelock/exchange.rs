@@ -12,10 +12,11 @@ use hyper::{Request, Response, Uri, Version};
 use std::sync::Arc;
 
 use super::allow::normalize;
-use super::body::{BODY_IDLE, Body, Outbound, Outcome, Pending, Scanned, full};
+use super::body::{BODY_IDLE, Outbound, Outcome, Pending, Scanned, full};
+use super::boxed::Body;
 use super::inflate::{self, Inflated};
-use super::proxy::State;
 use super::refusal::{REFUSED_HEADER, Refusal, route_rule};
+use super::state::State;
 use super::upstream::UpstreamError;
 use crate::bundle::dlp::Scanner;
 use crate::bundle::egress::Armed;

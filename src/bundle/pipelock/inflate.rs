@@ -23,7 +23,7 @@ use flate2::write::{DeflateDecoder, GzDecoder, ZlibDecoder};
 use hyper::body::{Body as HttpBody, Frame};
 use hyper::header::{CONTENT_ENCODING, HeaderMap};
 
-use super::body::{Body, BoxError};
+use super::boxed::{Body, BoxError};
 
 /// Compressed bytes decoded per step.
 pub const SLICE: usize = 1024;

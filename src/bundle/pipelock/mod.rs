@@ -19,11 +19,13 @@
 //! | --- | --- |
 //! | [`proxy`] | the listener, guest connections, `CONNECT` and interception |
 //! | [`exchange`] | one request: target, allowlist, DLP, egress, upstream, audit event |
+//! | [`boxed`] | the body type every stage streams |
 //! | [`body`] | streamed bodies: DLP on the way out, scrubbing and counting on the way back |
 //! | [`inflate`] | compressed bodies, decoded (bounded): a route's answers for the scrubber, the guest's requests for DLP |
 //! | [`mint`] | leaf certificates from the run's CA, cached |
 //! | [`upstream`] | connections to upstreams: resolution, `upstream_proxy`, TLS trust |
 //! | [`destination`] | which resolved addresses may be connected to (no private ones unless the recipe says so) |
+//! | [`state`] | what every exchange shares |
 //! | [`refusal`] | pipelock's own answers and their explanatory bodies |
 //! | [`allow`] | the allowlist |
 //! | [`policy`] | the allowlist and DLP with what a person granted for this run (supervise) |
@@ -34,6 +36,7 @@
 
 pub mod allow;
 pub mod body;
+pub mod boxed;
 pub mod destination;
 pub mod exchange;
 pub mod inflate;
@@ -41,6 +44,7 @@ pub mod mint;
 pub mod policy;
 pub mod proxy;
 pub mod refusal;
+pub mod state;
 pub mod upstream;
 
 use super::serve::{Context, Serve, Serving};

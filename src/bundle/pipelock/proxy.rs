@@ -28,12 +28,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::allow::normalize;
-use super::body::{Body, Outcome, Pending, full};
+use super::body::{Outcome, Pending, full};
+use super::boxed::Body;
 use super::destination::Destinations;
 use super::exchange::{Origin, answer};
 use super::mint::Minter;
 use super::policy::Policy;
 use super::refusal::Refusal;
+use super::state::State;
 use super::upstream::Connector;
 use crate::bundle::audit::{AuditLog, redact_query};
 use crate::bundle::dlp::Redactor;
@@ -58,20 +60,6 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 pub struct Proxy {
     listener: TcpListener,
     state: Arc<State>,
-}
-
-/// What every connection shares.
-pub struct State {
-    /// The allowlist and DLP, with what a person granted for this run.
-    pub(super) policy: Policy,
-    /// Whether supervise runs beside pipelock (its refusals then say how to ask a person).
-    pub(super) supervise: bool,
-    pub(super) egress: Egress,
-    pub(super) minter: Minter,
-    pub(super) client: Client<Connector, Body>,
-    pub(super) audit: Arc<AuditLog>,
-    /// Masks what DLP's rules match in a host or path before the audit log keeps it.
-    pub(super) redactor: Arc<Redactor>,
 }
 
 impl Proxy {
