@@ -148,8 +148,8 @@ pub struct WorkspaceSpec {
 pub struct BundleSpec {
     /// The daemons `bottle sidecar` starts, in order.
     pub daemons: Vec<Daemon>,
-    /// Fixed, non-secret `NAME=VALUE` entries.
-    pub env: Vec<String>,
+    /// Fixed, non-secret entries (`NAME=VALUE` strings in the file).
+    pub env: Vec<EnvVar>,
     /// Names of host env vars whose values `bottle run` hands to the bundle on its stdin.
     pub secrets: Vec<String>,
     pub mounts: Vec<Mount>,
@@ -164,6 +164,40 @@ pub struct BundleSpec {
         skip_serializing_if = "is_default_bundle_memory"
     )]
     pub memory: u64,
+}
+
+/// A fixed, non-secret variable of the bundle's env, written `NAME=VALUE` in `bundle.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+impl std::fmt::Display for EnvVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.name, self.value)
+    }
+}
+
+impl From<EnvVar> for String {
+    fn from(v: EnvVar) -> String {
+        v.to_string()
+    }
+}
+
+impl TryFrom<String> for EnvVar {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<EnvVar, String> {
+        match s.split_once('=') {
+            Some((name, value)) if !name.is_empty() => Ok(EnvVar {
+                name: name.to_string(),
+                value: value.to_string(),
+            }),
+            _ => Err(format!("bundle env entry {s:?} is not NAME=VALUE")),
+        }
+    }
 }
 
 fn default_bundle_memory() -> u64 {
@@ -363,6 +397,21 @@ pub fn is_entry_path(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundle_env_entries_are_name_value_strings_in_the_file() {
+        let v = EnvVar {
+            name: "A".into(),
+            value: "b=c".into(),
+        };
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(json, r#""A=b=c""#);
+        assert_eq!(serde_json::from_str::<EnvVar>(&json).unwrap(), v);
+        for bad in [r#""=x""#, r#""novalue""#] {
+            let e = serde_json::from_str::<EnvVar>(bad).unwrap_err().to_string();
+            assert!(e.contains("NAME=VALUE"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn entry_paths() {

@@ -14,10 +14,8 @@ use serde::de::DeserializeOwned;
 
 use super::log::log;
 use super::shared::Shared;
-use crate::daemons::Daemon;
+use crate::daemons::{Daemon, RUN_ENV};
 
-/// The environment variable the bundle's run id is in (set by `bottle run`).
-pub const RUN_ENV: &str = "BOTTLE_RUN";
 /// For tests only: names pipelock resolves to loopback addresses (`NAME=IP|IP,...`).
 pub const TEST_RESOLVE_ENV: &str = "BOTTLE_PIPELOCK_TEST_RESOLVE";
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::files::RenderedFile;
 use crate::daemons::Daemon;
 use crate::hash::ConfigKey;
-use crate::manifest::Mount;
+use crate::manifest::{EnvVar, Mount};
 
 /// Where a file goes in the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +60,8 @@ pub trait Render {
     fn mounts(_key: &ConfigKey) -> Vec<Mount> {
         Vec::new()
     }
-    /// Non-secret `NAME=VALUE` env entries for the bundle.
-    fn env(_key: &ConfigKey) -> Vec<String> {
+    /// Non-secret env entries for the bundle.
+    fn env(_key: &ConfigKey) -> Vec<EnvVar> {
         Vec::new()
     }
     /// Names of host env vars whose values the run hands to the bundle on stdin.

@@ -11,7 +11,7 @@ use super::pipelock::Pipelock;
 use super::supervise::Supervise;
 use crate::daemons::{CONFIG_DIR, Daemon};
 use crate::hash::ConfigKey;
-use crate::manifest::{Mount, MountSource};
+use crate::manifest::{EnvVar, Mount, MountSource};
 
 /// The daemons that run for an entry, in start order.
 pub fn daemons(key: &ConfigKey) -> Vec<Daemon> {
@@ -54,7 +54,7 @@ pub fn config_files(key: &ConfigKey) -> Vec<RenderedFile> {
 
 /// What the bundle needs for an entry's daemons: mounts (each config file first; a target
 /// that two daemons name, once), env, and the names of the secrets it gets on stdin.
-pub fn bundle_needs(key: &ConfigKey) -> (Vec<Mount>, Vec<String>, Vec<String>) {
+pub fn bundle_needs(key: &ConfigKey) -> (Vec<Mount>, Vec<EnvVar>, Vec<String>) {
     let mut mounts = Vec::new();
     let mut env = Vec::new();
     let mut secrets = Vec::new();
@@ -83,7 +83,7 @@ pub fn bundle_needs(key: &ConfigKey) -> (Vec<Mount>, Vec<String>, Vec<String>) {
     (mounts, env, secrets)
 }
 
-fn needs<S: Render>(key: &ConfigKey) -> (Vec<Mount>, Vec<String>, Vec<String>) {
+fn needs<S: Render>(key: &ConfigKey) -> (Vec<Mount>, Vec<EnvVar>, Vec<String>) {
     (S::mounts(key), S::env(key), S::secrets(key))
 }
 

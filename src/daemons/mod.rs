@@ -25,6 +25,8 @@ pub mod supervise;
 
 /// Where `bottle run` mounts the daemons' config files inside the bundle.
 pub const CONFIG_DIR: &str = "/etc/bottle";
+/// The bundle's env var naming its run (set by `bottle run`; audit lines carry it).
+pub const RUN_ENV: &str = "BOTTLE_RUN";
 
 /// The bundle's daemons: the registry.
 #[derive(

@@ -16,6 +16,7 @@ use super::record::Resource;
 use super::steps::{Ctx, tracked};
 use super::undo::UndoStack;
 use super::upstreams;
+use crate::daemons::RUN_ENV;
 use crate::manifest::MountSource;
 use crate::plan::HostTarget;
 use crate::runtime::docker_run::{self as engine, Bind, ContainerSpec};
@@ -34,8 +35,8 @@ pub async fn start_bundle(
 ) -> Result<()> {
     let spec = ctx.entry.bundle_spec();
     let secrets = secrets(&spec.secrets)?;
-    let mut env = spec.env.clone();
-    env.push(format!("BOTTLE_RUN={}", ctx.names.run_id));
+    let mut env: Vec<String> = spec.env.iter().map(ToString::to_string).collect();
+    env.push(format!("{RUN_ENV}={}", ctx.names.run_id));
     let name = ctx.names.bundle();
     ctx.note(Resource::Container { name: name.clone() })?;
     let mut labels = ctx.labels.clone();
