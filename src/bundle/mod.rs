@@ -33,7 +33,7 @@ pub mod shared;
 pub mod supervise;
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -56,7 +56,7 @@ pub struct EntryArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        required = true,
+        required_unless_present = "example",
         value_name = "DAEMON,..."
     )]
     pub daemons: Vec<Daemon>,
@@ -66,6 +66,9 @@ pub struct EntryArgs {
     /// Read the secrets (a JSON object, env var name → value) from stdin before starting
     #[arg(long)]
     pub secrets_on_stdin: bool,
+    /// Print an example of a daemon's config file, every field set, and exit
+    #[arg(long, value_name = "DAEMON", conflicts_with_all = ["daemons", "secrets_on_stdin"])]
+    pub example: Option<Daemon>,
 }
 
 /// Reads the secrets the run writes on stdin: one JSON object of strings, then EOF.
@@ -85,6 +88,14 @@ fn read_secrets() -> Result<BTreeMap<String, String>> {
 
 /// Starts the daemons and runs until SIGTERM/SIGINT (`Ok`) or until one of them fails (`Err`).
 pub async fn main(args: EntryArgs) -> Result<()> {
+    if let Some(d) = args.example {
+        let text = serde_json::to_string_pretty(&d.example_config()).expect("JSON serializes");
+        let mut out = std::io::stdout().lock();
+        return match writeln!(out, "{text}") {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        };
+    }
     // Handlers first: as PID 1 of a container, a signal with no handler is ignored.
     let mut stop = Signals::install()?;
     let secrets = if args.secrets_on_stdin {

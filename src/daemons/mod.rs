@@ -85,8 +85,42 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// An example of its config, every field set, as the daemon reads it (`bottle sidecar
+    /// --example DAEMON`).
+    pub fn example_config(self) -> serde_json::Value {
+        let value = match self {
+            Daemon::Pipelock => serde_json::to_value(pipelock::Config::example()),
+            Daemon::GitGate => serde_json::to_value(git_gate::Config::example()),
+            Daemon::Supervise => serde_json::to_value(supervise::Config::example()),
+        };
+        value.expect("daemon configs serialize")
+    }
+}
+
 impl std::fmt::Display for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_example_config_is_read_back_as_the_daemon_reads_it() {
+        for d in Daemon::ALL {
+            let v = d.example_config();
+            let back = match d {
+                Daemon::Pipelock => serde_json::from_value::<pipelock::Config>(v.clone())
+                    .map(|c| serde_json::to_value(c).unwrap()),
+                Daemon::GitGate => serde_json::from_value::<git_gate::Config>(v.clone())
+                    .map(|c| serde_json::to_value(c).unwrap()),
+                Daemon::Supervise => serde_json::from_value::<supervise::Config>(v.clone())
+                    .map(|c| serde_json::to_value(c).unwrap()),
+            };
+            assert_eq!(back.unwrap(), v, "{d}");
+        }
     }
 }

@@ -61,3 +61,41 @@ pub struct DlpRule {
     pub id: String,
     pub regex: String,
 }
+
+impl Config {
+    /// A config of every field, as `bottle sidecar --example pipelock` prints it: on loopback,
+    /// DLP on, one egress route. Benchmarks start from it rather than from a copy of the
+    /// struct's fields.
+    pub fn example() -> Config {
+        Config {
+            listen_port: PORT,
+            listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            allow: vec!["localhost".into()],
+            dlp: Dlp {
+                enabled: true,
+                rules: Vec::new(),
+                allow: Vec::new(),
+            },
+            ca_cert: format!("{CA_DIR}/pipelock.crt"),
+            ca_key: format!("{CA_DIR}/pipelock.key"),
+            egress: super::egress::Config {
+                routes: vec![super::egress::Route {
+                    host: "localhost".into(),
+                    header: "Authorization".into(),
+                    scheme: "Bearer".into(),
+                    token_env: "EXAMPLE_TOKEN".into(),
+                    upstream_ca: Some(super::egress::upstream_ca_path("localhost")),
+                }],
+                upstream_proxy: None,
+            },
+            audit_log: Some(format!(
+                "{}/{}",
+                super::audit::AUDIT_DIR,
+                super::audit::AUDIT_FILE
+            )),
+            supervise: false,
+            allow_private: vec!["127.0.0.0/8".into()],
+            mapped_hosts: Vec::new(),
+        }
+    }
+}

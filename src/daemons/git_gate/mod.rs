@@ -76,6 +76,34 @@ pub enum Via {
     Local { socket: String },
 }
 
+impl Config {
+    /// A config of every field, as `bottle sidecar --example git-gate` prints it: on loopback,
+    /// one SSH upstream. Benchmarks start from it rather than from a copy of the struct's
+    /// fields.
+    pub fn example() -> Config {
+        Config {
+            port: PORT,
+            listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            upstreams: vec![Upstream {
+                name: "origin".into(),
+                via: Via::Ssh {
+                    url: "ssh://git@localhost:22/srv/repo.git".into(),
+                    identity: format!("{KEYS}/origin"),
+                    known_hosts: format!("{KNOWN_HOSTS}/origin"),
+                },
+                branches: vec!["agent/*".into()],
+                tags: false,
+                max_push_bytes: 100 << 20,
+            }],
+            audit_log: Some(format!(
+                "{}/{}",
+                crate::daemons::audit::AUDIT_DIR,
+                crate::daemons::audit::AUDIT_FILE
+            )),
+        }
+    }
+}
+
 /// The two git services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {

@@ -44,6 +44,23 @@ pub fn url(bundle_ip: &str) -> String {
     format!("http://{bundle_ip}:{PORT}")
 }
 
+impl Config {
+    /// A config of every field, as `bottle sidecar --example supervise` prints it: on
+    /// loopback. Benchmarks start from it rather than from a copy of the struct's fields.
+    pub fn example() -> Config {
+        Config {
+            port: PORT,
+            queue: QUEUE.into(),
+            listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            audit_log: Some(format!(
+                "{}/{}",
+                super::audit::AUDIT_DIR,
+                super::audit::AUDIT_FILE
+            )),
+        }
+    }
+}
+
 /// How long a request waits for its answer unless it says (`?wait=SECONDS`).
 pub const DEFAULT_WAIT: u64 = 60;
 /// The longest a request may wait for its answer.
