@@ -3,8 +3,8 @@
 //! byte as it arrives (`tests/pipelock_kit`).
 //!
 //! A generated GitHub token (no secret is written in this file) is sent in each form an agent
-//! could use to slip it past a scanner that reads text as it is: a gzip or deflate body, a
-//! body in a coding pipelock cannot decode, base64 (plain, base64url, wrapped at 76 columns),
+//! could use to slip it past a scanner that reads text as it is: a gzip, deflate, brotli or
+//! zstd body, a body in codings pipelock does not decode (two stacked), base64 (plain, base64url, wrapped at 76 columns),
 //! hex (lower and upper case), nested percent-encoding (in a body and in the URL), split over
 //! two headers; and an AWS key id as a label of a host under an allowed `*.suffix`, over
 //! absolute-form `http://` and in a `CONNECT`. Each is refused with the rule and the place
@@ -13,7 +13,7 @@
 //! prefix inflated, base64, hex, percent-decoding). Every case is tried before any assertion
 //! fails, so a broken decoder shows every form it lets through.
 //!
-//! Positive controls: an ordinary gzip body, a base64 image and a hex digest pass, and the
+//! Positive controls: an ordinary gzip, deflate, brotli and zstd body, a base64 image and a hex digest pass, and the
 //! upstream gets exactly the bytes sent. Bounds: a gzip bomb is a 413, corrupt gzip a 400.
 
 mod pipelock_kit;
@@ -76,9 +76,28 @@ fn zlib(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-/// What a prefix of a gzip or zlib stream inflates to (as far as it goes).
+fn brotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams::default();
+    brotli::BrotliCompress(&mut &data[..], &mut out, &params).unwrap();
+    out
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 3).unwrap()
+}
+
+/// What a prefix of a gzip, zlib, brotli or zstd stream decodes to (as far as it goes).
 fn inflate_prefix(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
+    let mut b = brotli::DecompressorWriter::new(Vec::new(), 4096);
+    let _ = b.write_all(data);
+    let _ = b.flush();
+    out.extend_from_slice(b.get_ref());
+    let mut zs = zstd::stream::write::Decoder::new(Vec::new()).unwrap();
+    let _ = zs.write_all(data);
+    let _ = zs.flush();
+    out.extend_from_slice(zs.get_ref());
     let mut g = flate2::write::GzDecoder::new(Vec::new());
     let _ = g.write_all(data);
     let _ = g.flush();
@@ -256,13 +275,27 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
             "github-pat",
             "the request body",
         ),
+        body(
+            "brotli",
+            &["Content-Encoding: br"],
+            brotli(d),
+            "github-pat",
+            "the request body",
+        ),
+        body(
+            "zstd",
+            &["Content-Encoding: zstd"],
+            zstd(d),
+            "github-pat",
+            "the request body",
+        ),
         Case {
             status: 415,
             ..body(
-                "brotli",
-                &["Content-Encoding: br"],
-                // Bytes DLP cannot read, as a brotli stream would be.
-                d.iter().map(|b| b ^ 0x55).collect(),
+                "stacked",
+                &["Content-Encoding: gzip, br"],
+                // Two codings stacked: DLP does not undo more than one.
+                brotli(&gzip(d)),
                 "content-encoding",
                 "cannot decode",
             )
@@ -500,6 +533,16 @@ async fn ordinary_encoded_bodies_pass_unchanged_and_bounds_are_refused() {
             "ok-deflate",
             vec!["Content-Encoding: deflate"],
             zlib(json_text.as_bytes()),
+        ),
+        (
+            "ok-brotli",
+            vec!["Content-Encoding: br"],
+            brotli(json_text.as_bytes()),
+        ),
+        (
+            "ok-zstd",
+            vec!["Content-Encoding: zstd"],
+            zstd(json_text.as_bytes()),
         ),
         (
             "ok-base64",

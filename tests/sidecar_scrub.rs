@@ -1,9 +1,10 @@
 //! Total scrubbing: `bottle sidecar --daemons pipelock` (the real binary) between curl and a
 //! route upstream that reflects its credential in every form it can — the status line's
-//! reason phrase, gzip and deflate bodies, line-wrapped base64, every byte percent-encoded,
+//! reason phrase, gzip, deflate, brotli and zstd bodies, line-wrapped base64, every byte percent-encoded,
 //! `\u` escapes, hex in both cases, two slices — or sends another route's token: the guest's
 //! output never holds a token, nor a prefix or suffix of one of 16 bytes or more, in any of
-//! those readings. A coding pipelock cannot decode is refused with a 502 naming it.
+//! those readings. Codings pipelock does not decode (two stacked) are refused with a 502
+//! naming them.
 
 mod pipelock_kit;
 
@@ -137,6 +138,8 @@ async fn every_reflection_of_a_token_is_scrubbed_before_the_guest_reads_it() {
         "reason",
         "gzip",
         "deflate",
+        "br",
+        "zstd",
         "base64-wrapped",
         "percent",
         "u-escapes",
@@ -165,7 +168,7 @@ async fn every_reflection_of_a_token_is_scrubbed_before_the_guest_reads_it() {
             );
             assert!(c.body.contains("some words before"), "{form}: {:?}", c.body);
         }
-        if form == "gzip" || form == "deflate" {
+        if ["gzip", "deflate", "br", "zstd"].contains(&form) {
             assert!(
                 !c.headers.to_ascii_lowercase().contains("content-encoding"),
                 "{c:?}"
@@ -192,18 +195,18 @@ async fn another_routes_token_is_scrubbed_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_coding_pipelock_cannot_decode_is_a_502_naming_it() {
+async fn codings_pipelock_cannot_decode_are_a_502_naming_them() {
     let w = world().await;
-    let c = get(&w, "api.test", "/reflect/br").await;
+    let c = get(&w, "api.test", "/reflect/stacked").await;
     assert_eq!(c.status, 502, "{c:?}");
     assert!(
-        c.body.contains("\"br\"") && c.body.contains("gzip"),
+        c.body.contains("\"gzip, br\"") && c.body.contains("zstd"),
         "{}",
         c.body
     );
     assert!(leak(&format!("{}{}", c.headers, c.body), TOKEN).is_none());
     let events = w.sidecar.events().await;
-    let e = find_event(&events, &[("path", serde_json::json!("/reflect/br"))]);
+    let e = find_event(&events, &[("path", serde_json::json!("/reflect/stacked"))]);
     assert_eq!(e["status"], 502);
     assert_eq!(e["decision"], "failed");
 }

@@ -25,16 +25,28 @@ fn hex(token: &[u8], upper: bool) -> String {
         .collect()
 }
 
-fn compressed(gzip: bool, text: &[u8]) -> Vec<u8> {
+/// `text` in a content coding: `gzip`, `deflate` (zlib), `br` or `zstd`.
+fn compressed(coding: &str, text: &[u8]) -> Vec<u8> {
     use flate2::Compression;
-    if gzip {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
-        e.write_all(text).unwrap();
-        e.finish().unwrap()
-    } else {
-        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
-        e.write_all(text).unwrap();
-        e.finish().unwrap()
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
+            e.write_all(text).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+            e.write_all(text).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            let params = brotli::enc::BrotliEncoderParams::default();
+            brotli::BrotliCompress(&mut &text[..], &mut out, &params).unwrap();
+            out
+        }
+        "zstd" => zstd::encode_all(text, 3).unwrap(),
+        other => panic!("no coding {other}"),
     }
 }
 
@@ -60,14 +72,19 @@ pub fn reflect(form: &str, token: &str) -> Response<TestBody> {
             );
             return r;
         }
-        "gzip" | "deflate" | "br" => {
-            let gzip = form == "gzip";
-            let body = compressed(
-                gzip || form == "br",
-                words(format!("token={token}")).as_bytes(),
-            );
+        "gzip" | "deflate" | "br" | "zstd" => {
+            let body = compressed(form, words(format!("token={token}")).as_bytes());
             return Response::builder()
                 .header("content-encoding", form)
+                .body(full(body))
+                .unwrap();
+        }
+        // Two codings stacked, which pipelock does not undo.
+        "stacked" => {
+            let text = words(format!("token={token}"));
+            let body = compressed("br", &compressed("gzip", text.as_bytes()));
+            return Response::builder()
+                .header("content-encoding", "gzip, br")
                 .body(full(body))
                 .unwrap();
         }

@@ -3,11 +3,12 @@
 //! [`super::body::Scanned`], which sends the compressed bytes on unchanged).
 //!
 //! egress asks a route's upstream for `Accept-Encoding: identity`; an upstream may compress
-//! all the same. A `gzip` (or `x-gzip`) or `deflate` (zlib-wrapped, or raw as some servers
-//! send it) body is decoded as it streams, then scrubbed, and goes to the guest decoded
-//! (`Content-Encoding` and `Content-Length` removed). Any other coding (`br`, `zstd`, several
-//! stacked) cannot be read here: the answer is refused with a 502 that names it
-//! ([`coding`] says which).
+//! all the same. A `gzip` (or `x-gzip`), `deflate` (zlib-wrapped, or raw as some servers
+//! send it), `br` or `zstd` body is decoded as it streams, then scrubbed, and goes to the
+//! guest decoded (`Content-Encoding` and `Content-Length` removed). Any other coding, or
+//! several stacked, cannot be read here: the answer is refused with a 502 that names it
+//! ([`coding`] says which). A zstd frame may ask for a window of at most [`ZSTD_WINDOW_LOG`]
+//! (8 MiB, what RFC 9659 lets an HTTP sender use); a larger one is corrupt data here.
 //!
 //! Bounded: input is decoded [`SLICE`] bytes at a time, so one step yields at most what a
 //! slice can expand to; the decoded total may not pass [`MAX_RATIO`] times the compressed
@@ -18,6 +19,7 @@ use std::io::{self, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use brotli_decompressor::DecompressorWriter;
 use bytes::Bytes;
 use flate2::write::{DeflateDecoder, GzDecoder, ZlibDecoder};
 use hyper::body::{Body as HttpBody, Frame};
@@ -33,12 +35,18 @@ pub const MAX_RATIO: u64 = 100;
 pub const FLOOR: u64 = 1024 * 1024;
 /// The most decoded bytes of one answer.
 pub const MAX_DECODED: u64 = 256 * 1024 * 1024;
+/// The largest zstd window a frame may ask for, as a power of two (8 MiB).
+pub const ZSTD_WINDOW_LOG: u32 = 23;
+/// The brotli decoder's output buffer.
+const BROTLI_BUFFER: usize = 4096;
 
 /// A content coding pipelock decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
     Gzip,
     Deflate,
+    Brotli,
+    Zstd,
 }
 
 /// The answer's coding: `Ok(None)` when it has none (or `identity`), `Err(coding)` naming one
@@ -58,6 +66,8 @@ pub fn coding(headers: &HeaderMap) -> Result<Option<Coding>, String> {
         [] => Ok(None),
         [one] if one == "gzip" || one == "x-gzip" => Ok(Some(Coding::Gzip)),
         [one] if one == "deflate" => Ok(Some(Coding::Deflate)),
+        [one] if one == "br" => Ok(Some(Coding::Brotli)),
+        [one] if one == "zstd" => Ok(Some(Coding::Zstd)),
         _ => Err(codings.join(", ")),
     }
 }
@@ -91,6 +101,8 @@ impl Write for Sink {
 
 enum Decoder {
     Gzip(Box<GzDecoder<Sink>>),
+    Brotli(Box<DecompressorWriter<Sink>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Sink>>),
     /// `deflate` before its first two bytes tell zlib from raw.
     Deflate(Vec<u8>),
     Zlib(Box<ZlibDecoder<Sink>>),
@@ -101,6 +113,8 @@ impl Decoder {
     fn sink(&mut self) -> Option<&mut Sink> {
         match self {
             Decoder::Gzip(d) => Some(d.get_mut()),
+            Decoder::Brotli(d) => Some(d.get_mut()),
+            Decoder::Zstd(d) => Some(d.get_mut()),
             Decoder::Zlib(d) => Some(d.get_mut()),
             Decoder::Raw(d) => Some(d.get_mut()),
             Decoder::Deflate(_) => None,
@@ -129,6 +143,8 @@ impl Decoder {
         }
         match self {
             Decoder::Gzip(d) => d.write_all(data),
+            Decoder::Brotli(d) => d.write_all(data),
+            Decoder::Zstd(d) => d.write_all(data),
             Decoder::Zlib(d) => d.write_all(data),
             Decoder::Raw(d) => d.write_all(data),
             Decoder::Deflate(_) => unreachable!("handled above"),
@@ -141,6 +157,8 @@ impl Decoder {
         }
         match self {
             Decoder::Gzip(d) => d.try_finish(),
+            Decoder::Brotli(d) => d.close(),
+            Decoder::Zstd(d) => d.do_finish(),
             Decoder::Zlib(d) => d.try_finish(),
             Decoder::Raw(d) => d.try_finish(),
             Decoder::Deflate(start) if start.is_empty() => Ok(()),
@@ -183,6 +201,11 @@ impl Inflater {
         let decoder = match coding {
             Coding::Gzip => Decoder::Gzip(Box::new(GzDecoder::new(Sink::default()))),
             Coding::Deflate => Decoder::Deflate(Vec::new()),
+            Coding::Brotli => Decoder::Brotli(Box::new(DecompressorWriter::new(
+                Sink::default(),
+                BROTLI_BUFFER,
+            ))),
+            Coding::Zstd => Decoder::Zstd(Box::new(zstd_decoder())),
         };
         Inflater {
             decoder,
@@ -222,6 +245,15 @@ impl Inflater {
         self.total_out += out.len() as u64;
         Ok(out)
     }
+}
+
+/// A zstd decoder whose frames may ask for a window of at most [`ZSTD_WINDOW_LOG`].
+fn zstd_decoder() -> zstd::stream::write::Decoder<'static, Sink> {
+    let mut d = zstd::stream::write::Decoder::new(Sink::default())
+        .expect("a zstd decoding context can be made");
+    d.window_log_max(ZSTD_WINDOW_LOG)
+        .expect("the window bound is within zstd's range");
+    d
 }
 
 /// A compressed body, decoded as it streams.
@@ -328,9 +360,11 @@ mod tests {
         assert_eq!(coding(&headers(&["identity"])), Ok(None));
         assert_eq!(coding(&headers(&["GZIP"])), Ok(Some(Coding::Gzip)));
         assert_eq!(coding(&headers(&["deflate"])), Ok(Some(Coding::Deflate)));
-        assert_eq!(coding(&headers(&["br"])), Err("br".into()));
+        assert_eq!(coding(&headers(&["br"])), Ok(Some(Coding::Brotli)));
+        assert_eq!(coding(&headers(&["ZSTD"])), Ok(Some(Coding::Zstd)));
         assert_eq!(coding(&headers(&["gzip", "br"])), Err("gzip, br".into()));
-        assert_eq!(coding(&headers(&["zstd"])), Err("zstd".into()));
+        assert_eq!(coding(&headers(&["br, zstd"])), Err("br, zstd".into()));
+        assert_eq!(coding(&headers(&["compress"])), Err("compress".into()));
     }
 
     fn compress(coding: &str, data: &[u8]) -> Vec<u8> {
@@ -346,6 +380,16 @@ mod tests {
                 e.write_all(data).unwrap();
                 e.finish().unwrap()
             }
+            "br" => {
+                let mut out = Vec::new();
+                let params = brotli::enc::BrotliEncoderParams {
+                    quality: 5,
+                    ..Default::default()
+                };
+                brotli::BrotliCompress(&mut &data[..], &mut out, &params).unwrap();
+                out
+            }
+            "zstd" => zstd::encode_all(data, 3).unwrap(),
             _ => {
                 let mut e = DeflateEncoder::new(Vec::new(), Compression::default());
                 e.write_all(data).unwrap();
@@ -368,12 +412,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn gzip_zlib_and_raw_deflate_decode_at_any_chunking() {
+    async fn every_coding_decodes_at_any_chunking() {
         let text: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_le_bytes()).collect();
         for (name, coding) in [
             ("gzip", Coding::Gzip),
             ("zlib", Coding::Deflate),
             ("raw", Coding::Deflate),
+            ("br", Coding::Brotli),
+            ("zstd", Coding::Zstd),
         ] {
             for chunk in [1, 7, 4096] {
                 let got = decoded(coding, compress(name, &text), chunk).await;
@@ -398,5 +444,62 @@ mod tests {
         assert!(decoded(Coding::Gzip, cut, 3).await.is_err());
         // No body at all is an empty one.
         assert_eq!(decoded(Coding::Gzip, Vec::new(), 3).await, Ok(Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn brotli_and_zstd_bombs_are_cut_and_corrupt_or_cut_streams_named() {
+        let zeros = vec![0u8; 64 * 1024 * 1024];
+        for (name, coding) in [("br", Coding::Brotli), ("zstd", Coding::Zstd)] {
+            let bomb = compress(name, &zeros);
+            assert!(bomb.len() < 100 * 1024, "{name}: {}", bomb.len());
+            let err = decoded(coding, bomb, 4096).await.unwrap_err();
+            assert!(err.contains("decodes to more than"), "{name}: {err}");
+            let err = decoded(coding, b"not compressed at all".to_vec(), 4)
+                .await
+                .unwrap_err();
+            assert!(err.contains("not valid compressed data"), "{name}: {err}");
+            let mut cut = compress(name, &[7u8; 4000]);
+            cut.truncate(cut.len() / 2);
+            assert!(decoded(coding, cut, 3).await.is_err(), "{name} cut");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_zstd_frame_asking_for_a_window_past_8_mib_is_refused() {
+        // A frame whose window is 16 MiB: 32 MiB of data that repeats at a 9 MiB distance,
+        // compressed with long-distance matching so the encoder asks for the window.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let block: Vec<u8> = (0..9 * 1024 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut data = block.clone();
+        data.extend_from_slice(&block);
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        e.window_log(24).unwrap();
+        e.long_distance_matching(true).unwrap();
+        e.write_all(&data).unwrap();
+        let frame = e.finish().unwrap();
+        // The second copy was matched 9 MiB back: the frame needs its 16 MiB window.
+        assert!(frame.len() < data.len() * 3 / 4, "{}", frame.len());
+        let err = match decoded(Coding::Zstd, frame, 4096).await {
+            Ok(v) => panic!("a frame with a 16 MiB window decoded ({} bytes)", v.len()),
+            Err(e) => e,
+        };
+        assert!(err.contains("not valid compressed data"), "{err}");
+        // The same frame within the window a sender may use decodes.
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        e.window_log(ZSTD_WINDOW_LOG).unwrap();
+        e.write_all(&block[..4 * 1024 * 1024]).unwrap();
+        let small = e.finish().unwrap();
+        let got = decoded(Coding::Zstd, small, 4096).await.unwrap();
+        assert!(
+            got == block[..4 * 1024 * 1024],
+            "the 8 MiB-window frame decoded wrong"
+        );
     }
 }

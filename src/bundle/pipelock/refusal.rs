@@ -96,7 +96,7 @@ impl Refusal {
         }
     }
 
-    /// A request body compressed with a coding pipelock cannot decode (`br`, `zstd`, several
+    /// A request body compressed with a coding pipelock cannot decode (`compress`, several
     /// stacked): DLP cannot read it, so it is not sent.
     pub fn undecodable_body(coding: &str) -> Refusal {
         let shown: String = coding
@@ -111,7 +111,7 @@ impl Refusal {
             body: format!(
                 "pipelock refused this request: its body is compressed with {shown:?} (Content-Encoding), \
                  which pipelock cannot decode, and DLP sends on no body it cannot read (rule: {CODING_RULE}).\n\
-                 Nothing was sent. Send the body uncompressed, or compressed with gzip or deflate.\n"
+                 Nothing was sent. Send the body uncompressed, or compressed once with gzip, deflate, br or zstd.\n"
             ),
         }
     }
@@ -197,8 +197,8 @@ impl Refusal {
             rule: route_rule(host),
             body: format!(
                 "pipelock did not pass on this answer: {host} is an egress route and answered compressed \
-                 with {shown:?}, which pipelock cannot decode to remove credentials from (it decodes gzip \
-                 and deflate, and asked for no compression) (rule: {}).\n",
+                 with {shown:?}, which pipelock cannot decode to remove credentials from (it decodes one of gzip, \
+                 deflate, br and zstd, and asked for no compression) (rule: {}).\n",
                 route_rule(host)
             ),
         }
