@@ -6,7 +6,8 @@
 //! could use to slip it past a scanner that reads text as it is: a gzip, deflate, brotli or
 //! zstd body, a body in codings pipelock does not decode (two stacked), base64 (plain, base64url, wrapped at 76 columns),
 //! hex (lower and upper case), nested percent-encoding (in a body and in the URL), split over
-//! two headers; and an AWS key id as a label of a host under an allowed `*.suffix`, over
+//! two headers; and an AWS key id (as written, and lower-cased) as a label of a host under an
+//! allowed `*.suffix`, over
 //! absolute-form `http://` and in a `CONNECT`. Each is refused with the rule and the place
 //! named, is exactly one audit line with that rule, and the upstream gets no form of the
 //! secret: not raw, not either half, not in what the bytes it got decode to (the compressed
@@ -414,6 +415,22 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
     .await;
     if status != 403 || !text.contains("aws-access-key-id") || !text.contains("the URL") {
         failures.push(format!("host label over http: got {status} {text:?}"));
+    }
+    // The same in lower case: DNS reads it without case, so it is the key all the same.
+    let lower_host = wild_host.to_ascii_lowercase();
+    let (status, text) = exchange(
+        sidecar.port,
+        format!(
+            "GET http://{lower_host}:{}/host-label-lower HTTP/1.1\r\nHost: {lower_host}\r\nConnection: close\r\n\r\n",
+            plain.port,
+        )
+        .as_bytes(),
+    )
+    .await;
+    if status != 403 || !text.contains("aws-access-key-id") || !text.contains("host") {
+        failures.push(format!(
+            "lower-case host label over http: got {status} {text:?}"
+        ));
     }
     let mut tls = tls_through(sidecar.port, &wild_host, plain.port, &[sidecar.ca.der()]).await;
     tls.write_all(b"GET /connect-label HTTP/1.1\r\nHost: x.wild.test\r\nConnection: close\r\n\r\n")

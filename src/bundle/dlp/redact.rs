@@ -32,6 +32,14 @@ impl Redactor {
         Ok(Arc::new(Redactor { engine }))
     }
 
+    /// A host with every match masked, read without case as DNS reads it (a key id written in
+    /// lower case is masked too), lower-cased; `None` when nothing matches.
+    pub fn redact_host(&self, host: &str) -> Option<String> {
+        self.redact(host)
+            .or_else(|| self.redact(&host.to_ascii_uppercase()))
+            .map(|masked| masked.to_ascii_lowercase())
+    }
+
     /// `text` with every match masked, or `None` when nothing matches.
     pub fn redact(&self, text: &str) -> Option<String> {
         let mut hay = decode::decode_all(text.as_bytes()).into_owned();

@@ -284,9 +284,22 @@ pub fn answer(r: Refusal, mut pending: Pending) -> Response<Body> {
     response
 }
 
-/// DLP on the head: the URL (its host as the guest wrote it), each header as `Name: value`,
-/// then each header's value joined to the next one's, as `Name: value1value2` (a key split
-/// over two headers). Public for the DLP corpus, which measures it.
+/// The host of an absolute URL (`scheme://host[:port]/…`), brackets and port left out.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split_once(']').map(|(h, _)| h);
+    }
+    Some(host.rsplit_once(':').map_or(host, |(h, _)| h))
+}
+
+/// DLP on the head: the URL (its host as the guest wrote it, and that host upper-cased: DNS
+/// ignores case, so a key id written in lower case reaches the name server as good as
+/// upper), each header as `Name: value`, then each header's value joined to the next one's,
+/// as `Name: value1value2` (a key split over two headers). Public for the DLP corpus, which
+/// measures it.
 pub fn scan_head(
     dlp: &Scanner,
     url: &str,
@@ -295,6 +308,15 @@ pub fn scan_head(
 ) -> Result<(), Refusal> {
     if let Some(f) = dlp.scan_url(url.as_bytes()) {
         return Err(Refusal::dlp(&f.rule, "the URL", supervise));
+    }
+    if let Some(host) = url_host(url).filter(|h| h.bytes().any(|b| b.is_ascii_lowercase())) {
+        if let Some(f) = dlp.scan(host.to_ascii_uppercase().as_bytes()) {
+            return Err(Refusal::dlp(
+                &f.rule,
+                "the URL's host (read without case, as DNS reads it)",
+                supervise,
+            ));
+        }
     }
     let mut line = Vec::with_capacity(256);
     for (name, value) in headers {

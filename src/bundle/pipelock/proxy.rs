@@ -331,18 +331,19 @@ impl State {
         pending.record();
     }
 
-    /// A host as the audit log keeps it: whatever a DLP rule matches masked.
+    /// A host as the audit log keeps it: whatever a DLP rule matches, read without case,
+    /// masked.
     pub(super) fn logged_host(&self, host: &str) -> String {
         self.redactor
-            .redact(host)
+            .redact_host(host)
             .unwrap_or_else(|| host.to_string())
     }
 
     /// A host as the audit log keeps it, masked as the guest wrote it (`sent`, case kept) when
     /// a rule matches there.
     pub(super) fn logged_sent_host(&self, host: &str, sent: &str) -> String {
-        match self.redactor.redact(sent) {
-            Some(masked) => masked.to_ascii_lowercase(),
+        match self.redactor.redact_host(sent) {
+            Some(masked) => masked,
             None => self.logged_host(host),
         }
     }
