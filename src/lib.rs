@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The modules stand in layers; each names only itself and modules of the layers below it,
-//! and `tests/layers.rs` keeps it so:
+//! and `tests/layers.rs` keeps it so (`scripts/import-cycles` lists the circles left inside a
+//! folder):
 //!
 //! ```text
 //! cli                                         the command line: glue, and what it prints
