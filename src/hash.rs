@@ -6,7 +6,7 @@
 //!
 //! | component | its key holds | stays out |
 //! | --- | --- | --- |
-//! | `guest` ([`GuestKey`]) | [`GUEST_FORMAT`]; backend and start mode; the image source: the Dockerfile's digest and every path of its build context that `.dockerignore` keeps (files by digest and executable bit, symlinks by target, folders, so an empty one counts), or an archive's digest, or a reference pinned by digest; for a smolvm pack, `smolvm --version` | bottle's own sources, the recipe's name, user, env, command, allowlist, routes, where the recipe lies |
+//! | `guest` ([`GuestKey`]) | [`GUEST_FORMAT`]; backend and start mode; the image source: the Dockerfile's digest and every path of its build context that `.dockerignore` keeps (files by digest and executable bit, symlinks by target, folders, so an empty one counts), or an archive's digest, or a reference pinned by digest; for a smolvm pack, `smolvm --version` (read by the caller: hashing runs no program) | bottle's own sources, the recipe's name, user, env, command, allowlist, routes, where the recipe lies |
 //! | `bundle` ([`BundleKey`]) | [`BUNDLE_FORMAT`] and [`BUILDER`]: a digest of bottle's sources (every file under `src/`, `Cargo.lock`, `Cargo.toml`, `build.rs`) with the profile, target, rustflags and `rustc -vV`, computed by `build.rs` at compile time, since the bundle image holds this very binary | everything of the recipe: one bundle per build of bottle, shared by all recipes |
 //! | `config` ([`ConfigKey`]) | [`CONFIG_FORMAT`]; the guest's user, home, command and env; pipelock (allowlist, DLP switch, the recipe's DLP rules and allowed values), egress routes (each upstream CA by its digest) and upstream proxy, git-gate and supervise as planned; `[network] hosts`; `[bundle] memory` unless it is the default; the prompt's digest, each skills file's digest and each `[provision] files` file's digest; the workspace's upstream; git identity | the recipe's name, the image, bottle's sources (the config files' shape is versioned by [`CONFIG_FORMAT`] instead), token values |
 //!
@@ -332,29 +332,30 @@ pub enum HashError {
     Special { path: PathBuf },
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
+    /// A caller's mistake: the plan's guest starts from a pack and no version was given.
     #[error(
-        "a smolvm guest started from a pack depends on the smolvm CLI's version, and it cannot be read"
+        "a smolvm guest started from a pack depends on the smolvm CLI's version, and none was given to the hash"
     )]
-    Smolvm {
-        #[source]
-        source: anyhow::Error,
-    },
+    NoSmolvmVersion,
 }
 
-/// The keys of a plan: reads and digests every file the plan references.
-pub fn keys(planned: &Planned) -> Result<(Keys, Vec<Impurity>), HashError> {
-    keys_with_builder(planned, BUILDER)
+/// The keys of a plan: reads and digests every file the plan references, and runs nothing.
+/// `smolvm` is `smolvm --version`, which the guest's key holds when it starts from a pack
+/// (the caller reads it: `crate::runtime::smolvm::Smolvm::pack_version`); ignored otherwise.
+pub fn keys(planned: &Planned, smolvm: Option<&str>) -> Result<(Keys, Vec<Impurity>), HashError> {
+    keys_with_builder(planned, BUILDER, smolvm)
 }
 
 /// [`keys`] with another builder identity (as a different build of bottle would compute).
 pub fn keys_with_builder(
     planned: &Planned,
     builder: &str,
+    smolvm: Option<&str>,
 ) -> Result<(Keys, Vec<Impurity>), HashError> {
     let plan = &planned.plan;
     let (source, impurities) = guest_source(planned)?;
     let smolvm = match plan.guest.start {
-        GuestStart::Pack => Some(smolvm_version()?),
+        GuestStart::Pack => Some(smolvm.ok_or(HashError::NoSmolvmVersion)?.to_string()),
         GuestStart::Image => None,
     };
     let guest = GuestKey {
@@ -470,14 +471,6 @@ fn guest_source(planned: &Planned) -> Result<(GuestSource, Vec<Impurity>), HashE
     }
 }
 
-fn smolvm_version() -> Result<String, HashError> {
-    let smolvm =
-        crate::runtime::smolvm::Smolvm::locate().map_err(|source| HashError::Smolvm { source })?;
-    smolvm
-        .version()
-        .map_err(|source| HashError::Smolvm { source })
-}
-
 fn content_digest(path: &Path) -> Result<Digest, HashError> {
     file_digest(path)
         .map(|(d, _)| d)
@@ -571,7 +564,7 @@ mod tests {
             );
             let recipe = crate::recipe::Recipe::parse(&dir.path().join("r.toml"), text).unwrap();
             let planned = crate::plan::plan(&recipe).unwrap();
-            let (keys, _) = keys(&planned).unwrap();
+            let (keys, _) = keys(&planned, None).unwrap();
             let json: serde_json::Value =
                 serde_json::from_slice(&keys.component(ComponentKind::Config).canonical()).unwrap();
             (json, keys.config)

@@ -954,8 +954,8 @@ fn a_new_builder_version_gives_a_new_hash() {
     let ctx = TestContext::with_build_recipe("builder");
     let recipe = bottle::recipe::Recipe::load(&ctx.recipe()).unwrap();
     let planned = bottle::plan::plan(&recipe).unwrap();
-    let (now, _) = bottle::hash::keys(&planned).unwrap();
-    let (next, _) = bottle::hash::keys_with_builder(&planned, "bottle-build/999").unwrap();
+    let (now, _) = bottle::hash::keys(&planned, None).unwrap();
+    let (next, _) = bottle::hash::keys_with_builder(&planned, "bottle-build/999", None).unwrap();
     assert_eq!(
         now.hash().to_string(),
         ctx.hash(&ctx.recipe()),

@@ -102,8 +102,8 @@ fn a_build_of_changed_sources_reuses_the_guest_and_config_built_before() {
     let ctx = TestContext::new("share-builder");
     let hash = ctx.build(&ctx.recipe());
     let planned = planned(&ctx.recipe());
-    let (now, _) = keys(&planned).unwrap();
-    let (other, _) = keys_with_builder(&planned, "another-builder").unwrap();
+    let (now, _) = keys(&planned, None).unwrap();
+    let (other, _) = keys_with_builder(&planned, "another-builder", None).unwrap();
     assert_eq!(now.hash().to_string(), hash);
     let (a, b) = (now.manifest(), other.manifest());
     assert_eq!(a.name, b.name);
