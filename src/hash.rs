@@ -10,9 +10,9 @@
 //! | `bundle` ([`BundleKey`]) | [`BUNDLE_FORMAT`] and [`BUILDER`]: a digest of bottle's sources (every file under `src/`, `Cargo.lock`, `Cargo.toml`, `build.rs`) with the profile, target, rustflags and `rustc -vV`, computed by `build.rs` at compile time, since the bundle image holds this very binary | everything of the recipe: one bundle per build of bottle, shared by all recipes |
 //! | `config` ([`ConfigKey`]) | [`CONFIG_FORMAT`]; the guest's user, home, command and env; pipelock (allowlist, DLP switch, the recipe's DLP rules and allowed values), egress routes (each upstream CA by its digest) and upstream proxy, git-gate and supervise as planned; `[network] hosts`; `[bundle] memory` unless it is the default; the prompt's digest, each skills file's digest and each `[provision] files` file's digest; the workspace's upstream; git identity | the recipe's name, the image, bottle's sources (the config files' shape is versioned by [`CONFIG_FORMAT`] instead), token values |
 //!
-//! The entry's hash ([`BuildHash`]) is blake3 over the canonical JSON of its [`Manifest`]: the
-//! manifest format, the recipe's name (what runs and `bottle ls` call it) and the three
-//! component hashes. So adding a host to an allowlist makes a new `config` and a new entry
+//! The entry's hash ([`BuildHash`]) is blake3 over the canonical JSON of its manifest
+//! (`crate::manifest::Manifest::of` the keys): the manifest format, the recipe's name (what
+//! runs and `bottle ls` call it) and the three component hashes. So adding a host to an allowlist makes a new `config` and a new entry
 //! that shares the old `guest` and `bundle`; upgrading bottle makes only a new `bundle`.
 //!
 //! Never hashed: mtimes, owners and permission bits other than the executable bit; the
@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::context::dockerfile::Impurity;
 use crate::digest::{Digest, InputDigest, file_digest};
-use crate::manifest::{Components, MANIFEST_FORMAT, Manifest};
 use crate::plan::{
     BundlePlan, GitGatePlan, GuestBackend, GuestStart, ImagePlan, NetworkPlan, PipelockPlan,
     Planned, SupervisePlan,
@@ -272,6 +272,7 @@ impl ComponentKey {
 }
 
 /// The keys of one recipe: everything `bottle hash` computes and `bottle build` builds from.
+/// Its entry is `crate::manifest::Manifest::of` them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     pub name: String,
@@ -287,34 +288,6 @@ impl Keys {
             ComponentKind::Bundle => ComponentKey::Bundle(self.bundle.clone()),
             ComponentKind::Config => ComponentKey::Config(self.config.clone()),
         }
-    }
-    pub fn manifest(&self) -> Manifest {
-        Manifest {
-            format: MANIFEST_FORMAT,
-            name: self.name.clone(),
-            components: Components {
-                guest: self.component(ComponentKind::Guest).hash(),
-                bundle: self.component(ComponentKind::Bundle).hash(),
-                config: self.component(ComponentKind::Config).hash(),
-            },
-        }
-    }
-    pub fn hash(&self) -> BuildHash {
-        self.manifest().hash()
-    }
-}
-
-/// An input the hash cannot pin by content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Impurity {
-    pub file: PathBuf,
-    pub line: usize,
-    pub message: String,
-}
-
-impl fmt::Display for Impurity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
     }
 }
 

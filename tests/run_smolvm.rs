@@ -175,7 +175,7 @@ fn real_smolvm_damaged_pack_fails_guest_create() {
         .unwrap();
     assert!(imported);
     // The entry: the same bundle and config (neither depends on how the guest starts).
-    let manifest = keys.manifest();
+    let manifest = bottle::manifest::Manifest::of(&keys);
     assert_eq!(
         manifest.components.config,
         ctx.manifest(&built).components.config

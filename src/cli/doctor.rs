@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use super::target::{self, Target};
 use super::{Global, Outcome, out, print_json};
+use crate::manifest::Manifest;
 use crate::preflight::{self, Check, Needs};
 use crate::runtime::smolvm::Smolvm;
 use crate::store::Store;
@@ -55,7 +56,7 @@ pub fn needs_of_plan(store: &Store, planned: &plan::Planned, path: &Path) -> Nee
     let entry = Smolvm::pack_version(planned.plan.guest.start)
         .ok()
         .and_then(|smolvm| hash::keys(planned, smolvm.as_deref()).ok())
-        .and_then(|(keys, _)| store.load(&keys.hash()).ok());
+        .and_then(|(keys, _)| store.load(&Manifest::of(&keys).hash()).ok());
     Needs::of_plan(planned, path, entry.as_ref())
 }
 

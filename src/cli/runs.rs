@@ -7,6 +7,7 @@ use super::build::build_interruptible;
 use super::target::{self, Target};
 use super::{Global, Outcome, keyed, out, out_json, print_json};
 use crate::hash::BuildHash;
+use crate::manifest::Manifest;
 use crate::progress::Progress;
 use crate::run::{self, ops};
 use crate::store::{Store, StoreError};
@@ -22,11 +23,12 @@ pub async fn run(
         Target::Recipe(path) => {
             let progress = Progress::new(g.quiet > 0 || g.json, g.no_progress);
             let (planned, keys) = keyed(&path, false, g)?;
+            let hash = Manifest::of(&keys).hash();
             // Checked before anything is built, pulled or created.
-            let entry = store.load(&keys.hash()).ok();
+            let entry = store.load(&hash).ok();
             let needs = crate::preflight::Needs::of_plan(&planned, &path, entry.as_ref());
             super::doctor::checked(store, &needs).await?;
-            super::share::substitute(g, store, &keys.hash()).await?;
+            super::share::substitute(g, store, &hash).await?;
             let built = build_interruptible(g, store, &planned, &keys, &progress).await?;
             let Some(built) = built else {
                 return Ok(Outcome::Interrupted);
