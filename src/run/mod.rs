@@ -37,6 +37,7 @@ pub mod ops;
 mod provision;
 pub mod record;
 mod steps;
+pub mod subnet;
 pub mod supervise;
 pub mod undo;
 pub mod upstreams;
@@ -56,9 +57,9 @@ use crate::runtime::guest::Guest;
 use crate::runtime::smolvm::Smolvm;
 use crate::store::{GcGuard, Store, StoreError};
 use names::{LABEL_HASH, LABEL_RUN, LABEL_STORE, Names};
-use network::SubnetPool;
 use record::RunRecord;
 use steps::{Ctx, Stacks, step};
+use subnet::SubnetPool;
 use undo::UndoStack;
 
 pub use steps::STEPS;
@@ -299,7 +300,7 @@ async fn bring_up(ctx: &Ctx, stacks: &mut Stacks) -> Result<Live> {
         network::networks(ctx, &mut stacks.networks, docker_guest),
     )
     .await?;
-    let bundle_ip = network::bundle_ip(&subnet);
+    let bundle_ip = subnet::bundle_ip(&subnet);
     {
         let mut rec = ctx.record.lock().expect("record lock");
         rec.subnet = Some(subnet.to_string());
