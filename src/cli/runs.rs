@@ -9,7 +9,7 @@ use super::{Global, Outcome, keyed, out, out_json, print_json};
 use crate::hash::BuildHash;
 use crate::manifest::Manifest;
 use crate::progress::Progress;
-use crate::run::{self, ops};
+use crate::run::{self, audit, down, ops};
 use crate::store::{Store, StoreError};
 
 pub async fn run(
@@ -120,7 +120,7 @@ pub async fn exec(store: &Store, run: &str, command: &[String]) -> Result<Outcom
 }
 
 pub async fn down(g: &Global, store: &Store, run: Option<&str>, all: bool) -> Result<Outcome> {
-    let rows = ops::down(store, run, all).await?;
+    let rows = down::down(store, run, all).await?;
     let failed = rows.iter().any(|r| r.error.is_some());
     if g.json {
         print_json(&serde_json::to_value(&rows)?)?;
@@ -146,13 +146,13 @@ pub async fn down(g: &Global, store: &Store, run: Option<&str>, all: bool) -> Re
 }
 
 pub async fn logs(g: &Global, store: &Store, run: &str, follow: bool) -> Result<Outcome> {
-    let mut log = ops::AuditReader::open(store, run)?;
+    let mut log = audit::AuditReader::open(store, run)?;
     loop {
         for event in log.read_new()? {
             if g.json {
                 out_json(&serde_json::to_string(&event)?)?;
             } else {
-                out(ops::audit_line(&event))?;
+                out(audit::audit_line(&event))?;
             }
         }
         if !follow || log.ended() {
@@ -162,7 +162,7 @@ pub async fn logs(g: &Global, store: &Store, run: &str, follow: bool) -> Result<
                     if g.json {
                         out_json(&serde_json::to_string(&event)?)?;
                     } else {
-                        out(ops::audit_line(&event))?;
+                        out(audit::audit_line(&event))?;
                     }
                 }
             }
