@@ -97,6 +97,7 @@ pub enum ImagePlan {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct PipelockPlan {
     /// Sorted, deduplicated, lowercased; includes every egress route's host.
     pub allow: Vec<String>,
@@ -113,6 +114,7 @@ pub struct PipelockPlan {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct DlpRulePlan {
     pub id: String,
     pub regex: String,
@@ -120,6 +122,7 @@ pub struct DlpRulePlan {
 
 /// `[network]` as planned: static names the bundle resolves.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkPlan {
     pub hosts: BTreeMap<String, HostTarget>,
 }
@@ -173,12 +176,16 @@ pub struct RoutePlan {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct GitGatePlan {
     /// Sorted by name.
     pub upstreams: Vec<UpstreamPlan>,
 }
 
+/// Read back through `daemons::UpstreamFields`, which refuses unknown fields as the other
+/// types of a key do (`deny_unknown_fields` cannot see through the flattened source).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "daemons::UpstreamFields")]
 pub struct UpstreamPlan {
     pub name: String,
     /// Where the upstream is (its fields inline: `url`, `identity`, `known_hosts`, or `path`).
@@ -215,6 +222,7 @@ pub enum UpstreamSource {
 pub const DEFAULT_MAX_PUSH_BYTES: u64 = 100 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct SupervisePlan {
     pub enabled: bool,
 }
