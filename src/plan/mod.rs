@@ -23,6 +23,9 @@ mod bundle;
 mod daemons;
 mod paths;
 mod provision;
+mod resolver;
+
+use resolver::Resolver;
 
 /// Guest env names the bottle sets itself (the placeholder credential, telemetry off, the
 /// proxy, the trust trio, supervise's URL); a recipe may not set them.
@@ -353,11 +356,6 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
         },
         root,
     })
-}
-
-struct Resolver<'a> {
-    recipe: &'a Recipe,
-    root: &'a Path,
 }
 
 impl Resolver<'_> {

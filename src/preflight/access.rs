@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::Check;
+use super::check::Check;
 use crate::plan::UpstreamPlan;
 use crate::sidecar::git_gate::known_hosts::KnownHosts;
 use crate::sidecar::git_gate::ssh::Target;
