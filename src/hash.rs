@@ -338,6 +338,22 @@ pub fn keys_with_builder(
         source,
         smolvm,
     };
+    let config = config_key(planned)?;
+    let keys = Keys {
+        name: plan.name.clone(),
+        guest,
+        bundle: BundleKey {
+            format: BUNDLE_FORMAT,
+            builder: builder.to_string(),
+        },
+        config,
+    };
+    Ok((keys, impurities))
+}
+
+/// The config key: the plan's own settings and the digests of the files it names.
+fn config_key(planned: &Planned) -> Result<ConfigKey, HashError> {
+    let plan = &planned.plan;
     let p = &plan.provision;
     let prompt = match &p.prompt {
         Some(rel) => Some(content_digest(&planned.host_path(rel))?),
@@ -353,7 +369,7 @@ pub fn keys_with_builder(
         None => None,
     };
     let g = &plan.guest;
-    let config = ConfigKey {
+    Ok(ConfigKey {
         format: CONFIG_FORMAT,
         guest: GuestConfig {
             user: g.user.clone(),
@@ -398,17 +414,7 @@ pub fn keys_with_builder(
                 .map(|(guest, rel)| Ok((guest.clone(), content_digest(&planned.host_path(rel))?)))
                 .collect::<Result<_, HashError>>()?,
         },
-    };
-    let keys = Keys {
-        name: plan.name.clone(),
-        guest,
-        bundle: BundleKey {
-            format: BUNDLE_FORMAT,
-            builder: builder.to_string(),
-        },
-        config,
-    };
-    Ok((keys, impurities))
+    })
 }
 
 fn guest_source(planned: &Planned) -> Result<(GuestSource, Vec<Impurity>), HashError> {

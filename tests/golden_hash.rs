@@ -227,10 +227,10 @@ fn shipped_claude_with_fixed_fetched_files() {
     );
 }
 
-/// A recipe setting every key the config holds, and the guest sources the shipped recipes
-/// do not use (an archive, a pinned reference).
+/// A recipe setting every key the config holds, with a guest source the shipped recipes do
+/// not use (an archive, started as an image by smolvm).
 #[test]
-fn every_key_of_the_config_and_guest() {
+fn every_key_of_the_config_and_an_archive_guest() {
     let ctx = TestContext::new("golden-sink");
     let dir = ctx.dir.path().join("golden");
     write(&dir.join("img.tar"), "an image archive\n");
@@ -299,6 +299,13 @@ git_email = "agent@example.invalid"
         &component(&v, "guest"),
         SINK_GUEST,
     );
+}
+
+/// The other guest source the shipped recipes do not use: a reference pinned by digest.
+#[test]
+fn a_reference_guest() {
+    let ctx = TestContext::new("golden-reference");
+    let dir = ctx.dir.path().join("golden");
     let reference = write(
         &dir.join("reference.toml"),
         &format!(
