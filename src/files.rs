@@ -1,6 +1,7 @@
 //! Files bottle creates: with their mode from the start (a key is never readable by others,
 //! not even for a moment), written and synced before anyone may rely on them. Also how a
-//! host path a recipe writes with a leading `~/` is found ([`expand_home`]).
+//! host path a recipe writes with a leading `~/` is found ([`expand_home`]), and a path
+//! relative to a folder as a store record writes it ([`rel_path`]).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,4 +40,14 @@ pub fn expand_home(p: &str) -> Result<PathBuf> {
     } else {
         Ok(PathBuf::from(p))
     }
+}
+
+/// `path` relative to `root`, `/`-separated.
+pub fn rel_path(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
 }

@@ -6,13 +6,13 @@
 //!
 //! | component | its key holds | stays out |
 //! | --- | --- | --- |
-//! | `guest` ([`GuestKey`]) | [`GUEST_FORMAT`]; backend and start mode; the image source: the Dockerfile's digest and every path of its build context that `.dockerignore` keeps (files by digest and executable bit, symlinks by target, folders, so an empty one counts), or an archive's digest, or a reference pinned by digest; for a smolvm pack, `smolvm --version` | bottle's own sources, the recipe's name, user, env, command, allowlist, routes, where the recipe lies |
+//! | `guest` ([`GuestKey`]) | [`GUEST_FORMAT`]; backend and start mode; the image source: the Dockerfile's digest and every path of its build context that `.dockerignore` keeps (files by digest and executable bit, symlinks by target, folders, so an empty one counts), or an archive's digest, or a reference pinned by digest; for a smolvm pack, `smolvm --version` (read by the caller: hashing runs no program) | bottle's own sources, the recipe's name, user, env, command, allowlist, routes, where the recipe lies |
 //! | `bundle` ([`BundleKey`]) | [`BUNDLE_FORMAT`] and [`BUILDER`]: a digest of bottle's sources (every file under `src/`, `Cargo.lock`, `Cargo.toml`, `build.rs`) with the profile, target, rustflags and `rustc -vV`, computed by `build.rs` at compile time, since the bundle image holds this very binary | everything of the recipe: one bundle per build of bottle, shared by all recipes |
 //! | `config` ([`ConfigKey`]) | [`CONFIG_FORMAT`]; the guest's user, home, command and env; pipelock (allowlist, DLP switch, the recipe's DLP rules and allowed values), egress routes (each upstream CA by its digest) and upstream proxy, git-gate and supervise as planned; `[network] hosts`; `[bundle] memory` unless it is the default; the prompt's digest, each skills file's digest and each `[provision] files` file's digest; the workspace's upstream; git identity | the recipe's name, the image, bottle's sources (the config files' shape is versioned by [`CONFIG_FORMAT`] instead), token values |
 //!
-//! The entry's hash ([`BuildHash`]) is blake3 over the canonical JSON of its [`Manifest`]: the
-//! manifest format, the recipe's name (what runs and `bottle ls` call it) and the three
-//! component hashes. So adding a host to an allowlist makes a new `config` and a new entry
+//! The entry's hash ([`BuildHash`]) is blake3 over the canonical JSON of its manifest
+//! (`crate::manifest::Manifest::of` the keys): the manifest format, the recipe's name (what
+//! runs and `bottle ls` call it) and the three component hashes. So adding a host to an allowlist makes a new `config` and a new entry
 //! that shares the old `guest` and `bundle`; upgrading bottle makes only a new `bundle`.
 //!
 //! Never hashed: mtimes, owners and permission bits other than the executable bit; the
@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::context::dockerfile::Impurity;
 use crate::digest::{Digest, InputDigest, file_digest};
-use crate::manifest::{Components, MANIFEST_FORMAT, Manifest};
 use crate::plan::{
     BundlePlan, GitGatePlan, GuestBackend, GuestStart, ImagePlan, NetworkPlan, PipelockPlan,
     Planned, SupervisePlan,
@@ -272,6 +272,7 @@ impl ComponentKey {
 }
 
 /// The keys of one recipe: everything `bottle hash` computes and `bottle build` builds from.
+/// Its entry is `crate::manifest::Manifest::of` them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     pub name: String,
@@ -287,34 +288,6 @@ impl Keys {
             ComponentKind::Bundle => ComponentKey::Bundle(self.bundle.clone()),
             ComponentKind::Config => ComponentKey::Config(self.config.clone()),
         }
-    }
-    pub fn manifest(&self) -> Manifest {
-        Manifest {
-            format: MANIFEST_FORMAT,
-            name: self.name.clone(),
-            components: Components {
-                guest: self.component(ComponentKind::Guest).hash(),
-                bundle: self.component(ComponentKind::Bundle).hash(),
-                config: self.component(ComponentKind::Config).hash(),
-            },
-        }
-    }
-    pub fn hash(&self) -> BuildHash {
-        self.manifest().hash()
-    }
-}
-
-/// An input the hash cannot pin by content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Impurity {
-    pub file: PathBuf,
-    pub line: usize,
-    pub message: String,
-}
-
-impl fmt::Display for Impurity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
     }
 }
 
@@ -332,29 +305,30 @@ pub enum HashError {
     Special { path: PathBuf },
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
+    /// A caller's mistake: the plan's guest starts from a pack and no version was given.
     #[error(
-        "a smolvm guest started from a pack depends on the smolvm CLI's version, and it cannot be read"
+        "a smolvm guest started from a pack depends on the smolvm CLI's version, and none was given to the hash"
     )]
-    Smolvm {
-        #[source]
-        source: anyhow::Error,
-    },
+    NoSmolvmVersion,
 }
 
-/// The keys of a plan: reads and digests every file the plan references.
-pub fn keys(planned: &Planned) -> Result<(Keys, Vec<Impurity>), HashError> {
-    keys_with_builder(planned, BUILDER)
+/// The keys of a plan: reads and digests every file the plan references, and runs nothing.
+/// `smolvm` is `smolvm --version`, which the guest's key holds when it starts from a pack
+/// (the caller reads it: `crate::runtime::smolvm::Smolvm::pack_version`); ignored otherwise.
+pub fn keys(planned: &Planned, smolvm: Option<&str>) -> Result<(Keys, Vec<Impurity>), HashError> {
+    keys_with_builder(planned, BUILDER, smolvm)
 }
 
 /// [`keys`] with another builder identity (as a different build of bottle would compute).
 pub fn keys_with_builder(
     planned: &Planned,
     builder: &str,
+    smolvm: Option<&str>,
 ) -> Result<(Keys, Vec<Impurity>), HashError> {
     let plan = &planned.plan;
     let (source, impurities) = guest_source(planned)?;
     let smolvm = match plan.guest.start {
-        GuestStart::Pack => Some(smolvm_version()?),
+        GuestStart::Pack => Some(smolvm.ok_or(HashError::NoSmolvmVersion)?.to_string()),
         GuestStart::Image => None,
     };
     let guest = GuestKey {
@@ -364,6 +338,22 @@ pub fn keys_with_builder(
         source,
         smolvm,
     };
+    let config = config_key(planned)?;
+    let keys = Keys {
+        name: plan.name.clone(),
+        guest,
+        bundle: BundleKey {
+            format: BUNDLE_FORMAT,
+            builder: builder.to_string(),
+        },
+        config,
+    };
+    Ok((keys, impurities))
+}
+
+/// The config key: the plan's own settings and the digests of the files it names.
+fn config_key(planned: &Planned) -> Result<ConfigKey, HashError> {
+    let plan = &planned.plan;
     let p = &plan.provision;
     let prompt = match &p.prompt {
         Some(rel) => Some(content_digest(&planned.host_path(rel))?),
@@ -379,7 +369,7 @@ pub fn keys_with_builder(
         None => None,
     };
     let g = &plan.guest;
-    let config = ConfigKey {
+    Ok(ConfigKey {
         format: CONFIG_FORMAT,
         guest: GuestConfig {
             user: g.user.clone(),
@@ -424,17 +414,7 @@ pub fn keys_with_builder(
                 .map(|(guest, rel)| Ok((guest.clone(), content_digest(&planned.host_path(rel))?)))
                 .collect::<Result<_, HashError>>()?,
         },
-    };
-    let keys = Keys {
-        name: plan.name.clone(),
-        guest,
-        bundle: BundleKey {
-            format: BUNDLE_FORMAT,
-            builder: builder.to_string(),
-        },
-        config,
-    };
-    Ok((keys, impurities))
+    })
 }
 
 fn guest_source(planned: &Planned) -> Result<(GuestSource, Vec<Impurity>), HashError> {
@@ -468,14 +448,6 @@ fn guest_source(planned: &Planned) -> Result<(GuestSource, Vec<Impurity>), HashE
             Vec::new(),
         )),
     }
-}
-
-fn smolvm_version() -> Result<String, HashError> {
-    let smolvm =
-        crate::runtime::smolvm::Smolvm::locate().map_err(|source| HashError::Smolvm { source })?;
-    smolvm
-        .version()
-        .map_err(|source| HashError::Smolvm { source })
 }
 
 fn content_digest(path: &Path) -> Result<Digest, HashError> {
@@ -571,7 +543,7 @@ mod tests {
             );
             let recipe = crate::recipe::Recipe::parse(&dir.path().join("r.toml"), text).unwrap();
             let planned = crate::plan::plan(&recipe).unwrap();
-            let (keys, _) = keys(&planned).unwrap();
+            let (keys, _) = keys(&planned, None).unwrap();
             let json: serde_json::Value =
                 serde_json::from_slice(&keys.component(ComponentKind::Config).canonical()).unwrap();
             (json, keys.config)

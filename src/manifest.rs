@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::daemons::Daemon;
 use crate::digest::Digest;
-use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKey, ComponentKind};
+use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKey, ComponentKind, Keys};
 use crate::plan::HostTarget;
 
 pub const MANIFEST_FORMAT: u32 = 2;
@@ -242,6 +242,20 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// The manifest of a recipe's keys: its name and each component's hash.
+    pub fn of(keys: &Keys) -> Manifest {
+        let hash = |kind| keys.component(kind).hash();
+        Manifest {
+            format: MANIFEST_FORMAT,
+            name: keys.name.clone(),
+            components: Components {
+                guest: hash(ComponentKind::Guest),
+                bundle: hash(ComponentKind::Bundle),
+                config: hash(ComponentKind::Config),
+            },
+        }
+    }
+
     /// The canonical encoding the entry's hash is taken over.
     pub fn canonical(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a Manifest always serializes")

@@ -700,7 +700,7 @@ fn fuzz_keys() -> Keys {
     let path = dir.path().join("recipe.toml");
     let recipe = Recipe::parse(&path, VALID_RECIPE.to_string()).unwrap();
     let planned = plan::plan(&recipe).unwrap();
-    bottle::hash::keys(&planned).unwrap().0
+    bottle::hash::keys(&planned, None).unwrap().0
 }
 
 /// A guest key of the other shape: a Dockerfile and its context, started from a pack.

@@ -132,7 +132,8 @@ fn real_smolvm_damaged_pack_fails_guest_create() {
         &text.replace("start = \"image\"", "start = \"pack\""),
     );
     let planned = bottle::plan::plan(&bottle::recipe::Recipe::load(&pack_recipe).unwrap()).unwrap();
-    let (keys, _) = bottle::hash::keys(&planned).unwrap();
+    let smolvm = bottle::runtime::smolvm::Smolvm::pack_version(planned.plan.guest.start).unwrap();
+    let (keys, _) = bottle::hash::keys(&planned, smolvm.as_deref()).unwrap();
     let key = keys.component(ComponentKind::Guest);
     let id = key.id();
     let src = ctx.dir.path().join("served");
@@ -174,7 +175,7 @@ fn real_smolvm_damaged_pack_fails_guest_create() {
         .unwrap();
     assert!(imported);
     // The entry: the same bundle and config (neither depends on how the guest starts).
-    let manifest = keys.manifest();
+    let manifest = bottle::manifest::Manifest::of(&keys);
     assert_eq!(
         manifest.components.config,
         ctx.manifest(&built).components.config

@@ -13,7 +13,7 @@ use bottle::builder::guest::IMAGE_ARCHIVE;
 use bottle::config::ca_files;
 use bottle::digest::file_digest;
 use bottle::hash::{ComponentKind, keys, keys_with_builder};
-use bottle::manifest::{RECORD_FILE, Record};
+use bottle::manifest::{Manifest, RECORD_FILE, Record};
 use bottle::store::Store;
 use support::*;
 
@@ -102,10 +102,10 @@ fn a_build_of_changed_sources_reuses_the_guest_and_config_built_before() {
     let ctx = TestContext::new("share-builder");
     let hash = ctx.build(&ctx.recipe());
     let planned = planned(&ctx.recipe());
-    let (now, _) = keys(&planned).unwrap();
-    let (other, _) = keys_with_builder(&planned, "another-builder").unwrap();
-    assert_eq!(now.hash().to_string(), hash);
-    let (a, b) = (now.manifest(), other.manifest());
+    let (now, _) = keys(&planned, None).unwrap();
+    let (other, _) = keys_with_builder(&planned, "another-builder", None).unwrap();
+    assert_eq!(Manifest::of(&now).hash().to_string(), hash);
+    let (a, b) = (Manifest::of(&now), Manifest::of(&other));
     assert_eq!(a.name, b.name);
     assert_eq!(a.components.guest, b.components.guest);
     assert_eq!(a.components.config, b.components.config);

@@ -181,7 +181,7 @@ pub enum Command {
         /// A recipe name, a recipe file (built first), or a hash or unique prefix
         target: String,
         /// The pool the run's subnets are carved from (in /28s)
-        #[arg(long, env = "BOTTLE_SUBNET_POOL", default_value = crate::run::network::DEFAULT_POOL, value_name = "CIDR")]
+        #[arg(long, env = "BOTTLE_SUBNET_POOL", default_value = crate::run::subnet::DEFAULT_POOL, value_name = "CIDR")]
         subnet_pool: String,
         /// The command to run in the guest instead of the recipe's
         #[arg(last = true, value_name = "CMD")]

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{Global, Outcome, interrupted, keyed, out, print_json};
 use crate::builder::{self, Built};
 use crate::hash::Keys;
+use crate::manifest::Manifest;
 use crate::plan::Planned;
 use crate::progress::Progress;
 use crate::store::Store;
@@ -49,7 +50,7 @@ pub async fn build(
     let progress = Progress::new(g.quiet > 0 || g.json, g.no_progress);
     let (planned, keys) = keyed(recipe, pure, g)?;
     // As Nix substitutes: what a cache has (signed by a trusted key) is pulled, not built.
-    super::share::substitute(g, store, &keys.hash()).await?;
+    super::share::substitute(g, store, &Manifest::of(&keys).hash()).await?;
     let Some(built) = build_interruptible(g, store, &planned, &keys, &progress).await? else {
         return Ok(Outcome::Interrupted);
     };
@@ -104,7 +105,7 @@ pub async fn build(
 
 pub fn hash(g: &Global, recipe: &Path, pure: bool) -> Result<Outcome> {
     let (_, keys) = keyed(recipe, pure, g)?;
-    let m = keys.manifest();
+    let m = Manifest::of(&keys);
     if g.json {
         print_json(&json!({
             "hash": m.hash(),

@@ -8,7 +8,9 @@ use anyhow::Result;
 
 use super::target::{self, Target};
 use super::{Global, Outcome, out, print_json};
+use crate::manifest::Manifest;
 use crate::preflight::{self, Check, Needs};
+use crate::runtime::smolvm::Smolvm;
 use crate::store::Store;
 use crate::{hash, plan, recipe};
 
@@ -51,9 +53,10 @@ pub fn needs_of(store: &Store, input: &str) -> Result<Needs> {
 
 /// A recipe's needs; the image sizes of its entry when the store holds it.
 pub fn needs_of_plan(store: &Store, planned: &plan::Planned, path: &Path) -> Needs {
-    let entry = hash::keys(planned)
+    let entry = Smolvm::pack_version(planned.plan.guest.start)
         .ok()
-        .and_then(|(keys, _)| store.load(&keys.hash()).ok());
+        .and_then(|smolvm| hash::keys(planned, smolvm.as_deref()).ok())
+        .and_then(|(keys, _)| store.load(&Manifest::of(&keys).hash()).ok());
     Needs::of_plan(planned, path, entry.as_ref())
 }
 

@@ -26,6 +26,7 @@ use serde_json::Value;
 pub use args::{Cli, Command, Global, KeyCommand};
 
 use crate::hash::{self, Keys};
+use crate::runtime::smolvm::Smolvm;
 use crate::store::Store;
 use crate::{plan, recipe};
 
@@ -139,7 +140,8 @@ fn keyed(recipe: &Path, pure: bool, g: &Global) -> Result<(plan::Planned, Keys)>
     let recipe = recipe::Recipe::load(recipe)?;
     crate::prepare::run(&recipe, g.quiet > 0)?;
     let planned = plan::plan(&recipe)?;
-    let (keys, impurities) = hash::keys(&planned)?;
+    let smolvm = Smolvm::pack_version(planned.plan.guest.start)?;
+    let (keys, impurities) = hash::keys(&planned, smolvm.as_deref())?;
     if !impurities.is_empty() {
         if pure {
             let list: Vec<String> = impurities.iter().map(|i| i.to_string()).collect();

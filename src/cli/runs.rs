@@ -7,8 +7,9 @@ use super::build::build_interruptible;
 use super::target::{self, Target};
 use super::{Global, Outcome, keyed, out, out_json, print_json};
 use crate::hash::BuildHash;
+use crate::manifest::Manifest;
 use crate::progress::Progress;
-use crate::run::{self, ops};
+use crate::run::{self, audit, down, ops};
 use crate::store::{Store, StoreError};
 
 pub async fn run(
@@ -22,11 +23,12 @@ pub async fn run(
         Target::Recipe(path) => {
             let progress = Progress::new(g.quiet > 0 || g.json, g.no_progress);
             let (planned, keys) = keyed(&path, false, g)?;
+            let hash = Manifest::of(&keys).hash();
             // Checked before anything is built, pulled or created.
-            let entry = store.load(&keys.hash()).ok();
+            let entry = store.load(&hash).ok();
             let needs = crate::preflight::Needs::of_plan(&planned, &path, entry.as_ref());
             super::doctor::checked(store, &needs).await?;
-            super::share::substitute(g, store, &keys.hash()).await?;
+            super::share::substitute(g, store, &hash).await?;
             let built = build_interruptible(g, store, &planned, &keys, &progress).await?;
             let Some(built) = built else {
                 return Ok(Outcome::Interrupted);
@@ -118,7 +120,7 @@ pub async fn exec(store: &Store, run: &str, command: &[String]) -> Result<Outcom
 }
 
 pub async fn down(g: &Global, store: &Store, run: Option<&str>, all: bool) -> Result<Outcome> {
-    let rows = ops::down(store, run, all).await?;
+    let rows = down::down(store, run, all).await?;
     let failed = rows.iter().any(|r| r.error.is_some());
     if g.json {
         print_json(&serde_json::to_value(&rows)?)?;
@@ -144,13 +146,13 @@ pub async fn down(g: &Global, store: &Store, run: Option<&str>, all: bool) -> Re
 }
 
 pub async fn logs(g: &Global, store: &Store, run: &str, follow: bool) -> Result<Outcome> {
-    let mut log = ops::AuditReader::open(store, run)?;
+    let mut log = audit::AuditReader::open(store, run)?;
     loop {
         for event in log.read_new()? {
             if g.json {
                 out_json(&serde_json::to_string(&event)?)?;
             } else {
-                out(ops::audit_line(&event))?;
+                out(audit::audit_line(&event))?;
             }
         }
         if !follow || log.ended() {
@@ -160,7 +162,7 @@ pub async fn logs(g: &Global, store: &Store, run: &str, follow: bool) -> Result<
                     if g.json {
                         out_json(&serde_json::to_string(&event)?)?;
                     } else {
-                        out(ops::audit_line(&event))?;
+                        out(audit::audit_line(&event))?;
                     }
                 }
             }

@@ -15,6 +15,7 @@ use anyhow::{Result, bail};
 
 use super::{Global, keyed};
 use crate::hash::BuildHash;
+use crate::manifest::Manifest;
 use crate::store::{Store, StoreError};
 
 /// What an argument resolved to.
@@ -68,7 +69,7 @@ pub fn entry(g: &Global, store: &Store, input: &str) -> Result<BuildHash> {
         Target::Entry(hash) => Ok(hash),
         Target::Recipe(path) => {
             let (_, keys) = keyed(&path, false, g)?;
-            let hash = keys.hash();
+            let hash = Manifest::of(&keys).hash();
             if !store.contains(&hash) {
                 bail!(
                     "{input} hashes to {hash}, which is not in the store {}; `bottle build {input}` makes it",

@@ -1,6 +1,6 @@
 //! What the console's page reads and does, over the run folders and the library calls the CLI
 //! makes: the runs (`bottle ps`'s rows, and the ended runs whose log stays until `bottle gc`),
-//! a run's requests (the queue's views), its audit log ([`ops::AuditReader`]), and a reply to a
+//! a run's requests (the queue's views), its audit log ([`audit::AuditReader`]), and a reply to a
 //! request ([`RunQueue::reply`], as `bottle supervise --approve/--deny/--answer`).
 
 use anyhow::Result;
@@ -8,9 +8,9 @@ use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::daemons::supervise::queue::{Ask, Reply, ReplyError, View, show};
-use crate::run::ops;
 use crate::run::record;
 use crate::run::supervise::{RunQueue, RunQueueError, queue_of};
+use crate::run::{audit, ops};
 use crate::store::Store;
 
 /// The most bytes of a run's audit log a page is sent when it opens the run (the recent lines).
@@ -223,11 +223,11 @@ fn status_of(e: anyhow::Error) -> ApiError {
 }
 
 /// A reader of run `run_id`'s audit log from its recent lines, once the run's folder exists.
-pub fn audit_reader(store: &Store, run_id: &str) -> Option<ops::AuditReader> {
+pub fn audit_reader(store: &Store, run_id: &str) -> Option<audit::AuditReader> {
     if !is_run_id(run_id) || !record::run_dir(store, run_id).is_dir() {
         return None;
     }
-    ops::AuditReader::open(store, run_id)
+    audit::AuditReader::open(store, run_id)
         .ok()
         .map(|r| r.from_tail(AUDIT_TAIL))
 }

@@ -1,11 +1,25 @@
 //! Reading a Dockerfile for what the hash and the build must know of it: `FROM` images and
 //! `ADD`s of URLs the hash cannot pin (its impurities), and its `RUN` steps, which decide
 //! whether the guest artifact can be reproducible. Continued lines are joined, comments
-//! dropped; nothing else of the syntax is interpreted.
+//! dropped; nothing else of the syntax is interpreted. [`Impurity`] lives here, below
+//! `crate::hash`, which returns it with the keys.
 
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
-use crate::hash::Impurity;
+/// An input the hash cannot pin by content: a warning, or an error under `--pure`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Impurity {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Impurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
 
 /// `FROM` lines whose image the hash cannot pin, and `ADD`s of URLs.
 pub fn impurities(path: &Path, text: &str) -> Vec<Impurity> {

@@ -5,7 +5,8 @@
 use anyhow::{Result, anyhow, bail};
 use serde_json::{Map, Value, json};
 
-use super::{EPOCH, ImageConfig};
+use super::image::{EPOCH, ImageConfig};
+use super::sha256::is_sha256_hex;
 
 /// Top-level config keys that depend on the build machine or on the throwaway container a
 /// legacy `docker build` step ran in: removed. (`container_config` holds that container's
@@ -53,9 +54,7 @@ pub(super) fn diff_ids(raw: &[u8], layers: usize) -> Result<Vec<String>> {
     let ids: Vec<String> = ids
         .iter()
         .map(|id| match id.as_str() {
-            Some(s) if s.strip_prefix("sha256:").is_some_and(super::is_sha256_hex) => {
-                Ok(s.to_string())
-            }
+            Some(s) if s.strip_prefix("sha256:").is_some_and(is_sha256_hex) => Ok(s.to_string()),
             _ => Err(anyhow!(
                 "rootfs.diff_ids holds {id}, not a sha256:<hex> digest"
             )),

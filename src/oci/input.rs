@@ -129,7 +129,7 @@ impl Archive {
         let config_hex = config
             .strip_prefix("blobs/sha256/")
             .or_else(|| config.strip_suffix(".json"))
-            .filter(|hex| super::is_sha256_hex(hex))
+            .filter(|hex| super::sha256::is_sha256_hex(hex))
             .ok_or_else(|| {
                 anyhow!(
                     "{shown}: image config {:?} is not named by a sha256 digest",
@@ -152,7 +152,7 @@ impl Archive {
             .take(MAX_MANIFEST)
             .read_to_end(&mut bytes)
             .with_context(|| format!("cannot read the image config in {shown}"))?;
-        let actual = super::sha256_hex(&bytes);
+        let actual = super::sha256::sha256_hex(&bytes);
         if actual != image.config_hex {
             bail!(
                 "{shown}: the image config {} has sha256 {actual}; the archive is damaged, save the image again",

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::{LayerFile, Sha256Reader, Sha256Writer};
+use super::image::LayerFile;
+use super::sha256::{Sha256Reader, Sha256Writer};
 
 /// Tar block size.
 const BLOCK: usize = 512;

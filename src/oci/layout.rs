@@ -23,8 +23,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use super::config::canonical_json;
+use super::image::ImageInfo;
 use super::layer::Blob;
-use super::{ImageInfo, canonical_json, sha256_hex};
+use super::sha256::sha256_hex;
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
@@ -64,7 +66,7 @@ pub(super) fn write(
     let tmp = tempfile::Builder::new()
         .prefix(".bottle-oci-")
         .suffix(".tar")
-        .tempfile_in(super::parent_dir(dest))
+        .tempfile_in(parent_dir(dest))
         .with_context(write_err)?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(BUFFER, tmp.as_file()));
     for (name, bytes) in [
@@ -187,6 +189,14 @@ impl RepoTag {
             Some(_) => "docker.io/",
         };
         format!("{domain}{}:{}", self.name, self.tag)
+    }
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+pub(super) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 

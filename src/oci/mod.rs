@@ -21,51 +21,18 @@
 //! writing. The destination appears whole or not at all (written beside it, then renamed).
 
 mod config;
+mod image;
 mod input;
 mod layer;
 mod layout;
+mod sha256;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest as _, Sha256};
 
-use config::canonical_json;
-
-/// The one date every archive bottle writes carries, where a date is required.
-pub const EPOCH: &str = "1970-01-01T00:00:00Z";
-
-/// A host file to put into an image layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerFile {
-    /// Path inside the image, relative (`bottle`, `usr/bin/tool`); parent folders are added.
-    pub path: String,
-    /// The host file, streamed into the layer (never read whole into memory).
-    pub source: PathBuf,
-    /// Permission bits in the image (`0o755`).
-    pub mode: u32,
-}
-
-/// What an image written by [`write_image`] runs, and its labels.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageConfig {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    /// `KEY=VALUE` entries.
-    pub env: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// What an archive holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageInfo {
-    /// The image id, `sha256:<64 hex>`: sha256 of the config blob, as docker 20.10 computes it.
-    pub id: String,
-    /// Number of layers.
-    pub layers: usize,
-}
+pub use image::{EPOCH, ImageConfig, ImageInfo, LayerFile};
+use layout::parent_dir;
 
 /// Writes to `dest` the archive of a `FROM scratch` image of one layer holding `layer`'s files,
 /// run as `config` says; `repo_tag` (`name:tag`) is the tag `docker load` gives it. The same
@@ -140,94 +107,11 @@ fn scratch_dir(dest: &Path) -> Result<tempfile::TempDir> {
         })
 }
 
-/// The folder `path` is in (`.` for a bare file name).
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// `s` is 64 lowercase hex digits.
-fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// A writer that passes bytes on to `inner` and computes their sha256 and length on the way.
-struct Sha256Writer<W> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl<W: Write> Sha256Writer<W> {
-    fn new(inner: W) -> Sha256Writer<W> {
-        Sha256Writer {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
-    }
-
-    /// The hex sha256 and length of everything written, and the inner writer.
-    fn finish(self) -> (String, u64, W) {
-        (hex(&self.hasher.finalize()), self.written, self.inner)
-    }
-}
-
-impl<W: Write> Write for Sha256Writer<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// A reader that computes the sha256 of the bytes read through it.
-struct Sha256Reader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Sha256Reader<R> {
-    fn new(inner: R) -> Sha256Reader<R> {
-        Sha256Reader {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    /// Reads the rest of the stream; returns the hex sha256 of everything read.
-    fn finish(mut self) -> std::io::Result<String> {
-        std::io::copy(&mut self, &mut std::io::sink())?;
-        Ok(hex(&self.hasher.finalize()))
-    }
-}
-
-impl<R: Read> Read for Sha256Reader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// sha256 of `bytes`, as hex.
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use super::sha256::sha256_hex;
     use super::*;
     use serde_json::json;
 

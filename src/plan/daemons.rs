@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
@@ -292,6 +293,48 @@ impl Resolver<'_> {
     }
 }
 
+/// An [`UpstreamPlan`] as a component key holds it, every field by name, so that a key read
+/// back (`bottle verify`, a run) refuses a field it does not know, naming it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpstreamFields {
+    name: String,
+    url: Option<String>,
+    identity: Option<String>,
+    known_hosts: Option<String>,
+    path: Option<String>,
+    branches: Vec<String>,
+    tags: bool,
+    max_push_bytes: u64,
+}
+
+impl TryFrom<UpstreamFields> for UpstreamPlan {
+    type Error = String;
+    fn try_from(f: UpstreamFields) -> Result<UpstreamPlan, String> {
+        let source = match (f.url, f.identity, f.known_hosts, f.path) {
+            (Some(url), Some(identity), Some(known_hosts), None) => UpstreamSource::Ssh {
+                url,
+                identity,
+                known_hosts,
+            },
+            (None, None, None, Some(path)) => UpstreamSource::Local { path },
+            _ => {
+                return Err(format!(
+                    "upstream {:?} must have either url, identity and known_hosts, or path",
+                    f.name
+                ));
+            }
+        };
+        Ok(UpstreamPlan {
+            name: f.name,
+            source,
+            branches: f.branches,
+            tags: f.tags,
+            max_push_bytes: f.max_push_bytes,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +368,12 @@ mod tests {
             r#"{"name":"o","path":"~/src/p","branches":["b"],"tags":false,"max_push_bytes":1}"#
         );
         assert_eq!(serde_json::from_str::<UpstreamPlan>(&text).unwrap(), up);
+        // Read back, a field it does not know is refused by name, and so are two sources.
+        let extra = text.replace(r#""tags""#, r#""extra":1,"tags""#);
+        let e = serde_json::from_str::<UpstreamPlan>(&extra).unwrap_err();
+        assert!(e.to_string().contains("unknown field `extra`"), "{e}");
+        let both = text.replace(r#""path""#, r#""url":"u","path""#);
+        let e = serde_json::from_str::<UpstreamPlan>(&both).unwrap_err();
+        assert!(e.to_string().contains("either url"), "{e}");
     }
 }

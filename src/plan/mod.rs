@@ -23,6 +23,9 @@ mod bundle;
 mod daemons;
 mod paths;
 mod provision;
+mod resolver;
+
+use resolver::Resolver;
 
 /// The guest env the bottle sets itself (the placeholder credential, telemetry off, the
 /// proxy, the trust trio, supervise's URL), each with what it is set to; a recipe may not set
@@ -118,6 +121,7 @@ pub enum ImagePlan {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct PipelockPlan {
     /// Sorted, deduplicated, lowercased; includes every egress route's host.
     pub allow: Vec<String>,
@@ -134,6 +138,7 @@ pub struct PipelockPlan {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct DlpRulePlan {
     pub id: String,
     pub regex: String,
@@ -141,6 +146,7 @@ pub struct DlpRulePlan {
 
 /// `[network]` as planned: static names the bundle resolves.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkPlan {
     pub hosts: BTreeMap<String, HostTarget>,
 }
@@ -194,12 +200,16 @@ pub struct RoutePlan {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct GitGatePlan {
     /// Sorted by name.
     pub upstreams: Vec<UpstreamPlan>,
 }
 
+/// Read back through `daemons::UpstreamFields`, which refuses unknown fields as the other
+/// types of a key do (`deny_unknown_fields` cannot see through the flattened source).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "daemons::UpstreamFields")]
 pub struct UpstreamPlan {
     pub name: String,
     /// Where the upstream is (its fields inline: `url`, `identity`, `known_hosts`, or `path`).
@@ -236,6 +246,7 @@ pub enum UpstreamSource {
 pub const DEFAULT_MAX_PUSH_BYTES: u64 = 100 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct SupervisePlan {
     pub enabled: bool,
 }
@@ -366,11 +377,6 @@ pub fn plan(recipe: &Recipe) -> Result<Planned, RecipeError> {
         },
         root,
     })
-}
-
-struct Resolver<'a> {
-    recipe: &'a Recipe,
-    root: &'a Path,
 }
 
 impl Resolver<'_> {

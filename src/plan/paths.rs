@@ -5,7 +5,7 @@ use std::path::{Component, Path};
 
 use toml::Spanned;
 
-use super::Resolver;
+use super::resolver::Resolver;
 use crate::recipe::RecipeError;
 
 impl Resolver<'_> {

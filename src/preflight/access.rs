@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::Check;
+use super::check::Check;
 use crate::daemons::git_gate::known_hosts::KnownHosts;
 use crate::daemons::git_gate::url::Target;
 use crate::plan::UpstreamPlan;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use bollard::Docker;
 
-use super::{Check, Needs};
+use super::check::Check;
+use super::needs::{ImageNeed, Needs};
 use crate::runtime::docker;
 use crate::store::Store;
 
@@ -146,7 +147,7 @@ pub async fn disk(store: &Store, needs: Option<&Needs>, docker: Option<&Docker>)
 }
 
 /// The images the engine lacks, and the headroom: the bytes its root dir must take.
-async fn engine_need(d: &Docker, images: &[super::ImageNeed]) -> (u64, String) {
+async fn engine_need(d: &Docker, images: &[ImageNeed]) -> (u64, String) {
     let mut need = HEADROOM;
     let mut parts = Vec::new();
     for i in images {

@@ -17,64 +17,17 @@
 //! a problem names the variable only.
 
 pub mod access;
+mod check;
 pub mod machine;
 mod needs;
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
 use crate::plan::{GuestBackend, UpstreamSource};
 use crate::store::Store;
 
+pub use check::Check;
 pub use needs::{ImageNeed, Needs};
-
-/// One check's result.
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    /// `engine`, `kvm`, `disk`, `token`, `identity`, `known_hosts` or `repository`.
-    pub check: &'static str,
-    pub ok: bool,
-    /// What was found, when it passed (or why it was not needed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    pub problem: Option<String>,
-    pub fix: Option<String>,
-    /// Passed, but with something to know (KVM unusable when no target needs it): `-` in the
-    /// human lines instead of `✓`.
-    #[serde(skip)]
-    pub note: bool,
-}
-
-impl Check {
-    pub fn pass(check: &'static str, detail: impl Into<String>) -> Check {
-        Check {
-            check,
-            ok: true,
-            detail: Some(detail.into()),
-            problem: None,
-            fix: None,
-            note: false,
-        }
-    }
-    /// A pass with something to know.
-    pub fn note(check: &'static str, detail: impl Into<String>) -> Check {
-        Check {
-            note: true,
-            ..Check::pass(check, detail)
-        }
-    }
-    pub fn fail(check: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Check {
-        Check {
-            check,
-            ok: false,
-            detail: None,
-            problem: Some(problem.into()),
-            fix: Some(fix.into()),
-            note: false,
-        }
-    }
-}
 
 /// Every check for `needs` (the machine only when `None`), in a fixed order.
 pub async fn check(store: &Store, needs: Option<&Needs>) -> Vec<Check> {

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::names::LABEL_ROLE;
-use super::network;
 use super::record::Resource;
 use super::steps::{Ctx, tracked};
+use super::subnet;
 use super::undo::UndoStack;
 use super::upstreams;
 use crate::daemons::RUN_ENV;
@@ -54,8 +54,8 @@ pub async fn start_bundle(
     }
     // `host-gateway`: the host as the bundle's way out sees it (its network's gateway).
     let gateway = outbound
-        .map(|o| network::gateway(&o))
-        .unwrap_or_else(|| network::gateway_of_bundle(bundle_ip));
+        .map(|o| subnet::gateway(&o))
+        .unwrap_or_else(|| subnet::gateway_of_bundle(bundle_ip));
     let container = ContainerSpec {
         name: name.clone(),
         image: ctx.entry.bundle.image().id.clone(),

@@ -10,10 +10,10 @@ use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 
 use super::names::LABEL_ROLE;
-use super::network;
 use super::provision;
 use super::record::Resource;
 use super::steps::{Ctx, step, tracked};
+use super::subnet;
 use super::undo::UndoStack;
 use crate::plan::{GuestBackend, GuestStart};
 use crate::runtime::docker_run::{self as engine, ContainerSpec};
@@ -29,7 +29,7 @@ pub async fn guest_steps(
     env: &[(String, String)],
     subnet: Ipv4Net,
 ) -> Result<Guest> {
-    let bundle_ip = network::bundle_ip(&subnet);
+    let bundle_ip = subnet::bundle_ip(&subnet);
     let guest = step(ctx, "guest create", create(ctx, undo, env, subnet)).await?;
     let files = provision::files(ctx, bundle_ip).context("bottle run: step 'provision' failed")?;
     let early = match &guest {
@@ -121,7 +121,7 @@ async fn create_container(
         binds: Vec::new(),
         user: None,
         network: ctx.names.guest_net(),
-        ip: Some(network::guest_ip(&subnet)),
+        ip: Some(subnet::guest_ip(&subnet)),
         labels,
         cap_drop: vec!["NET_RAW".into()],
         no_new_privileges: false,
@@ -177,7 +177,7 @@ async fn create_machine(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let (s, n) = (smolvm.clone(), name.clone());
-    let bundle_ip = network::bundle_ip(&subnet);
+    let bundle_ip = subnet::bundle_ip(&subnet);
     let env = env.to_vec();
     let create = async move {
         let source = if from_pack {

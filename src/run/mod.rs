@@ -24,12 +24,14 @@
 //! before awaiting the creation ([`steps::tracked`]); on an error, a normal exit, SIGINT,
 //! SIGTERM and SIGHUP the stack unwinds in reverse ([`undo`]): the guest and the bundle at
 //! once, then the networks; an undo whose creation is still in flight waits for it. After a
-//! run cut short, a sweep by the `bottle.run` label removes anything left. The run's folder
-//! (record, CA keys) and its pin go last. `bottle run` exits with the command's exit code
-//! (128+N after signal N). The test hooks are described in [`steps`].
+//! run cut short, a sweep by the `bottle.run` label ([`down::sweep`]) removes anything left.
+//! The run's folder (record, CA keys) and its pin go last. `bottle run` exits with the
+//! command's exit code (128+N after signal N). The test hooks are described in [`steps`].
 
+pub mod audit;
 mod bundle;
 mod ca;
+pub mod down;
 mod guest;
 pub mod names;
 pub mod network;
@@ -37,6 +39,7 @@ pub mod ops;
 mod provision;
 pub mod record;
 mod steps;
+pub mod subnet;
 pub mod supervise;
 pub mod undo;
 pub mod upstreams;
@@ -55,10 +58,10 @@ use crate::runtime::docker_run as engine;
 use crate::runtime::guest::Guest;
 use crate::runtime::smolvm::Smolvm;
 use crate::store::{GcGuard, Store, StoreError};
-use names::{LABEL_HASH, LABEL_RUN, LABEL_STORE, Names};
-use network::SubnetPool;
+use names::{LABEL_HASH, LABEL_RUN, LABEL_STORE, Names, store_label};
 use record::RunRecord;
 use steps::{Ctx, Stacks, step};
+use subnet::SubnetPool;
 use undo::UndoStack;
 
 pub use steps::STEPS;
@@ -299,7 +302,7 @@ async fn bring_up(ctx: &Ctx, stacks: &mut Stacks) -> Result<Live> {
         network::networks(ctx, &mut stacks.networks, docker_guest),
     )
     .await?;
-    let bundle_ip = network::bundle_ip(&subnet);
+    let bundle_ip = subnet::bundle_ip(&subnet);
     {
         let mut rec = ctx.record.lock().expect("record lock");
         rec.subnet = Some(subnet.to_string());
@@ -460,7 +463,7 @@ async fn teardown(ctx: &Ctx, undo: &mut UndoStack, complete: bool) -> Result<()>
     let mut record = ctx.record.lock().expect("record lock").clone();
     if !complete || !unwound.failed.is_empty() {
         let machines = !unwound.failed.is_empty();
-        if let Err(e) = ops::sweep(&ctx.docker, ctx.smolvm.as_ref(), &record, machines).await {
+        if let Err(e) = down::sweep(&ctx.docker, ctx.smolvm.as_ref(), &record, machines).await {
             problems.push(format!("{e:#}"));
         }
     }
@@ -485,12 +488,4 @@ async fn teardown(ctx: &Ctx, undo: &mut UndoStack, complete: bool) -> Result<()>
 /// 128+N included), anything else (a command whose end the engine could not tell) 1.
 pub fn exit_code(code: i64) -> u8 {
     u8::try_from(code).unwrap_or(1)
-}
-
-/// The label value naming a store: its absolute path.
-pub fn store_label(store: &Store) -> String {
-    std::fs::canonicalize(store.root())
-        .unwrap_or_else(|_| store.root().to_path_buf())
-        .to_string_lossy()
-        .into_owned()
 }

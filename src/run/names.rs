@@ -74,6 +74,14 @@ pub fn fill_guest_env(env: &BTreeMap<String, String>, bundle_ip: &str) -> Vec<(S
         .collect()
 }
 
+/// The label value naming a store: its absolute path.
+pub fn store_label(store: &crate::store::Store) -> String {
+    std::fs::canonicalize(store.root())
+        .unwrap_or_else(|_| store.root().to_path_buf())
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

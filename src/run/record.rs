@@ -16,7 +16,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::hash::BuildHash;
@@ -253,6 +253,23 @@ pub fn new_record(
         created: Vec::new(),
         ready: false,
         teardown_error: None,
+    }
+}
+
+/// The record of the run `id` names (a run id or a unique prefix of one).
+pub fn find(store: &Store, id: &str) -> Result<RunRecord> {
+    let all: Vec<RunRecord> = RunRecord::list(store)?
+        .into_iter()
+        .filter_map(|r| r.ok())
+        .filter(|r| r.run_id.starts_with(id.trim()))
+        .collect();
+    match all.len() {
+        0 => bail!(
+            "no run {id:?} in {}; `bottle ps` lists the runs",
+            store.root().display()
+        ),
+        1 => Ok(all.into_iter().next().expect("one")),
+        n => bail!("{id:?} matches {n} runs; give more of the run id (`bottle ps`)"),
     }
 }
 

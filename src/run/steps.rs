@@ -21,8 +21,8 @@ use anyhow::{Result, bail};
 use bollard::Docker;
 
 use super::names::Names;
-use super::network::SubnetPool;
 use super::record::{Resource, RunRecord};
+use super::subnet::SubnetPool;
 use super::undo::{UndoFuture, UndoStack};
 use super::upstreams::LocalRepo;
 use crate::runtime::docker_run::Labels;

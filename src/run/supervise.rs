@@ -4,7 +4,6 @@
 
 use anyhow::Result;
 
-use super::ops;
 use super::record::{self, RunRecord};
 use crate::daemons::supervise::QUEUE_RUN_DIR;
 use crate::daemons::supervise::queue::{Answer, Queue, Reply, View};
@@ -32,7 +31,7 @@ pub struct RunQueue {
 impl RunQueue {
     /// The queue of the run `id` names (a run id or a unique prefix of one).
     pub fn open(store: &Store, id: &str) -> Result<RunQueue> {
-        let record = ops::find(store, id)?;
+        let record = record::find(store, id)?;
         let queue = queue_of(store, &record.run_id);
         if !queue.root().is_dir() {
             return Err(RunQueueError::NoQueue {

@@ -11,6 +11,8 @@ use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 use tokio::process::Command;
 
+use crate::plan::GuestStart;
+
 #[derive(Debug, Clone)]
 pub struct Smolvm {
     pub bin: PathBuf,
@@ -52,6 +54,18 @@ impl Smolvm {
         Err(anyhow!(
             "the smolvm CLI is not on PATH: install it (`pip install smolmachines`, then copy smol/smol-vmm to smol/smolvm beside its libkrun, as `scripts/setup --tests` does) or set BOTTLE_SMOLVM to its path"
         ))
+    }
+
+    /// `smolvm --version` when a guest that starts as `start` depends on it (from a pack), for
+    /// its key (`crate::hash::keys`); `None`, running nothing, when it starts from an image.
+    pub fn pack_version(start: GuestStart) -> Result<Option<String>> {
+        match start {
+            GuestStart::Image => Ok(None),
+            GuestStart::Pack => Smolvm::locate()
+                .and_then(|s| s.version())
+                .map(Some)
+                .context("a smolvm guest started from a pack depends on the smolvm CLI's version, and it cannot be read"),
+        }
     }
 
     /// `smolvm --version`, e.g. `smolvm 1.32.2`: what a pack depends on (part of a guest's

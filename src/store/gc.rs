@@ -17,7 +17,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Store, StoreError, du, io, names};
+use super::error::{StoreError, io};
+use super::layout::{self, Store, du, names};
 use crate::hash::{BuildHash, ComponentId, ComponentKind};
 
 #[derive(Debug, Default, Serialize)]
@@ -117,17 +118,17 @@ impl Store {
         }
         for name in names(&self.runs())? {
             let dir = self.runs().join(&name);
-            if dir.join(super::RUN_ENDED).is_file() && !dir.join(super::RUN_RECORD).exists() {
+            if dir.join(layout::RUN_ENDED).is_file() && !dir.join(layout::RUN_RECORD).exists() {
                 remove(&dir, &mut report)?;
                 report.removed_runs.push(name);
             }
         }
-        for name in names(&self.root)? {
+        for name in names(self.root())? {
             let is_layout = name.len() > 1
                 && name.starts_with('v')
                 && name[1..].bytes().all(|b| b.is_ascii_digit());
-            let path = self.root.join(&name);
-            if is_layout && name != super::LAYOUT && path.is_dir() {
+            let path = self.root().join(&name);
+            if is_layout && name != layout::LAYOUT && path.is_dir() {
                 remove(&path, &mut report)?;
                 report.removed_layouts.push(name);
             }
@@ -170,7 +171,7 @@ impl Store {
         let _lock = self.gc_lock()?;
         let manifest = self.manifest(hash)?.ok_or(StoreError::Missing {
             hash: *hash,
-            store: self.root.clone(),
+            store: self.root().to_path_buf(),
         })?;
         if let Some((run, _)) = self.pins_list()?.into_iter().find(|(_, h)| h == hash) {
             return Err(StoreError::Pinned { hash: *hash, run });

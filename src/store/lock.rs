@@ -6,7 +6,8 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use super::{Store, StoreError, io};
+use super::error::{StoreError, io};
+use super::layout::Store;
 use crate::hash::{BuildHash, ComponentId};
 
 /// An exclusive lock on one entry or component, released on drop.

@@ -35,187 +35,30 @@
 //! exclusively, so gc never removes a component a build is about to name; each entry and each
 //! component has its own lock, so concurrent builds of one thing build it once.
 
+mod error;
 mod gc;
+mod layout;
 mod lock;
 mod publish;
 mod roots;
 mod verify;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
+pub(crate) use crate::files::rel_path;
+pub(crate) use error::io;
+pub use error::{Damage, StoreError};
 pub use gc::{GcReport, RmReport};
+pub use layout::{LAYOUT, RUN_ENDED, RUN_RECORD, Store, du};
 pub use lock::{GcGuard, StoreLock};
 pub use publish::Staged;
-pub(crate) use publish::rel_path;
-pub use verify::{Component, Damage, Entry};
+pub use verify::{Component, Entry};
 
 use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKind};
 use crate::manifest::{Manifest, ManifestError, RECORD_FILE, Record};
-
-pub const LAYOUT: &str = "v2";
-
-/// A run's record in its folder under `runs/` (see `run::record`): the run may be live.
-pub const RUN_RECORD: &str = "record.json";
-/// Written into a run's folder by a complete teardown that kept the run's audit log: `bottle
-/// gc` removes such folders.
-pub const RUN_ENDED: &str = "ended";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("I/O error at {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "{input:?} is not a hash or hash prefix: use hex digits 0-9a-f (`bottle ls` lists entries)"
-    )]
-    BadPrefix { input: String },
-    #[error(
-        "no store entry matches {input:?} in {store}; `bottle ls` lists the entries, `bottle build RECIPE` makes one"
-    )]
-    Unknown { input: String, store: PathBuf },
-    #[error("{input:?} matches {} entries; give more digits:\n  {}", candidates.len(), candidates.join("\n  "))]
-    Ambiguous {
-        input: String,
-        candidates: Vec<String>,
-    },
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error(
-        "no store folder: neither XDG_CACHE_HOME nor HOME is set to an absolute path; pass --store DIR or set BOTTLE_STORE"
-    )]
-    NoDefault,
-    #[error("root name {name:?} must be letters, digits, '-', '_' or '.'")]
-    BadRoot { name: String },
-    #[error("entry {hash} is in use by run {run}; end the run first (`bottle down {run}`)")]
-    Pinned { hash: BuildHash, run: String },
-    #[error("entry {hash} is not in the store {store}; build it or pull it first")]
-    Missing { hash: BuildHash, store: PathBuf },
-    #[error("component {id} of entry {entry} is missing; `bottle build` of its recipe rebuilds it")]
-    MissingComponent { entry: BuildHash, id: ComponentId },
-    #[error("entry {hash} is damaged: {}; remove it with `bottle gc` and build it again", list(.damage))]
-    Damaged {
-        hash: BuildHash,
-        damage: Vec<Damage>,
-    },
-    #[error("refused to import {what}: {}; nothing was added to the store", list(.damage))]
-    Refused { what: String, damage: Vec<Damage> },
-}
-
-fn list(damage: &[Damage]) -> String {
-    damage
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Store {
-    root: PathBuf,
-}
+use layout::names;
 
 impl Store {
-    /// A store at `root`, made absolute against the current folder: its paths are handed to
-    /// the engine (bind mounts), which resolves nothing relative.
-    pub fn new(root: impl Into<PathBuf>) -> Store {
-        let root = root.into();
-        Store {
-            root: std::path::absolute(&root).unwrap_or(root),
-        }
-    }
-
-    /// The person's own store, one per user as uv and cargo keep theirs, so `bottle run HASH`
-    /// finds what was built or pulled from any folder: `$XDG_CACHE_HOME/bottle`, else
-    /// `$HOME/.cache/bottle`. A relative `XDG_CACHE_HOME` is ignored, as the XDG spec says.
-    pub fn default_root() -> Result<PathBuf, StoreError> {
-        default_root_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-    fn layout(&self) -> PathBuf {
-        self.root.join(LAYOUT)
-    }
-    fn entries_dir(&self) -> PathBuf {
-        self.layout().join("entries")
-    }
-    fn components_dir(&self, kind: ComponentKind) -> PathBuf {
-        self.layout().join("components").join(kind.name())
-    }
-    /// Builds and imports under way (and leftovers of killed ones, which `bottle gc` removes).
-    pub fn tmp(&self) -> PathBuf {
-        self.layout().join("tmp")
-    }
-    fn locks(&self) -> PathBuf {
-        self.layout().join("locks")
-    }
-    /// gc roots: one file per root name, holding an entry hash.
-    pub fn roots(&self) -> PathBuf {
-        self.layout().join("roots")
-    }
-    /// Pins of runs: one file per run id, holding the entry hash the run uses.
-    pub fn pins(&self) -> PathBuf {
-        self.layout().join("pins")
-    }
-    /// Machine-local state: never part of a component, never shared.
-    pub fn local(&self) -> PathBuf {
-        self.layout().join("local")
-    }
-    /// Run records and run folders (machine-local).
-    pub fn runs(&self) -> PathBuf {
-        self.layout().join("runs")
-    }
-
-    /// The manifest file of an entry.
-    pub fn entry_file(&self, hash: &BuildHash) -> PathBuf {
-        self.entries_dir().join(format!("{hash}.json"))
-    }
-
-    /// The folder of a component.
-    pub fn component_dir(&self, id: &ComponentId) -> PathBuf {
-        self.components_dir(id.kind).join(id.hash.hex())
-    }
-
-    /// Creates the layout if it is missing. Only commands that write call this.
-    pub fn init(&self) -> Result<(), StoreError> {
-        let mut dirs = vec![
-            self.entries_dir(),
-            self.tmp(),
-            self.locks(),
-            self.roots(),
-            self.latest_dir(),
-            self.pins(),
-            self.local(),
-            self.runs(),
-        ];
-        dirs.extend(ComponentKind::ALL.map(|k| self.components_dir(k)));
-        for d in dirs {
-            fs::create_dir_all(&d).map_err(io(&d))?;
-        }
-        let tag = self.root.join("CACHEDIR.TAG");
-        if !tag.exists() {
-            let text = "Signature: 8a477f597d28d172789f06886806bc55\n# This folder is a bottle store; see https://bford.info/cachedir/\n";
-            fs::write(&tag, text).map_err(io(&tag))?;
-        }
-        let ignore = self.root.join(".gitignore");
-        if !ignore.exists() {
-            fs::write(&ignore, "*\n").map_err(io(&ignore))?;
-        }
-        Ok(())
-    }
-
     /// The manifest of a published entry, checked to hash to the entry's name.
     pub fn manifest(&self, hash: &BuildHash) -> Result<Option<Manifest>, StoreError> {
         let path = self.entry_file(hash);
@@ -294,7 +137,7 @@ impl Store {
         match matches.len() {
             0 => Err(StoreError::Unknown {
                 input: input.to_string(),
-                store: self.root.clone(),
+                store: self.root().to_path_buf(),
             }),
             1 => Ok(matches[0]),
             _ => Err(StoreError::Ambiguous {
@@ -302,76 +145,5 @@ impl Store {
                 candidates: matches.iter().map(|h| h.to_string()).collect(),
             }),
         }
-    }
-}
-
-fn default_root_from(
-    xdg_cache_home: Option<std::ffi::OsString>,
-    home: Option<std::ffi::OsString>,
-) -> Result<PathBuf, StoreError> {
-    let absolute = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
-    if let Some(xdg) = absolute(xdg_cache_home) {
-        return Ok(xdg.join("bottle"));
-    }
-    match absolute(home) {
-        Some(home) => Ok(home.join(".cache").join("bottle")),
-        None => Err(StoreError::NoDefault),
-    }
-}
-
-/// The names in a folder (none when it does not exist).
-fn names(dir: &Path) -> Result<Vec<String>, StoreError> {
-    match fs::read_dir(dir) {
-        Ok(rd) => {
-            let mut out = Vec::new();
-            for ent in rd {
-                let ent = ent.map_err(io(dir))?;
-                out.push(ent.file_name().to_string_lossy().into_owned());
-            }
-            Ok(out)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io(dir)(e)),
-    }
-}
-
-/// Bytes under a path (files only, not following links).
-pub fn du(path: &Path) -> u64 {
-    walkdir::WalkDir::new(path)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_default_store_is_the_persons_own() {
-        let got = |x: Option<&str>, h: Option<&str>| {
-            default_root_from(x.map(Into::into), h.map(Into::into))
-        };
-        assert_eq!(
-            got(Some("/x/cache"), Some("/home/a")).unwrap(),
-            PathBuf::from("/x/cache/bottle")
-        );
-        assert_eq!(
-            got(None, Some("/home/a")).unwrap(),
-            PathBuf::from("/home/a/.cache/bottle")
-        );
-        // A relative XDG_CACHE_HOME is ignored (the XDG spec), and so is a relative HOME.
-        assert_eq!(
-            got(Some("rel"), Some("/home/a")).unwrap(),
-            PathBuf::from("/home/a/.cache/bottle")
-        );
-        assert!(matches!(
-            got(Some("rel"), Some("home")),
-            Err(StoreError::NoDefault)
-        ));
-        assert!(matches!(got(None, None), Err(StoreError::NoDefault)));
     }
 }

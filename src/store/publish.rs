@@ -8,8 +8,10 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::verify::{self, Damage};
-use super::{Store, StoreError, StoreLock, io};
+use super::error::{Damage, StoreError, io};
+use super::layout::Store;
+use super::lock::StoreLock;
+use super::verify;
 use crate::digest::{HashingWriter, file_digest};
 use crate::hash::{BuildHash, ComponentId, ComponentKey};
 use crate::manifest::{Artifact, ImageRef, Manifest, RECORD_FILE, RECORD_FORMAT, Record};
@@ -445,7 +447,7 @@ fn scan(root: &Path) -> Result<Vec<Artifact>, StoreError> {
             continue;
         }
         let path = ent.path();
-        let rel = rel_path(root, path);
+        let rel = crate::files::rel_path(root, path);
         if !ent.file_type().is_file() {
             return Err(StoreError::Io {
                 path: path.to_path_buf(),
@@ -468,16 +470,6 @@ fn scan(root: &Path) -> Result<Vec<Artifact>, StoreError> {
         );
     }
     Ok(out.into_values().collect())
-}
-
-/// `path` relative to `root`, `/`-separated.
-pub(crate) fn rel_path(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {

@@ -17,7 +17,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{Store, StoreError, io, names};
+use super::error::{StoreError, io};
+use super::layout::{Store, names};
 use crate::hash::{BuildHash, ComponentId};
 
 impl Store {
@@ -64,7 +65,7 @@ impl Store {
         if !self.contains(hash) {
             return Err(StoreError::Missing {
                 hash: *hash,
-                store: self.root.clone(),
+                store: self.root().to_path_buf(),
             });
         }
         write_atomic(&self.pins(), run_id, &format!("{hash}\n"))

@@ -20,41 +20,18 @@
 //! rehashed (and refused) by a run as by `bottle verify`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::error::{Damage, StoreError};
+use super::layout::Store;
 use crate::config::{self, Rendered};
 use crate::digest::{Digest, file_digest};
 use crate::hash::{BuildHash, ComponentId, ComponentKey, ConfigKey, GuestKey};
 use crate::manifest::{BundleSpec, GuestSpec, ImageRef, Manifest, RECORD_FILE, Record};
-
-/// A problem found in an entry: the path (`manifest`, or `KIND/FILE` of a component) and what
-/// is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Damage {
-    pub path: String,
-    pub problem: String,
-}
-
-impl Damage {
-    pub fn new(path: impl Into<String>, problem: impl Into<String>) -> Damage {
-        Damage {
-            path: path.into(),
-            problem: problem.into(),
-        }
-    }
-}
-
-impl fmt::Display for Damage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.problem)
-    }
-}
 
 /// A published component: where it lies and its record.
 #[derive(Debug, Clone)]
@@ -135,7 +112,7 @@ impl Store {
     pub fn load(&self, hash: &BuildHash) -> Result<Entry, StoreError> {
         let manifest = self.manifest(hash)?.ok_or_else(|| StoreError::Missing {
             hash: *hash,
-            store: self.root.clone(),
+            store: self.root().to_path_buf(),
         })?;
         let comp = |id: ComponentId| -> Result<Component, StoreError> {
             let record = self
@@ -200,7 +177,7 @@ impl Store {
             Ok(None) => {
                 return Err(StoreError::Missing {
                     hash: *hash,
-                    store: self.root.clone(),
+                    store: self.root().to_path_buf(),
                 });
             }
             Err(StoreError::Manifest(e)) => {
@@ -365,7 +342,7 @@ pub(super) fn check_folder(
         if found.file_type().is_dir() {
             continue;
         }
-        let rel = super::publish::rel_path(dir, found.path());
+        let rel = crate::files::rel_path(dir, found.path());
         if rel != RECORD_FILE && !record.files.iter().any(|a| a.path == rel) {
             damage.push(Damage::new(rel, "is not listed in the record"));
         }
