@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::cache::{BodyError, Bound, CacheError};
+use super::bound::{BodyError, Bound};
+use super::error::CacheError;
 
 #[derive(Debug, Clone)]
 pub struct FileCache {
@@ -67,9 +68,12 @@ impl FileCache {
         .expect("the get task does not panic");
         match r {
             Ok(Ok(b)) => Ok(Some(Bytes::from(b))),
-            Ok(Err(len)) => {
-                Err(BodyError::TooLarge(Some(len)).into_cache_error(&self.url(), key, bound))
-            }
+            Ok(Err(len)) => Err(CacheError::of_body(
+                &self.url(),
+                key,
+                bound,
+                BodyError::TooLarge(Some(len)),
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err(key, e)),
         }

@@ -14,7 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::cache::{Bound, CacheError, STALL, read_bounded};
+use super::bound::{Bound, STALL, read_bounded};
+use super::error::CacheError;
 
 /// The longest an upload may take, up to the answer's head.
 const PUT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -131,7 +132,7 @@ impl HttpCache {
             .and_then(|v| v.parse().ok());
         read_bounded(resp.into_body().into_data_stream(), announced, bound)
             .await
-            .map_err(|e| e.into_cache_error(&self.base, key, bound))
+            .map_err(|e| CacheError::of_body(&self.base, key, bound, e))
     }
 
     fn unexpected(&self, key: &str, status: StatusCode) -> CacheError {

@@ -13,7 +13,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 
-use super::cache::{Bound, CacheError, read_bounded};
+use super::bound::{Bound, STALL, read_bounded};
+use super::error::CacheError;
 
 #[derive(Debug, Clone)]
 pub struct S3Cache {
@@ -97,7 +98,7 @@ impl S3Cache {
         read_bounded(r.into_stream(), Some(size), bound)
             .await
             .map(Some)
-            .map_err(|e| e.into_cache_error(&self.url, key, bound))
+            .map_err(|e| CacheError::of_body(&self.url, key, bound, e))
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), CacheError> {
@@ -147,7 +148,7 @@ impl S3Cache {
     }
 }
 
-/// object_store's HTTP client (5 s to connect, a read bound just past [`super::cache::STALL`]),
+/// object_store's HTTP client (5 s to connect, a read bound just past [`STALL`]),
 /// following no redirect: a 3xx comes back to object_store, which names it,
 /// rather than the request going again, without its signature, wherever it points.
 #[derive(Debug)]
@@ -167,7 +168,7 @@ impl object_store::client::HttpConnector for NoRedirects {
             // No bound on a whole request (a slow, steady transfer is fine), but one on each
             // read, past the cache's own stall bound: a body that stops is named a stall by
             // `read_bounded` first, and tried again by bottle's loop, which says so.
-            .read_timeout(super::cache::STALL + std::time::Duration::from_secs(5))
+            .read_timeout(STALL + std::time::Duration::from_secs(5))
             .connect_timeout(std::time::Duration::from_secs(5));
         if let Some(proxy) = options.get_config_value(&object_store::ClientConfigKey::ProxyUrl) {
             b = b.proxy(reqwest::Proxy::all(proxy).map_err(generic)?);
