@@ -72,13 +72,15 @@ impl Bound {
 
 /// A body with no bytes for this long is a stall: named, and tried again.
 pub const STALL: Duration = Duration::from_secs(30);
+
 /// Why a body could not be read whole.
 #[derive(Debug)]
 pub enum BodyError {
     /// Past its bound: how many bytes were announced, when the server said.
     TooLarge(Option<u64>),
     Stalled,
-    Cut(String),
+    /// The body's stream failed: its error, as the client gave it.
+    Cut(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Reads a body as it arrives, up to `bound`: refuses an announced length past it at once,
@@ -90,7 +92,7 @@ pub async fn read_bounded<S, E>(
 ) -> Result<Bytes, BodyError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     if let Some(n) = announced.filter(|n| *n > bound.max) {
         return Err(BodyError::TooLarge(Some(n)));
@@ -100,7 +102,7 @@ where
         match tokio::time::timeout(STALL, body.next()).await {
             Err(_) => return Err(BodyError::Stalled),
             Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(e))) => return Err(BodyError::Cut(e.to_string())),
+            Ok(Some(Err(e))) => return Err(BodyError::Cut(e.into())),
             Ok(Some(Ok(b))) => {
                 if buf.len() as u64 + b.len() as u64 > bound.max {
                     return Err(BodyError::TooLarge(None));

@@ -1,21 +1,20 @@
 //! The caches themselves: a few operations on objects named by `/`-separated keys — get,
-//! put, head, list, delete — over a folder ([`FileCache`](super::file::FileCache)), a plain
-//! HTTP server (`HttpCache`) or an S3 bucket (`S3Cache`).
+//! put, head, list, delete — dispatched to a folder ([`FileCache`]), a plain HTTP server
+//! ([`HttpCache`](super::http::HttpCache)) or an S3 bucket ([`S3Cache`](super::s3::S3Cache)).
 //!
-//! Every get is bounded ([`Bound`]): a chunk by the size its chunk list gives, the other
-//! objects by a fixed cap. A body is read as it arrives and the read stops the moment it
-//! passes its bound, so what a pull holds in memory does not follow what a server sends; a
-//! body with no bytes for [`STALL`] is a stall, named with the object and the server.
+//! Every get is bounded ([`Bound`], read by [`super::bound::read_bounded`]): a chunk by the
+//! size its chunk list gives, the other objects by a fixed cap.
 //!
-//! Errors say whether they are worth a retry ([`CacheError::transient`]); [`Cache::retry`]
-//! retries those with backoff until [`RETRY_BUDGET`] has passed since the first try.
+//! Errors say whether they are worth a retry ([`CacheError::transient`], from their kind);
+//! [`Cache::retry`] retries those with backoff until [`RETRY_BUDGET`] has passed since the
+//! first try.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::bound::Bound;
-use super::error::CacheError;
+use super::error::{CacheError, CacheErrorKind, GaveUp};
 use super::file::FileCache;
 use super::url::CacheUrl;
 
@@ -148,15 +147,15 @@ where
     loop {
         match op().await {
             Err(e)
-                if e.transient
+                if e.transient()
                     && started.elapsed() + wait
-                        < if e.unreachable {
+                        < if e.unreachable() {
                             budget.min(UNREACHABLE_BUDGET)
                         } else {
                             budget
                         } =>
             {
-                if e.message.starts_with("stalled") {
+                if matches!(e.kind, CacheErrorKind::Stalled(_)) {
                     tracing::warn!("{e}; trying again");
                 } else {
                     tracing::debug!("{key}: {e}; retrying in {wait:?}");
@@ -165,12 +164,11 @@ where
                 wait = (wait * 2).min(MAX_WAIT);
                 tries += 1;
             }
-            Err(mut e) if e.transient => {
-                e.message = format!(
-                    "{} (gave up after {tries} tries over {}s)",
-                    e.message,
-                    started.elapsed().as_secs()
-                );
+            Err(mut e) if e.transient() => {
+                e.gave_up = Some(GaveUp {
+                    tries,
+                    secs: started.elapsed().as_secs(),
+                });
                 return Err(e);
             }
             other => return other,
@@ -184,7 +182,12 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn failure(transient: bool) -> CacheError {
-        CacheError::new("u", "k", "m".into(), transient)
+        let status = if transient {
+            hyper::StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            hyper::StatusCode::FORBIDDEN
+        };
+        CacheError::new("u", "k", CacheErrorKind::Status(status))
     }
 
     #[tokio::test]
@@ -226,6 +229,11 @@ mod tests {
         let n = tries.load(Ordering::SeqCst);
         assert!(n > 5, "{n} tries");
         let e = r.unwrap_err();
-        assert!(e.message.contains(&format!("after {n} tries")), "{e}");
+        assert_eq!(e.gave_up.map(|g| g.tries), Some(n));
+        assert!(
+            e.to_string()
+                .contains(&format!("(gave up after {n} tries over")),
+            "{e}"
+        );
     }
 }

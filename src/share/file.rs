@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 
 use super::bound::{BodyError, Bound};
-use super::error::CacheError;
+use super::error::{CacheError, CacheErrorKind};
 
 #[derive(Debug, Clone)]
 pub struct FileCache {
@@ -24,11 +24,7 @@ impl FileCache {
     }
 
     fn err(&self, key: &str, e: std::io::Error) -> CacheError {
-        let transient = matches!(
-            e.kind(),
-            std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
-        );
-        CacheError::new(&self.url(), key, e.to_string(), transient)
+        CacheError::new(&self.url(), key, CacheErrorKind::Io(e))
     }
 
     /// The file of a key, which stays below the folder.
@@ -41,8 +37,7 @@ impl FileCache {
             return Err(CacheError::new(
                 &self.url(),
                 key,
-                "a key with an empty, '.' or '..' part would leave the cache's folder".into(),
-                false,
+                CacheErrorKind::KeyOutside { of: "folder" },
             ));
         }
         Ok(self.root.join(key))

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::bound::{Bound, STALL, read_bounded};
-use super::error::CacheError;
+use super::error::{CacheError, CacheErrorKind, Stall};
 
 /// The longest an upload may take, up to the answer's head.
 const PUT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -33,7 +33,7 @@ impl HttpCache {
         http.set_nodelay(true);
         http.enforce_http(false);
         let conn = super::tls::Connector::new(http)
-            .map_err(|message| CacheError::new(base, "", message, false))?;
+            .map_err(|message| CacheError::new(base, "", CacheErrorKind::Setup(message)))?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(conn);
@@ -47,8 +47,8 @@ impl HttpCache {
         &self.base
     }
 
-    fn err(&self, key: &str, message: String, transient: bool) -> CacheError {
-        CacheError::new(&self.base, key, message, transient)
+    fn err(&self, key: &str, kind: CacheErrorKind) -> CacheError {
+        CacheError::new(&self.base, key, kind)
     }
 
     /// Sends one request and waits for the answer's head: at most [`STALL`] for a request
@@ -64,11 +64,7 @@ impl HttpCache {
             .split('/')
             .all(|p| !p.is_empty() && p != "." && p != "..");
         if !inside {
-            return Err(self.err(
-                key,
-                "a key with an empty, '.' or '..' part would leave the cache's prefix".into(),
-                false,
-            ));
+            return Err(self.err(key, CacheErrorKind::KeyOutside { of: "prefix" }));
         }
         let uri = format!("{}/{}", self.base, escape(key));
         let wait = if method == Method::PUT {
@@ -80,27 +76,13 @@ impl HttpCache {
             .method(method)
             .uri(&uri)
             .body(Full::new(body))
-            .map_err(|e| self.err(key, format!("bad request: {e}"), false))?;
+            .map_err(|e| self.err(key, CacheErrorKind::BadRequest(e)))?;
         let resp = tokio::time::timeout(wait, self.client.request(req))
             .await
-            .map_err(|_| {
-                self.err(
-                    key,
-                    format!(
-                        "stalled: no answer from the server within {}s",
-                        wait.as_secs()
-                    ),
-                    true,
-                )
-            })?;
+            .map_err(|_| self.err(key, CacheErrorKind::Stalled(Stall::Answer(wait))))?;
         resp.map_err(|e| {
-            let message = chain(&e);
-            // A refused certificate does not get better by asking again.
-            let transient = !message.contains("certificate");
-            CacheError {
-                unreachable: e.is_connect(),
-                ..self.err(key, format!("request failed: {message}"), transient)
-            }
+            let connect = e.is_connect();
+            self.err(key, CacheErrorKind::of_request(Box::new(e), connect))
         })
     }
 
@@ -136,8 +118,7 @@ impl HttpCache {
     }
 
     fn unexpected(&self, key: &str, status: StatusCode) -> CacheError {
-        let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-        self.err(key, format!("the server answered {status}"), transient)
+        self.err(key, CacheErrorKind::Status(status))
     }
 
     pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Bytes>, CacheError> {
@@ -152,11 +133,7 @@ impl HttpCache {
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), CacheError> {
         match self.status(Method::PUT, key, bytes).await? {
             s if s.is_success() => Ok(()),
-            StatusCode::METHOD_NOT_ALLOWED => Err(self.err(
-                key,
-                "the server does not accept PUT (405): enable it, e.g. nginx `dav_methods PUT DELETE; create_full_put_path on;`".to_string(),
-                false,
-            )),
+            StatusCode::METHOD_NOT_ALLOWED => Err(self.err(key, CacheErrorKind::PutNotAllowed)),
             s => Err(self.unexpected(key, s)),
         }
     }
@@ -190,13 +167,8 @@ impl HttpCache {
                 StatusCode::NOT_FOUND => continue,
                 s => return Err(self.unexpected(&key, s)),
             };
-            let items: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
-                self.err(
-                    &key,
-                    format!("not a JSON folder listing ({e}): enable nginx `autoindex on; autoindex_format json;`"),
-                    false,
-                )
-            })?;
+            let items: Vec<serde_json::Value> = serde_json::from_slice(&body)
+                .map_err(|e| self.err(&key, CacheErrorKind::NotListing(e)))?;
             for item in items {
                 let name = item["name"].as_str().unwrap_or_default();
                 if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -224,18 +196,6 @@ pub fn escape(key: &str) -> String {
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
-    }
-    out
-}
-
-/// An error with its sources: hyper's client says only "client error (Connect)" on top.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
     }
     out
 }

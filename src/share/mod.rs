@@ -38,12 +38,13 @@
 //! token value (tokens are named, and read at run time); only `entries/` and `components/`
 //! of the store are read by a push.
 //!
-//! The modules depend one way. At the bottom, importing no other module of `share` but
-//! [`sign`]: [`bound`] (how much of an object a get reads), [`error`] (what a cache operation
-//! or a push, pull or gc stops on), [`layout`] (the key of each object), [`url`]. The
-//! backends — [`file`], [`http`] (with [`tls`]), [`s3`] — build on those; [`cache`]
-//! dispatches to the backends and retries; [`lease`], [`push`], [`pull`] and [`gc`] work
-//! through [`cache`]. This file only declares the modules and re-exports their names.
+//! The modules depend one way. At the bottom, importing no other module of `share`:
+//! [`bound`] (how much of an object a get reads), [`layout`] (the key of each object),
+//! [`sign`], [`url`], [`chunk`]; over them [`error`] (what a cache operation or a push, pull
+//! or gc stops on, and whether it is worth another try). The backends — [`file`], [`http`]
+//! (with [`tls`]), [`s3`] — build on those; [`cache`] dispatches to the backends and
+//! retries; [`lease`], [`local`], [`push`], [`pull`] and [`gc`] work through [`cache`] and
+//! the store. This file only declares the modules and re-exports their names.
 
 pub mod bound;
 pub mod cache;

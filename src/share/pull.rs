@@ -162,11 +162,11 @@ async fn get(
     what: &str,
 ) -> Result<Option<bytes::Bytes>, ShareError> {
     match cache.get(key, bound).await {
-        Err(e) if e.oversize => Err(ShareError::Refused {
+        Err(e) if e.oversize() => Err(ShareError::Refused {
             hash: *hash,
             url: cache.url(),
             what: what.to_string(),
-            problem: format!("{key}: {}", e.message),
+            problem: format!("{key}: {}", e.kind),
         }),
         r => Ok(r?),
     }

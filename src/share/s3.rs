@@ -4,8 +4,9 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (or
 //! `AWS_ENDPOINT`) for a server other than AWS, `AWS_ALLOW_HTTP=true` for a plain-HTTP one —
 //! with path-style requests, which every S3 server answers. object_store retries transient
-//! failures itself (with backoff), so its errors here are final; each names its cause (a
-//! timeout, a redirect, a denial) with the whole chain of sources.
+//! failures itself (with backoff), so its errors here are final
+//! ([`CacheErrorKind::S3`]); each names its cause (a timeout, a redirect, a denial) with the
+//! whole chain of sources.
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -14,7 +15,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 
 use super::bound::{Bound, STALL, read_bounded};
-use super::error::CacheError;
+use super::error::{CacheError, CacheErrorKind};
 
 #[derive(Debug, Clone)]
 pub struct S3Cache {
@@ -53,16 +54,9 @@ impl S3Cache {
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             b = b.with_endpoint(endpoint);
         }
-        let store = b.build().map_err(|e| {
-            CacheError::new(
-                url,
-                "",
-                format!(
-                    "{e}; set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and, for a server other than AWS, AWS_ENDPOINT_URL"
-                ),
-                false,
-            )
-        })?;
+        let store = b
+            .build()
+            .map_err(|e| CacheError::new(url, "", CacheErrorKind::S3Setup(Box::new(e))))?;
         Ok(S3Cache {
             url: url.to_string(),
             prefix: prefix.to_string(),
@@ -82,8 +76,9 @@ impl S3Cache {
         }
     }
 
+    /// Final: object_store has retried what was worth it.
     fn err(&self, key: &str, e: object_store::Error) -> CacheError {
-        CacheError::new(&self.url, key, cause(&e), false)
+        CacheError::new(&self.url, key, CacheErrorKind::S3(Box::new(e)))
     }
 
     /// The object's bytes, read as they arrive up to `bound`: an object whose listed size
@@ -177,36 +172,4 @@ impl object_store::client::HttpConnector for NoRedirects {
             b.build().map_err(generic)?,
         ))
     }
-}
-
-/// An object_store error with its sources, led by what it comes down to: a timeout, a
-/// redirect (which the client does not follow: [`NoRedirects`]), a denial.
-fn cause(e: &object_store::Error) -> String {
-    let mut chain = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !chain.contains(&text) {
-            chain.push_str(": ");
-            chain.push_str(&text);
-        }
-        cur = s.source();
-    }
-    // object_store says `retry_timeout: 180s` of every retried request, whatever failed it.
-    let lower = chain.to_lowercase().replace("retry_timeout", "");
-    let why = if lower.contains("timed out") || lower.contains("timeout") {
-        "timeout"
-    } else if lower.contains("redirect") || lower.contains(" 301") || lower.contains(" 307") {
-        "redirected (bottle follows no redirect; name the server's own endpoint and region)"
-    } else if lower.contains("403") || lower.contains("forbidden") || lower.contains("denied") {
-        "denied (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the key's rights on the bucket)"
-    } else if matches!(
-        e,
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
-    ) {
-        "denied"
-    } else {
-        return chain;
-    };
-    format!("{why}: {chain}")
 }
