@@ -86,17 +86,18 @@ pub enum BodyError {
 /// Reads a body as it arrives, up to `bound`: refuses an announced length past it at once,
 /// stops the moment the bytes pass it, and names a stall of [`STALL`].
 pub async fn read_bounded<S, E>(
-    mut body: S,
+    body: S,
     announced: Option<u64>,
     bound: Bound,
 ) -> Result<Bytes, BodyError>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    S: Stream<Item = Result<Bytes, E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     if let Some(n) = announced.filter(|n| *n > bound.max) {
         return Err(BodyError::TooLarge(Some(n)));
     }
+    let mut body = std::pin::pin!(body);
     let mut buf = BytesMut::with_capacity(announced.unwrap_or(0).min(bound.max) as usize);
     loop {
         match tokio::time::timeout(STALL, body.next()).await {

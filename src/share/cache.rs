@@ -183,9 +183,9 @@ mod tests {
 
     fn failure(transient: bool) -> CacheError {
         let status = if transient {
-            hyper::StatusCode::SERVICE_UNAVAILABLE
+            reqwest::StatusCode::SERVICE_UNAVAILABLE
         } else {
-            hyper::StatusCode::FORBIDDEN
+            reqwest::StatusCode::FORBIDDEN
         };
         CacheError::new("u", "k", CacheErrorKind::Status(status))
     }

@@ -13,7 +13,7 @@
 use std::error::Error;
 use std::time::Duration;
 
-use hyper::StatusCode;
+use reqwest::StatusCode;
 
 use super::bound::{BodyError, Bound, STALL};
 use super::sign::KeyError;
@@ -113,8 +113,8 @@ pub enum CacheErrorKind {
     /// A key that would name something outside the cache (`of`: its folder, its prefix).
     #[error("a key with an empty, '.' or '..' part would leave the cache's {of}")]
     KeyOutside { of: &'static str },
-    #[error("bad request: {0}")]
-    BadRequest(hyper::http::Error),
+    #[error("bad request: {}", chain(.0))]
+    BadRequest(reqwest::Error),
     #[error(
         "the server does not accept PUT (405): enable it, e.g. nginx `dav_methods PUT DELETE; create_full_put_path on;`"
     )]
@@ -189,14 +189,17 @@ impl CacheError {
 }
 
 /// The errors of `e`'s chain, `e` first. An `io::Error` made from another error shows that
-/// one's text but skips it as a source, so it is looked into as well.
+/// one's text but skips it as a source (hyper-rustls wraps rustls's `io::Error` in another),
+/// so the error inside it comes next.
 fn causes<'a>(e: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
-    std::iter::successors(Some(e), |&e| e.source()).flat_map(|e| {
-        let inner = e
+    std::iter::successors(Some(e), |&e| {
+        match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn Error + 'static));
-        std::iter::once(e).chain(inner)
+        {
+            Some(inner) => Some(inner as &(dyn Error + 'static)),
+            None => e.source(),
+        }
     })
 }
 
@@ -318,11 +321,11 @@ mod tests {
     #[error("client error (Connect)")]
     struct Client(#[source] BoxError);
 
+    /// A TLS failure as reqwest's client gives it: tokio-rustls's `io::Error`, which
+    /// hyper-rustls wraps in another.
     fn tls(e: rustls::Error) -> BoxError {
-        Box::new(Client(Box::new(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            e,
-        ))))
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        Box::new(Client(Box::new(std::io::Error::other(io))))
     }
 
     #[test]
