@@ -171,6 +171,8 @@ fn an_https_cache_behind_a_private_ca_serves_a_pull_once_its_ca_is_named() {
         "{}",
         stderr(&out)
     );
+    // Said at the first refusal: a refused certificate is not tried again.
+    assert!(!stderr(&out).contains("gave up after"), "{}", stderr(&out));
     assert!(!dst.store.exists());
     let mut c = dst.cmd();
     c.env(bottle::share::tls::CA_ENV, &ca);

@@ -1,180 +1,32 @@
 //! The caches themselves: a few operations on objects named by `/`-separated keys — get,
-//! put, head, list, delete — over a folder ([`FileCache`](super::file::FileCache)), a plain
-//! HTTP server (`HttpCache`) or an S3 bucket (`S3Cache`).
+//! put, head, list, delete — dispatched to a folder ([`FileCache`]), a plain HTTP server
+//! ([`HttpCache`](super::http::HttpCache)) or an S3 bucket ([`S3Cache`](super::s3::S3Cache)).
 //!
-//! Every get is bounded ([`Bound`]): a chunk by the size its chunk list gives, the other
-//! objects by a fixed cap. A body is read as it arrives and the read stops the moment it
-//! passes its bound, so what a pull holds in memory does not follow what a server sends; a
-//! body with no bytes for [`STALL`] is a stall, named with the object and the server.
+//! Every get is bounded ([`Bound`], read by [`super::bound::read_bounded`]): a chunk by the
+//! size its chunk list gives, the other objects by a fixed cap.
 //!
-//! Errors say whether they are worth a retry ([`CacheError::transient`]); [`Cache::retry`]
-//! retries those with backoff until [`RETRY_BUDGET`] has passed since the first try.
+//! Errors say whether they are worth a retry ([`CacheError::transient`], from their kind);
+//! [`Cache::retry`] retries those with backoff until [`RETRY_BUDGET`] has passed since the
+//! first try.
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
+use bytes::Bytes;
 
+use super::bound::Bound;
+use super::error::{CacheError, CacheErrorKind, GaveUp};
 use super::file::FileCache;
 use super::url::CacheUrl;
 
-#[derive(Debug, thiserror::Error)]
-#[error("{url}/{key}: {message}")]
-pub struct CacheError {
-    pub url: String,
-    pub key: String,
-    pub message: String,
-    /// Worth another try (a refused connection, a 5xx, a timeout, a stall).
-    pub transient: bool,
-    /// The object passed its [`Bound`]: the cache serves something it should not.
-    pub oversize: bool,
-    /// No connection could be made: tried again only within [`UNREACHABLE_BUDGET`], so a
-    /// substituter that is down costs a build seconds, not minutes.
-    pub unreachable: bool,
-}
+/// How many objects move at once.
+pub const JOBS: usize = 8;
 
-impl CacheError {
-    pub fn new(url: &str, key: &str, message: String, transient: bool) -> CacheError {
-        CacheError {
-            url: url.to_string(),
-            key: key.to_string(),
-            message,
-            transient,
-            oversize: false,
-            unreachable: false,
-        }
-    }
-}
-
-/// The most bytes a get reads of an object, and what that bound is, for the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bound {
-    pub max: u64,
-    pub of: &'static str,
-}
-
-impl Bound {
-    /// An entry's manifest (`entries/HASH.json`): a few hundred bytes in practice.
-    pub const MANIFEST: Bound = Bound {
-        max: 1 << 20,
-        of: "a manifest (1 MiB)",
-    };
-    /// A component's `record.json`: one line per file, a few KiB in practice.
-    pub const RECORD: Bound = Bound {
-        max: 8 << 20,
-        of: "a record (8 MiB)",
-    };
-    /// An entry's signatures (`entries/HASH.sig`): about 130 bytes per key.
-    pub const SIGNATURES: Bound = Bound {
-        max: 64 << 10,
-        of: "a signature file (64 KiB)",
-    };
-    /// A component's `chunks.json`: about 90 bytes per chunk, so 64 MiB lists some 45 GiB
-    /// of files at the smallest chunks.
-    pub const CHUNK_LIST: Bound = Bound {
-        max: 64 << 20,
-        of: "a chunk list (64 MiB)",
-    };
-    /// A lease under `locks/`: an id and a time.
-    pub const LEASE: Bound = Bound {
-        max: 4 << 10,
-        of: "a lease (4 KiB)",
-    };
-    /// One page of a folder listing (nginx's JSON autoindex).
-    pub const LISTING: Bound = Bound {
-        max: 64 << 20,
-        of: "a folder listing (64 MiB)",
-    };
-
-    /// A chunk: exactly the size its chunk list gives.
-    pub fn chunk(size: u64) -> Bound {
-        Bound {
-            max: size,
-            of: "this chunk (the size its chunk list gives)",
-        }
-    }
-
-    /// The message of an object that passed this bound.
-    pub fn passed(&self, got: Option<u64>) -> String {
-        let got = match got {
-            Some(n) => format!("{n} bytes"),
-            None => "more".to_string(),
-        };
-        format!(
-            "the server sent {got} where at most {} bytes are accepted, the bound of {}; the read stopped there",
-            self.max, self.of
-        )
-    }
-}
-
-/// A body with no bytes for this long is a stall: named, and tried again.
-pub const STALL: Duration = Duration::from_secs(30);
 /// How long transient failures of one operation are tried again, from its first try.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(180);
 /// How long a server no connection can be made to is tried again.
 pub const UNREACHABLE_BUDGET: Duration = Duration::from_secs(15);
 /// The longest wait between two tries.
 const MAX_WAIT: Duration = Duration::from_secs(5);
-
-/// Why a body could not be read whole.
-#[derive(Debug)]
-pub(super) enum BodyError {
-    /// Past its bound: how many bytes were announced, when the server said.
-    TooLarge(Option<u64>),
-    Stalled,
-    Cut(String),
-}
-
-impl BodyError {
-    /// As a cache error for `key` on `url`.
-    pub(super) fn into_cache_error(self, url: &str, key: &str, bound: Bound) -> CacheError {
-        match self {
-            BodyError::TooLarge(n) => CacheError {
-                oversize: true,
-                ..CacheError::new(url, key, bound.passed(n), false)
-            },
-            BodyError::Stalled => CacheError::new(
-                url,
-                key,
-                format!("stalled: no bytes from the server for {}s", STALL.as_secs()),
-                true,
-            ),
-            BodyError::Cut(e) => {
-                CacheError::new(url, key, format!("response body cut off: {e}"), true)
-            }
-        }
-    }
-}
-
-/// Reads a body as it arrives, up to `bound`: refuses an announced length past it at once,
-/// stops the moment the bytes pass it, and names a stall of [`STALL`].
-pub(super) async fn read_bounded<S, E>(
-    mut body: S,
-    announced: Option<u64>,
-    bound: Bound,
-) -> Result<Bytes, BodyError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    if let Some(n) = announced.filter(|n| *n > bound.max) {
-        return Err(BodyError::TooLarge(Some(n)));
-    }
-    let mut buf = BytesMut::with_capacity(announced.unwrap_or(0).min(bound.max) as usize);
-    loop {
-        match tokio::time::timeout(STALL, body.next()).await {
-            Err(_) => return Err(BodyError::Stalled),
-            Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(e))) => return Err(BodyError::Cut(e.to_string())),
-            Ok(Some(Ok(b))) => {
-                if buf.len() as u64 + b.len() as u64 > bound.max {
-                    return Err(BodyError::TooLarge(None));
-                }
-                buf.extend_from_slice(&b);
-            }
-        }
-    }
-}
 
 /// A cache to push to and pull from.
 #[derive(Debug, Clone)]
@@ -295,15 +147,15 @@ where
     loop {
         match op().await {
             Err(e)
-                if e.transient
+                if e.transient()
                     && started.elapsed() + wait
-                        < if e.unreachable {
+                        < if e.unreachable() {
                             budget.min(UNREACHABLE_BUDGET)
                         } else {
                             budget
                         } =>
             {
-                if e.message.starts_with("stalled") {
+                if matches!(e.kind, CacheErrorKind::Stalled(_)) {
                     tracing::warn!("{e}; trying again");
                 } else {
                     tracing::debug!("{key}: {e}; retrying in {wait:?}");
@@ -312,12 +164,11 @@ where
                 wait = (wait * 2).min(MAX_WAIT);
                 tries += 1;
             }
-            Err(mut e) if e.transient => {
-                e.message = format!(
-                    "{} (gave up after {tries} tries over {}s)",
-                    e.message,
-                    started.elapsed().as_secs()
-                );
+            Err(mut e) if e.transient() => {
+                e.gave_up = Some(GaveUp {
+                    tries,
+                    secs: started.elapsed().as_secs(),
+                });
                 return Err(e);
             }
             other => return other,
@@ -331,7 +182,12 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn failure(transient: bool) -> CacheError {
-        CacheError::new("u", "k", "m".into(), transient)
+        let status = if transient {
+            reqwest::StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            reqwest::StatusCode::FORBIDDEN
+        };
+        CacheError::new("u", "k", CacheErrorKind::Status(status))
     }
 
     #[tokio::test]
@@ -373,33 +229,11 @@ mod tests {
         let n = tries.load(Ordering::SeqCst);
         assert!(n > 5, "{n} tries");
         let e = r.unwrap_err();
-        assert!(e.message.contains(&format!("after {n} tries")), "{e}");
-    }
-
-    #[tokio::test]
-    async fn a_body_is_refused_the_moment_it_passes_its_bound() {
-        let bound = Bound::chunk(10);
-        let parts = |n: usize| {
-            futures_util::stream::iter(
-                (0..n).map(|_| Ok::<_, std::io::Error>(Bytes::from_static(b"0123"))),
-            )
-        };
-        let ok = read_bounded(parts(2), None, bound).await.unwrap();
-        assert_eq!(ok.len(), 8);
-        assert!(matches!(
-            read_bounded(parts(3), None, bound).await,
-            Err(BodyError::TooLarge(None))
-        ));
-        // An announced length past the bound: refused before a byte is read.
-        assert!(matches!(
-            read_bounded(parts(0), Some(1 << 30), bound).await,
-            Err(BodyError::TooLarge(Some(n))) if n == 1 << 30
-        ));
-        // A body that never ends is read only up to its bound.
-        let endless = futures_util::stream::repeat_with(|| {
-            Ok::<_, std::io::Error>(Bytes::from_static(&[0u8; 4096]))
-        });
-        let e = read_bounded(endless, None, Bound::chunk(1 << 20)).await;
-        assert!(matches!(e, Err(BodyError::TooLarge(None))));
+        assert_eq!(e.gave_up.map(|g| g.tries), Some(n));
+        assert!(
+            e.to_string()
+                .contains(&format!("(gave up after {n} tries over")),
+            "{e}"
+        );
     }
 }

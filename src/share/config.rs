@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{CacheUrl, PublicKey};
+use super::sign::PublicKey;
+use super::url::CacheUrl;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

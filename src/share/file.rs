@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::cache::{BodyError, Bound, CacheError};
+use super::bound::{BodyError, Bound};
+use super::error::{CacheError, CacheErrorKind};
 
 #[derive(Debug, Clone)]
 pub struct FileCache {
@@ -23,11 +24,7 @@ impl FileCache {
     }
 
     fn err(&self, key: &str, e: std::io::Error) -> CacheError {
-        let transient = matches!(
-            e.kind(),
-            std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
-        );
-        CacheError::new(&self.url(), key, e.to_string(), transient)
+        CacheError::new(&self.url(), key, CacheErrorKind::Io(e))
     }
 
     /// The file of a key, which stays below the folder.
@@ -40,8 +37,7 @@ impl FileCache {
             return Err(CacheError::new(
                 &self.url(),
                 key,
-                "a key with an empty, '.' or '..' part would leave the cache's folder".into(),
-                false,
+                CacheErrorKind::KeyOutside { of: "folder" },
             ));
         }
         Ok(self.root.join(key))
@@ -67,9 +63,12 @@ impl FileCache {
         .expect("the get task does not panic");
         match r {
             Ok(Ok(b)) => Ok(Some(Bytes::from(b))),
-            Ok(Err(len)) => {
-                Err(BodyError::TooLarge(Some(len)).into_cache_error(&self.url(), key, bound))
-            }
+            Ok(Err(len)) => Err(CacheError::of_body(
+                &self.url(),
+                key,
+                bound,
+                BodyError::TooLarge(Some(len)),
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err(key, e)),
         }

@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::bound::Bound;
+use super::cache::Cache;
 use super::chunk::ChunkList;
+use super::error::ShareError;
+use super::layout::{self, LAYOUT};
 use super::lease::Lease;
-use super::{Bound, Cache, LAYOUT, ShareError};
 use crate::hash::{BuildHash, ComponentHash, ComponentId, ComponentKind};
 use crate::manifest::{Manifest, Record};
 
@@ -150,7 +153,7 @@ async fn gc_leased(
         };
         if keep.is_some_and(|k| !k.contains(&hash)) {
             remove(key).await?;
-            remove(super::signature_key(&hash)).await?;
+            remove(layout::signature_key(&hash)).await?;
             report.removed_entries.push(hash.to_string());
             continue;
         }
@@ -199,8 +202,8 @@ async fn referenced_chunks(
 ) -> Result<BTreeSet<String>, ShareError> {
     let mut out = BTreeSet::new();
     for id in referenced {
-        let rkey = super::record_key(id);
-        let lkey = super::chunk_list_key(id);
+        let rkey = layout::record_key(id);
+        let lkey = layout::chunk_list_key(id);
         let record = cache
             .get(&rkey, Bound::RECORD)
             .await

@@ -1,20 +1,19 @@
 //! A cache on a plain HTTP server: GET and HEAD read, PUT writes, DELETE removes (nginx with
 //! `dav_methods PUT DELETE` and `create_full_put_path on`); listing reads nginx's
-//! `autoindex_format json` pages, folder by folder. HTTP/1.1 with kept-alive connections;
-//! `https://` through [`super::tls`]. Every key is sent escaped ([`escape`]); every body is
-//! read as it arrives, up to its bound, and a server silent for [`STALL`] is a stall.
+//! `autoindex_format json` pages, folder by folder. One reqwest client per cache: HTTP/1.1
+//! with kept-alive connections, no redirect followed (a 3xx is an unexpected answer), no
+//! proxy, 10 s to connect; `https://` with the TLS of [`super::tls`]. Every key is sent
+//! escaped ([`escape`]); every body is read as it arrives, up to its bound, and a server
+//! silent for [`STALL`] is a stall.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use futures_util::{Stream, StreamExt};
+use reqwest::{Method, Response, StatusCode};
 
-use super::cache::{Bound, CacheError, STALL, read_bounded};
+use super::bound::{Bound, STALL, read_bounded};
+use super::error::{CacheError, CacheErrorKind, Stall};
 
 /// The longest an upload may take, up to the answer's head.
 const PUT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -22,20 +21,23 @@ const PUT_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct HttpCache {
     base: String,
-    client: Client<super::tls::Connector, Full<Bytes>>,
+    client: reqwest::Client,
 }
 
 impl HttpCache {
     pub fn new(base: &str) -> Result<HttpCache, CacheError> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let conn = super::tls::Connector::new(http)
-            .map_err(|message| CacheError::new(base, "", message, false))?;
-        let client = Client::builder(TokioExecutor::new())
+        let setup = |message| CacheError::new(base, "", CacheErrorKind::Setup(message));
+        let tls = super::tls::client_config().map_err(setup)?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .http1_only()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(conn);
+            .build()
+            .map_err(|e| setup(e.to_string()))?;
         Ok(HttpCache {
             base: base.to_string(),
             client,
@@ -46,60 +48,38 @@ impl HttpCache {
         &self.base
     }
 
-    fn err(&self, key: &str, message: String, transient: bool) -> CacheError {
-        CacheError::new(&self.base, key, message, transient)
+    fn err(&self, key: &str, kind: CacheErrorKind) -> CacheError {
+        CacheError::new(&self.base, key, kind)
     }
 
     /// Sends one request and waits for the answer's head: at most [`STALL`] for a request
     /// without a body, [`PUT_TIMEOUT`] for an upload.
-    async fn send(
-        &self,
-        method: Method,
-        key: &str,
-        body: Bytes,
-    ) -> Result<hyper::Response<Incoming>, CacheError> {
+    async fn send(&self, method: Method, key: &str, body: Bytes) -> Result<Response, CacheError> {
         let inside = key
             .trim_end_matches('/')
             .split('/')
             .all(|p| !p.is_empty() && p != "." && p != "..");
         if !inside {
-            return Err(self.err(
-                key,
-                "a key with an empty, '.' or '..' part would leave the cache's prefix".into(),
-                false,
-            ));
+            return Err(self.err(key, CacheErrorKind::KeyOutside { of: "prefix" }));
         }
-        let uri = format!("{}/{}", self.base, escape(key));
-        let wait = if method == Method::PUT {
-            PUT_TIMEOUT
-        } else {
-            STALL
-        };
-        let req = Request::builder()
-            .method(method)
-            .uri(&uri)
-            .body(Full::new(body))
-            .map_err(|e| self.err(key, format!("bad request: {e}"), false))?;
-        let resp = tokio::time::timeout(wait, self.client.request(req))
+        let url = format!("{}/{}", self.base, escape(key));
+        let put = method == Method::PUT;
+        let wait = if put { PUT_TIMEOUT } else { STALL };
+        let mut req = self.client.request(method, &url);
+        if put {
+            req = req.body(body);
+        }
+        let req = req
+            .build()
+            .map_err(|e| self.err(key, CacheErrorKind::BadRequest(e.without_url())))?;
+        // The request's own timeout would cover the body as well: this one ends at the head.
+        let resp = tokio::time::timeout(wait, self.client.execute(req))
             .await
-            .map_err(|_| {
-                self.err(
-                    key,
-                    format!(
-                        "stalled: no answer from the server within {}s",
-                        wait.as_secs()
-                    ),
-                    true,
-                )
-            })?;
+            .map_err(|_| self.err(key, CacheErrorKind::Stalled(Stall::Answer(wait))))?;
         resp.map_err(|e| {
-            let message = chain(&e);
-            // A refused certificate does not get better by asking again.
-            let transient = !message.contains("certificate");
-            CacheError {
-                unreachable: e.is_connect(),
-                ..self.err(key, format!("request failed: {message}"), transient)
-            }
+            let connect = e.is_connect();
+            let cause = Box::new(e.without_url());
+            self.err(key, CacheErrorKind::of_request(cause, connect))
         })
     }
 
@@ -113,30 +93,24 @@ impl HttpCache {
         let resp = self.send(method, key, body).await?;
         let status = resp.status();
         // Read (a little of) the body so the connection can be used again.
-        let _ = read_bounded(resp.into_body().into_data_stream(), None, Bound::LEASE).await;
+        let _ = read_bounded(data(resp), None, Bound::LEASE).await;
         Ok(status)
     }
 
     /// A body, read as it arrives up to its bound.
-    async fn body(
-        &self,
-        key: &str,
-        resp: hyper::Response<Incoming>,
-        bound: Bound,
-    ) -> Result<Bytes, CacheError> {
+    async fn body(&self, key: &str, resp: Response, bound: Bound) -> Result<Bytes, CacheError> {
         let announced = resp
             .headers()
-            .get(hyper::header::CONTENT_LENGTH)
+            .get(reqwest::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        read_bounded(resp.into_body().into_data_stream(), announced, bound)
+        read_bounded(data(resp), announced, bound)
             .await
-            .map_err(|e| e.into_cache_error(&self.base, key, bound))
+            .map_err(|e| CacheError::of_body(&self.base, key, bound, e))
     }
 
     fn unexpected(&self, key: &str, status: StatusCode) -> CacheError {
-        let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-        self.err(key, format!("the server answered {status}"), transient)
+        self.err(key, CacheErrorKind::Status(status))
     }
 
     pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Bytes>, CacheError> {
@@ -151,11 +125,7 @@ impl HttpCache {
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), CacheError> {
         match self.status(Method::PUT, key, bytes).await? {
             s if s.is_success() => Ok(()),
-            StatusCode::METHOD_NOT_ALLOWED => Err(self.err(
-                key,
-                "the server does not accept PUT (405): enable it, e.g. nginx `dav_methods PUT DELETE; create_full_put_path on;`".to_string(),
-                false,
-            )),
+            StatusCode::METHOD_NOT_ALLOWED => Err(self.err(key, CacheErrorKind::PutNotAllowed)),
             s => Err(self.unexpected(key, s)),
         }
     }
@@ -189,13 +159,8 @@ impl HttpCache {
                 StatusCode::NOT_FOUND => continue,
                 s => return Err(self.unexpected(&key, s)),
             };
-            let items: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
-                self.err(
-                    &key,
-                    format!("not a JSON folder listing ({e}): enable nginx `autoindex on; autoindex_format json;`"),
-                    false,
-                )
-            })?;
+            let items: Vec<serde_json::Value> = serde_json::from_slice(&body)
+                .map_err(|e| self.err(&key, CacheErrorKind::NotListing(e)))?;
             for item in items {
                 let name = item["name"].as_str().unwrap_or_default();
                 if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -227,14 +192,8 @@ pub fn escape(key: &str) -> String {
     out
 }
 
-/// An error with its sources: hyper's client says only "client error (Connect)" on top.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
+/// An answer's body as it arrives, its errors without the URL (which the cache error names).
+fn data(resp: Response) -> impl Stream<Item = Result<Bytes, reqwest::Error>> {
+    resp.bytes_stream()
+        .map(|r| r.map_err(reqwest::Error::without_url))
 }

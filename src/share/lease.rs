@@ -34,7 +34,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::{Bound, Cache, LAYOUT, ShareError};
+use super::bound::Bound;
+use super::cache::Cache;
+use super::error::ShareError;
+use super::layout::LAYOUT;
 
 /// A lease older than this was left by a killed push or gc.
 pub const STALE_AFTER: Duration = Duration::from_secs(3 * 3600);

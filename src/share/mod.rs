@@ -21,7 +21,7 @@
 //!
 //! **Pull** ([`pull::pull`]) trusts nothing it reads until it is checked, and publishes
 //! nothing unchecked: every object is read as it arrives up to its bound
-//! ([`cache::Bound`]: a chunk its listed size, the others fixed caps); the manifest must hash
+//! ([`bound::Bound`]: a chunk its listed size, the others fixed caps); the manifest must hash
 //! to the entry's name; each record's key must hash to its component's name; a signature by a trusted key must cover the entry's hash, the
 //! manifest's and every record's bytes ([`sign::fingerprint`]); each chunk must match its
 //! blake3 before it is written; each file, put together from its chunks in order under
@@ -37,13 +37,24 @@
 //! What never leaves: components hold no CA key (each run mints its own, under `runs/`) and no
 //! token value (tokens are named, and read at run time); only `entries/` and `components/`
 //! of the store are read by a push.
+//!
+//! The modules depend one way. At the bottom, importing no other module of `share`:
+//! [`bound`] (how much of an object a get reads), [`layout`] (the key of each object),
+//! [`sign`], [`url`], [`chunk`]; over them [`error`] (what a cache operation or a push, pull
+//! or gc stops on, and whether it is worth another try). The backends — [`file`], [`http`]
+//! (with [`tls`]), [`s3`] — build on those; [`cache`] dispatches to the backends and
+//! retries; [`lease`], [`local`], [`push`], [`pull`] and [`gc`] work through [`cache`] and
+//! the store. This file only declares the modules and re-exports their names.
 
+pub mod bound;
 pub mod cache;
 pub mod chunk;
 pub mod config;
+pub mod error;
 pub mod file;
 pub mod gc;
 pub mod http;
+pub mod layout;
 pub mod lease;
 pub mod local;
 pub mod pull;
@@ -53,66 +64,9 @@ pub mod sign;
 pub mod tls;
 pub mod url;
 
-pub use cache::{Bound, Cache, CacheError};
+pub use bound::Bound;
+pub use cache::{Cache, JOBS};
+pub use error::{CacheError, ShareError};
+pub use layout::{LAYOUT, chunk_key, chunk_list_key, entry_key, record_key, signature_key};
 pub use sign::{KeyError, PublicKey, SecretKey, Signature};
 pub use url::{CacheUrl, UrlError};
-
-use crate::hash::{BuildHash, ComponentId};
-use crate::store::StoreError;
-
-/// The cache layout's version: the first part of every key.
-pub const LAYOUT: &str = "v1";
-/// How many objects move at once.
-pub const JOBS: usize = 8;
-
-pub fn entry_key(hash: &BuildHash) -> String {
-    format!("{LAYOUT}/entries/{hash}.json")
-}
-pub fn signature_key(hash: &BuildHash) -> String {
-    format!("{LAYOUT}/entries/{hash}.sig")
-}
-pub fn record_key(id: &ComponentId) -> String {
-    format!("{LAYOUT}/components/{}/{}/record.json", id.kind, id.hash)
-}
-pub fn chunk_list_key(id: &ComponentId) -> String {
-    format!("{LAYOUT}/components/{}/{}/chunks.json", id.kind, id.hash)
-}
-pub fn chunk_key(d: &crate::digest::Digest) -> String {
-    let hex = d.hex();
-    format!("{LAYOUT}/chunks/{}/{hex}", &hex[..2])
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ShareError {
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error(
-        "entry {hash} is not in the cache {url}; push it there first (`bottle push {hash} --to {url}`)"
-    )]
-    NotInCache { hash: BuildHash, url: String },
-    #[error("refused entry {hash} from {url}: {what}: {problem}; nothing was added to the store")]
-    Refused {
-        hash: BuildHash,
-        url: String,
-        /// What was refused: `signature`, `manifest`, `KIND record`, `KIND/FILE`, a chunk.
-        what: String,
-        problem: String,
-    },
-    #[error("{url}: {what}")]
-    Stopped { url: String, what: String },
-    #[error("I/O error at {path}")]
-    Io {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Component ids in reports, as `KIND/HASH`.
-fn ids<S: serde::Serializer>(ids: &[ComponentId], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(ids.iter().map(|id| format!("{}/{}", id.kind, id.hash)))
-}

@@ -8,10 +8,13 @@ use futures_util::{StreamExt, stream};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+use super::bound::Bound;
+use super::cache::{Cache, JOBS};
 use super::chunk::{ChunkList, ChunkRef};
+use super::error::ShareError;
+use super::layout;
 use super::local::{self, Source};
 use super::sign::{self, PublicKey};
-use super::{Bound, Cache, JOBS, ShareError};
 use crate::digest::Digest;
 use crate::hash::{BuildHash, ComponentId};
 use crate::manifest::{Manifest, Record};
@@ -34,7 +37,7 @@ pub struct Trust {
 pub struct PullReport {
     /// The store had the entry: nothing was transferred.
     pub present: bool,
-    #[serde(serialize_with = "super::ids")]
+    #[serde(serialize_with = "layout::ids")]
     pub components: Vec<ComponentId>,
     pub chunks_downloaded: usize,
     pub bytes_downloaded: u64,
@@ -96,7 +99,7 @@ pub async fn pull(
         if store.has_component(id) {
             continue;
         }
-        let key = super::chunk_list_key(id);
+        let key = layout::chunk_list_key(id);
         let what = format!("{} chunk list", id.kind);
         let bytes = get(cache, hash, &key, Bound::CHUNK_LIST, &what)
             .await?
@@ -159,11 +162,11 @@ async fn get(
     what: &str,
 ) -> Result<Option<bytes::Bytes>, ShareError> {
     match cache.get(key, bound).await {
-        Err(e) if e.oversize => Err(ShareError::Refused {
+        Err(e) if e.oversize() => Err(ShareError::Refused {
             hash: *hash,
             url: cache.url(),
             what: what.to_string(),
-            problem: format!("{key}: {}", e.message),
+            problem: format!("{key}: {}", e.kind),
         }),
         r => Ok(r?),
     }
@@ -175,7 +178,7 @@ async fn fetch_entry(cache: &Cache, hash: &BuildHash) -> Result<Remote, ShareErr
     let manifest = get(
         cache,
         hash,
-        &super::entry_key(hash),
+        &layout::entry_key(hash),
         Bound::MANIFEST,
         "manifest",
     )
@@ -200,7 +203,7 @@ async fn fetch_entry(cache: &Cache, hash: &BuildHash) -> Result<Remote, ShareErr
         ));
     }
     for id in m.components.ids() {
-        let key = super::record_key(&id);
+        let key = layout::record_key(&id);
         let what = format!("{} record", id.kind);
         let bytes = get(cache, hash, &key, Bound::RECORD, &what)
             .await?
@@ -219,7 +222,7 @@ async fn check_signature(
     remote: &Remote,
     trust: &Trust,
 ) -> Result<Option<String>, ShareError> {
-    let key = super::signature_key(&remote.hash);
+    let key = layout::signature_key(&remote.hash);
     let text = get(cache, &remote.hash, &key, Bound::SIGNATURES, "signature").await?;
     let sigs = match &text {
         Some(t) => sign::parse_signatures(&String::from_utf8_lossy(t), &key)
@@ -365,7 +368,7 @@ async fn fetch_chunk(
             return Ok((bytes::Bytes::from(b), false));
         }
     }
-    let key = super::chunk_key(&c.blake3);
+    let key = layout::chunk_key(&c.blake3);
     let what = format!("{file}: chunk {} ({key})", c.blake3.short());
     let bytes = get(cache, &remote.hash, &key, Bound::chunk(c.size), &what)
         .await?

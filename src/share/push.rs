@@ -10,9 +10,12 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+use super::bound::Bound;
+use super::cache::{Cache, JOBS};
+use super::error::ShareError;
+use super::layout;
 use super::local::{self, Source};
 use super::sign::{self, SecretKey};
-use super::{Cache, JOBS, ShareError};
 use crate::digest::Digest;
 use crate::hash::{BuildHash, ComponentId};
 use crate::manifest::RECORD_FILE;
@@ -22,7 +25,7 @@ use crate::store::{Component, Store};
 #[derive(Debug, Default, Serialize)]
 pub struct PushReport {
     /// Components written to the cache (the others it had).
-    #[serde(serialize_with = "super::ids")]
+    #[serde(serialize_with = "layout::ids")]
     pub components: Vec<ComponentId>,
     pub chunks_uploaded: usize,
     pub bytes_uploaded: u64,
@@ -107,7 +110,10 @@ async fn push_leased(
     for comp in entry.components() {
         let path = comp.path(RECORD_FILE);
         let record = fs::read(&path).map_err(io(&path))?;
-        let (rkey, lkey) = (super::record_key(&comp.id), super::chunk_list_key(&comp.id));
+        let (rkey, lkey) = (
+            layout::record_key(&comp.id),
+            layout::chunk_list_key(&comp.id),
+        );
         let have = cache.head(&rkey).await? && cache.head(&lkey).await?;
         if have {
             skipped.keys.extend([rkey, lkey]);
@@ -120,7 +126,7 @@ async fn push_leased(
     // Nothing the entry needs may have gone since it was found: then the manifest.
     skipped.recheck(cache).await?;
     cache
-        .put(&super::entry_key(hash), Bytes::from(manifest.clone()))
+        .put(&layout::entry_key(hash), Bytes::from(manifest.clone()))
         .await?;
     if let Some(key) = key {
         let refs: Vec<(ComponentId, &[u8])> =
@@ -128,8 +134,8 @@ async fn push_leased(
         let message = sign::fingerprint(hash, &manifest, &refs);
         let mine = key.sign(&message);
         // Other keys' signatures stay; this key's is replaced.
-        let sig_key = super::signature_key(hash);
-        let mut lines: Vec<String> = match cache.get(&sig_key, super::Bound::SIGNATURES).await? {
+        let sig_key = layout::signature_key(hash);
+        let mut lines: Vec<String> = match cache.get(&sig_key, Bound::SIGNATURES).await? {
             Some(old) => String::from_utf8_lossy(&old)
                 .lines()
                 .filter(|l| sign::Signature::parse(l, "").is_ok_and(|s| s.key != key.name()))
@@ -163,7 +169,7 @@ async fn push_component(
             .expect("chunking does not panic")
             .map_err(io(&dir))?
     };
-    let mut unique: HashMap<Digest, (Source, crate::share::chunk::ChunkRef)> = HashMap::new();
+    let mut unique: HashMap<Digest, (Source, super::chunk::ChunkRef)> = HashMap::new();
     for (path, offset, c) in list.located() {
         unique.entry(c.blake3).or_insert_with(|| {
             let path = comp.path(path);
@@ -173,7 +179,7 @@ async fn push_component(
     bar.inc_length(unique.values().map(|(_, c)| c.size).sum());
     let results: Vec<(String, Option<u64>)> = stream::iter(unique.into_values())
         .map(|(src, c)| async move {
-            let key = super::chunk_key(&c.blake3);
+            let key = layout::chunk_key(&c.blake3);
             if cache.head(&key).await? {
                 bar.inc(c.size);
                 return Ok::<_, ShareError>((key, None));
@@ -204,10 +210,13 @@ async fn push_component(
     let list_bytes = list.to_json();
     report.bytes_uploaded += (list_bytes.len() + record.len()) as u64;
     cache
-        .put(&super::chunk_list_key(&comp.id), Bytes::from(list_bytes))
+        .put(&layout::chunk_list_key(&comp.id), Bytes::from(list_bytes))
         .await?;
     cache
-        .put(&super::record_key(&comp.id), Bytes::copy_from_slice(record))
+        .put(
+            &layout::record_key(&comp.id),
+            Bytes::copy_from_slice(record),
+        )
         .await?;
     Ok(())
 }

@@ -4,8 +4,9 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (or
 //! `AWS_ENDPOINT`) for a server other than AWS, `AWS_ALLOW_HTTP=true` for a plain-HTTP one —
 //! with path-style requests, which every S3 server answers. object_store retries transient
-//! failures itself (with backoff), so its errors here are final; each names its cause (a
-//! timeout, a redirect, a denial) with the whole chain of sources.
+//! failures itself (with backoff), so its errors here are final
+//! ([`CacheErrorKind::S3`]); each names its cause (a timeout, a redirect, a denial) with the
+//! whole chain of sources.
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -13,7 +14,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 
-use super::cache::{Bound, CacheError, read_bounded};
+use super::bound::{Bound, STALL, read_bounded};
+use super::error::{CacheError, CacheErrorKind};
 
 #[derive(Debug, Clone)]
 pub struct S3Cache {
@@ -52,16 +54,9 @@ impl S3Cache {
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             b = b.with_endpoint(endpoint);
         }
-        let store = b.build().map_err(|e| {
-            CacheError::new(
-                url,
-                "",
-                format!(
-                    "{e}; set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and, for a server other than AWS, AWS_ENDPOINT_URL"
-                ),
-                false,
-            )
-        })?;
+        let store = b
+            .build()
+            .map_err(|e| CacheError::new(url, "", CacheErrorKind::S3Setup(Box::new(e))))?;
         Ok(S3Cache {
             url: url.to_string(),
             prefix: prefix.to_string(),
@@ -81,8 +76,9 @@ impl S3Cache {
         }
     }
 
+    /// Final: object_store has retried what was worth it.
     fn err(&self, key: &str, e: object_store::Error) -> CacheError {
-        CacheError::new(&self.url, key, cause(&e), false)
+        CacheError::new(&self.url, key, CacheErrorKind::S3(Box::new(e)))
     }
 
     /// The object's bytes, read as they arrive up to `bound`: an object whose listed size
@@ -97,7 +93,7 @@ impl S3Cache {
         read_bounded(r.into_stream(), Some(size), bound)
             .await
             .map(Some)
-            .map_err(|e| e.into_cache_error(&self.url, key, bound))
+            .map_err(|e| CacheError::of_body(&self.url, key, bound, e))
     }
 
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), CacheError> {
@@ -147,7 +143,7 @@ impl S3Cache {
     }
 }
 
-/// object_store's HTTP client (5 s to connect, a read bound just past [`super::cache::STALL`]),
+/// object_store's HTTP client (5 s to connect, a read bound just past [`STALL`]),
 /// following no redirect: a 3xx comes back to object_store, which names it,
 /// rather than the request going again, without its signature, wherever it points.
 #[derive(Debug)]
@@ -167,7 +163,7 @@ impl object_store::client::HttpConnector for NoRedirects {
             // No bound on a whole request (a slow, steady transfer is fine), but one on each
             // read, past the cache's own stall bound: a body that stops is named a stall by
             // `read_bounded` first, and tried again by bottle's loop, which says so.
-            .read_timeout(super::cache::STALL + std::time::Duration::from_secs(5))
+            .read_timeout(STALL + std::time::Duration::from_secs(5))
             .connect_timeout(std::time::Duration::from_secs(5));
         if let Some(proxy) = options.get_config_value(&object_store::ClientConfigKey::ProxyUrl) {
             b = b.proxy(reqwest::Proxy::all(proxy).map_err(generic)?);
@@ -176,36 +172,4 @@ impl object_store::client::HttpConnector for NoRedirects {
             b.build().map_err(generic)?,
         ))
     }
-}
-
-/// An object_store error with its sources, led by what it comes down to: a timeout, a
-/// redirect (which the client does not follow: [`NoRedirects`]), a denial.
-fn cause(e: &object_store::Error) -> String {
-    let mut chain = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !chain.contains(&text) {
-            chain.push_str(": ");
-            chain.push_str(&text);
-        }
-        cur = s.source();
-    }
-    // object_store says `retry_timeout: 180s` of every retried request, whatever failed it.
-    let lower = chain.to_lowercase().replace("retry_timeout", "");
-    let why = if lower.contains("timed out") || lower.contains("timeout") {
-        "timeout"
-    } else if lower.contains("redirect") || lower.contains(" 301") || lower.contains(" 307") {
-        "redirected (bottle follows no redirect; name the server's own endpoint and region)"
-    } else if lower.contains("403") || lower.contains("forbidden") || lower.contains("denied") {
-        "denied (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the key's rights on the bucket)"
-    } else if matches!(
-        e,
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
-    ) {
-        "denied"
-    } else {
-        return chain;
-    };
-    format!("{why}: {chain}")
 }
