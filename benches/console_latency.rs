@@ -11,6 +11,8 @@
 //!
 //! Usage: `cargo bench --bench console_latency [-- TRIALS]`. Needs what `tests/console.rs`
 //! needs: Docker Engine, chromium and chromium-driver, curl and git for the tools guest.
+//! `SMOKE=1 cargo bench --bench console_latency`: a smoke run, one trial (unless TRIALS is
+//! given); it fails when a step does (panics), and its figures are not measurements.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -57,10 +59,11 @@ fn summary(name: &str, mut ms: Vec<u128>) {
 }
 
 fn main() {
+    let smoke = std::env::var("SMOKE").is_ok_and(|v| v == "1");
     let trials: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(if smoke { 1 } else { 20 });
     let ctx = TestContext::new("console-latency");
     ctx.use_tools_guest();
     let server = Server::plain(Answer::Text("through".into()));
@@ -130,4 +133,9 @@ fn main() {
         through,
     );
     ctx.ok(&["down", &id]);
+    if smoke {
+        println!(
+            "console_latency: SMOKE run ({trials} trial(s)): the figures above show the bench works; they are not measurements"
+        );
+    }
 }

@@ -13,6 +13,10 @@
 //!
 //! `DLP_CHUNK=BYTES` feeds smaller chunks (default 64 KiB).
 //!
+//! `SMOKE=1` makes one run the default, and with no command (`SMOKE=1 cargo bench --bench
+//! dlp_throughput`) it does all of the above once on 1 MiB of each kind in a temporary folder,
+//! failing if any step does; its figures are a smoke run's, not measurements.
+//!
 //! It prints one line per measure and asserts nothing; a finding in ordinary data is printed.
 
 use std::path::Path;
@@ -138,13 +142,41 @@ fn scrub(data: &[u8]) -> usize {
     out + s.finish().len()
 }
 
+fn smoke() -> bool {
+    std::env::var("SMOKE").is_ok_and(|v| v == "1")
+}
+
+/// `SMOKE=1` with no command: every command once on 1 MiB of each kind.
+fn smoke_all() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    generate(dir.path(), 1).expect("writing the data");
+    let s = scanner();
+    for kind in ["code", "chat", "image"] {
+        let data = std::fs::read(dir.path().join(format!("{kind}.body"))).expect("reading the data");
+        assert!(!data.is_empty(), "{kind}.body is empty");
+        let (dlp_mbs, found) = best(&data, 1, |d| dlp(&s, d));
+        let (memchr_mbs, _) = best(&data, 1, |d| memchr::memchr_iter(b'\n', d).count());
+        let (scrub_mbs, out) = best(&data, 1, scrub);
+        assert_eq!(out, data.len(), "the scrubber changed {kind}.body, which holds no secret");
+        println!(
+            "{kind}: dlp {dlp_mbs:.0} MB/s findings {found}, memchr {memchr_mbs:.0} MB/s, scrub {scrub_mbs:.0} MB/s"
+        );
+    }
+    println!("dlp_throughput: SMOKE run (1 MiB each, one run): these figures are not measurements");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
-    let runs = arg(2).and_then(|r| r.parse().ok()).unwrap_or(5);
+    if args.is_empty() && smoke() {
+        smoke_all();
+        return;
+    }
+    let default_runs = if smoke() { 1 } else { 5 };
+    let runs = arg(2).and_then(|r| r.parse().ok()).unwrap_or(default_runs);
     let read = |p: &str| std::fs::read(p).unwrap_or_else(|e| panic!("reading {p}: {e}"));
     match (arg(0), arg(1)) {
         (Some("gen"), Some(dir)) => {

@@ -10,6 +10,8 @@
 # gate/direct (target ≥ 0.8×), with the load average.
 #
 # Usage (from anywhere): benches/git_gate_push.sh       SIZE_MIB=50 RUNS=5
+#   SMOKE=1 benches/git_gate_push.sh   a smoke run: SIZE_MIB=1 RUNS=1; fails when either push
+#                                      fails, claims no figures
 # Needs: cargo, git, hyperfine, python3, /usr/sbin/sshd and ssh-keygen (scripts/setup).
 # Honors CARGO_TARGET_DIR. Only 127.0.0.1 is used. Prints the figures; asserts nothing about
 # them: it exits non-zero only when it cannot run.
@@ -17,8 +19,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-size_mib=${SIZE_MIB:-50}
-runs=${RUNS:-5}
+if [ "${SMOKE:-0}" = 1 ]; then
+  size_mib=${SIZE_MIB:-1} runs=${RUNS:-1}
+else
+  size_mib=${SIZE_MIB:-50} runs=${RUNS:-5}
+fi
 bench=git_gate_push
 # shellcheck source=benches/loopback.sh
 . benches/loopback.sh
@@ -60,7 +65,7 @@ PermitRootLogin prohibit-password
 EOF
 /usr/sbin/sshd -D -f "$work/sshd_config" -E "$work/sshd.log" &
 pids+=($!)
-wait_port "$sshd_port" sshd
+wait_port "$sshd_port" sshd "$work/sshd.log"
 echo "[127.0.0.1]:$sshd_port $(cut -d' ' -f1-2 "$work/host_key.pub")" >"$work/known_hosts"
 
 # The repository: SIZE_MIB files of 1 MiB of random bytes, one commit.
@@ -76,15 +81,16 @@ bytes=$(du -sb --exclude=.git "$work/src" | cut -f1)
 bare="$work/upstream.git"
 gate_port=$(free_port)
 mkdir -p "$work/etc"
-cat >"$work/etc/git-gate.json" <<EOF
-{"port": $gate_port, "listen_host": "127.0.0.1", "audit_log": "$work/audit.jsonl",
- "upstreams": [{"name": "origin", "url": "ssh://root@127.0.0.1:$sshd_port$bare",
-   "identity": "$work/client_key", "known_hosts": "$work/known_hosts",
-   "branches": ["**"], "tags": false, "max_push_bytes": $(( (size_mib + 64) * 1048576 ))}]}
-EOF
+daemon_config "$bin" git-gate "$work/etc/git-gate.json" "port=$gate_port" 'listen_host="127.0.0.1"' \
+  "audit_log=\"$work/audit.jsonl\"" 'upstreams.0.name="origin"' \
+  "upstreams.0.via.ssh.url=\"ssh://root@127.0.0.1:$sshd_port$bare\"" \
+  "upstreams.0.via.ssh.identity=\"$work/client_key\"" \
+  "upstreams.0.via.ssh.known_hosts=\"$work/known_hosts\"" \
+  'upstreams.0.branches=["**"]' upstreams.0.tags=false \
+  "upstreams.0.max_push_bytes=$(( (size_mib + 64) * 1048576 ))"
 "$bin" sidecar --daemons git-gate --config-dir "$work/etc" 2>"$work/gate.log" &
 pids+=($!)
-wait_port "$gate_port" git-gate
+wait_port "$gate_port" git-gate "$work/gate.log"
 
 fresh="rm -rf $bare && git init -q --bare $bare"
 ssh_cmd="ssh -i $work/client_key -o IdentitiesOnly=yes -o UserKnownHostsFile=$work/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes"
@@ -106,7 +112,8 @@ d, g = r["direct"]["mean"], r["git-gate"]["mean"]
 print(f"{'push':<10} {'mean s':>8} {'± s':>6} {'MB/s':>8}")
 for name in ("direct", "git-gate"):
     x = r[name]
-    print(f"{name:<10} {x['mean']:>8.3f} {x['stddev']:>6.3f} {size / x['mean'] / 1e6:>8.1f}")
+    print(f"{name:<10} {x['mean']:>8.3f} {x['stddev'] or 0:>6.3f} {size / x['mean'] / 1e6:>8.1f}")
 print(f"throughput ratio git-gate/direct: {d / g:.2f}x (target >= 0.8x)")
 EOF
 echo "uptime after: $(uptime)"
+smoke_note

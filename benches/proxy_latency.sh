@@ -14,15 +14,20 @@
 #   pipelock's over direct (target ≥ 0.5).
 #
 # Usage (from anywhere): benches/proxy_latency.sh      N=1000 RUNS=5 CONNS=8 by default
+#   SMOKE=1 benches/proxy_latency.sh   a smoke run: N=10 RUNS=1 CONNS=2, a 5-request warm-up;
+#                                      fails when a proxy or request fails, claims no figures
 # Needs: cargo, python3, mitmdump (`apt-get install -y mitmproxy`). Honors CARGO_TARGET_DIR.
 # Only 127.0.0.1 is used. Prints the figures; asserts nothing about them: it exits non-zero
 # only when it cannot run. Cleanup: the processes it started (by PID) and its temporary folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-n=${N:-1000}
-runs=${RUNS:-5}
-conns=${CONNS:-8}
+smoke=${SMOKE:-0}
+if [ "$smoke" = 1 ]; then
+  n=${N:-10} runs=${RUNS:-1} conns=${CONNS:-2} warm=5
+else
+  n=${N:-1000} runs=${RUNS:-5} conns=${CONNS:-8} warm=50
+fi
 bench=proxy_latency
 # shellcheck source=benches/loopback.sh
 . benches/loopback.sh
@@ -44,25 +49,23 @@ bench_work proxy
 up=$(free_port)
 "$load" serve "$up" "$work" 2>"$work/upstream.log" &
 pids+=($!)
-wait_port "$up" upstream
+wait_port "$up" upstream "$work/upstream.log"
 
 # pipelock: localhost allowed (and its loopback address, a private destination), and an egress
 # route with the upstream's CA.
 pl=$(free_port)
 mkdir "$work/conf"
-cat >"$work/conf/pipelock.json" <<EOF
-{"listen_port": $pl, "listen_host": "127.0.0.1", "allow": ["localhost"],
- "dlp": {"enabled": true, "rules": [], "allow": []},
- "ca_cert": "$work/pipelock.crt", "ca_key": "$work/pipelock.key",
- "egress": {"routes": [{"host": "localhost", "header": "Authorization", "scheme": "Bearer",
-   "token_env": "BENCH_TOKEN", "upstream_ca": "$work/upstream-ca.pem"}], "upstream_proxy": null},
- "allow_private": ["127.0.0.0/8"], "audit_log": "$work/audit.jsonl"}
-EOF
+daemon_config "$bin" pipelock "$work/conf/pipelock.json" "listen_port=$pl" 'listen_host="127.0.0.1"' \
+  'allow=["localhost"]' dlp.enabled=true "ca_cert=\"$work/pipelock.crt\"" "ca_key=\"$work/pipelock.key\"" \
+  'egress.routes.0.host="localhost"' 'egress.routes.0.header="Authorization"' \
+  'egress.routes.0.scheme="Bearer"' 'egress.routes.0.token_env="BENCH_TOKEN"' \
+  "egress.routes.0.upstream_ca=\"$work/upstream-ca.pem\"" 'egress.upstream_proxy=null' \
+  'allow_private=["127.0.0.0/8"]' "audit_log=\"$work/audit.jsonl\""
 echo '{"BENCH_TOKEN": "bench-real-token-0123456789"}' |
   BOTTLE_RUN=bench "$bin" sidecar --secrets-on-stdin --daemons pipelock --config-dir "$work/conf" \
     2>"$work/sidecar.log" &
 pids+=($!)
-wait_port "$pl" pipelock
+wait_port "$pl" pipelock "$work/sidecar.log"
 
 # mitmproxy: its own CA in its confdir, trusting the upstream's CA, setting the same header.
 mp=$(free_port)
@@ -74,7 +77,7 @@ mitmdump -q --listen-host 127.0.0.1 -p "$mp" --set confdir="$work/mitm" \
   --set ssl_verify_upstream_trusted_ca="$work/upstream-ca.pem" -s "$work/inject.py" \
   >"$work/mitm.log" 2>&1 &
 pids+=($!)
-wait_port "$mp" mitmproxy
+wait_port "$mp" mitmproxy "$work/mitm.log"
 [ -f "$work/mitm/mitmproxy-ca-cert.pem" ] || die "mitmproxy wrote no CA"
 
 # name, proxy, CA the client trusts
@@ -82,7 +85,7 @@ setups=("direct - $work/upstream-ca.pem" "pipelock 127.0.0.1:$pl $work/pipelock.
   "mitmproxy 127.0.0.1:$mp $work/mitm/mitmproxy-ca-cert.pem")
 for s in "${setups[@]}"; do
   read -r name proxy ca <<<"$s"
-  "$load" get "$proxy" "$ca" 50 1 "$up" >/dev/null || die "warm-up through $name failed"
+  "$load" get "$proxy" "$ca" "$warm" 1 "$up" >/dev/null || die "warm-up through $name failed"
   for shape in latency throughput; do
     c=1
     [ "$shape" = throughput ] && c=$conns
@@ -113,6 +116,7 @@ for name in ["direct", "pipelock", "mitmproxy"]:
     print(f"{name:12} {per:20.3f} {added:17.3f} {rps:32.0f}")
 pl_added = (med[("pipelock", "latency")] - med[("direct", "latency")]) / n
 mp_added = (med[("mitmproxy", "latency")] - med[("direct", "latency")]) / n
-print(f"pipelock added / mitmproxy added: {pl_added / mp_added:.3f}  (target <= 0.1)")
+print(f"pipelock added / mitmproxy added: {pl_added / mp_added if mp_added > 0 else float('nan'):.3f}  (target <= 0.1)")
 print(f"pipelock throughput / direct:     {med[('direct', 'throughput')] / med[('pipelock', 'throughput')]:.3f}  (target >= 0.5)")
 EOF
+smoke_note

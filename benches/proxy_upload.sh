@@ -11,15 +11,19 @@
 # listens (target ≤ 20 MiB).
 #
 # Usage (from anywhere): benches/proxy_upload.sh       SIZE=1073741824 SMALL=67108864 RUNS=3
+#   SMOKE=1 benches/proxy_upload.sh    a smoke run: SIZE=1 MiB after SMALL=64 KiB, RUNS=1; fails
+#                                      when an upload or a daemon fails, claims no figures
 # Needs: cargo, python3. Honors CARGO_TARGET_DIR. Only 127.0.0.1 is used. Prints the figures;
 # asserts nothing about them: it exits non-zero only when it cannot run.
 # Cleanup: the processes it started (by PID) and its temporary folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-size=${SIZE:-1073741824}
-small=${SMALL:-67108864}
-runs=${RUNS:-3}
+if [ "${SMOKE:-0}" = 1 ]; then
+  size=${SIZE:-1048576} small=${SMALL:-65536} runs=${RUNS:-1}
+else
+  size=${SIZE:-1073741824} small=${SMALL:-67108864} runs=${RUNS:-3}
+fi
 bench=proxy_upload
 # shellcheck source=benches/loopback.sh
 . benches/loopback.sh
@@ -42,21 +46,21 @@ kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 up=$(free_port)
 "$load" serve "$up" "$work" 2>"$work/upstream.log" &
 pids+=($!)
-wait_port "$up" upstream
+wait_port "$up" upstream "$work/upstream.log"
 
-# conf DIR PORT: pipelock's config, with the route and the other daemons' configs.
+# conf DIR PORT: pipelock's config, with the route, and the other daemons' configs.
 conf() {
   mkdir -p "$1"
-  cat >"$1/pipelock.json" <<EOF
-{"listen_port": $2, "listen_host": "127.0.0.1", "allow": ["localhost"],
- "dlp": {"enabled": true, "rules": [], "allow": []},
- "ca_cert": "$work/pipelock.crt", "ca_key": "$work/pipelock.key",
- "egress": {"routes": [{"host": "localhost", "header": "Authorization", "scheme": "Bearer",
-   "token_env": "BENCH_TOKEN", "upstream_ca": "$work/upstream-ca.pem"}], "upstream_proxy": null},
- "allow_private": ["127.0.0.0/8"], "audit_log": "$1/audit.jsonl"}
-EOF
-  echo "{\"port\": $(free_port), \"listen_host\": \"127.0.0.1\", \"upstreams\": []}" >"$1/git-gate.json"
-  echo "{\"port\": $(free_port), \"queue\": \"$1/queue\"}" >"$1/supervise.json"
+  daemon_config "$bin" pipelock "$1/pipelock.json" "listen_port=$2" 'listen_host="127.0.0.1"' \
+    'allow=["localhost"]' dlp.enabled=true "ca_cert=\"$work/pipelock.crt\"" "ca_key=\"$work/pipelock.key\"" \
+    'egress.routes.0.host="localhost"' 'egress.routes.0.header="Authorization"' \
+    'egress.routes.0.scheme="Bearer"' 'egress.routes.0.token_env="BENCH_TOKEN"' \
+    "egress.routes.0.upstream_ca=\"$work/upstream-ca.pem\"" 'egress.upstream_proxy=null' \
+    'allow_private=["127.0.0.0/8"]' "audit_log=\"$1/audit.jsonl\""
+  daemon_config "$bin" git-gate "$1/git-gate.json" "port=$(free_port)" 'listen_host="127.0.0.1"' \
+    'upstreams=[]' "audit_log=\"$1/audit.jsonl\""
+  daemon_config "$bin" supervise "$1/supervise.json" "port=$(free_port)" 'listen_host="127.0.0.1"' \
+    "queue=\"$1/queue\"" "audit_log=\"$1/audit.jsonl\""
 }
 
 # Idle first, on a quiet machine: all three daemons.
@@ -67,8 +71,9 @@ echo '{"BENCH_TOKEN": "bench-real-token-0123456789"}' |
     --config-dir "$work/idle" 2>"$work/idle.log" &
 idle_pid=$!
 pids+=($idle_pid)
-wait_port "$idle_port" "idle sidecar"
+wait_port "$idle_port" "idle sidecar" "$work/idle.log"
 sleep 1
+kill -0 "$idle_pid" 2>/dev/null || die "the idle sidecar exited: $(tail -n 5 "$work/idle.log")"
 idle_rss=$(kib "$idle_pid" VmRSS)
 kill "$idle_pid"
 
@@ -79,7 +84,7 @@ echo '{"BENCH_TOKEN": "bench-real-token-0123456789"}' |
     2>"$work/sidecar.log" &
 pl_pid=$!
 pids+=($pl_pid)
-wait_port "$pl" pipelock
+wait_port "$pl" pipelock "$work/sidecar.log"
 
 for bytes in "$small" "$size"; do
   for r in $(seq 1 "$runs"); do
@@ -109,3 +114,4 @@ for b in sorted(rows):
 print(f"median of {len(next(iter(rows.values())))} runs each; ratio = pipelock throughput / direct")
 print(f"idle RSS, pipelock,git-gate,supervise: {int(sys.argv[3]) / 1024:.1f} MiB  (target <= 20 MiB)")
 EOF
+smoke_note

@@ -9,8 +9,9 @@
 # The script's steps are the run's (src/run/): an internal network (inhibit_ipv4, no host
 # address) and an outbound one; the images checked by id (loaded when missing); the bundle at
 # .2 of the internal network with the entry's mounts (pipelock.json, egress.json from the
-# config component; the CA certificate and key), env, daemons and memory limit, no-new-privileges, attached
-# to the outbound network, started, and waited on until pipelock listens; the guest at .3 on
+# config component; the CA certificate and key), env (and the run id bottle adds,
+# BOTTLE_RUN), daemons and memory limit, no-new-privileges, attached to the outbound
+# network, started, and waited on until pipelock listens; the guest at .3 on
 # the internal network only, NET_RAW dropped, kept alive by the same shell loop, with the whole
 # guest env; `chown -R USER:USER HOME` as root; the CA copied to its guest path and the same
 # trust-store script as root; the command as the user in its home with the whole env; then
@@ -23,6 +24,8 @@
 # reports what a second run of the same hash loads (nothing) and that run's step timings.
 #
 # Usage (from anywhere): benches/run_cycle.sh [RUNS]     RUNS defaults to 10
+#   SMOKE=1 benches/run_cycle.sh    a smoke run: one of each, no warm-up; fails when a run or the
+#                                   script fails or the entry lacks a field, claims no figures
 # Needs: cargo, python3, openssl, bash ≥ 5, a running Docker Engine, recipes/demo/busybox (run
 # scripts/setup first). Honors CARGO_TARGET_DIR and BOTTLE (a prebuilt binary to use instead
 # of `cargo build --release`). Prints a table; asserts nothing about timings: it exits non-zero
@@ -30,7 +33,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=${1:-10}
+smoke=${SMOKE:-0}
+if [ "$smoke" = 1 ]; then runs=1; else runs=${1:-10}; fi
 [ "$runs" -ge 1 ] 2>/dev/null || { echo "run_cycle: RUNS must be a number ≥ 1" >&2; exit 2; }
 die() { echo "run_cycle: $*" >&2; exit 1; }
 for tool in cargo docker python3 openssl; do
@@ -170,7 +174,7 @@ script_once() {
   docker network create --subnet "$s.16/28" --gateway "$s.17" --label bottle.bench=1 "$n-out" >/dev/null
   docker image inspect "$bundle_img" >/dev/null 2>&1 || docker load -q -i "$bundle_tar" >/dev/null
   docker image inspect "$guest_img" >/dev/null 2>&1 || docker load -q -i "$guest_tar" >/dev/null
-  docker create --name "$n-b" --network "$n-in" --ip "$ip" "${mounts[@]}" "${benv[@]}" \
+  docker create --name "$n-b" --network "$n-in" --ip "$ip" "${mounts[@]}" "${benv[@]}" -e "BOTTLE_RUN=$n" \
     --memory "$bmem" --memory-swap "$bmem" --security-opt no-new-privileges --label bottle.bench=1 \
     "$bundle_img" --daemons "$daemons" >/dev/null
   docker network connect "$n-out" "$n-b"
@@ -207,9 +211,13 @@ timed() {
 }
 
 # A warm-up of each: the first run loads the images into the engine (when it lacked them).
-echo "run_cycle: warm-up (one of each), then $runs of each, alternating" >&2
-timed bottle_once >/dev/null || die "bottle run failed"
-timed script_once 0 >/dev/null || die "the docker CLI script failed"
+if [ "$smoke" = 1 ]; then
+  echo "run_cycle: SMOKE: no warm-up, $runs of each" >&2
+else
+  echo "run_cycle: warm-up (one of each), then $runs of each, alternating" >&2
+  timed bottle_once >/dev/null || die "bottle run failed"
+  timed script_once 0 >/dev/null || die "the docker CLI script failed"
+fi
 b_up=() b_down=() b_all=() s_up=() s_down=() s_all=()
 for i in $(seq 1 "$runs"); do
   read -r u d a < <(timed bottle_once) || die "bottle run failed"
@@ -222,9 +230,10 @@ done
 left=$(docker ps -aq --filter "label=bottle.store=$(cd "$BOTTLE_STORE" && pwd -P)" | wc -l)
 
 python3 - "$runs" "${b_up[*]}" "${b_down[*]}" "${b_all[*]}" "${s_up[*]}" "${s_down[*]}" "${s_all[*]}" \
-  "$work/second.json" "$left" <<'EOF'
+  "$work/second.json" "$left" "$smoke" <<'EOF'
 import json, statistics as st, sys
 runs = int(sys.argv[1])
+smoke = sys.argv[10] == "1"
 bu, bd, ba, su, sd, sa = ([float(x) for x in a.split()] for a in sys.argv[2:8])
 second = json.load(open(sys.argv[8]))
 ms = lambda x: x * 1000
@@ -234,7 +243,7 @@ print(f"{'':<10} {'bottle median':>14} {'min':>7} {'max':>7}   {'script median':
 rows = [("bring-up", bu, su, 0.7), ("teardown", bd, sd, 1.0), ("cycle", ba, sa, 0.5)]
 for name, b, s, target in rows:
     r = st.median(b) / st.median(s)
-    verdict = "met" if r <= target else "NOT met"
+    verdict = "smoke run" if smoke else "met" if r <= target else "NOT met"
     print(f"{name:<10} {ms(st.median(b)):>11.0f} ms {ms(min(b)):>7.0f} {ms(max(b)):>7.0f}   "
           f"{ms(st.median(s)):>11.0f} ms {ms(min(s)):>7.0f} {ms(max(s)):>7.0f}   {r:>5.2f}x  <= {target:.1f}x {verdict}")
 print(f"images loaded by a second run of the same hash: {len(second['images_loaded'])}")
@@ -242,3 +251,6 @@ steps = ", ".join(f"{n} {t}" for n, t in second["steps"])
 print(f"that run's own timings (ms): bring-up {second['bring_up_ms']}, teardown {second['teardown_ms']}; steps: {steps}")
 print(f"containers of this store left after the runs: {sys.argv[9]}")
 EOF
+if [ "$smoke" = 1 ]; then
+  echo "run_cycle: SMOKE run (one run of each, no warm-up): the figures above show the bench works; they are not measurements"
+fi
