@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::kit::{ALNUM, ALNUM_US, B64, DIGITS, HEX, Item, Rng, b64, b64url, json_str, uuid};
+use super::kit::{ALNUM, ALNUM_US, B64, DIGITS, HEX, Item, Rng, b64, b64url, json_str, uuid};
 
 /// Every text file under `root` (sources, docs, Cargo.lock, scripts, recipes), as sent raw and
 /// as an agent sends a file to a model: inside a chat request.

@@ -1,7 +1,7 @@
 //! Generated secrets of every built-in kind, each embedded in a carrier an agent would send.
 #![allow(dead_code)]
 
-use crate::kit::{
+use super::kit::{
     ALNUM, ALNUM_US, B64, DIGITS, HEX, Item, Rng, UPPER_NUM, b64, b64url, json_str, urlencode, uuid,
 };
 
