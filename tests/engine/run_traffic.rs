@@ -13,6 +13,8 @@
 
 #[path = "../dlp_corpus/kit.rs"]
 mod kit;
+#[path = "../dlp_corpus/planted.rs"]
+mod planted;
 #[path = "../dlp_corpus/secrets.rs"]
 mod secrets;
 use crate::support;
@@ -37,7 +39,7 @@ struct Case {
     payload: String,
 }
 
-fn cases(secrets: &[secrets::Planted]) -> Vec<Case> {
+fn cases(secrets: &[planted::Planted]) -> Vec<Case> {
     let mut out = Vec::new();
     for (i, p) in secrets.iter().enumerate() {
         let mut add = |how: &'static str, payload: String| {
@@ -64,7 +66,7 @@ fn cases(secrets: &[secrets::Planted]) -> Vec<Case> {
 /// raw, percent-encoded and JSON-escaped, each line of it, each half of it, and each half of
 /// its body as the split case sends it. Pieces shorter than 8 bytes are left out (they could be
 /// anything).
-fn forms(p: &secrets::Planted) -> Vec<String> {
+fn forms(p: &planted::Planted) -> Vec<String> {
     let mut out = Vec::new();
     let secret = p.secret.trim();
     out.push(secret.to_string());
@@ -170,7 +172,7 @@ hosts = {{ "{UPSTREAM}" = "host-gateway" }}
     );
     let hash = ctx.build(&ctx.recipe());
     let mut rng = kit::Rng::new(0x7e57_0ff1c);
-    let planted = secrets::one_per_rule(&mut rng);
+    let planted = planted::one_per_rule(&mut rng);
     assert!(planted.len() >= 40, "{} kinds", planted.len());
     let cases = cases(&planted);
     let base = format!("https://{UPSTREAM}:{}", server.port);

@@ -20,6 +20,8 @@
 //! `scan_head`), with ordinary requests' headers as the ordinary side. Asserts ≥ 99% caught and
 //! ≤ 0.1% flagged in each form and over all of them, and prints both per form.
 
+#[path = "../dlp_corpus/carriers.rs"]
+mod carriers;
 #[path = "../dlp_corpus/kit.rs"]
 mod kit;
 #[path = "../dlp_corpus/ordinary.rs"]
@@ -34,8 +36,9 @@ use bottle::bundle::dlp::{Finding, Scanner};
 use bottle::bundle::pipelock::exchange::scan_head;
 use bottle::bundle::pipelock::inflate::{self, Coding, Inflater};
 use bottle::daemons::pipelock::Dlp;
+use carriers::Item;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use kit::{Item, Rng};
+use kit::Rng;
 
 /// The ordinary items that quote a signed URL in a body (see `ordinary.rs`).
 const SIGNED_IN_BODY: &str = "signed url in a tool result";
@@ -75,7 +78,7 @@ fn corpus_catch_and_false_positive_rates() {
     let s = scanner();
     let mut rng = Rng::new(0xb0771e);
 
-    let secrets = secrets::all(&mut rng);
+    let secrets = carriers::all(&mut rng);
     let (mut caught, mut named) = (0, 0);
     let (mut missed, mut misnamed) = (Vec::new(), Vec::new());
     for (rule, item) in &secrets {
@@ -256,7 +259,7 @@ fn scan_headers(s: &Scanner, headers: &[(String, String)]) -> Option<String> {
 fn encoded_corpus_catch_and_false_positive_rates() {
     let s = scanner();
     let mut rng = Rng::new(0xe4c0de);
-    let secrets = secrets::all(&mut rng);
+    let secrets = carriers::all(&mut rng);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ordinary = ordinary::all(root, &mut rng);
 
@@ -294,7 +297,7 @@ fn encoded_corpus_catch_and_false_positive_rates() {
     }
 
     // Split over two headers.
-    let split = secrets::split_headers(&mut rng);
+    let split = carriers::split_headers(&mut rng);
     let mut caught = 0;
     for (rule, headers) in &split {
         match scan_headers(&s, headers) {

@@ -47,7 +47,6 @@
 //! so that "refused" cannot mean "broken". Before a test is committed, the code it guards is
 //! broken on purpose once (a hold-back shortened, a header dropped, a redaction skipped) and
 //! the test is seen to fail.
-#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
@@ -81,8 +80,6 @@ pub mod upstream;
 static BUILDS: RwLock<()> = RwLock::new(());
 
 pub struct TestContext {
-    /// The test's name: the recipe's name, and the content of the guest's `test-id` file.
-    pub name: String,
     /// Where the guest's Dockerfile copies `test-id` (its first step): names this test's
     /// build chain in the engine.
     pub test_id_path: String,
@@ -165,7 +162,6 @@ impl TestContext {
             .into_owned();
         TestContext {
             test_id_path,
-            name: name.to_string(),
             dir,
             store,
             recipes,
@@ -785,10 +781,6 @@ impl Spawned {
             lines,
             seen: String::new(),
         }
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
     }
 
     /// Waits for a stderr line containing `needle`; returns stderr so far. Panics with what

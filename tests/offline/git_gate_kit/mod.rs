@@ -2,8 +2,6 @@
 //! sidecar --daemons git-gate` on 127.0.0.1 with a real OpenSSH server as its upstream
 //! ([`crate::support::sshd`]), Debian's git and curl as its clients.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};

@@ -7,8 +7,6 @@
 //! Names: `*.test` names reach the test's servers through pipelock's test-only resolution
 //! override (`BOTTLE_PIPELOCK_TEST_RESOLVE`, loopback only); nothing is added to /etc/hosts.
 
-#![allow(dead_code)]
-
 mod reflect;
 
 use std::io::{BufRead, BufReader, Write};
@@ -96,6 +94,10 @@ impl Ca {
 /// What an upstream got.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    #[allow(
+        dead_code,
+        reason = "read through Debug: daemon_pipelock searches `{seen:?}`"
+    )]
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -346,7 +348,8 @@ pub struct Sidecar {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     pub port: u16,
-    pub dir: tempfile::TempDir,
+    /// Held, never read: the sidecar's folder lives as long as it does.
+    _dir: tempfile::TempDir,
     pub audit: PathBuf,
     /// The bottle CA's certificate (what the guest trusts).
     pub ca: Ca,
@@ -486,7 +489,7 @@ impl Sidecar {
             child,
             lines,
             port,
-            dir,
+            _dir: dir,
             audit,
             ca,
             ca_file,
@@ -582,6 +585,7 @@ pub struct Curl {
     pub status: u16,
     pub headers: String,
     pub body: String,
+    #[allow(dead_code, reason = "read through Debug, in failure messages")]
     pub stderr: String,
 }
 
