@@ -115,7 +115,7 @@ fn real_fault_token_missing_from_the_environment() {
     let mut cmd = ctx.cmd();
     cmd.env_remove(var);
     let out = ctx.output_of(cmd, &["run", &hash, "--", "true"]);
-    // Refused by the preflight, before the network (tests/preflight.rs has the rest).
+    // Refused by the preflight, before the network (tests/engine/preflight.rs has the rest).
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(&format!("{var} is unset")), "{err}");

@@ -235,7 +235,7 @@ allow_private = ["{allowed}/32"]
     assert!(line("proxy-denied").contains("403"), "{stdout}");
     assert!(line("connect-allowed").contains("200"), "{stdout}");
     // pipelock intercepts every CONNECT, a denied host's too: the 403 comes inside the TLS
-    // session, where the guest's client reads its body (tests/sidecar_pipelock.rs).
+    // session, where the guest's client reads its body (tests/offline/daemon_pipelock.rs).
     assert!(line("connect-denied").contains("200"), "{stdout}");
     for key in [
         "direct-allowed",

@@ -1,6 +1,6 @@
 //! DLP decodes before it scans: the real `bottle sidecar --daemons pipelock`, curl through it
 //! (TLS with the bottle CA, inside an intercepted `CONNECT`), and upstreams that record each
-//! byte as it arrives (`tests/pipelock_kit`).
+//! byte as it arrives (`tests/offline/pipelock_kit`).
 //!
 //! A generated GitHub token (no secret is written in this file) is sent in each form an agent
 //! could use to slip it past a scanner that reads text as it is: a gzip or deflate body, a

@@ -1,6 +1,6 @@
 //! `bottle sidecar --daemons git-gate`: the real binary on 127.0.0.1, Debian's real git
 //! (clone, push) and curl against it, and a real OpenSSH server as the upstream
-//! ([`support::sshd`]) holding a bare repository.
+//! ([`crate::support::sshd`]) holding a bare repository.
 //!
 //! The upstream is `ssh://root@127.0.0.1:PORT/…`, its host key in a known_hosts file of the
 //! test as `[127.0.0.1]:PORT`; git-gate's identity is the key the server authorizes.

@@ -1,10 +1,10 @@
 //! git-gate's bounds, against the real `bottle sidecar --daemons git-gate` and a real OpenSSH
-//! upstream ([`git_gate_kit`]): commits read as git reads them (a parent line after
+//! upstream ([`crate::git_gate_kit`]): commits read as git reads them (a parent line after
 //! `committer` is no parent), a delta's declared size held to the pack's budget before it is
 //! allocated (the daemon's peak memory measured), and the cap on pushes in flight; with
-//! pipelock and supervise beside it in one sidecar, as in a bundle, twenty pushes at the size
-//! cap leave both answering within a second; and one SSH login serves many requests, with a
-//! new one once the session died.
+//! pipelock and supervise beside it in one `bottle sidecar`, as in a bundle, twenty pushes at
+//! the size cap leave both answering within a second; and one SSH login serves many requests,
+//! with a new one once the session died.
 
 use crate::git_gate_kit;
 use crate::pipelock_kit;
@@ -355,11 +355,11 @@ async fn probe(s: &pipelock_kit::Sidecar, upstream: u16) -> (Duration, Duration)
     (proxied, api)
 }
 
-/// 20 pushes of exactly `max_push_bytes` at once, beside pipelock and supervise in one sidecar
-/// as in a bundle: four hold their turns with their bodies read (the gate's resident memory
-/// shows them), sixteen wait unanswered; all the while, and while the twenty are then read,
-/// judged and forwarded over SSH, a request through pipelock and a supervise call each answer
-/// within a second. Then every push has landed and is audited once.
+/// 20 pushes of exactly `max_push_bytes` at once, beside pipelock and supervise in one
+/// `bottle sidecar` as in a bundle: four hold their turns with their bodies read (the gate's
+/// resident memory shows them), sixteen wait unanswered; all the while, and while the twenty
+/// are then read, judged and forwarded over SSH, a request through pipelock and a supervise
+/// call each answer within a second. Then every push has landed and is audited once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_pushes_at_the_cap_leave_pipelock_and_supervise_answering_within_a_second() {
     use std::sync::Arc;

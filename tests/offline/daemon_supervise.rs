@@ -9,7 +9,7 @@
 //!   approved, the same request goes through.
 //! - Bad input (not JSON, an unknown kind or field, a body too large, a wait out of bounds, a
 //!   flood of requests or of connections) gets a clear 4xx/503 and the daemon serves on.
-//! - A new sidecar on the same queue (a bundle restart) lists the pending requests and applies
+//! - A new `bottle sidecar` on the same queue (a bundle restart) lists the pending requests and applies
 //!   the approved grants again, without recording them twice.
 
 use crate::pipelock_kit;

@@ -10,7 +10,8 @@
 //! timestamps, ids, signatures and base64 images, plus ordinary headers and URLs.
 //!
 //! Asserts a catch rate ≥ 99%, that every secret caught is named by its own kind's rule, and a
-//! false-positive rate ≤ 0.1% (per body or value), and prints them (`cargo test --test dlp_corpus -- --nocapture`).
+//! false-positive rate ≤ 0.1% (per body or value), and prints them (`cargo test --test offline
+//! dlp_corpus:: -- --nocapture`).
 //!
 //! Encoded (`encoded_corpus_catch_and_false_positive_rates`): every secret's carrier, and
 //! every ordinary item, sent as a body in each form an agent could hide it in — gzip

@@ -292,7 +292,7 @@ fn every_top_level_module_has_a_layer() {
     missing.dedup();
     assert!(
         missing.is_empty(),
-        "src/ has top-level modules no layer holds: {missing:?}; place each in LAYERS (tests/layers.rs) and in the picture of src/lib.rs"
+        "src/ has top-level modules no layer holds: {missing:?}; place each in LAYERS (tests/offline/layers.rs) and in the picture of src/lib.rs"
     );
 }
 
@@ -345,7 +345,7 @@ fn every_import_goes_down_the_layers() {
     }
     assert!(
         bad.is_empty(),
-        "imports that go up or across the layers of tests/layers.rs (move the shared type down, or the module up):\n{}",
+        "imports that go up or across the layers of tests/offline/layers.rs (move the shared type down, or the module up):\n{}",
         bad.join("\n")
     );
 }

@@ -1,8 +1,8 @@
-//! The shared context of the integration tests: per test, a temporary folder holding a store,
-//! a recipe folder (a FROM-scratch busybox guest whose build context is unique to the test)
-//! and a smolvm state folder; the real `bottle` binary against the real Docker Engine and
-//! smolvm CLI; and a Drop guard that removes everything the test may have created, also when
-//! it fails:
+//! The shared context of the engine tests (`tests/engine/`; the offline ones use only
+//! [`sshd`]): per test, a temporary folder holding a store, a recipe folder (a FROM-scratch
+//! busybox guest whose build context is unique to the test) and a smolvm state folder; the
+//! real `bottle` binary against the real Docker Engine and smolvm CLI; and a Drop guard that
+//! removes everything the test may have created, also when it fails:
 //!
 //! 1. `bottle down --all` with the test's store (live runs are asked to stop, dead ones swept);
 //! 2. containers and networks labelled with the store, and those the test made itself;
@@ -36,13 +36,13 @@
 //!   hopes the moment has passed;
 //! - guards its randomness: a test that kills or signals at random moments asserts that
 //!   enough of them landed in the window it claims to test (`killed_mid_build >= 5` in
-//!   `build_pipeline.rs`), so a machine too fast or too slow fails it instead of passing it
-//!   empty;
+//!   `engine/build_pipeline.rs`), so a machine too fast or too slow fails it instead of
+//!   passing it empty;
 //! - never skips itself: a missing prerequisite is a failure naming the set-up step.
 //!
-//! The models: `sidecar_git_gate.rs` pushes with real git through real sshd and checks each
-//! refusal's exact text, that the upstream's refs are unchanged, and one audit line per ref;
-//! `share_refusals.rs` damages a cache in nine ways and checks each refusal against a
+//! The models: `offline/daemon_git_gate.rs` pushes with real git through real sshd and checks
+//! each refusal's exact text, that the upstream's refs are unchanged, and one audit line per
+//! ref; `engine/share_refusals.rs` damages a cache in nine ways and checks each refusal against a
 //! byte-for-byte snapshot of the store, with a positive control (the undamaged cache pulls)
 //! so that "refused" cannot mean "broken". Before a test is committed, the code it guards is
 //! broken on purpose once (a hold-back shortened, a header dropped, a redaction skipped) and

@@ -1,4 +1,4 @@
-//! The kit of the git-gate sidecar tests (`tests/sidecar_git_gate*.rs`): the real `bottle
+//! The kit of git-gate's daemon tests (`tests/offline/daemon_git_gate*.rs`): the real `bottle
 //! sidecar --daemons git-gate` on 127.0.0.1 with a real OpenSSH server as its upstream
 //! ([`crate::support::sshd`]), Debian's git and curl as its clients.
 

@@ -1,8 +1,7 @@
-//! The kit of `tests/sidecar_pipelock.rs`: the real `bottle sidecar` with a config of the
-//! test's making, CAs made with rcgen (the bottle's, and the upstreams'), upstream servers on
-//! 127.0.0.1 that record what they get as it arrives and can echo it back in small chunks, and
-//! clients:
-//! curl through the proxy, and rustls by hand through a CONNECT.
+//! The kit of the daemons' tests (`tests/offline/daemon_*.rs`): the real `bottle sidecar` with
+//! a config of the test's making, CAs made with rcgen (the bottle's, and the upstreams'),
+//! upstream servers on 127.0.0.1 that record what they get as it arrives and can echo it back
+//! in small chunks, and clients: curl through the proxy, and rustls by hand through a CONNECT.
 //!
 //! Names: `*.test` names reach the test's servers through pipelock's test-only resolution
 //! override (`BOTTLE_PIPELOCK_TEST_RESOLVE`, loopback only); nothing is added to /etc/hosts.
