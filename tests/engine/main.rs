@@ -7,7 +7,10 @@
 //! process. The shared context (`tests/support/`) keeps them apart in the engine: names and
 //! build contexts unique per test, and one process-wide lock between builds and image removal
 //! (see its module doc). `tests/reproducible.rs` prunes the engine's build cache, so it keeps a
-//! binary of its own (cargo runs test binaries one after another).
+//! binary of its own (cargo runs test binaries one after another); so do
+//! `tests/share_hostile.rs`, `tests/share_s3.rs` and `tests/share_transfers.rs`, which measure
+//! a child's peak memory with `wait4`, where a child starts from its parent's peak (their
+//! module docs say more).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -33,10 +36,7 @@ mod run_supervise;
 mod run_tools_guest;
 mod run_traffic;
 mod share_cache;
-mod share_hostile;
 mod share_http;
 mod share_refusals;
-mod share_s3;
-mod share_transfers;
 mod store_components;
 mod store_default;

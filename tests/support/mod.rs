@@ -70,6 +70,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 pub mod browser;
 pub mod claude;
 pub mod console;
+#[allow(
+    dead_code,
+    reason = "for tests/share_{hostile,s3,transfers}.rs, binaries of their own (see their docs)"
+)]
 pub mod garage;
 pub mod nginx;
 pub mod share;
