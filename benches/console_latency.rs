@@ -9,12 +9,18 @@
 //! Reported: median and max of each; the target is ≤ 1 s each. Asserts nothing about
 //! the figures.
 //!
-//! Usage: `cargo bench --bench console_latency [-- TRIALS]`. Needs what `tests/console.rs`
-//! needs: Docker Engine, chromium and chromium-driver, curl and git for the tools guest.
-//! `SMOKE=1 cargo bench --bench console_latency`: a smoke run, one trial (unless TRIALS is
-//! given); it fails when a step does (panics), and its figures are not measurements.
+//! Usage: `cargo bench --bench console_latency [-- TRIALS]`. Needs what
+//! `tests/engine/console.rs` needs: Docker Engine, chromium and chromium-driver, curl and git
+//! for the tools guest. `SMOKE=1 cargo bench --bench console_latency`: a smoke run, one trial
+//! (unless TRIALS is given); it fails when a step does (panics), and its figures are not
+//! measurements.
 
 #[path = "../tests/support/mod.rs"]
+#[allow(
+    dead_code,
+    unused_imports,
+    reason = "the engine tests' support, of which this bench uses a part"
+)]
 mod support;
 
 use std::time::{Duration, Instant};

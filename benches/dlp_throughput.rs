@@ -152,12 +152,17 @@ fn smoke_all() {
     generate(dir.path(), 1).expect("writing the data");
     let s = scanner();
     for kind in ["code", "chat", "image"] {
-        let data = std::fs::read(dir.path().join(format!("{kind}.body"))).expect("reading the data");
+        let data =
+            std::fs::read(dir.path().join(format!("{kind}.body"))).expect("reading the data");
         assert!(!data.is_empty(), "{kind}.body is empty");
         let (dlp_mbs, found) = best(&data, 1, |d| dlp(&s, d));
         let (memchr_mbs, _) = best(&data, 1, |d| memchr::memchr_iter(b'\n', d).count());
         let (scrub_mbs, out) = best(&data, 1, scrub);
-        assert_eq!(out, data.len(), "the scrubber changed {kind}.body, which holds no secret");
+        assert_eq!(
+            out,
+            data.len(),
+            "the scrubber changed {kind}.body, which holds no secret"
+        );
         println!(
             "{kind}: dlp {dlp_mbs:.0} MB/s findings {found}, memchr {memchr_mbs:.0} MB/s, scrub {scrub_mbs:.0} MB/s"
         );

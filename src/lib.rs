@@ -9,7 +9,7 @@
 //! ```
 //!
 //! The modules stand in layers; each names only itself and modules of the layers below it,
-//! and `tests/layers.rs` keeps it so (`scripts/import-cycles` lists the circles left inside a
+//! and `tests/offline/layers.rs` keeps it so (`scripts/import-cycles` lists the circles left inside a
 //! folder):
 //!
 //! ```text

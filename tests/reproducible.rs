@@ -1,12 +1,14 @@
 //! Reproducible artifacts: the same hash built on a fresh engine gives bit-identical `guest`
 //! and `bundle` components.
 //!
-//! One test in its own binary: between its two builds it removes every image its first build
-//! made (found as the images that appeared in the engine during that build) and prunes the
-//! build cache, which no other test of this binary can be using at that moment. (Starting a
-//! second `dockerd` is not an option on these machines: stopping one removed the other's
-//! bridge.) The demo's Dockerfile gets one leading step of this test's own, so the images it
-//! removes are its own, never a layer other builds share.
+//! One test in its own binary, outside the engine harness (`tests/engine/`): between its two
+//! builds it removes every image its first build made (found as the images that appeared in
+//! the engine during that build) and prunes the engine's whole build cache (`docker builder
+//! prune -af`), which no other test can be using at that moment only because cargo runs test
+//! binaries one after another and this one holds nothing else. (Starting a second `dockerd`
+//! is not an option on these machines: stopping one removed the other's bridge.) The demo's
+//! Dockerfile gets one leading step of this test's own, so the images it removes are its own,
+//! never a layer other builds share.
 
 use std::collections::BTreeSet;
 use std::path::Path;

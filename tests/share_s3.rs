@@ -3,7 +3,18 @@
 //! one node, and a three-node cluster with replication factor 3 that still serves a pull
 //! with one node stopped. Each server is stopped and its folder removed when the test ends,
 //! also on failure.
+//!
+//! Its own test binary, not a module of `tests/engine/`: it measures a pull's peak memory as
+//! the `ru_maxrss` `wait4` reports, and a child a process spawns (vfork, then exec) starts with
+//! its parent's peak resident memory as its own. In the engine harness, whose process other
+//! tests had grown to ~300 MiB, the pull "peaked" there, over the 64 MiB bound; in a binary of
+//! its own, the parent stays small.
 
+#[allow(
+    dead_code,
+    unused_imports,
+    reason = "the engine tests' support, of which this binary uses a part"
+)]
 mod support;
 
 use std::process::Command;

@@ -1,6 +1,5 @@
 //! What the DLP corpus and the traffic tests share to make secrets and carriers: a seeded
-//! generator, alphabets, encoders, and the scanned item.
-#![allow(dead_code)]
+//! generator, alphabets and encoders.
 
 use base64::Engine as _;
 
@@ -80,28 +79,4 @@ pub fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// What is scanned: one value (a request target, a header) or a body.
-pub enum Item {
-    Value(String),
-    /// A request target: scanned as pipelock scans a URL (signed-URL exemption on).
-    Url(String),
-    Body(Vec<u8>),
-}
-
-impl Item {
-    pub fn body(text: impl Into<String>) -> Item {
-        Item::Body(text.into().into_bytes())
-    }
-
-    /// The first bytes, for a report line.
-    pub fn preview(&self) -> String {
-        let bytes = match self {
-            Item::Value(v) | Item::Url(v) => v.as_bytes(),
-            Item::Body(b) => b,
-        };
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(160)]);
-        text.replace('\n', "⏎")
-    }
 }

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use crate::kit::{ALNUM, ALNUM_US, B64, DIGITS, HEX, Item, Rng, b64, b64url, json_str, uuid};
+use super::carriers::Item;
+use super::kit::{ALNUM, ALNUM_US, B64, DIGITS, HEX, Rng, b64, b64url, json_str, uuid};
 
 /// Every text file under `root` (sources, docs, Cargo.lock, scripts, recipes), as sent raw and
 /// as an agent sends a file to a model: inside a chat request.

@@ -15,9 +15,8 @@ use std::process::Command;
 use super::TestContext;
 use super::upstream::TestCa;
 
-/// The API host Claude Code talks to, and the account service's: the recipe's two routes.
+/// The API host Claude Code talks to: one of the recipe's two routes.
 pub const API: &str = "api.anthropic.com";
-pub const PLATFORM: &str = "platform.claude.com";
 
 /// The repository's `recipes/` folder.
 pub fn shipped() -> PathBuf {

@@ -1,8 +1,8 @@
-//! The shared context of the integration tests: per test, a temporary folder holding a store,
-//! a recipe folder (a FROM-scratch busybox guest whose build context is unique to the test)
-//! and a smolvm state folder; the real `bottle` binary against the real Docker Engine and
-//! smolvm CLI; and a Drop guard that removes everything the test may have created, also when
-//! it fails:
+//! The shared context of the engine tests (`tests/engine/`; the offline ones use only
+//! [`sshd`]): per test, a temporary folder holding a store, a recipe folder (a FROM-scratch
+//! busybox guest whose build context is unique to the test) and a smolvm state folder; the
+//! real `bottle` binary against the real Docker Engine and smolvm CLI; and a Drop guard that
+//! removes everything the test may have created, also when it fails:
 //!
 //! 1. `bottle down --all` with the test's store (live runs are asked to stop, dead ones swept);
 //! 2. containers and networks labelled with the store, and those the test made itself;
@@ -36,18 +36,17 @@
 //!   hopes the moment has passed;
 //! - guards its randomness: a test that kills or signals at random moments asserts that
 //!   enough of them landed in the window it claims to test (`killed_mid_build >= 5` in
-//!   `build_pipeline.rs`), so a machine too fast or too slow fails it instead of passing it
-//!   empty;
+//!   `engine/build_pipeline.rs`), so a machine too fast or too slow fails it instead of
+//!   passing it empty;
 //! - never skips itself: a missing prerequisite is a failure naming the set-up step.
 //!
-//! The models: `sidecar_git_gate.rs` pushes with real git through real sshd and checks each
-//! refusal's exact text, that the upstream's refs are unchanged, and one audit line per ref;
-//! `share_refusals.rs` damages a cache in nine ways and checks each refusal against a
+//! The models: `offline/daemon_git_gate.rs` pushes with real git through real sshd and checks
+//! each refusal's exact text, that the upstream's refs are unchanged, and one audit line per
+//! ref; `engine/share_refusals.rs` damages a cache in nine ways and checks each refusal against a
 //! byte-for-byte snapshot of the store, with a positive control (the undamaged cache pulls)
 //! so that "refused" cannot mean "broken". Before a test is committed, the code it guards is
 //! broken on purpose once (a hold-back shortened, a header dropped, a redaction skipped) and
 //! the test is seen to fail.
-#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
@@ -71,6 +70,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_bottle");
 pub mod browser;
 pub mod claude;
 pub mod console;
+#[allow(
+    dead_code,
+    reason = "for tests/share_{hostile,s3,transfers}.rs, binaries of their own (see their docs)"
+)]
 pub mod garage;
 pub mod nginx;
 pub mod share;
@@ -81,8 +84,6 @@ pub mod upstream;
 static BUILDS: RwLock<()> = RwLock::new(());
 
 pub struct TestContext {
-    /// The test's name: the recipe's name, and the content of the guest's `test-id` file.
-    pub name: String,
     /// Where the guest's Dockerfile copies `test-id` (its first step): names this test's
     /// build chain in the engine.
     pub test_id_path: String,
@@ -165,7 +166,6 @@ impl TestContext {
             .into_owned();
         TestContext {
             test_id_path,
-            name: name.to_string(),
             dir,
             store,
             recipes,
@@ -785,10 +785,6 @@ impl Spawned {
             lines,
             seen: String::new(),
         }
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
     }
 
     /// Waits for a stderr line containing `needle`; returns stderr so far. Panics with what

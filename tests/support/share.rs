@@ -50,6 +50,10 @@ pub fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// Runs `cmd` with `args` to its end: its output and its peak resident memory in KiB (the
 /// child's own `ru_maxrss`, from `wait4`, which also reaps it).
+#[allow(
+    dead_code,
+    reason = "for tests/share_{hostile,s3,transfers}.rs, binaries of their own (see their docs)"
+)]
 #[allow(clippy::zombie_processes)]
 #[allow(unsafe_code)] // wait4(2) for the child's rusage
 pub fn output_with_peak_rss(
@@ -91,6 +95,10 @@ pub fn output_with_peak_rss(
 }
 
 /// `cp -a FROM TO`.
+#[allow(
+    dead_code,
+    reason = "for tests/share_{hostile,s3,transfers}.rs, binaries of their own (see their docs)"
+)]
 pub fn copy_tree(from: &Path, to: &Path) {
     let ok = std::process::Command::new("cp")
         .arg("-a")
@@ -103,6 +111,10 @@ pub fn copy_tree(from: &Path, to: &Path) {
 
 /// The first chunk of the first file of a component of an entry in a cache folder: its key
 /// and listed size.
+#[allow(
+    dead_code,
+    reason = "for tests/share_{hostile,s3,transfers}.rs, binaries of their own (see their docs)"
+)]
 pub fn first_chunk(
     cache: &Path,
     m: &bottle::manifest::Manifest,
@@ -119,6 +131,10 @@ pub fn first_chunk(
 }
 
 /// Replaces an object of a cache folder with a sparse file of `len` zero bytes.
+#[allow(
+    dead_code,
+    reason = "for tests/share_{hostile,s3,transfers}.rs, binaries of their own (see their docs)"
+)]
 pub fn plant_sparse(path: &Path, len: u64) {
     let f = std::fs::File::create(path).unwrap();
     f.set_len(len).unwrap();
@@ -126,12 +142,20 @@ pub fn plant_sparse(path: &Path, len: u64) {
 
 /// A cache server of a share test: a folder, nginx or Garage. The same test body runs over
 /// each, as a separate `#[test]` per backend so a failure names it.
+#[allow(
+    dead_code,
+    reason = "for tests/share_{hostile,s3,transfers}.rs, binaries of their own (see their docs)"
+)]
 pub enum Remote {
     Folder(tempfile::TempDir),
     Nginx(super::nginx::Nginx),
     Garage(super::garage::Garage),
 }
 
+#[allow(
+    dead_code,
+    reason = "for tests/share_{hostile,s3,transfers}.rs, binaries of their own (see their docs)"
+)]
 impl Remote {
     pub fn folder() -> Remote {
         Remote::Folder(tempfile::tempdir().unwrap())

@@ -152,12 +152,20 @@ impl Sshd {
     }
 
     /// How many logins the server accepted (its log's `Accepted publickey` lines).
+    #[allow(
+        dead_code,
+        reason = "the offline harness uses it, the engine harness not"
+    )]
     pub fn logins(&self) -> usize {
         self.log_text().matches("Accepted publickey").count()
     }
 
     /// Kills the server's per-connection processes (its children): every client's session
     /// dies, the listener stays. Returns how many were killed.
+    #[allow(
+        dead_code,
+        reason = "the offline harness uses it, the engine harness not"
+    )]
     pub fn drop_connections(&self) -> usize {
         let master = self.child.id().to_string();
         let mut killed = 0;

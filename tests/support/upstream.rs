@@ -44,6 +44,7 @@ pub enum Answer {
 /// A request as the server received it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    #[allow(dead_code, reason = "read through Debug, in failure messages")]
     pub peer: SocketAddr,
     pub method: String,
     /// Path and query.
