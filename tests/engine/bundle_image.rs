@@ -77,6 +77,9 @@ fn bottle_build_makes_a_bundle_image_that_runs_the_sidecar() {
     // takes it, with the id the record names, under the bundle tag, labelled with its
     // component, entry point sidecar.
     let tag = bundle_tag(&bundle.id.hash);
+    // Every test of this harness builds the same bundle image: no other test may remove it
+    // between this load and the container's start.
+    let _kept = ctx.keep_images();
     let loaded = docker_ok(&["load", "-i", bundle.path(&image.archive).to_str().unwrap()]);
     assert!(loaded.contains(&tag), "{loaded}");
     let inspect = |fmt: &str| docker_ok(&["image", "inspect", &tag, "--format", fmt]);
