@@ -1,6 +1,6 @@
-//! The bundle's daemons, compiled into the `bottle` binary and started as
-//! `bottle sidecar --daemons pipelock[,git-gate][,supervise] [--config-dir /etc/bottle]
-//! [--secrets-on-stdin]`.
+//! What runs in the bundle: the daemons' servers, compiled into the `bottle` binary and
+//! started as `bottle sidecar --daemons pipelock[,git-gate][,supervise] [--config-dir
+//! /etc/bottle] [--secrets-on-stdin]`.
 //!
 //! The bundle image is `FROM scratch` with this executable as `/bottle` and entry point
 //! `/bottle sidecar`; `bottle run` passes the entry's daemons as the container's command and
@@ -12,7 +12,7 @@
 //! | --- | --- |
 //! | [`pipelock`] | the guest's only hop: allowlist, TLS interception, DLP ([`dlp`]), the egress stage ([`egress`], [`scrub`]), audit log ([`audit`]) |
 //! | [`git_gate`] | the guest's git remote: fetches relayed, pushes judged by policy and forwarded over SSH with a key the guest never holds |
-//! | [`supervise`] | the agent's requests to a person (allow a host, let DLP pass a value, a question), their queue, and the grants pipelock applies ([`shared`]) |
+//! | [`supervise`] | the agent's requests to a person (allow a host, let DLP pass a value, a question), filed in the queue (`crate::daemons::supervise::queue`), and the grants pipelock applies ([`shared`]) |
 //!
 //! With `--secrets-on-stdin`, the run hands the secrets (the routes' tokens) over as one JSON
 //! object on the container's stdin, read before any daemon starts: token values never pass
