@@ -8,8 +8,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Global, Outcome, human_bytes, out, print_json};
 use crate::hash::BuildHash;
-use crate::share::config::Settings;
 use crate::share::pull::Trust;
+use crate::share::settings::Settings;
 use crate::share::{Cache, CacheUrl, PublicKey, SecretKey, ShareError, pull, push};
 use crate::store::Store;
 

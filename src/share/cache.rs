@@ -37,7 +37,7 @@ pub enum Cache {
 }
 
 impl Cache {
-    pub fn open(url: &CacheUrl, s3: &super::config::S3Options) -> Result<Cache, CacheError> {
+    pub fn open(url: &CacheUrl, s3: &super::settings::S3Options) -> Result<Cache, CacheError> {
         match url {
             CacheUrl::File(root) => Ok(Cache::File(FileCache::new(root.clone()))),
             CacheUrl::Http { base } => {

@@ -49,7 +49,6 @@
 pub mod bound;
 pub mod cache;
 pub mod chunk;
-pub mod config;
 pub mod error;
 pub mod file;
 pub mod gc;
@@ -60,6 +59,7 @@ pub mod local;
 pub mod pull;
 pub mod push;
 pub mod s3;
+pub mod settings;
 pub mod sign;
 pub mod tls;
 pub mod url;

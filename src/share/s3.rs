@@ -29,7 +29,7 @@ impl S3Cache {
         url: &str,
         bucket: &str,
         prefix: &str,
-        config: &super::config::S3Options,
+        config: &super::settings::S3Options,
     ) -> Result<S3Cache, CacheError> {
         // The config file's endpoint and region first: the environment overrides them.
         let mut b = AmazonS3Builder::new();
