@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use super::files::RenderedFile;
 use crate::daemons::Daemon;
+use crate::daemons::audit::{AUDIT_DIR, AUDIT_RUN_DIR};
 use crate::hash::ConfigKey;
-use crate::manifest::{EnvVar, Mount};
+use crate::manifest::{EnvVar, Mount, MountSource};
 
 /// Where a file goes in the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,5 +72,15 @@ pub trait Render {
     /// Files it puts in the guest at provisioning.
     fn guest_files(_key: &ConfigKey, _side: &GuestSide<'_>) -> Vec<GuestFile> {
         Vec::new()
+    }
+}
+
+/// The run's audit folder, mounted where the daemons write the log (every daemon that logs
+/// names it; the registry mounts a target once).
+pub fn audit_mount() -> Mount {
+    Mount {
+        source: MountSource::RunDir(AUDIT_RUN_DIR.to_string()),
+        target: AUDIT_DIR.to_string(),
+        read_only: false,
     }
 }

@@ -2,9 +2,9 @@
 //! and known_hosts mounted from the host, the local upstreams' socket folder, and the guest's
 //! git config naming each upstream as a remote at the bundle.
 
-use super::daemon::{GuestFile, GuestPath, GuestSide, Render};
+use super::daemon::{GuestFile, GuestPath, GuestSide, Render, audit_mount};
 use crate::daemons::Daemon;
-use crate::daemons::audit::{AUDIT_DIR, AUDIT_FILE, AUDIT_RUN_DIR};
+use crate::daemons::audit;
 use crate::daemons::git_gate::{
     Config, GUEST_GIT_CONFIG, KEYS, KNOWN_HOSTS, LOCAL_RUN_DIR, LOCAL_SOCKETS, PORT, Upstream, Via,
     any_address,
@@ -43,7 +43,7 @@ impl Render for GitGate {
                     max_push_bytes: u.max_push_bytes,
                 })
                 .collect(),
-            audit_log: Some(format!("{AUDIT_DIR}/{AUDIT_FILE}")),
+            audit_log: Some(audit::log_in_bundle()),
         })
     }
 
@@ -81,11 +81,7 @@ impl Render for GitGate {
             });
         }
         // The audit folder pipelock mounts too: the registry mounts a target once.
-        mounts.push(Mount {
-            source: MountSource::RunDir(AUDIT_RUN_DIR.to_string()),
-            target: AUDIT_DIR.to_string(),
-            read_only: false,
-        });
+        mounts.push(audit_mount());
         mounts
     }
 

@@ -2,9 +2,9 @@
 //! CA and audit folder mounted, each route's upstream CA mounted from the component, and the
 //! routes' tokens as the secrets the bundle gets on stdin.
 
-use super::daemon::Render;
+use super::daemon::{Render, audit_mount};
 use super::files::ca_files;
-use crate::daemons::audit::{AUDIT_DIR, AUDIT_FILE, AUDIT_RUN_DIR};
+use crate::daemons::audit;
 use crate::daemons::pipelock::{CA_DIR, Config, Dlp, DlpRule, PORT, any_address};
 use crate::daemons::{Daemon, egress};
 use crate::hash::ConfigKey;
@@ -37,7 +37,7 @@ impl Render for Pipelock {
             ca_cert: format!("{CA_DIR}/{}", ca_files::PIPELOCK_CERT),
             ca_key: format!("{CA_DIR}/{}", ca_files::PIPELOCK_KEY),
             egress: egress_config(key),
-            audit_log: Some(format!("{AUDIT_DIR}/{AUDIT_FILE}")),
+            audit_log: Some(audit::log_in_bundle()),
             supervise: key.supervise.enabled,
             allow_private: p.allow_private.clone(),
             mapped_hosts: key.network.hosts.keys().cloned().collect(),
@@ -53,11 +53,7 @@ impl Render for Pipelock {
         let mut mounts = vec![
             ca(ca_files::PIPELOCK_CERT),
             ca(ca_files::PIPELOCK_KEY),
-            Mount {
-                source: MountSource::RunDir(AUDIT_RUN_DIR.to_string()),
-                target: AUDIT_DIR.to_string(),
-                read_only: false,
-            },
+            audit_mount(),
         ];
         mounts.extend(egress_mounts(key));
         mounts

@@ -3,7 +3,7 @@
 
 use super::daemon::{GuestFile, GuestPath, GuestSide, Render};
 use crate::daemons::Daemon;
-use crate::daemons::audit::{AUDIT_DIR, AUDIT_FILE};
+use crate::daemons::audit;
 use crate::daemons::supervise::{
     Config, GUEST_CONFIG, GUEST_GUIDE, PORT, QUEUE, QUEUE_RUN_DIR, any_address, guide, url,
 };
@@ -21,7 +21,7 @@ impl Render for Supervise {
             port: PORT,
             queue: QUEUE.to_string(),
             listen_host: any_address(),
-            audit_log: Some(format!("{AUDIT_DIR}/{AUDIT_FILE}")),
+            audit_log: Some(audit::log_in_bundle()),
         })
     }
 

@@ -27,6 +27,11 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 /// The run folder mounted at [`AUDIT_DIR`].
 pub const AUDIT_RUN_DIR: &str = "audit";
 
+/// The audit log's path in the bundle, as each daemon's config names it.
+pub fn log_in_bundle() -> String {
+    format!("{AUDIT_DIR}/{AUDIT_FILE}")
+}
+
 /// What pipelock decided about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

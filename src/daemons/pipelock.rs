@@ -88,11 +88,7 @@ impl Config {
                 }],
                 upstream_proxy: None,
             },
-            audit_log: Some(format!(
-                "{}/{}",
-                super::audit::AUDIT_DIR,
-                super::audit::AUDIT_FILE
-            )),
+            audit_log: Some(super::audit::log_in_bundle()),
             supervise: false,
             allow_private: vec!["127.0.0.0/8".into()],
             mapped_hosts: Vec::new(),

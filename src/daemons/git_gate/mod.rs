@@ -95,11 +95,7 @@ impl Config {
                 tags: false,
                 max_push_bytes: 100 << 20,
             }],
-            audit_log: Some(format!(
-                "{}/{}",
-                crate::daemons::audit::AUDIT_DIR,
-                crate::daemons::audit::AUDIT_FILE
-            )),
+            audit_log: Some(crate::daemons::audit::log_in_bundle()),
         }
     }
 }

@@ -52,11 +52,7 @@ impl Config {
             port: PORT,
             queue: QUEUE.into(),
             listen_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            audit_log: Some(format!(
-                "{}/{}",
-                super::audit::AUDIT_DIR,
-                super::audit::AUDIT_FILE
-            )),
+            audit_log: Some(super::audit::log_in_bundle()),
         }
     }
 }
