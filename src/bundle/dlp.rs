@@ -109,7 +109,7 @@
 //! at 40+ columns a multiple of 4 joined) and of hex (32 digits or more, either case) are
 //! decoded too (`unwrap`), their output decoded as above, and scanned as a second text: a key
 //! in `base64(file)` is found (one level of base64; base64 inside base64 is not). Not decoded:
-//! `+` as a space, HTML entities, compression (pipelock decodes gzip, deflate, br and zstd request
+//! `+` as a space, HTML entities, compression (pipelock inflates gzip and deflate request
 //! bodies before they get here).
 //!
 //! # Window

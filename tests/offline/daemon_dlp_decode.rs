@@ -3,8 +3,8 @@
 //! byte as it arrives (`tests/offline/pipelock_kit`).
 //!
 //! A generated GitHub token (no secret is written in this file) is sent in each form an agent
-//! could use to slip it past a scanner that reads text as it is: a gzip, deflate, brotli or
-//! zstd body, a body in codings pipelock does not decode (two stacked), base64 (plain, base64url, wrapped at 76 columns),
+//! could use to slip it past a scanner that reads text as it is: a gzip or deflate body, a
+//! body in a coding pipelock does not decode in requests (br, zstd, two stacked), base64 (plain, base64url, wrapped at 76 columns),
 //! hex (lower and upper case), nested percent-encoding (in a body and in the URL), split over
 //! two headers; and an AWS key id (as written, and lower-cased) as a label of a host under an
 //! allowed `*.suffix`, over
@@ -14,7 +14,7 @@
 //! prefix inflated, base64, hex, percent-decoding). Every case is tried before any assertion
 //! fails, so a broken decoder shows every form it lets through.
 //!
-//! Positive controls: an ordinary gzip, deflate, brotli and zstd body, a base64 image and a hex digest pass, and the
+//! Positive controls: an ordinary gzip and deflate body, a base64 image and a hex digest pass, and the
 //! upstream gets exactly the bytes sent. Bounds: a gzip bomb is a 413, corrupt gzip a 400.
 
 use crate::pipelock_kit;
@@ -276,20 +276,27 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
             "github-pat",
             "the request body",
         ),
-        body(
-            "brotli",
-            &["Content-Encoding: br"],
-            brotli(d),
-            "github-pat",
-            "the request body",
-        ),
-        body(
-            "zstd",
-            &["Content-Encoding: zstd"],
-            zstd(d),
-            "github-pat",
-            "the request body",
-        ),
+        // br and zstd are refused in requests: their blocks outrun the compressed hold-back.
+        Case {
+            status: 415,
+            ..body(
+                "brotli",
+                &["Content-Encoding: br"],
+                brotli(d),
+                "content-encoding",
+                "cannot decode",
+            )
+        },
+        Case {
+            status: 415,
+            ..body(
+                "zstd",
+                &["Content-Encoding: zstd"],
+                zstd(d),
+                "content-encoding",
+                "cannot decode",
+            )
+        },
         Case {
             status: 415,
             ..body(
@@ -550,16 +557,6 @@ async fn ordinary_encoded_bodies_pass_unchanged_and_bounds_are_refused() {
             "ok-deflate",
             vec!["Content-Encoding: deflate"],
             zlib(json_text.as_bytes()),
-        ),
-        (
-            "ok-brotli",
-            vec!["Content-Encoding: br"],
-            brotli(json_text.as_bytes()),
-        ),
-        (
-            "ok-zstd",
-            vec!["Content-Encoding: zstd"],
-            zstd(json_text.as_bytes()),
         ),
         (
             "ok-base64",

@@ -96,8 +96,8 @@ impl Refusal {
         }
     }
 
-    /// A request body compressed with a coding pipelock cannot decode (`compress`, several
-    /// stacked): DLP cannot read it, so it is not sent.
+    /// A request body compressed with a coding pipelock does not decode in requests (`br`,
+    /// `zstd`, `compress`, several stacked): DLP cannot read it, so it is not sent.
     pub fn undecodable_body(coding: &str) -> Refusal {
         let shown: String = coding
             .chars()
@@ -111,7 +111,7 @@ impl Refusal {
             body: format!(
                 "pipelock refused this request: its body is compressed with {shown:?} (Content-Encoding), \
                  which pipelock cannot decode, and DLP sends on no body it cannot read (rule: {CODING_RULE}).\n\
-                 Nothing was sent. Send the body uncompressed, or compressed once with gzip, deflate, br or zstd.\n"
+                 Nothing was sent. Send the body uncompressed, or compressed once with gzip or deflate.\n"
             ),
         }
     }
