@@ -9,6 +9,8 @@
 //!   unchanged; a compressed byte is held until everything it (and the two slices after it)
 //!   decoded to lies [`HOLD_BACK`] decoded bytes behind what DLP has read. A body that does
 //!   not decode, or decodes past the bounds, ends the same way (nothing unscanned is sent);
+//!   The request waits for the body's first release ([`Scanned::primed`]): a short body is
+//!   scanned whole before the upstream hears of the request;
 //! - [`Outbound`]: what goes back to the guest, counted, through egress's [`Scrubber`] for a
 //!   route; it writes the request's audit event when it is done (or dropped: the guest left).
 
@@ -97,6 +99,8 @@ pub struct Scanned {
     queue: VecDeque<(Bytes, u64)>,
     queued: usize,
     decoded: u64,
+    /// The first release, read by [`Scanned::primed`] before the request left.
+    first: Option<Option<Result<Frame<Bytes>, BoxError>>>,
 }
 
 impl Scanned {
@@ -119,7 +123,18 @@ impl Scanned {
             queue: VecDeque::new(),
             queued: 0,
             decoded: 0,
+            first: None,
         }
+    }
+
+    /// Reads the body up to its first release: the first bytes DLP is done with, its clean
+    /// end, or why it was cut. Awaited before the request goes upstream, so that nothing of
+    /// it, not even its head, leaves before then: a body no longer than [`HOLD_BACK`] is
+    /// scanned whole before the upstream is contacted, whatever the timing of its chunks.
+    pub async fn primed(mut self) -> Scanned {
+        let first = std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await;
+        self.first = Some(first);
+        self
     }
 
     /// Decodes a compressed chunk slice by slice, scanning what it decodes to, and queues
@@ -262,6 +277,9 @@ impl HttpBody for Scanned {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(first);
+        }
         loop {
             if this.done {
                 if !this.held.is_empty() && this.scanner.is_some() {

@@ -215,20 +215,20 @@ impl State {
             parts.headers.insert(header::HOST, v);
         }
         let scanner = dlp.as_ref().map(|d| d.body());
-        let body = Scanned::new(body, scanner, coding, outcome.clone());
+        let body = Scanned::new(body, scanner, coding, outcome.clone())
+            .primed()
+            .await;
+        // Cut before it left: the upstream never hears of the request.
+        if let Some(r) = body_refusal(outcome, self.supervise) {
+            return Err(r);
+        }
         let sent = self
             .client
             .request(Request::from_parts(parts, body.boxed_unsync()))
             .await;
         // The body was cut: whatever the upstream made of it, the guest learns why.
-        if let Some(rule) = outcome.finding.get() {
-            return Err(Refusal::dlp(rule, "the request body", self.supervise));
-        }
-        if let Some(u) = outcome.undecodable.get() {
-            return Err(Refusal::body_not_decoded(&u.why, u.too_large));
-        }
-        if outcome.idle.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Refusal::body_idle(BODY_IDLE.as_secs()));
+        if let Some(r) = body_refusal(outcome, self.supervise) {
+            return Err(r);
         }
         match sent {
             Ok(response) => Ok(Forwarded {
@@ -274,6 +274,20 @@ impl State {
         };
         Response::from_parts(parts, Outbound::new(body, scrubber, pending).boxed_unsync())
     }
+}
+
+/// Why the request's body was cut, if it was.
+fn body_refusal(outcome: &Outcome, supervise: bool) -> Option<Refusal> {
+    if let Some(rule) = outcome.finding.get() {
+        return Some(Refusal::dlp(rule, "the request body", supervise));
+    }
+    if let Some(u) = outcome.undecodable.get() {
+        return Some(Refusal::body_not_decoded(&u.why, u.too_large));
+    }
+    if outcome.idle.load(std::sync::atomic::Ordering::Relaxed) {
+        return Some(Refusal::body_idle(BODY_IDLE.as_secs()));
+    }
+    None
 }
 
 /// pipelock's own answer, audited like any other.
