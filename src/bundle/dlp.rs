@@ -104,11 +104,12 @@
 //!
 //! Rules see the text decoded (`decode`): percent-encoding (URLs, form bodies), JSON string
 //! escapes (`\/`, `\uXXXX`, `\"`…) and `\xHH`, again while escapes remain, up to
-//! `decode::LEVELS` (4) levels (`%2541` → `%41` → `A`). In a header value and a body (not
-//! the request target), runs of base64 (24 characters or more, either alphabet, lines wrapped
-//! at 40+ columns a multiple of 4 joined) and of hex (32 digits or more, either case) are
-//! decoded too (`unwrap`), their output decoded as above, and scanned as a second text: a key
-//! in `base64(file)` is found (one level of base64; base64 inside base64 is not). Not decoded:
+//! `decode::LEVELS` (4) levels (`%2541` → `%41` → `A`). In the request target, a header value
+//! and a body, runs of base64 (24 characters or more, either alphabet, lines wrapped at 40+
+//! columns a multiple of 4 joined) and of hex (32 digits or more, either case) are decoded too
+//! (`unwrap`), their output decoded as above, and scanned as a second text; the runs in that
+//! text are opened the same way, [`NESTED`] (2) levels in all: a key in `base64(file)` and in
+//! `base64(base64(file))` is found, a third level is not. Not decoded:
 //! `+` as a space, HTML entities, compression (pipelock inflates gzip and deflate request
 //! bodies before they get here).
 //!
@@ -120,9 +121,10 @@
 //! (4032) bytes is found wherever the chunks split it, and is reported once: a step reports
 //! only matches ending past what the previous one covered, and leaves a match ending in its
 //! last [`MARGIN`] bytes (whose end may still move) to the next. What the runs decode to has
-//! a window of its own, stepped with the text's. Memory is at most `3 × (WINDOW + STEP)` (204
-//! KiB: the two windows and one step of runs) plus a few hundred bytes of unfinished escapes
-//! and runs, whatever the body's or the chunks' size. Every built-in match is shorter than the window (a JWT up to 4015 bytes; a
+//! a window of its own at each level, stepped with the text's. Memory is at most
+//! `(1 + 2 × NESTED) × (WINDOW + STEP)` (340 KiB: the text's window, and at each level a window
+//! and one step of runs) plus a few hundred bytes of unfinished escapes and runs, whatever the
+//! body's or the chunks' size. Every built-in match is shorter than the window (a JWT up to 4015 bytes; a
 //! PEM key is recognized by its BEGIN line and first key bytes, not its whole block); a recipe
 //! regex matching more may be missed across steps.
 //!
@@ -158,6 +160,9 @@ pub const STEP: usize = 64 * 1024;
 /// Small chunks are gathered until this much new text has arrived, so the window is not
 /// scanned again for every few bytes.
 pub const BATCH: usize = 16 * 1024;
+/// How deep base64 and hex runs are opened: the runs in what a run decodes to (base64 of
+/// base64, hex of base64) are decoded and scanned too, this many levels in all.
+pub const NESTED: usize = 2;
 
 /// A credential found: the id of the rule that matched (what a refusal and the audit log
 /// name). Never the matched bytes.
@@ -219,19 +224,44 @@ impl Scanner {
         if let Some(f) = self.engine.find(&text, accept) {
             return Some(finding(f));
         }
-        // A request target's runs are paths and signatures, and its query's exemptions
-        // cannot be judged in what they decode to: only headers and bodies are unwrapped.
+        // A request target's runs too: a signature scheme's own parameters are plain text
+        // (the exemption is judged above), so a key id in what a run decodes to is exempt
+        // from nothing. Its separators end a run (`/p-q/6768…` holds the hex run `6768…`, not
+        // one base64 run from the first `/`); then it is read as is (standard base64 has `/`).
         if url {
-            return None;
+            let split: Vec<u8> = text
+                .iter()
+                .map(|&b| if b"/?&=;:@.,".contains(&b) { b' ' } else { b })
+                .collect();
+            if let Some(f) = self.scan_runs(&split) {
+                return Some(f);
+            }
         }
-        let runs = unwrap::unwrap_all(&text);
-        let derived = decode::decode_all(&runs);
-        let accept = Accept {
-            after: 0,
-            upto: derived.len(),
-            url: false,
-        };
-        self.engine.find(&derived, accept).map(finding)
+        self.scan_runs(&text)
+    }
+
+    /// What the runs in `text` decode to, their escapes decoded, and the runs in that,
+    /// [`NESTED`] levels deep.
+    fn scan_runs(&self, text: &[u8]) -> Option<Finding> {
+        let mut runs = unwrap::unwrap_all(text);
+        for level in 1..=NESTED {
+            if runs.is_empty() {
+                return None;
+            }
+            let derived = decode::decode_all(&runs);
+            let accept = Accept {
+                after: 0,
+                upto: derived.len(),
+                url: false,
+            };
+            if let Some(f) = self.engine.find(&derived, accept) {
+                return Some(finding(f));
+            }
+            if level < NESTED {
+                runs = unwrap::unwrap_all(&derived);
+            }
+        }
+        None
     }
 
     /// A scanner for a body that arrives in chunks: it keeps a bounded window of the previous
@@ -241,10 +271,7 @@ impl Scanner {
             scanner: self.clone(),
             layers: decode::Layers::default(),
             text: Window::default(),
-            unwrap: unwrap::Unwrapper::default(),
-            runs: Vec::new(),
-            derived_layers: decode::Layers::default(),
-            derived: Window::default(),
+            derived: Default::default(),
             finished: false,
         }
     }
@@ -268,13 +295,43 @@ pub struct BodyScanner {
     layers: decode::Layers,
     /// The decoded text.
     text: Window,
+    /// What the text's base64 and hex runs decode to; then what the runs in that decode to.
+    derived: [Derived; NESTED],
+    finished: bool,
+}
+
+/// One level of what base64 and hex runs decode to, read from the level above as it grows.
+#[derive(Debug, Default)]
+struct Derived {
     unwrap: unwrap::Unwrapper,
     /// One piece's runs, decoded, before their escapes are.
     runs: Vec<u8>,
-    derived_layers: decode::Layers,
-    /// What the text's base64 and hex runs decode to.
-    derived: Window,
-    finished: bool,
+    layers: decode::Layers,
+    text: Window,
+}
+
+impl Derived {
+    /// Reads the text the level above just added; returns where this level's new text starts.
+    fn feed(&mut self, new: &[u8], last: bool) -> usize {
+        self.runs.clear();
+        self.unwrap.feed(new, &mut self.runs);
+        if last {
+            self.unwrap.finish(&mut self.runs);
+        }
+        // A run decodes to fewer bytes than it holds, plus a line break after it.
+        self.text
+            .reserve(self.runs.len() + decode::MAX_PENDING * decode::LEVELS);
+        let start = self.text.buf.len();
+        self.layers.decode(&self.runs, last, &mut self.text.buf);
+        start
+    }
+
+    fn buffered(&self) -> usize {
+        self.text.buf.capacity()
+            + self.unwrap.pending()
+            + self.runs.capacity()
+            + self.layers.pending()
+    }
 }
 
 /// A text scanned in steps, keeping its last [`WINDOW`] bytes from one step to the next.
@@ -350,14 +407,11 @@ impl BodyScanner {
     }
 
     /// The memory the scanner holds for the body: its buffers' capacity and any unfinished
-    /// escape or run. At most `3 × (WINDOW + STEP)` plus a few hundred bytes.
+    /// escape or run. At most `(2 + 2 × NESTED) × (WINDOW + STEP)` plus a few hundred bytes.
     pub fn buffered(&self) -> usize {
         self.text.buf.capacity()
-            + self.derived.buf.capacity()
             + self.layers.pending()
-            + self.unwrap.pending()
-            + self.runs.capacity()
-            + self.derived_layers.pending()
+            + self.derived.iter().map(Derived::buffered).sum::<usize>()
     }
 
     fn decode(&mut self, piece: &[u8], last: bool) {
@@ -365,25 +419,23 @@ impl BodyScanner {
             .reserve(piece.len() + decode::MAX_PENDING * decode::LEVELS);
         let start = self.text.buf.len();
         self.layers.decode(piece, last, &mut self.text.buf);
-        let new = &self.text.buf[start..];
-        // What the runs decode to is text too: its escapes are decoded as the body's are.
-        self.runs.clear();
-        self.unwrap.feed(new, &mut self.runs);
-        if last {
-            self.unwrap.finish(&mut self.runs);
+        // What the runs decode to is text too: its escapes are decoded as the body's are,
+        // and its runs opened at the next level.
+        let mut above: (&[u8], usize) = (&self.text.buf, start);
+        for level in &mut self.derived {
+            let start = level.feed(&above.0[above.1..], last);
+            above = (&level.text.buf, start);
         }
-        // A run decodes to fewer bytes than it holds, plus a line break after it.
-        self.derived
-            .reserve(self.runs.len() + decode::MAX_PENDING * decode::LEVELS);
-        self.derived_layers
-            .decode(&self.runs, last, &mut self.derived.buf);
     }
 
-    /// Scans what arrived since the last step in both texts (all of it when `last`).
+    /// Scans what arrived since the last step in every text (all of it when `last`).
     fn step(&mut self, last: bool) -> Option<Finding> {
         let engine = &self.scanner.engine;
-        let text = self.text.step(engine, last);
-        let derived = self.derived.step(engine, last);
-        text.or(derived)
+        let mut found = self.text.step(engine, last);
+        for level in &mut self.derived {
+            let f = level.text.step(engine, last);
+            found = found.or(f);
+        }
+        found
     }
 }

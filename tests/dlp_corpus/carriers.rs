@@ -143,11 +143,12 @@ pub fn all(r: &mut Rng) -> Vec<(&'static str, Item)> {
     out
 }
 
-/// Six secrets of every kind that fits a header, each split in the middle over two headers
-/// (`(name, value)` pairs, in the order sent): a token under `x-note-a` and `x-note-b`; a
-/// header value under its own name, then `x-more`; a field under `x-NAME`, then `x-more`.
+/// Six secrets of every kind that fits a header, each split into `parts` near-equal pieces
+/// over as many headers (`(name, value)` pairs, in the order sent): a token under
+/// `x-note-a`, then `x-note-b`; a header value under its own name, then `x-more`; a field
+/// under `x-NAME`, then `x-more`. Past two pieces, the later ones go under `x-part-3`, …
 /// Multi-line secrets (PEM blocks) fit no header and are left out.
-pub fn split_headers(r: &mut Rng) -> Vec<(&'static str, Vec<(String, String)>)> {
+pub fn split_headers(r: &mut Rng, parts: usize) -> Vec<(&'static str, Vec<(String, String)>)> {
     let mut out = Vec::new();
     for (rule, make) in KINDS {
         for _ in 0..6 {
@@ -166,17 +167,28 @@ pub fn split_headers(r: &mut Rng) -> Vec<(&'static str, Vec<(String, String)>)> 
                 ),
                 Secret::Block(_) => continue,
             };
-            let mut mid = value.len() / 2;
-            while !value.is_char_boundary(mid) {
-                mid += 1;
+            let mut cuts = vec![0];
+            for k in 1..parts {
+                let mut at = value.len() * k / parts;
+                while !value.is_char_boundary(at) {
+                    at += 1;
+                }
+                cuts.push(at);
             }
-            out.push((
-                *rule,
-                vec![
-                    (first, value[..mid].to_string()),
-                    (second.to_string(), value[mid..].to_string()),
-                ],
-            ));
+            cuts.push(value.len());
+            let headers = cuts
+                .windows(2)
+                .enumerate()
+                .map(|(k, c)| {
+                    let name = match k {
+                        0 => first.clone(),
+                        1 => second.to_string(),
+                        _ => format!("x-part-{}", k + 1),
+                    };
+                    (name, value[c[0]..c[1]].to_string())
+                })
+                .collect();
+            out.push((*rule, headers));
         }
     }
     out

@@ -4,11 +4,11 @@
 //!
 //! A generated GitHub token (no secret is written in this file) is sent in each form an agent
 //! could use to slip it past a scanner that reads text as it is: a gzip or deflate body, a
-//! body in a coding pipelock does not decode in requests (br, zstd, two stacked), base64 (plain, base64url, wrapped at 76 columns),
-//! hex (lower and upper case), nested percent-encoding (in a body and in the URL), split over
-//! two headers; and an AWS key id (as written, and lower-cased) as a label of a host under an
-//! allowed `*.suffix`, over
-//! absolute-form `http://` and in a `CONNECT`. Each is refused with the rule and the place
+//! body in a coding pipelock does not decode in requests (br, zstd, two stacked), base64
+//! (plain, base64url, wrapped at 76 columns, base64 of base64), hex (lower and upper case),
+//! base64 and hex in the URL, nested percent-encoding (in a body and in the URL), split over
+//! two headers and over three; and an AWS key id (as written, and lower-cased) as a label of a
+//! host under an allowed `*.suffix`, over absolute-form `http://` and in a `CONNECT`. Each is refused with the rule and the place
 //! named, is exactly one audit line with that rule, and the upstream gets no form of the
 //! secret: not raw, not either half, not in what the bytes it got decode to (the compressed
 //! prefix inflated, base64, hex, percent-decoding). Every case is tried before any assertion
@@ -135,7 +135,10 @@ fn leaked(got: &[u8], secret: &str) -> Option<&'static str> {
     let runs = String::from_utf8_lossy(&text)
         .replace(['\r', '\n'], "")
         .replace("\\n", "");
-    for run in runs.split(|c: char| !c.is_ascii_alphanumeric() && !"+/-_".contains(c)) {
+    let whole = runs.split(|c: char| !c.is_ascii_alphanumeric() && !"+/-_".contains(c));
+    // And each path segment of a run on its own (`/p-q/6768…`).
+    let segments = whole.clone().flat_map(|run| run.split('/'));
+    for run in whole.chain(segments) {
         if run.len() < 16 {
             continue;
         }
@@ -249,6 +252,7 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
     let percent2: String = secret.bytes().map(|x| format!("%25{x:02X}")).collect();
     let percent3: String = secret.bytes().map(|x| format!("%2525{x:02X}")).collect();
     let half = secret.len() / 2;
+    let third = secret.len() / 3;
     let body = |name, headers: &[&str], bytes: Vec<u8>, rule, place| Case {
         name,
         args: headers
@@ -316,6 +320,13 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
             "the request body",
         ),
         body(
+            "base64-of-base64",
+            &["Content-Type: application/json"],
+            format!("{{\"file\": \"{}\"}}", b64(b64(d).as_bytes())).into_bytes(),
+            "github-pat",
+            "the request body",
+        ),
+        body(
             "base64url",
             &[],
             base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -357,6 +368,27 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
             "the request body",
         ),
         Case {
+            name: "base64-url",
+            args: vec![],
+            body: None,
+            path: format!(
+                "/base64-url?q={}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret)
+            ),
+            status: 403,
+            rule: "github-pat",
+            place: "the URL",
+        },
+        Case {
+            name: "hex-url",
+            args: vec![],
+            body: None,
+            path: format!("/hex-url/{}", hex(secret.as_bytes(), false)),
+            status: 403,
+            rule: "github-pat",
+            place: "the URL",
+        },
+        Case {
             name: "percent3-url",
             args: vec![],
             body: None,
@@ -378,6 +410,23 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
             status: 403,
             rule: "github-pat",
             place: "the headers x-part-one and x-part-two, joined",
+        },
+        Case {
+            name: "split-3-headers",
+            args: vec![
+                "-H".into(),
+                format!("X-Part-One: {}", &secret[..third]),
+                "-H".into(),
+                format!("X-Part-Two: {}", &secret[third..2 * third]),
+                "-H".into(),
+                format!("X-Part-Three: {}", &secret[2 * third..]),
+            ],
+            body: None,
+            path: "/split-3-headers".into(),
+            status: 403,
+            rule: "github-pat",
+            // Every header joined, from the first the guest sent (curl's host).
+            place: "to x-part-three, joined",
         },
     ];
 
@@ -480,6 +529,7 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
             "gzip",
             "deflate",
             "base64",
+            "base64-of-base64",
             "base64url",
             "base64-76",
             "hex",
@@ -502,7 +552,9 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
             .filter(|e| {
                 e["rule"] == json!(c.rule)
                     && e["path"].as_str().is_some_and(|p| {
-                        p == format!("/{}", c.name) || p.starts_with(&format!("/{}?", c.name))
+                        p == format!("/{}", c.name)
+                            || p.starts_with(&format!("/{}?", c.name))
+                            || p.starts_with(&format!("/{}/", c.name))
                     })
             })
             .count();
@@ -511,11 +563,10 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
         }
     }
     let audit = sidecar.audit_text();
-    if audit.contains(&secret)
-        || audit.contains(&key_id)
-        || audit.contains(&key_id.to_ascii_lowercase())
-    {
-        failures.push("the audit log holds a secret".into());
+    for needle in [&secret, &key_id, &key_id.to_ascii_lowercase()] {
+        if let Some(form) = leaked(audit.as_bytes(), needle) {
+            failures.push(format!("the audit log holds a secret ({form})"));
+        }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }

@@ -16,10 +16,11 @@
 //! Encoded (`encoded_corpus_catch_and_false_positive_rates`): every secret's carrier, and
 //! every ordinary item, sent as a body in each form an agent could hide it in — gzip
 //! (`Content-Encoding`, through pipelock's inflater), base64 in JSON, base64 wrapped at 76
-//! columns in a MIME part, hex in lower and in upper case, every byte percent-encoded twice —
-//! and every secret that fits a header split over two headers (through pipelock's own
-//! `scan_head`), with ordinary requests' headers as the ordinary side. Asserts ≥ 99% caught and
-//! ≤ 0.1% flagged in each form and over all of them, and prints both per form.
+//! columns in a MIME part, base64 of base64, hex of base64, hex in lower and in upper case,
+//! every byte percent-encoded twice — and every secret that fits a header split over two
+//! headers and over three (through pipelock's own `scan_head`), with ordinary requests'
+//! headers as the ordinary side. Asserts ≥ 99% caught and ≤ 0.1% flagged in each form and
+//! over all of them, and prints both per form.
 
 #[path = "../dlp_corpus/carriers.rs"]
 mod carriers;
@@ -158,7 +159,16 @@ fn corpus_catch_and_false_positive_rates() {
 
 /// The forms an agent could wrap a whole request body (or a header line, or a URL, sent as a
 /// body) in to slip a secret past a scanner that reads text as it is.
-const FORMS: [&str; 6] = ["gzip", "base64", "base64 at 76", "hex", "HEX", "%25XX"];
+const FORMS: [&str; 8] = [
+    "gzip",
+    "base64",
+    "base64 at 76",
+    "base64²",
+    "hex of base64",
+    "hex",
+    "HEX",
+    "%25XX",
+];
 
 fn hex(b: &[u8], upper: bool) -> String {
     b.iter()
@@ -196,6 +206,14 @@ fn encode(form: &str, text: &[u8]) -> Vec<u8> {
             )
             .into_bytes()
         }
+        "base64²" => {
+            format!("{{\"file\": \"{}\"}}", kit::b64(kit::b64(text).as_bytes())).into_bytes()
+        }
+        "hex of base64" => format!(
+            "{{\"blob\": \"{}\"}}",
+            hex(kit::b64(text).as_bytes(), false)
+        )
+        .into_bytes(),
         "hex" => format!("{{\"blob\": \"{}\"}}", hex(text, false)).into_bytes(),
         "HEX" => format!("blob={}", hex(text, true)).into_bytes(),
         "%25XX" => {
@@ -297,14 +315,18 @@ fn encoded_corpus_catch_and_false_positive_rates() {
         (all_flagged, all_ordinary) = (all_flagged + fp, all_ordinary + n);
     }
 
-    // Split over two headers.
-    let split = carriers::split_headers(&mut rng);
-    let mut caught = 0;
-    for (rule, headers) in &split {
-        match scan_headers(&s, headers) {
-            Some(_) => caught += 1,
-            None => missed.push(format!("split headers: {rule}: {headers:?}")),
+    // Split over two headers, and over three.
+    for (parts, form) in [(2, "two headers"), (3, "three headers")] {
+        let split = carriers::split_headers(&mut rng, parts);
+        let mut caught = 0;
+        for (rule, headers) in &split {
+            match scan_headers(&s, headers) {
+                Some(_) => caught += 1,
+                None => missed.push(format!("split over {parts} headers: {rule}: {headers:?}")),
+            }
         }
+        report.push((form, caught, split.len(), 0, 0));
+        (all_caught, all_total) = (all_caught + caught, all_total + split.len());
     }
     let sets = ordinary::header_sets(&mut rng, 200);
     let mut fp = 0;
@@ -318,19 +340,28 @@ fn encoded_corpus_catch_and_false_positive_rates() {
             .collect();
         if let Some(rule) = scan_headers(&s, &headers) {
             fp += 1;
-            flagged.push(format!("split headers: {rule} in {set:?}"));
+            flagged.push(format!("joined headers: {rule} in {set:?}"));
         }
     }
-    report.push(("two headers", caught, split.len(), fp, sets.len()));
-    (all_caught, all_total) = (all_caught + caught, all_total + split.len());
+    report.push(("header sets", 0, 0, fp, sets.len()));
     (all_flagged, all_ordinary) = (all_flagged + fp, all_ordinary + sets.len());
 
     for (form, caught, total, fp, n) in &report {
-        println!(
-            "DLP corpus, {form:>12}: caught {caught} of {total} secrets = {:.2}%; flagged {fp} of {n} ordinary = {:.3}%",
-            *caught as f64 * 100.0 / *total as f64,
-            *fp as f64 * 100.0 / *n as f64
-        );
+        // The header splits have secrets only, the header sets ordinary values only.
+        let secrets = (*total > 0).then(|| {
+            format!(
+                "caught {caught} of {total} secrets = {:.2}%",
+                *caught as f64 * 100.0 / *total as f64
+            )
+        });
+        let ordinary = (*n > 0).then(|| {
+            format!(
+                "flagged {fp} of {n} ordinary = {:.3}%",
+                *fp as f64 * 100.0 / *n as f64
+            )
+        });
+        let parts: Vec<String> = secrets.into_iter().chain(ordinary).collect();
+        println!("DLP corpus, {form:>13}: {}", parts.join("; "));
     }
     let catch = all_caught as f64 / all_total as f64;
     let fp_rate = all_flagged as f64 / all_ordinary as f64;

@@ -5,13 +5,14 @@
 //! The text is decoded as DLP decodes it; when nothing matches, the caller logs what it has
 //! unchanged. When something does, the decoded text is logged with each match replaced by its
 //! rule's fixed prefix, if it starts with one (`ghp_`, `AKIA`, `eyJ`), then `…[redacted]`.
+//! A base64 or hex run whose decoding holds a match (`/p/6768705f…`) is masked whole.
 
 use std::sync::Arc;
 
 use anyhow::Result;
 
 use super::engine::{Accept, Engine};
-use super::{MARGIN, WINDOW, decode};
+use super::{MARGIN, NESTED, WINDOW, decode, unwrap};
 use crate::daemons::pipelock::Dlp;
 
 /// What a redacted secret becomes, after its rule's prefix.
@@ -40,8 +41,83 @@ impl Redactor {
             .map(|masked| masked.to_ascii_lowercase())
     }
 
-    /// `text` with every match masked, or `None` when nothing matches.
+    /// `text` with every match masked, and every base64 or hex run whose decoding holds one
+    /// (as DLP opens runs: [`NESTED`] levels); `None` when nothing matches.
     pub fn redact(&self, text: &str) -> Option<String> {
+        let direct = self.redact_matches(text);
+        self.redact_runs(direct.as_deref().unwrap_or(text))
+            .or(direct)
+    }
+
+    /// `text`, decoded, with each run masked whole whose decoding holds a match: a run of
+    /// base64's characters, and the pieces of it between a target's separators (`/`, `=`: a
+    /// path's segment, a query's value). `None` when there is none.
+    fn redact_runs(&self, text: &str) -> Option<String> {
+        let decoded = decode::decode_all(text.as_bytes());
+        let is_b64 = |b: &u8| b.is_ascii_alphanumeric() || b"+/-_=".contains(b);
+        let mut masks: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut at = 0;
+        while at < decoded.len() {
+            let start = at
+                + decoded[at..]
+                    .iter()
+                    .position(is_b64)
+                    .unwrap_or(decoded.len() - at);
+            let end = start + decoded[start..].iter().take_while(|b| is_b64(b)).count();
+            at = end.max(start + 1);
+            if end - start < unwrap::MIN_B64 {
+                continue;
+            }
+            if self.decodes_to_match(&decoded[start..end]) {
+                masks.push(start..end);
+                continue;
+            }
+            let mut piece = start;
+            for part in decoded[start..end].split(|b| *b == b'/' || *b == b'=') {
+                if part.len() >= unwrap::MIN_B64 && self.decodes_to_match(part) {
+                    masks.push(piece..piece + part.len());
+                }
+                piece += part.len() + 1;
+            }
+        }
+        if masks.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(decoded.len());
+        let mut at = 0;
+        for m in masks {
+            out.extend_from_slice(&decoded[at..m.start]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            at = m.end;
+        }
+        out.extend_from_slice(&decoded[at..]);
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Whether what the runs in `run` decode to (their escapes decoded, the runs in that
+    /// opened, [`NESTED`] levels) holds a match of any rule.
+    fn decodes_to_match(&self, run: &[u8]) -> bool {
+        let mut runs = unwrap::unwrap_all(run);
+        for _ in 0..NESTED {
+            if runs.is_empty() {
+                return false;
+            }
+            let derived = decode::decode_all(&runs).into_owned();
+            let accept = Accept {
+                after: 0,
+                upto: derived.len(),
+                url: false,
+            };
+            if self.engine.find_hit(&derived, accept).is_some() {
+                return true;
+            }
+            runs = unwrap::unwrap_all(&derived);
+        }
+        false
+    }
+
+    /// `text` with every match masked, or `None` when nothing matches.
+    fn redact_matches(&self, text: &str) -> Option<String> {
         let mut hay = decode::decode_all(text.as_bytes()).into_owned();
         // Masked spans, in order of finding; each is blanked in `hay` so the next search
         // finds the next match.

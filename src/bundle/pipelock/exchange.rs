@@ -321,9 +321,9 @@ fn url_host(url: &str) -> Option<&str> {
 
 /// DLP on the head: the URL (its host as the guest wrote it, and that host upper-cased: DNS
 /// ignores case, so a key id written in lower case reaches the name server as good as
-/// upper), each header as `Name: value`, then each header's value joined to the next one's,
-/// as `Name: value1value2` (a key split over two headers). Public for the DLP corpus, which
-/// measures it.
+/// upper), each header as `Name: value`, then values joined as `Name: value1value2…` (a key
+/// split over headers): each to the next, each name's all, and all of them. Public for the
+/// DLP corpus, which measures it.
 pub fn scan_head(
     dlp: &Scanner,
     url: &str,
@@ -356,26 +356,44 @@ pub fn scan_head(
             ));
         }
     }
-    // A key split over two headers: each value joined to the next, in the order they go
-    // upstream (a name's several values are next to each other there), under the first's
-    // name (a credential-looking name reads as one).
-    let mut prev: Option<(&HeaderName, &HeaderValue)> = None;
-    for (name, value) in headers {
-        if let Some((first, before)) = prev {
-            line.clear();
-            line.extend_from_slice(first.as_str().as_bytes());
-            line.extend_from_slice(b": ");
-            line.extend_from_slice(before.as_bytes());
-            line.extend_from_slice(value.as_bytes());
-            if let Some(f) = dlp.scan(&line) {
-                return Err(Refusal::dlp(
-                    &f.rule,
-                    &format!("the headers {first} and {name}, joined,"),
-                    supervise,
-                ));
-            }
+    // A key split over headers: each value joined to the next, then each name's values all
+    // joined, then every value joined, in the order they go upstream (a name's several values
+    // are next to each other there), under the first's name (a credential-looking name reads
+    // as one). Three passes over the head, whatever the number of pieces.
+    let all: Vec<(&HeaderName, &HeaderValue)> = headers.iter().collect();
+    let mut joins: Vec<(&HeaderName, &HeaderName, &[(&HeaderName, &HeaderValue)])> = all
+        .windows(2)
+        .map(|pair| (pair[0].0, pair[1].0, pair))
+        .collect();
+    let mut at = 0;
+    while at < all.len() {
+        let name = all[at].0;
+        let run = all[at..].iter().take_while(|(n, _)| *n == name).count();
+        if run > 2 {
+            joins.push((name, name, &all[at..at + run]));
         }
-        prev = Some((name, value));
+        at += run;
+    }
+    if all.len() > 2 {
+        joins.push((all[0].0, all[all.len() - 1].0, &all));
+    }
+    for (first, last, values) in joins {
+        line.clear();
+        line.extend_from_slice(first.as_str().as_bytes());
+        line.extend_from_slice(b": ");
+        for (_, value) in values {
+            line.extend_from_slice(value.as_bytes());
+        }
+        if let Some(f) = dlp.scan(&line) {
+            let which = if first == last {
+                format!("the {} {first} headers, joined,", values.len())
+            } else if values.len() == 2 {
+                format!("the headers {first} and {last}, joined,")
+            } else {
+                format!("the {} headers {first} to {last}, joined,", values.len())
+            };
+            return Err(Refusal::dlp(&f.rule, &which, supervise));
+        }
     }
     Ok(())
 }

@@ -65,3 +65,37 @@ fn a_fixed_prefix_stays_and_ordinary_paths_are_untouched() {
         assert_eq!(r.redact(plain), None, "{plain}");
     }
 }
+
+#[test]
+fn every_rule_in_base64_or_hex_in_a_logged_path_is_masked_whole() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let r = Redactor::new(&dlp(&[], &[])).unwrap();
+    for c in cases() {
+        for hit in &c.hits {
+            let forms = [
+                b64(hit.as_bytes()),
+                hex(hit.as_bytes()),
+                b64(b64(hit.as_bytes()).as_bytes()),
+            ];
+            for form in forms {
+                for path in [format!("/p-q/{form}/x"), format!("/x?data={form}")] {
+                    let out = r
+                        .redact(&path)
+                        .unwrap_or_else(|| panic!("{}: nothing masked in {path:?}", c.id));
+                    assert!(!out.contains(&form), "{}: {out:?}", c.id);
+                    assert_eq!(r.redact(&out), None, "{}: still a match in {out:?}", c.id);
+                }
+            }
+        }
+    }
+    // Runs that decode to no match stay: a commit id, a digest, an image's base64.
+    for plain in [
+        "/repos/o/r/commits/0123456789abcdef0123456789abcdef01234567",
+        "/blobs/sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "/i?src=iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk",
+    ] {
+        assert_eq!(r.redact(plain), None, "{plain}");
+    }
+}
