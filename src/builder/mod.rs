@@ -62,7 +62,7 @@ pub async fn build(
     keys: &Keys,
     progress: &Progress,
 ) -> Result<Built> {
-    let manifest = Manifest::of(&keys);
+    let manifest = Manifest::of(keys);
     let hash = manifest.hash();
     let found = |guard: Option<GcGuard>| Built {
         hash,

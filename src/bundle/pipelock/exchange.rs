@@ -333,14 +333,14 @@ pub fn scan_head(
     if let Some(f) = dlp.scan_url(url.as_bytes()) {
         return Err(Refusal::dlp(&f.rule, "the URL", supervise));
     }
-    if let Some(host) = url_host(url).filter(|h| h.bytes().any(|b| b.is_ascii_lowercase())) {
-        if let Some(f) = dlp.scan(host.to_ascii_uppercase().as_bytes()) {
-            return Err(Refusal::dlp(
-                &f.rule,
-                "the URL's host (read without case, as DNS reads it)",
-                supervise,
-            ));
-        }
+    if let Some(host) = url_host(url).filter(|h| h.bytes().any(|b| b.is_ascii_lowercase()))
+        && let Some(f) = dlp.scan(host.to_ascii_uppercase().as_bytes())
+    {
+        return Err(Refusal::dlp(
+            &f.rule,
+            "the URL's host (read without case, as DNS reads it)",
+            supervise,
+        ));
     }
     let mut line = Vec::with_capacity(256);
     for (name, value) in headers {
@@ -360,8 +360,9 @@ pub fn scan_head(
     // joined, then every value joined, in the order they go upstream (a name's several values
     // are next to each other there), under the first's name (a credential-looking name reads
     // as one). Three passes over the head, whatever the number of pieces.
-    let all: Vec<(&HeaderName, &HeaderValue)> = headers.iter().collect();
-    let mut joins: Vec<(&HeaderName, &HeaderName, &[(&HeaderName, &HeaderValue)])> = all
+    type Header<'h> = (&'h HeaderName, &'h HeaderValue);
+    let all: Vec<Header> = headers.iter().collect();
+    let mut joins: Vec<(&HeaderName, &HeaderName, &[Header])> = all
         .windows(2)
         .map(|pair| (pair[0].0, pair[1].0, pair))
         .collect();
