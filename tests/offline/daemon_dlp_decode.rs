@@ -4,18 +4,19 @@
 //!
 //! A generated GitHub token (no secret is written in this file) is sent in each form an agent
 //! could use to slip it past a scanner that reads text as it is: a gzip or deflate body, a
-//! body in a coding pipelock does not decode in requests (br, zstd, two stacked), base64
+//! brotli or zstd body (read whole before any of it goes), two codings stacked, base64
 //! (plain, base64url, wrapped at 76 columns, base64 of base64), hex (lower and upper case),
 //! base64 and hex in the URL, nested percent-encoding (in a body and in the URL), split over
 //! two headers and over three; and an AWS key id (as written, and lower-cased) as a label of a
-//! host under an allowed `*.suffix`, over absolute-form `http://` and in a `CONNECT`. Each is refused with the rule and the place
-//! named, is exactly one audit line with that rule, and the upstream gets no form of the
-//! secret: not raw, not either half, not in what the bytes it got decode to (the compressed
-//! prefix inflated, base64, hex, percent-decoding). Every case is tried before any assertion
-//! fails, so a broken decoder shows every form it lets through.
+//! host under an allowed `*.suffix`, over absolute-form `http://` and in a `CONNECT`. Each is
+//! refused with the rule and the place named, is exactly one audit line with that rule, and
+//! the upstream gets no form of the secret: not raw, not either half, not in what the bytes it
+//! got decode to (the compressed prefix inflated, base64, hex, percent-decoding). Every case is
+//! tried before any assertion fails, so a broken decoder shows every form it lets through.
 //!
-//! Positive controls: an ordinary gzip and deflate body, a base64 image and a hex digest pass, and the
-//! upstream gets exactly the bytes sent. Bounds: a gzip bomb is a 413, corrupt gzip a 400.
+//! Positive controls: an ordinary gzip, deflate, brotli and zstd body, a base64 image and a hex
+//! digest pass, and the upstream gets exactly the bytes sent. Bounds: a gzip bomb is a 413,
+//! corrupt gzip a 400, a brotli body over 1 MiB compressed a 413.
 
 use crate::pipelock_kit;
 
@@ -280,27 +281,21 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
             "github-pat",
             "the request body",
         ),
-        // br and zstd are refused in requests: their blocks outrun the compressed hold-back.
-        Case {
-            status: 415,
-            ..body(
-                "brotli",
-                &["Content-Encoding: br"],
-                brotli(d),
-                "content-encoding",
-                "cannot decode",
-            )
-        },
-        Case {
-            status: 415,
-            ..body(
-                "zstd",
-                &["Content-Encoding: zstd"],
-                zstd(d),
-                "content-encoding",
-                "cannot decode",
-            )
-        },
+        // br and zstd are read whole before any of it goes: nothing reaches the upstream.
+        body(
+            "brotli",
+            &["Content-Encoding: br"],
+            brotli(d),
+            "github-pat",
+            "the request body",
+        ),
+        body(
+            "zstd",
+            &["Content-Encoding: zstd"],
+            zstd(d),
+            "github-pat",
+            "the request body",
+        ),
         Case {
             status: 415,
             ..body(
@@ -610,6 +605,16 @@ async fn ordinary_encoded_bodies_pass_unchanged_and_bounds_are_refused() {
             zlib(json_text.as_bytes()),
         ),
         (
+            "ok-brotli",
+            vec!["Content-Encoding: br"],
+            brotli(json_text.as_bytes()),
+        ),
+        (
+            "ok-zstd",
+            vec!["Content-Encoding: zstd"],
+            zstd(json_text.as_bytes()),
+        ),
+        (
             "ok-base64",
             vec!["Content-Type: application/json"],
             format!(
@@ -672,9 +677,12 @@ async fn ordinary_encoded_bodies_pass_unchanged_and_bounds_are_refused() {
     let mut cut = gzip(json_text.as_bytes());
     cut.truncate(cut.len() / 2);
     cut.extend_from_slice(b"garbage that is no deflate stream at all");
-    for (name, bytes, status, why) in [
-        ("bomb", bomb, 413, "decodes to more than"),
-        ("corrupt", cut, 400, "not valid compressed data"),
+    // A br body is held whole: over 1 MiB compressed (random bytes do not compress), refused.
+    let big: Vec<u8> = (0..1200 * 1024).map(|_| rng.next() as u8).collect();
+    for (name, coding, bytes, status, why) in [
+        ("bomb", "gzip", bomb, 413, "decodes to more than"),
+        ("corrupt", "gzip", cut, 400, "not valid compressed data"),
+        ("big-brotli", "br", brotli(&big), 413, "read whole"),
     ] {
         let file = dir.path().join(name);
         std::fs::write(&file, &bytes).unwrap();
@@ -684,7 +692,7 @@ async fn ordinary_encoded_bodies_pass_unchanged_and_bounds_are_refused() {
             &sidecar,
             &[
                 "-H",
-                "Content-Encoding: gzip",
+                &format!("Content-Encoding: {coding}"),
                 "--data-binary",
                 &format!("@{path}"),
                 &url,
@@ -703,6 +711,7 @@ async fn ordinary_encoded_bodies_pass_unchanged_and_bounds_are_refused() {
     for (name, rule) in [
         ("/bomb", "content-encoding"),
         ("/corrupt", "content-encoding"),
+        ("/big-brotli", "content-encoding"),
     ] {
         let n = events
             .iter()

@@ -4,10 +4,11 @@
 //!   bytes wait until what follows them is scanned, so no part of a secret leaves before DLP
 //!   finds it; a finding (or a guest that stops sending for [`BODY_IDLE`]) ends the body with an
 //!   error, which aborts the upstream request: the upstream gets nothing more. A body the
-//!   guest compressed (`Content-Encoding: gzip`, `deflate`) is inflated ([`Inflater`], bounded
-//!   as answers are) and DLP reads what it decodes to, while the compressed bytes go on
-//!   unchanged; a compressed byte is held until everything it (and the two slices after it)
-//!   decoded to lies [`HOLD_BACK`] decoded bytes behind what DLP has read. A body that does
+//!   guest compressed (`Content-Encoding: gzip`, `deflate`, `br`, `zstd`) is decoded
+//!   ([`Inflater`], bounded as answers are) and DLP reads what it decodes to, while the
+//!   compressed bytes go on unchanged; a gzip or deflate byte is held until everything it (and
+//!   the two slices after it) decoded to lies [`HOLD_BACK`] decoded bytes behind what DLP has
+//!   read; a br or zstd body is held whole, up to [`MAX_WHOLE_COMPRESSED`]. A body that does
 //!   not decode, or decodes past the bounds, ends the same way (nothing unscanned is sent);
 //!   The request waits for the body's first release ([`Scanned::primed`]): a short body is
 //!   scanned whole before the upstream hears of the request;
@@ -55,6 +56,12 @@ pub enum BodyError {
 /// field, empty blocks), and is refused.
 pub const MAX_HELD_COMPRESSED: usize = 1024 * 1024;
 
+/// The most compressed bytes of a br or zstd body held whole: their blocks (up to 128 KiB of
+/// zstd, 16 MiB of brotli) may give out what a slice decodes to only slices later, past any
+/// bound on how far behind DLP a compressed slice could be released; so such a body goes
+/// upstream only once it has ended and DLP has read all of it.
+pub const MAX_WHOLE_COMPRESSED: usize = 1024 * 1024;
+
 /// Why a compressed body was refused, for the guest's answer.
 #[derive(Debug, Clone)]
 pub struct Undecodable {
@@ -96,6 +103,8 @@ pub struct Scanned {
     /// For a compressed body: its decoder, and its compressed pieces not yet released, each
     /// with how many decoded bytes there were once it was decoded.
     inflater: Option<Inflater>,
+    /// Held whole until the body ends: a br or zstd body ([`MAX_WHOLE_COMPRESSED`]).
+    whole: bool,
     queue: VecDeque<(Bytes, u64)>,
     queued: usize,
     decoded: u64,
@@ -112,6 +121,7 @@ impl Scanned {
         outcome: Arc<Outcome>,
     ) -> Scanned {
         let inflater = coding.filter(|_| scanner.is_some()).map(Inflater::new);
+        let whole = inflater.is_some() && matches!(coding, Some(Coding::Brotli | Coding::Zstd));
         Scanned {
             inner,
             scanner,
@@ -120,6 +130,7 @@ impl Scanned {
             done: false,
             held: bytes::BytesMut::new(),
             inflater,
+            whole,
             queue: VecDeque::new(),
             queued: 0,
             decoded: 0,
@@ -181,8 +192,22 @@ impl Scanned {
         if data.is_none() {
             return Ok(());
         }
-        // A slice's decoded bytes may come out up to two slices later (the decoder's own
-        // buffer, a code cut between slices): it counts as decoded at the third's end.
+        if self.whole {
+            if self.queued > MAX_WHOLE_COMPRESSED {
+                let why = Undecodable {
+                    too_large: true,
+                    why: format!(
+                        "a br or zstd body is read whole before any of it is sent, and this one is over {} MiB compressed (send it gzip-compressed: that streams)",
+                        MAX_WHOLE_COMPRESSED >> 20
+                    ),
+                };
+                return Err(self.refuse(why));
+            }
+            return Ok(());
+        }
+        // gzip and deflate: a slice's decoded bytes may come out up to two slices later (the
+        // decoder's own buffer, a code cut between slices): it counts as decoded at the
+        // third's end.
         while self.queue.len() > 2 && self.queue[2].1 + HOLD_BACK as u64 <= self.decoded {
             let (piece, _) = self.queue.pop_front().expect("three queued");
             self.queued -= piece.len();

@@ -181,17 +181,7 @@ impl State {
             scan_head(dlp, &t.sent_url(), req.headers(), self.supervise)?;
         }
         // A compressed body is scanned as it decodes; one pipelock cannot decode is not sent.
-        // br and zstd are decoded in answers only: their blocks outrun the hold-back of a
-        // request body's compressed bytes (`body::Scanned` holds a slice two slices deep).
         let coding = match inflate::coding(req.headers()) {
-            Ok(Some(c @ (inflate::Coding::Brotli | inflate::Coding::Zstd))) if dlp.is_some() => {
-                let name = if c == inflate::Coding::Brotli {
-                    "br"
-                } else {
-                    "zstd"
-                };
-                return Err(Refusal::undecodable_body(name));
-            }
             Ok(c) => c,
             Err(coding) if dlp.is_some() => {
                 return Err(Refusal::undecodable_body(&coding));

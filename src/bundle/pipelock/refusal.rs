@@ -111,7 +111,7 @@ impl Refusal {
             body: format!(
                 "pipelock refused this request: its body is compressed with {shown:?} (Content-Encoding), \
                  which pipelock cannot decode, and DLP sends on no body it cannot read (rule: {CODING_RULE}).\n\
-                 Nothing was sent. Send the body uncompressed, or compressed once with gzip or deflate.\n"
+                 Nothing was sent. Send the body uncompressed, or compressed once with gzip, deflate, br or zstd.\n"
             ),
         }
     }
