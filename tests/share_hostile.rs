@@ -2,7 +2,8 @@
 //! memory follow what it serves (a chunk served as 1 GiB), leave components of a refused
 //! entry behind (a signed config that fails its render check), make a store file setuid (a
 //! signed record's mode), make gc delete outside the cache (an encoded `../` name), or break
-//! a gc's lease (a dry run or a second gc while one works, then a push). The real binary and
+//! a gc's lease (a dry run or a second gc while one works, then a push), or make a folder
+//! cache's reader follow a symlink or block on a FIFO. The real binary and
 //! the real Docker Engine; each case but the first on a folder cache, nginx and Garage on
 //! loopback ([`Remote`]), one `#[test]` per server.
 //!
@@ -436,4 +437,119 @@ fn a_gc_lease_survives_a_dry_run_and_a_second_gc_and_stops_a_push_on_nginx() {
 #[test]
 fn a_gc_lease_survives_a_dry_run_and_a_second_gc_and_stops_a_push_on_garage() {
     interleave(Remote::garage(), "garage");
+}
+
+/// A folder cache whose objects are links or FIFOs: a chunk that is a symlink to a copy of
+/// itself (its bytes are right) is refused by a pull, naming the link, publishing nothing; a gc names every link and FIFO of no layout shape and follows none (what they point
+/// at stays, byte for byte); and a push through a folder that links out of the cache writes
+/// nothing there.
+#[test]
+fn a_folder_cache_follows_no_symlink_and_reads_no_fifo() {
+    use std::os::unix::fs::symlink;
+    let src = TestContext::new("share-links-src");
+    let hash = src.build(&src.recipe());
+    let m = src.manifest(&hash);
+    let (key, public) = keygen(&src, "ci-1");
+    let cache = src.dir.path().join("cache");
+    push(&src, &hash, &cache, &key);
+    let outside = src.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+
+    // Pull: a chunk made a symlink to a copy of itself outside the cache.
+    let (chunk, _) = first_chunk(&cache, &m, ComponentKind::Guest);
+    let copy = outside.join("chunk-copy");
+    std::fs::rename(cache.join(&chunk), &copy).unwrap();
+    symlink(&copy, cache.join(&chunk)).unwrap();
+    let dst = TestContext::new("share-links-dst");
+    let out = pull(&dst, &hash, &cache, &public);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a pull read through a symlink");
+    assert!(err.contains("symlink") && err.contains(&chunk), "{err}");
+    let published: Vec<String> = dst
+        .snapshot()
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| !p.ends_with('/'))
+        .filter(|p| p.contains("/entries/") || p.contains("/components/"))
+        .collect();
+    assert!(
+        published.is_empty(),
+        "a refused pull published {published:?}"
+    );
+    // The chunk a file again: the same pull goes through.
+    std::fs::remove_file(cache.join(&chunk)).unwrap();
+    std::fs::rename(&copy, cache.join(&chunk)).unwrap();
+    let out = pull(&dst, &hash, &cache, &public);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // gc: links and a FIFO of no layout shape, named and left; their targets untouched.
+    let victim = outside.join("victim");
+    std::fs::write(&victim, b"not the cache's").unwrap();
+    let hex = "cd".repeat(32);
+    std::fs::create_dir_all(outside.join("cd")).unwrap();
+    std::fs::write(outside.join("cd").join(&hex), b"not the cache's").unwrap();
+    let planted = [
+        "v1/entries/stray.json".to_string(),
+        "v1/chunks/cd".to_string(),
+        "v1/chunks/00/fifo".to_string(),
+    ];
+    symlink(&victim, cache.join(&planted[0])).unwrap();
+    symlink(outside.join("cd"), cache.join(&planted[1])).unwrap();
+    std::fs::create_dir_all(cache.join("v1/chunks/00")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(cache.join(&planted[2]))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let outside_before = files(&outside);
+    let out = src.output(&["gc", "--json", "--remote", &url(&cache)]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut unrecognized: Vec<String> = serde_json::from_value(r["unrecognized"].clone()).unwrap();
+    unrecognized.sort();
+    let mut named = planted.to_vec();
+    named.sort();
+    assert_eq!(unrecognized, named, "{r}");
+    assert_eq!(r["removed_chunks"], 0, "{r}");
+    assert_eq!(files(&outside), outside_before, "gc followed a link");
+    for p in &planted {
+        assert!(
+            std::fs::symlink_metadata(cache.join(p)).is_ok(),
+            "{p} was removed"
+        );
+    }
+    // The entry still pulls whole: nothing of it was taken for a stray.
+    let ok = TestContext::new("share-links-ok");
+    let out = pull(&ok, &hash, &cache, &public);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Push: a chunk folder that links out of the cache; nothing is written through it.
+    let fresh = src.dir.path().join("cache2");
+    std::fs::create_dir_all(fresh.join("v1")).unwrap();
+    let sink = outside.join("sink");
+    std::fs::create_dir_all(&sink).unwrap();
+    symlink(&sink, fresh.join("v1/chunks")).unwrap();
+    let out = src.output(&[
+        "push",
+        &hash,
+        "--to",
+        &url(&fresh),
+        "--sign-key",
+        key.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a push wrote through a link");
+    assert!(err.contains("symlink"), "{err}");
+    assert!(
+        std::fs::read_dir(&sink)
+            .unwrap()
+            .flatten()
+            .all(|e| { std::fs::read_dir(e.path()).map_or(true, |mut d| d.next().is_none()) }),
+        "a push wrote a file through the link: {:?}",
+        files(&sink)
+    );
+    dst.assert_nothing_left();
+    ok.assert_nothing_left();
+    src.assert_nothing_left();
 }

@@ -1,5 +1,8 @@
 //! A cache in a folder (`file://`): each key a file under it; a put appears by one rename.
 //! A key is only ever a path below the folder: one with an empty, `.` or `..` part is refused.
+//! An object is a regular file reached through no symlink: a link (a chunk pointing at a
+//! file elsewhere, a folder pointing out of the cache) or a FIFO is refused by name, never
+//! followed, read or written through; gc's listing names them.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -44,9 +47,10 @@ impl FileCache {
     }
 
     pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Bytes>, CacheError> {
-        let path = self.path(key)?;
+        self.path(key)?;
+        let (root, rel) = (self.root.clone(), key.trim_end_matches('/').to_string());
         let r = tokio::task::spawn_blocking(move || -> std::io::Result<Result<Vec<u8>, u64>> {
-            let f = std::fs::File::open(&path)?;
+            let f = open_object(&root, &rel)?;
             let len = f.metadata()?.len();
             if len > bound.max {
                 return Ok(Err(len));
@@ -77,9 +81,19 @@ impl FileCache {
     pub async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), CacheError> {
         let path = self.path(key)?;
         let dir = path.parent().expect("a key names a file").to_path_buf();
+        let root = self.root.clone();
         let bytes = bytes.to_vec();
         let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
+            // The folders on the way are the cache's own, not links out of it.
+            let rel = dir.strip_prefix(&root).unwrap_or(&dir);
+            if !rel.as_os_str().is_empty() {
+                open_beneath(
+                    &root,
+                    rel,
+                    rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::PATH,
+                )?;
+            }
             let mut tmp = tempfile::Builder::new().prefix(".put-").tempfile_in(&dir)?;
             std::io::Write::write_all(&mut tmp, &bytes)?;
             tmp.as_file().sync_all()?;
@@ -95,10 +109,18 @@ impl FileCache {
         r.map_err(|e| self.err(key, e))
     }
 
+    /// Whether the key is there as the cache's object: a regular file reached through no
+    /// symlink (anything else is not there: a push writes the object over it).
     pub async fn head(&self, key: &str) -> Result<bool, CacheError> {
-        match tokio::fs::metadata(self.path(key)?).await {
-            Ok(m) => Ok(m.is_file()),
+        self.path(key)?;
+        let (root, rel) = (self.root.clone(), key.trim_end_matches('/').to_string());
+        let r = tokio::task::spawn_blocking(move || open_object(&root, &rel))
+            .await
+            .expect("the head task does not panic");
+        match r {
+            Ok(_) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(false),
             Err(e) => Err(self.err(key, e)),
         }
     }
@@ -110,7 +132,8 @@ impl FileCache {
             walkdir::WalkDir::new(&start)
                 .into_iter()
                 .flatten()
-                .filter(|e| e.file_type().is_file())
+                // Symlinks and other non-folders too: gc names what is not the layout's.
+                .filter(|e| !e.file_type().is_dir())
                 .filter(|e| !e.file_name().to_string_lossy().starts_with(".put-"))
                 .map(|e| crate::store::rel_path(&root, e.path()))
                 .collect()
@@ -127,4 +150,45 @@ impl FileCache {
             Err(e) => Err(self.err(key, e)),
         }
     }
+}
+
+/// Opens `rel` below `root` with `flags`, through no symlink and never out of `root` (the
+/// root's own path may hold links: it is the user's). A symlink on the way is an
+/// `InvalidData` error saying so; on a kernel without `openat2`, only the last part is kept
+/// from being a link.
+fn open_beneath(
+    root: &std::path::Path,
+    rel: impl AsRef<std::path::Path>,
+    flags: rustix::fs::OFlags,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = std::fs::File::open(root)?;
+    let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let rel = rel.as_ref();
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH;
+    match rustix::fs::openat2(&dir, rel, flags, Mode::empty(), resolve) {
+        Ok(fd) => Ok(fd),
+        Err(rustix::io::Errno::NOSYS) => Ok(rustix::fs::openat(&dir, rel, flags, Mode::empty())?),
+        Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::XDEV) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is a symlink or is reached through one: a folder cache's objects are regular \
+             files in folders of its own, and no link is followed",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A key's file, opened for reading as a folder cache's object must be: a regular file
+/// reached through no symlink ([`open_beneath`]), and never a FIFO or device to block on.
+fn open_object(root: &std::path::Path, rel: &str) -> std::io::Result<std::fs::File> {
+    use rustix::fs::OFlags;
+    let fd = open_beneath(root, rel, OFlags::RDONLY | OFlags::NONBLOCK)?;
+    let f = std::fs::File::from(fd);
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is not a regular file: a folder cache's objects are",
+        ));
+    }
+    Ok(f)
 }
