@@ -14,10 +14,12 @@ mod support {
     pub mod sshd;
 }
 
+mod encodings;
 mod git_gate_kit;
 mod pipelock_kit;
 
 mod daemon_destinations;
+mod daemon_dlp_bodies;
 mod daemon_dlp_decode;
 mod daemon_git_gate;
 mod daemon_git_gate_bounds;
