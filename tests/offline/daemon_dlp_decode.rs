@@ -13,15 +13,21 @@
 //! the upstream gets no form of the secret: not raw, not either half, not in what the bytes it
 //! got decode to (the compressed prefix inflated, base64, hex, percent-decoding). Every case is
 //! tried before any assertion fails, so a broken decoder shows every form it lets through.
-//! Ordinary bodies, bounds and streaming: `daemon_dlp_bodies`.
+//! The TLS server name a guest says in its hello goes no further: pipelock's own hello
+//! upstream names the CONNECT's host. Ordinary bodies, bounds and streaming:
+//! `daemon_dlp_bodies`.
 
 use crate::encodings::*;
 use crate::pipelock_kit;
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use pipelock_kit::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 /// One way of sending the secret, and what pipelock must answer.
 struct Case {
@@ -382,4 +388,129 @@ async fn secrets_in_every_encoding_are_refused_and_never_reach_the_upstream() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Checks a server's certificate against the roots for `host`, whatever name the client put
+/// in its SNI: a guest that tunnels to an allowed host and says another name in its hello.
+#[derive(Debug)]
+struct AsHost {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    host: ServerName<'static>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for AsHost {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _sent: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.host, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The TLS server name the guest says goes no further: a `CONNECT` to an allowed host whose
+/// hello names an AWS key id (as a label, upper and lower case) is served as the CONNECT's
+/// host, pipelock's own hello upstream names that host, and neither the upstream nor the audit
+/// log ever sees the key id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_name_a_guest_sends_never_leaves_the_bundle() {
+    let upstream_ca = Ca::new("test upstream CA");
+    let api = upstream(Some(upstream_ca.leaf(&["api.test"]))).await;
+    let mut rng = Rng(0x5e1d);
+    let key_id = format!("AKIA{}", rng.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16));
+    let sidecar = Sidecar::start(Setup {
+        allow: vec!["api.test".into()],
+        routes: vec![("api.test".into(), Some(upstream_ca.pem()), TOKEN_ENV.into())],
+        secrets: vec![(TOKEN_ENV.into(), TOKEN.into())],
+        names: vec!["api.test".into()],
+        ..Setup::default()
+    })
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(sidecar.ca.der()).unwrap();
+    let inner = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    for said in [
+        format!("{key_id}.api.test"),
+        format!("{}.api.test", key_id.to_ascii_lowercase()),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", sidecar.port))
+            .await
+            .unwrap();
+        s.write_all(
+            format!(
+                "CONNECT api.test:{0} HTTP/1.1\r\nHost: api.test:{0}\r\n\r\n",
+                api.port
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+        let config = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AsHost {
+                inner: inner.clone(),
+                host: ServerName::try_from("api.test").unwrap(),
+            }))
+            .with_no_client_auth();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from(said.clone()).unwrap(), s)
+            .await
+            .expect("pipelock's leaf for the CONNECT's host, whatever the hello said");
+        tls.write_all(b"GET /sni HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            tls.read_to_end(&mut out),
+        )
+        .await
+        .expect("pipelock answers inside the tunnel");
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{said}: {text}");
+    }
+    let names = api.server_names.lock().unwrap().clone();
+    assert!(!names.is_empty(), "the upstream saw no TLS hello");
+    assert!(
+        names.iter().all(|n| n == "api.test"),
+        "pipelock's hello upstream named {names:?}, not the CONNECT's host"
+    );
+    assert_eq!(api.seen().len(), 2, "both requests served");
+    let audit = sidecar.audit_text().to_ascii_uppercase();
+    assert!(!audit.contains(&key_id), "the audit log holds the key id");
 }

@@ -118,6 +118,8 @@ pub struct Upstream {
     pub port: u16,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub connections: Arc<AtomicUsize>,
+    /// The TLS server name each client sent (SNI), in order; `-` for none.
+    pub server_names: Arc<Mutex<Vec<String>>>,
 }
 
 impl Upstream {
@@ -246,14 +248,15 @@ pub fn upstream_on(
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(AtomicUsize::new(0));
-    let (seen2, conns) = (seen.clone(), connections.clone());
+    let server_names = Arc::new(Mutex::new(Vec::new()));
+    let (seen2, conns, names) = (seen.clone(), connections.clone(), server_names.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             conns.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, seen) = (acceptor.clone(), seen2.clone());
+            let (acceptor, seen, names) = (acceptor.clone(), seen2.clone(), names.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |r| {
                     let seen = seen.clone();
@@ -262,6 +265,8 @@ pub fn upstream_on(
                 match acceptor {
                     Some(a) => {
                         if let Ok(tls) = a.accept(stream).await {
+                            let name = tls.get_ref().1.server_name().unwrap_or("-").to_string();
+                            names.lock().unwrap().push(name);
                             let _ = http1::Builder::new()
                                 .serve_connection(TokioIo::new(tls), svc)
                                 .await;
@@ -280,6 +285,7 @@ pub fn upstream_on(
         port,
         seen,
         connections,
+        server_names,
     }
 }
 
