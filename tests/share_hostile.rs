@@ -553,3 +553,33 @@ fn a_folder_cache_follows_no_symlink_and_reads_no_fifo() {
     ok.assert_nothing_left();
     src.assert_nothing_left();
 }
+
+/// A key with a bare `..` segment, which object_store's listing cannot parse (it reads every
+/// key of a page as a path): a gc over S3 stops, naming the object, and deletes nothing,
+/// rather than work from a listing with holes (it could take a referenced chunk for an
+/// orphan). What it lists is all or nothing; the person removes the object by hand.
+#[test]
+fn gc_on_garage_stops_at_a_key_it_cannot_list_naming_it_and_deletes_nothing() {
+    let remote = Remote::garage();
+    let ctx = TestContext::new("share-dotdot");
+    let url = remote.url("team/cache");
+    remote.put("team/cache/v1/chunks/../stray", b"planted");
+    let orphan = format!(
+        "team/cache/{}",
+        bottle::share::chunk_key(&bottle::digest::Digest::of(b"orphan"))
+    );
+    remote.put(&orphan, b"orphan");
+    let before = remote.objects();
+    let out = ctx.output_of(remote.cmd(&ctx), &["gc", "--json", "--remote", &url]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("team/cache/v1/chunks/../stray"),
+        "the object is not named: {err}"
+    );
+    assert_eq!(
+        remote.objects(),
+        before,
+        "gc deleted from a listing it could not read"
+    );
+}
