@@ -124,9 +124,9 @@
 //! a window of its own at each level, stepped with the text's. Memory is at most
 //! `(1 + 2 × NESTED) × (WINDOW + STEP)` (340 KiB: the text's window, and at each level a window
 //! and one step of runs) plus a few hundred bytes of unfinished escapes and runs, whatever the
-//! body's or the chunks' size. Every built-in match is shorter than the window (a JWT up to 4015 bytes; a
-//! PEM key is recognized by its BEGIN line and first key bytes, not its whole block); a recipe
-//! regex matching more may be missed across steps.
+//! body's or the chunks' size. Every built-in match is shorter than the window (a JWT up to
+//! 4015 bytes; a PEM key is recognized by its BEGIN line and first key bytes, not its whole
+//! block); a recipe regex matching more may be missed across steps.
 //!
 //! So a finding may come some calls after the chunk that held the secret, at the latest from
 //! [`BodyScanner::finish`]: a caller must not send a body on before `finish` has returned

@@ -9,7 +9,7 @@
 //!   compressed bytes go on unchanged; a gzip or deflate byte is held until everything it (and
 //!   the two slices after it) decoded to lies [`HOLD_BACK`] decoded bytes behind what DLP has
 //!   read; a br or zstd body is held whole, up to [`MAX_WHOLE_COMPRESSED`]. A body that does
-//!   not decode, or decodes past the bounds, ends the same way (nothing unscanned is sent);
+//!   not decode, or decodes past the bounds, ends the same way (nothing unscanned is sent).
 //!   The request waits for the body's first release ([`Scanned::primed`]): a short body is
 //!   scanned whole before the upstream hears of the request;
 //! - [`Outbound`]: what goes back to the guest, counted, through egress's [`Scrubber`] for a
