@@ -12,7 +12,8 @@
 //! nothing about the figures; fails when a setup fails (a request not answered 200, the
 //! route's token missing upstream).
 //!
-//! Usage: `cargo bench --bench run_latency [-- N]` (default 1000 requests, 3 runs each).
+//! Usage: `cargo bench --bench run_latency [-- N]` (default 1000 requests, 3 runs each);
+//! `HTTP=1.1` makes every curl speak HTTP/1.1 (the agent's own path) instead of h2.
 //! Needs Docker Engine, mitmdump (`apt-get install -y mitmproxy`), and curl for the tools
 //! guest. `SMOKE=1`: 20 requests, one run each; its figures are not measurements.
 
@@ -35,10 +36,21 @@ const UPSTREAM: &str = "upstream.test";
 const TOKEN_ENV: &str = "RUN_LATENCY_TOKEN";
 const TOKEN: &str = "run-latency-real-token-0123456789";
 
-/// The guest's loop: the URL `$1` with `?i=1` to `?i=$2` (curl's globbing), in one curl;
-/// each request's status and total time on a line of its own after the body.
+/// The guest's loop: the URL `$1` with `?i=1` to `?i=$2` (curl's globbing), in one curl
+/// with the protocol option `$3` (none: curl's choice, h2 over TLS); each request's status
+/// and total time on a line of its own after the body.
 const SCRIPT: &str =
-    r#"curl -sS --max-time 900 -w '\n@@ %{http_code} %{time_total}\n' "$1?i=[1-$2]""#;
+    r#"curl -sS $3 --max-time 900 -w '\n@@ %{http_code} %{time_total}\n' "$1?i=[1-$2]""#;
+
+/// The protocol option of every curl: `HTTP=1.1` in the environment gives `--http1.1`, the
+/// protocol Claude Code's node client speaks; otherwise none.
+fn protocol() -> String {
+    match std::env::var("HTTP").as_deref() {
+        Ok("1.1") => "--http1.1".into(),
+        Ok("") | Err(_) => String::new(),
+        Ok(other) => panic!("HTTP={other}: only HTTP=1.1 is known"),
+    }
+}
 
 fn recipe() -> String {
     format!(
@@ -96,7 +108,16 @@ fn container(image: &str, ca: &std::path::Path, env: &[String], url: &str, n: us
     for e in env {
         c.args(["-e", e]);
     }
-    c.args([image, "sh", "-c", SCRIPT, "sh", url, &n.to_string()]);
+    c.args([
+        image,
+        "sh",
+        "-c",
+        SCRIPT,
+        "sh",
+        url,
+        &n.to_string(),
+        &protocol(),
+    ]);
     let out = c.output().expect("docker run");
     assert!(
         out.status.success(),
@@ -184,6 +205,7 @@ fn main() {
                 "sh",
                 &url,
                 &n.to_string(),
+                &protocol(),
             ],
         );
         assert!(out.status.success(), "bottle run: {}", stderr(&out));
@@ -224,8 +246,12 @@ fn main() {
         .map(|(name, t)| (name, median(t) / n as f64 * 1000.0))
         .collect();
     let direct = per[0].1;
+    let proto = match protocol().as_str() {
+        "" => "curl's choice of protocol, h2".to_string(),
+        p => p.to_string(),
+    };
     println!(
-        "{n} keep-alive HTTPS requests from a container to a route on the host; median of {runs} run(s)"
+        "{n} keep-alive HTTPS requests from a container to a route on the host ({proto}); median of {runs} run(s)"
     );
     println!("{:12} {:>14} {:>18}", "", "ms/request", "added ms/request");
     for (name, ms) in &per {
