@@ -233,35 +233,11 @@ impl Scanner {
                 .iter()
                 .map(|&b| if b"/?&=;:@.,".contains(&b) { b' ' } else { b })
                 .collect();
-            if let Some(f) = self.scan_runs(&split) {
+            if let Some(f) = find_in_runs(&self.engine, &split).map(finding) {
                 return Some(f);
             }
         }
-        self.scan_runs(&text)
-    }
-
-    /// What the runs in `text` decode to, their escapes decoded, and the runs in that,
-    /// [`NESTED`] levels deep.
-    fn scan_runs(&self, text: &[u8]) -> Option<Finding> {
-        let mut runs = unwrap::unwrap_all(text);
-        for level in 1..=NESTED {
-            if runs.is_empty() {
-                return None;
-            }
-            let derived = decode::decode_all(&runs);
-            let accept = Accept {
-                after: 0,
-                upto: derived.len(),
-                url: false,
-            };
-            if let Some(f) = self.engine.find(&derived, accept) {
-                return Some(finding(f));
-            }
-            if level < NESTED {
-                runs = unwrap::unwrap_all(&derived);
-            }
-        }
-        None
+        find_in_runs(&self.engine, &text).map(finding)
     }
 
     /// A scanner for a body that arrives in chunks: it keeps a bounded window of the previous
@@ -280,6 +256,31 @@ impl Scanner {
     pub fn rules(&self) -> impl Iterator<Item = &str> {
         self.engine.rule_ids()
     }
+}
+
+/// The rule that matches what the runs in `text` decode to (their escapes decoded), or what
+/// the runs in that decode to, [`NESTED`] levels deep. Scanning and redaction both read
+/// single values this way.
+fn find_in_runs<'e>(engine: &'e Engine, text: &[u8]) -> Option<&'e str> {
+    let mut runs = unwrap::unwrap_all(text);
+    for level in 1..=NESTED {
+        if runs.is_empty() {
+            return None;
+        }
+        let derived = decode::decode_all(&runs);
+        let accept = Accept {
+            after: 0,
+            upto: derived.len(),
+            url: false,
+        };
+        if let Some(rule) = engine.find(&derived, accept) {
+            return Some(rule);
+        }
+        if level < NESTED {
+            runs = unwrap::unwrap_all(&derived);
+        }
+    }
+    None
 }
 
 fn finding(rule: &str) -> Finding {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use super::engine::{Accept, Engine};
-use super::{MARGIN, NESTED, WINDOW, decode, unwrap};
+use super::{MARGIN, WINDOW, decode, unwrap};
 use crate::daemons::pipelock::Dlp;
 
 /// What a redacted secret becomes, after its rule's prefix.
@@ -42,7 +42,7 @@ impl Redactor {
     }
 
     /// `text` with every match masked, and every base64 or hex run whose decoding holds one
-    /// (as DLP opens runs: [`NESTED`] levels); `None` when nothing matches.
+    /// (as DLP opens runs: [`super::NESTED`] levels); `None` when nothing matches.
     pub fn redact(&self, text: &str) -> Option<String> {
         let direct = self.redact_matches(text);
         self.redact_runs(direct.as_deref().unwrap_or(text))
@@ -68,13 +68,15 @@ impl Redactor {
             if end - start < unwrap::MIN_B64 {
                 continue;
             }
-            if self.decodes_to_match(&decoded[start..end]) {
+            if super::find_in_runs(&self.engine, &decoded[start..end]).is_some() {
                 masks.push(start..end);
                 continue;
             }
             let mut piece = start;
             for part in decoded[start..end].split(|b| *b == b'/' || *b == b'=') {
-                if part.len() >= unwrap::MIN_B64 && self.decodes_to_match(part) {
+                if part.len() >= unwrap::MIN_B64
+                    && super::find_in_runs(&self.engine, part).is_some()
+                {
                     masks.push(piece..piece + part.len());
                 }
                 piece += part.len() + 1;
@@ -92,28 +94,6 @@ impl Redactor {
         }
         out.extend_from_slice(&decoded[at..]);
         Some(String::from_utf8_lossy(&out).into_owned())
-    }
-
-    /// Whether what the runs in `run` decode to (their escapes decoded, the runs in that
-    /// opened, [`NESTED`] levels) holds a match of any rule.
-    fn decodes_to_match(&self, run: &[u8]) -> bool {
-        let mut runs = unwrap::unwrap_all(run);
-        for _ in 0..NESTED {
-            if runs.is_empty() {
-                return false;
-            }
-            let derived = decode::decode_all(&runs).into_owned();
-            let accept = Accept {
-                after: 0,
-                upto: derived.len(),
-                url: false,
-            };
-            if self.engine.find_hit(&derived, accept).is_some() {
-                return true;
-            }
-            runs = unwrap::unwrap_all(&derived);
-        }
-        false
     }
 
     /// `text` with every match masked, or `None` when nothing matches.
