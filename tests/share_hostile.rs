@@ -485,16 +485,21 @@ fn a_folder_cache_follows_no_symlink_and_reads_no_fifo() {
     // gc: links and a FIFO of no layout shape, named and left; their targets untouched.
     let victim = outside.join("victim");
     std::fs::write(&victim, b"not the cache's").unwrap();
-    let hex = "cd".repeat(32);
-    std::fs::create_dir_all(outside.join("cd")).unwrap();
-    std::fs::write(outside.join("cd").join(&hex), b"not the cache's").unwrap();
+    // A chunk folder name the entry's chunks left free (their names are its content's hashes).
+    let ab = (0..=255u8)
+        .map(|b| format!("{b:02x}"))
+        .find(|ab| !cache.join("v1/chunks").join(ab).exists())
+        .expect("a free chunk folder");
+    let hex = ab.repeat(32);
+    std::fs::create_dir_all(outside.join(&ab)).unwrap();
+    std::fs::write(outside.join(&ab).join(&hex), b"not the cache's").unwrap();
     let planted = [
         "v1/entries/stray.json".to_string(),
-        "v1/chunks/cd".to_string(),
+        format!("v1/chunks/{ab}"),
         "v1/chunks/00/fifo".to_string(),
     ];
     symlink(&victim, cache.join(&planted[0])).unwrap();
-    symlink(outside.join("cd"), cache.join(&planted[1])).unwrap();
+    symlink(outside.join(&ab), cache.join(&planted[1])).unwrap();
     std::fs::create_dir_all(cache.join("v1/chunks/00")).unwrap();
     let made = std::process::Command::new("mkfifo")
         .arg(cache.join(&planted[2]))
