@@ -4,9 +4,8 @@
 
 use crate::support;
 
-use std::net::TcpListener;
-
 use support::nginx::Nginx;
+use support::ports::free_port;
 use support::share::keygen;
 use support::*;
 
@@ -129,14 +128,6 @@ fn an_entry_pushed_to_nginx_is_pulled_into_an_empty_store_and_runs() {
     assert!(!third.store.exists());
     dst.assert_nothing_left();
     src.assert_nothing_left();
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

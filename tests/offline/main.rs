@@ -8,9 +8,11 @@
 //! dispositions). What needs the engine is in `tests/engine/`; `tests/reproducible.rs` keeps a
 //! binary of its own.
 
-/// Of the shared support (`tests/support/`), the part these tests use: a real sshd.
+/// Of the shared support (`tests/support/`), the part these tests use: a real sshd, and the
+/// ports servers started here listen on.
 #[path = "../support"]
 mod support {
+    pub mod ports;
     pub mod sshd;
 }
 

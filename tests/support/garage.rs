@@ -2,11 +2,11 @@
 //! `scripts/setup` installs): one node or a cluster, with one bucket and one key allowed on
 //! it. Each server is stopped, and its folder removed, when dropped.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::ports::free_port;
 use super::{TestContext, signal_pid, stderr};
 
 /// The cluster's RPC secret (32 bytes in hex, as garage wants it), new for each test process.
@@ -41,14 +41,6 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .ok_or(())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One Garage node: its folder, config, ports and process.

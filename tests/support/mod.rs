@@ -76,6 +76,7 @@ pub mod console;
 )]
 pub mod garage;
 pub mod nginx;
+pub mod ports;
 pub mod share;
 pub mod sshd;
 pub mod upstream;

@@ -4,10 +4,12 @@
 //! `ssh-keygen` in the test's folder), `StrictModes no`, `UsePAM no`, logging to a file, and
 //! a real bare repository to push to. Killed on drop, also when the test fails.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::ports::free_port;
 
 pub struct Sshd {
     pub port: u16,
@@ -55,14 +57,6 @@ pub fn keygen(path: &Path) -> String {
         .take(2)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Sshd {

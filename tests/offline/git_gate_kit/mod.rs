@@ -7,6 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use crate::support::ports::free_port;
 use crate::support::sshd::Sshd;
 
 /// A running `bottle sidecar --daemons git-gate`, killed when dropped.
@@ -15,14 +16,6 @@ pub struct Gate {
     pub port: u16,
     pub lines: Arc<Mutex<Vec<String>>>,
     pub audit: PathBuf,
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Gate {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use crate::support::ports::free_port;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
@@ -364,14 +365,6 @@ pub struct Sidecar {
     pub queue: PathBuf,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Sidecar {
     pub async fn start(setup: Setup) -> Sidecar {
         Sidecar::start_daemons(setup, "pipelock").await
@@ -502,7 +495,7 @@ impl Sidecar {
             queue,
         };
         sidecar
-            .wait_for(&format!("listening on 127.0.0.1:{port}"))
+            .wait_for(&format!("pipelock: listening on 127.0.0.1:{port}"))
             .await;
         sidecar
     }
