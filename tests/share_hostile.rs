@@ -485,8 +485,9 @@ fn a_folder_cache_follows_no_symlink_and_reads_no_fifo() {
     // gc: links and a FIFO of no layout shape, named and left; their targets untouched.
     let victim = outside.join("victim");
     std::fs::write(&victim, b"not the cache's").unwrap();
-    // A chunk folder name the entry's chunks left free (their names are its content's hashes).
-    let ab = (0..=255u8)
+    // A chunk folder name the entry's chunks left free (their names are its content's hashes),
+    // other than 00, which holds the FIFO below.
+    let ab = (1..=255u8)
         .map(|b| format!("{b:02x}"))
         .find(|ab| !cache.join("v1/chunks").join(ab).exists())
         .expect("a free chunk folder");
