@@ -307,7 +307,7 @@ async fn fetch_component(
             path: path.clone(),
             source,
         };
-        let (mut file, mut hasher, resumed) = {
+        let (file, hasher, resumed) = {
             let (path, chunks) = (path.clone(), f.chunks.clone());
             tokio::task::spawn_blocking(move || local::resume(&path, &chunks))
                 .await
@@ -319,22 +319,19 @@ async fn fetch_component(
         report.bytes_resumed += resumed_bytes;
         bar.inc(resumed_bytes);
         let what = format!("{}/{}", id.kind, f.path);
-        let mut arriving = stream::iter(f.chunks[resumed..].iter().copied())
+        let (to_file, assembled) = assembler(file, hasher);
+        let arriving = stream::iter(f.chunks[resumed..].iter().copied())
             .map(|c| fetch_chunk(cache, remote, &local, c, &what))
             .buffered(JOBS);
-        while let Some(got) = arriving.next().await {
-            let (bytes, downloaded) = got?;
-            std::io::Write::write_all(&mut file, &bytes).map_err(io)?;
-            hasher.update_rayon(&bytes);
-            bar.inc(bytes.len() as u64);
-            if downloaded {
-                report.chunks_downloaded += 1;
-                report.bytes_downloaded += bytes.len() as u64;
-            } else {
-                report.chunks_local += 1;
-            }
-        }
-        drop(arriving);
+        let fetched = feed(arriving, &to_file, bar, report).await;
+        // What was sent is written before this returns, also on an error: the file is left
+        // whole up to its last chunk for the next pull to resume from.
+        drop(to_file);
+        let written = assembled
+            .await
+            .expect("putting a file together does not panic");
+        fetched?;
+        let hasher = written.map_err(io)?;
         let digest: Digest = hasher.finalize().into();
         if digest != a.blake3 {
             return Err(remote.refused(
@@ -348,6 +345,54 @@ async fn fetch_component(
         }
     }
     Ok(())
+}
+
+/// Sends the chunks to the assembler as they arrive, in order, counting them; stops at the
+/// first that cannot be had, or when the assembler stopped (on a write error, which it
+/// returns).
+async fn feed(
+    arriving: impl futures_util::Stream<Item = Result<(bytes::Bytes, bool), ShareError>>,
+    to_file: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+    bar: &ProgressBar,
+    report: &mut PullReport,
+) -> Result<(), ShareError> {
+    let mut arriving = std::pin::pin!(arriving);
+    while let Some(got) = arriving.next().await {
+        let (bytes, downloaded) = got?;
+        let len = bytes.len() as u64;
+        if to_file.send(bytes).await.is_err() {
+            break;
+        }
+        bar.inc(len);
+        if downloaded {
+            report.chunks_downloaded += 1;
+            report.bytes_downloaded += len;
+        } else {
+            report.chunks_local += 1;
+        }
+    }
+    Ok(())
+}
+
+/// A file's chunks, in order, written and hashed on a thread of their own, so that
+/// downloading the next chunks goes on while one is written: the sender of the chunks, and the
+/// file's hasher once the sender is dropped and every chunk is written.
+fn assembler(
+    mut file: fs::File,
+    mut hasher: blake3::Hasher,
+) -> (
+    tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<std::io::Result<blake3::Hasher>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(JOBS);
+    let done = tokio::task::spawn_blocking(move || {
+        while let Some(bytes) = rx.blocking_recv() {
+            std::io::Write::write_all(&mut file, &bytes)?;
+            hasher.update(&bytes);
+        }
+        Ok(hasher)
+    });
+    (tx, done)
 }
 
 /// One chunk's bytes: from this machine when a component of the same kind holds it (checked
