@@ -118,7 +118,7 @@ pub async fn substitute(g: &Global, store: &Store, hash: &BuildHash) -> Result<b
     for url in &settings.substituters {
         let cache = Cache::open(url, &settings.s3)?;
         let bar = bar(g, "pull");
-        let r = pull::pull(store, &cache, hash, &trust, &bar).await;
+        let r = pull_on_a_worker(store, cache, *hash, trust.clone(), &bar).await;
         bar.finish_and_clear();
         match r {
             Ok(r) => {
@@ -145,6 +145,22 @@ pub async fn substitute(g: &Global, store: &Store, hash: &BuildHash) -> Result<b
     Ok(false)
 }
 
+/// [`pull::pull`] as a task of the runtime's workers rather than on the thread that waits for
+/// the command: the connections it reads from are tasks of the same workers, so a chunk's
+/// arrival wakes no other thread (`benches/share_pull.sh`: a 512 MiB pull about 5% faster).
+async fn pull_on_a_worker(
+    store: &Store,
+    cache: Cache,
+    hash: BuildHash,
+    trust: Trust,
+    bar: &ProgressBar,
+) -> Result<pull::PullReport, ShareError> {
+    let (store, bar) = (store.clone(), bar.clone());
+    tokio::spawn(async move { pull::pull(&store, &cache, &hash, &trust, &bar).await })
+        .await
+        .expect("a pull does not panic")
+}
+
 pub async fn pull(
     g: &Global,
     store: &Store,
@@ -165,7 +181,7 @@ pub async fn pull(
         unsigned_ok: no_check_sigs,
     };
     let bar = bar(g, "pull");
-    let r = pull::pull(store, &cache, &hash, &trust, &bar).await;
+    let r = pull_on_a_worker(store, cache, hash, trust, &bar).await;
     bar.finish_and_clear();
     let r = r?;
     if g.json {
