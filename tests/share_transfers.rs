@@ -2,8 +2,9 @@
 //! stand-in: no real server fails every other request, stalls mid-body or streams without
 //! end on demand), on a loopback port, serving a folder cache the real binary pushed to. A
 //! server failing every other request is outlasted; one stalling after the first bytes of a
-//! chunk is named, with the object and the server, well within a minute; a chunk streamed
-//! without end (chunked encoding, no length) is refused with the pull's memory flat.
+//! chunk is named, with the object and the server, well within a minute, over HTTP and S3, as
+//! is one over S3 that never answers a chunk's request; a chunk streamed without end (chunked
+//! encoding, no length) is refused with the pull's memory flat.
 //!
 //! Its own test binary, not a module of `tests/engine/`: it measures a pull's peak memory as
 //! the `ru_maxrss` `wait4` reports, and a child a process spawns (vfork, then exec) starts with
@@ -35,6 +36,8 @@ enum Mode {
     Flaky,
     /// Chunks: the head and 1000 bytes, then silence.
     Stall,
+    /// Chunks: the request read, then silence (no status line).
+    Silent,
     /// This key: zeros in chunked encoding, up to 1 GiB.
     Endless(String),
 }
@@ -108,6 +111,12 @@ fn serve(
         return conn.write_all(
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
+    }
+    if *mode == Mode::Silent && key.contains("/chunks/") {
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return Ok(());
     }
     if let Mode::Endless(target) = mode
         && key == target
@@ -221,6 +230,22 @@ fn a_flaky_server_is_outlasted_a_stalled_one_named_and_an_endless_chunk_refused(
 /// server within a minute, not after object_store's own retries.
 #[test]
 fn an_s3_server_stalling_mid_chunk_is_named_within_a_minute() {
+    pull_over_s3_until(Mode::Stall, "stalled");
+}
+
+/// A server that takes a chunk's request and never answers it: object_store's read bound
+/// (35 s) ends the first try, and its retries stop within 30 s of that try's start, so the
+/// chunk is named within a minute, not after six more tries (its default budget is three
+/// minutes).
+#[test]
+fn an_s3_server_never_answering_a_chunk_is_named_within_a_minute() {
+    pull_over_s3_until(Mode::Silent, "timeout");
+}
+
+/// Pulls an entry over S3 from a tiny server in `mode`, waiting up to a minute for a line of
+/// the pull's stderr holding `needle` (failing past it); that line must name the cache and a
+/// chunk.
+fn pull_over_s3_until(mode: Mode, needle: &str) {
     let src = TestContext::new("share-transfers-s3-src");
     let hash = src.build(&src.recipe());
     let (key, public) = keygen(&src, "ci-1");
@@ -230,10 +255,10 @@ fn an_s3_server_stalling_mid_chunk_is_named_within_a_minute() {
     let root = src.dir.path().join("s3root");
     std::fs::create_dir_all(root.join("bkt")).unwrap();
     std::os::unix::fs::symlink(&cache, root.join("bkt/c")).unwrap();
-    let stall = Tiny::start(root, Mode::Stall);
-    let dst = TestContext::new("share-transfers-s3-stall");
+    let server = Tiny::start(root, mode);
+    let dst = TestContext::new("share-transfers-s3-pull");
     let mut c = dst.cmd();
-    c.env("AWS_ENDPOINT_URL", stall.url())
+    c.env("AWS_ENDPOINT_URL", server.url())
         .env("AWS_ACCESS_KEY_ID", "GKtest")
         .env("AWS_SECRET_ACCESS_KEY", "test-secret")
         .env("AWS_REGION", "test")
@@ -243,15 +268,15 @@ fn an_s3_server_stalling_mid_chunk_is_named_within_a_minute() {
         &["pull", &hash, "--from", "s3://bkt/c", "--trust", &public],
     );
     let started = std::time::Instant::now();
-    let seen = pulling.wait_for_stderr("stalled", Duration::from_secs(60));
-    let line = seen.lines().find(|l| l.contains("stalled")).unwrap();
+    let seen = pulling.wait_for_stderr(needle, Duration::from_secs(60));
+    let line = seen.lines().find(|l| l.contains(needle)).unwrap();
     assert!(
         line.contains("s3://bkt/c") && line.contains("v1/chunks/"),
         "the server or the object is not named: {line}"
     );
     eprintln!("named after {:?}: {line}", started.elapsed());
     drop(pulling);
-    drop(stall);
+    drop(server);
     dst.assert_nothing_left();
     src.assert_nothing_left();
 }

@@ -4,9 +4,11 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (or
 //! `AWS_ENDPOINT`) for a server other than AWS, `AWS_ALLOW_HTTP=true` for a plain-HTTP one —
 //! with path-style requests, which every S3 server answers. object_store retries transient
-//! failures itself (with backoff), so its errors here are final
-//! ([`CacheErrorKind::S3`]); each names its cause (a timeout, a redirect, a denial) with the
-//! whole chain of sources.
+//! failures itself (with backoff), within [`STALL`] of a request's first try, so its errors
+//! here are final ([`CacheErrorKind::S3`]); each names its cause (a timeout, a redirect, a
+//! denial) with the whole chain of sources. Within [`STALL`], not object_store's three
+//! minutes: a server that takes a request and never answers is named when the first try's
+//! read bound passes (35 s), not after six more tries of 35 s each.
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -49,7 +51,13 @@ impl S3Cache {
                 b = b.with_config(key, v);
             }
         }
-        b = b.with_bucket_name(bucket).with_http_connector(NoRedirects);
+        b = b
+            .with_bucket_name(bucket)
+            .with_http_connector(NoRedirects)
+            .with_retry(object_store::RetryConfig {
+                retry_timeout: STALL,
+                ..Default::default()
+            });
         // AWS's newer name for the endpoint, which object_store does not know.
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             b = b.with_endpoint(endpoint);
