@@ -246,7 +246,8 @@ fn an_s3_server_never_answering_a_chunk_is_named_within_a_minute() {
 /// the pull's stderr holding `needle` (failing past it); that line must name the cache and a
 /// chunk.
 fn pull_over_s3_until(mode: Mode, needle: &str) {
-    let src = TestContext::new("share-transfers-s3-src");
+    // A name of each test's own: a build context's id is its name and the process's id.
+    let src = TestContext::new(&format!("share-transfers-s3-{needle}-src"));
     let hash = src.build(&src.recipe());
     let (key, public) = keygen(&src, "ci-1");
     let cache = src.dir.path().join("cache");
@@ -256,7 +257,7 @@ fn pull_over_s3_until(mode: Mode, needle: &str) {
     std::fs::create_dir_all(root.join("bkt")).unwrap();
     std::os::unix::fs::symlink(&cache, root.join("bkt/c")).unwrap();
     let server = Tiny::start(root, mode);
-    let dst = TestContext::new("share-transfers-s3-pull");
+    let dst = TestContext::new(&format!("share-transfers-s3-{needle}-dst"));
     let mut c = dst.cmd();
     c.env("AWS_ENDPOINT_URL", server.url())
         .env("AWS_ACCESS_KEY_ID", "GKtest")
