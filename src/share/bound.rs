@@ -2,7 +2,9 @@
 //! that bound ([`read_bounded`]): a chunk by the size its chunk list gives, the other objects
 //! by a fixed cap. The read stops the moment the body passes its bound, so what a pull holds
 //! in memory does not follow what a server sends; a body with no bytes for [`STALL`] is a
-//! stall. Shared by every cache backend; imports none of them.
+//! stall. A body is kept as the parts it arrived in ([`Body`]): a chunk is hashed and written
+//! from them, never copied into one buffer first. Shared by every cache backend; imports none
+//! of them.
 
 use std::time::Duration;
 
@@ -70,6 +72,64 @@ impl Bound {
     }
 }
 
+/// A body read whole: the parts it arrived in, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Body {
+    parts: Vec<Bytes>,
+    len: u64,
+}
+
+impl Body {
+    /// How many bytes, all parts together.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The parts, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// The bytes in one buffer: copied only when they came in more than one part.
+    pub fn into_bytes(mut self) -> Bytes {
+        match self.parts.len() {
+            0 => Bytes::new(),
+            1 => self.parts.pop().expect("one part"),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.len as usize);
+                for p in &self.parts {
+                    all.extend_from_slice(p);
+                }
+                all.freeze()
+            }
+        }
+    }
+
+    fn push(&mut self, part: Bytes) {
+        if !part.is_empty() {
+            self.len += part.len() as u64;
+            self.parts.push(part);
+        }
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Body {
+        let mut body = Body::default();
+        body.push(b);
+        body
+    }
+}
+
+/// Frames at least this long are kept as they arrived; shorter ones are copied together.
+/// On loopback from nginx, 0.2% of a pull's bytes came in frames shorter than 16 KiB, 6.6% in
+/// frames shorter than 64 KiB; the client's frames are at most its 408 KiB read buffer.
+const KEEP_FRAME: usize = 32 << 10;
+
 /// A body with no bytes for this long is a stall: named, and tried again.
 pub const STALL: Duration = Duration::from_secs(30);
 
@@ -89,7 +149,7 @@ pub async fn read_bounded<S, E>(
     body: S,
     announced: Option<u64>,
     bound: Bound,
-) -> Result<Bytes, BodyError>
+) -> Result<Body, BodyError>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -98,17 +158,35 @@ where
         return Err(BodyError::TooLarge(Some(n)));
     }
     let mut body = std::pin::pin!(body);
-    let mut buf = BytesMut::with_capacity(announced.unwrap_or(0).min(bound.max) as usize);
+    let mut got = Body::default();
+    // Small frames gathered here, copied: a part kept as it arrived holds on to the client's
+    // whole read buffer, so a server sending a byte at a time would make each byte cost a
+    // buffer. Kept as they are, frames hold at most about twice their bytes.
+    let mut small = BytesMut::new();
     loop {
         match tokio::time::timeout(STALL, body.next()).await {
             Err(_) => return Err(BodyError::Stalled),
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(None) => {
+                got.push(small.freeze());
+                return Ok(got);
+            }
             Ok(Some(Err(e))) => return Err(BodyError::Cut(e.into())),
             Ok(Some(Ok(b))) => {
-                if buf.len() as u64 + b.len() as u64 > bound.max {
+                if got.len + small.len() as u64 + b.len() as u64 > bound.max {
                     return Err(BodyError::TooLarge(None));
                 }
-                buf.extend_from_slice(&b);
+                if b.len() >= KEEP_FRAME {
+                    got.push(std::mem::take(&mut small).freeze());
+                    got.push(b);
+                } else {
+                    if small.capacity() == 0 {
+                        small.reserve(2 * KEEP_FRAME);
+                    }
+                    small.extend_from_slice(&b);
+                    if small.len() >= KEEP_FRAME {
+                        got.push(std::mem::take(&mut small).freeze());
+                    }
+                }
             }
         }
     }
@@ -128,6 +206,8 @@ mod tests {
         };
         let ok = read_bounded(parts(2), None, bound).await.unwrap();
         assert_eq!(ok.len(), 8);
+        assert_eq!(ok.parts().len(), 1, "short frames gathered");
+        assert_eq!(&ok.into_bytes()[..], b"01230123");
         assert!(matches!(
             read_bounded(parts(3), None, bound).await,
             Err(BodyError::TooLarge(None))
@@ -137,6 +217,29 @@ mod tests {
             read_bounded(parts(0), Some(1 << 30), bound).await,
             Err(BodyError::TooLarge(Some(n))) if n == 1 << 30
         ));
+        // A byte at a time: gathered into a few parts, not a part per byte.
+        let bytes = futures_util::stream::iter(
+            (0..100_000).map(|i| Ok::<_, std::io::Error>(Bytes::from(vec![i as u8]))),
+        );
+        let got = read_bounded(bytes, None, Bound::chunk(100_000))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 100_000);
+        assert_eq!(got.parts().len(), 100_000_usize.div_ceil(KEEP_FRAME));
+        let all = got.into_bytes();
+        assert!(all.iter().enumerate().all(|(i, b)| *b == i as u8));
+        // Long frames are kept as they came, the short ones between them gathered in order.
+        let mixed = [KEEP_FRAME, 1, 2, KEEP_FRAME + 5, 3]
+            .map(|n| Ok::<_, std::io::Error>(Bytes::from(vec![n as u8; n])));
+        let got = read_bounded(
+            futures_util::stream::iter(mixed),
+            None,
+            Bound::chunk(1 << 20),
+        )
+        .await
+        .unwrap();
+        let lens: Vec<usize> = got.parts().iter().map(|p| p.len()).collect();
+        assert_eq!(lens, [KEEP_FRAME, 3, KEEP_FRAME + 5, 3]);
         // A body that never ends is read only up to its bound.
         let endless = futures_util::stream::repeat_with(|| {
             Ok::<_, std::io::Error>(Bytes::from_static(&[0u8; 4096]))

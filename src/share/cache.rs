@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::bound::Bound;
+use super::bound::{Body, Bound};
 use super::error::{CacheError, CacheErrorKind, GaveUp};
 use super::file::FileCache;
 use super::url::CacheUrl;
@@ -63,6 +63,11 @@ impl Cache {
     /// The object's bytes, at most `bound.max` of them, or `None` when the cache has no
     /// such object.
     pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Bytes>, CacheError> {
+        Ok(self.get_body(key, bound).await?.map(Body::into_bytes))
+    }
+
+    /// [`Cache::get`], the bytes kept as the parts they arrived in (no copy into one buffer).
+    pub async fn get_body(&self, key: &str, bound: Bound) -> Result<Option<Body>, CacheError> {
         self.retry(key, || async {
             match self {
                 Cache::File(f) => f.get(key, bound).await,

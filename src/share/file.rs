@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use super::bound::{BodyError, Bound};
+use super::bound::{Body, BodyError, Bound};
 use super::error::{CacheError, CacheErrorKind};
 
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ impl FileCache {
         Ok(self.root.join(key))
     }
 
-    pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Bytes>, CacheError> {
+    pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Body>, CacheError> {
         self.path(key)?;
         let (root, rel) = (self.root.clone(), key.trim_end_matches('/').to_string());
         let r = tokio::task::spawn_blocking(move || -> std::io::Result<Result<Vec<u8>, u64>> {
@@ -66,7 +66,7 @@ impl FileCache {
         .await
         .expect("the get task does not panic");
         match r {
-            Ok(Ok(b)) => Ok(Some(Bytes::from(b))),
+            Ok(Ok(b)) => Ok(Some(Body::from(Bytes::from(b)))),
             Ok(Err(len)) => Err(CacheError::of_body(
                 &self.url(),
                 key,

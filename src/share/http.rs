@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use reqwest::{Method, Response, StatusCode};
 
-use super::bound::{Bound, STALL, read_bounded};
+use super::bound::{Body, Bound, STALL, read_bounded};
 use super::error::{CacheError, CacheErrorKind, Stall};
 
 /// The longest an upload may take, up to the answer's head.
@@ -98,7 +98,7 @@ impl HttpCache {
     }
 
     /// A body, read as it arrives up to its bound.
-    async fn body(&self, key: &str, resp: Response, bound: Bound) -> Result<Bytes, CacheError> {
+    async fn body(&self, key: &str, resp: Response, bound: Bound) -> Result<Body, CacheError> {
         let announced = resp
             .headers()
             .get(reqwest::header::CONTENT_LENGTH)
@@ -113,7 +113,7 @@ impl HttpCache {
         self.err(key, CacheErrorKind::Status(status))
     }
 
-    pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Bytes>, CacheError> {
+    pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Body>, CacheError> {
         let resp = self.send(Method::GET, key, Bytes::new()).await?;
         match resp.status() {
             StatusCode::OK => Ok(Some(self.body(key, resp, bound).await?)),
@@ -155,7 +155,7 @@ impl HttpCache {
             let key = format!("{dir}/");
             let resp = self.send(Method::GET, &key, Bytes::new()).await?;
             let body = match resp.status() {
-                StatusCode::OK => self.body(&key, resp, Bound::LISTING).await?,
+                StatusCode::OK => self.body(&key, resp, Bound::LISTING).await?.into_bytes(),
                 StatusCode::NOT_FOUND => continue,
                 s => return Err(self.unexpected(&key, s)),
             };

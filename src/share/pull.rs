@@ -8,7 +8,7 @@ use futures_util::{StreamExt, stream};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::bound::Bound;
+use super::bound::{Body, Bound};
 use super::cache::{Cache, JOBS};
 use super::chunk::{ChunkList, ChunkRef};
 use super::error::ShareError;
@@ -161,7 +161,20 @@ async fn get(
     bound: Bound,
     what: &str,
 ) -> Result<Option<bytes::Bytes>, ShareError> {
-    match cache.get(key, bound).await {
+    Ok(get_body(cache, hash, key, bound, what)
+        .await?
+        .map(Body::into_bytes))
+}
+
+/// [`get`], the bytes kept as the parts they arrived in.
+async fn get_body(
+    cache: &Cache,
+    hash: &BuildHash,
+    key: &str,
+    bound: Bound,
+    what: &str,
+) -> Result<Option<Body>, ShareError> {
+    match cache.get_body(key, bound).await {
         Err(e) if e.oversize() => Err(ShareError::Refused {
             hash: *hash,
             url: cache.url(),
@@ -327,9 +340,7 @@ async fn fetch_component(
         // What was sent is written before this returns, also on an error: the file is left
         // whole up to its last chunk for the next pull to resume from.
         drop(to_file);
-        let written = assembled
-            .await
-            .expect("putting a file together does not panic");
+        let written = assembled.await;
         fetched?;
         let hasher = written.map_err(io)?;
         let digest: Digest = hasher.finalize().into();
@@ -351,16 +362,16 @@ async fn fetch_component(
 /// first that cannot be had, or when the assembler stopped (on a write error, which it
 /// returns).
 async fn feed(
-    arriving: impl futures_util::Stream<Item = Result<(bytes::Bytes, bool), ShareError>>,
-    to_file: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+    arriving: impl futures_util::Stream<Item = Result<(Body, bool), ShareError>>,
+    to_file: &Assembly,
     bar: &ProgressBar,
     report: &mut PullReport,
 ) -> Result<(), ShareError> {
     let mut arriving = std::pin::pin!(arriving);
     while let Some(got) = arriving.next().await {
-        let (bytes, downloaded) = got?;
-        let len = bytes.len() as u64;
-        if to_file.send(bytes).await.is_err() {
+        let (body, downloaded) = got?;
+        let len = body.len();
+        if !to_file.send(body).await {
             break;
         }
         bar.inc(len);
@@ -374,25 +385,74 @@ async fn feed(
     Ok(())
 }
 
-/// A file's chunks, in order, written and hashed on a thread of their own, so that
-/// downloading the next chunks goes on while one is written: the sender of the chunks, and the
-/// file's hasher once the sender is dropped and every chunk is written.
+/// Where a file's chunks go, in order: to the thread writing them and to the thread hashing
+/// them (the same bytes, not copied).
+struct Assembly {
+    to_writer: tokio::sync::mpsc::Sender<Body>,
+    to_hasher: tokio::sync::mpsc::Sender<Body>,
+}
+
+impl Assembly {
+    /// Whether the chunk went on: false once the writer stopped (on a write error).
+    async fn send(&self, body: Body) -> bool {
+        self.to_hasher.send(body.clone()).await.is_ok() && self.to_writer.send(body).await.is_ok()
+    }
+}
+
+/// A file's chunks, in order, written on one thread and hashed on another, so that downloading
+/// the next chunks goes on while one is written and hashed: where to send the chunks, and the
+/// file's hasher once the [`Assembly`] is dropped and every chunk is written and hashed.
 fn assembler(
     mut file: fs::File,
     mut hasher: blake3::Hasher,
 ) -> (
-    tokio::sync::mpsc::Sender<bytes::Bytes>,
-    tokio::task::JoinHandle<std::io::Result<blake3::Hasher>>,
+    Assembly,
+    impl Future<Output = std::io::Result<blake3::Hasher>>,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(JOBS);
-    let done = tokio::task::spawn_blocking(move || {
-        while let Some(bytes) = rx.blocking_recv() {
-            std::io::Write::write_all(&mut file, &bytes)?;
-            hasher.update(&bytes);
+    let (to_writer, mut chunks) = tokio::sync::mpsc::channel::<Body>(JOBS);
+    let written = tokio::task::spawn_blocking(move || {
+        while let Some(body) = chunks.blocking_recv() {
+            write_parts(&mut file, body.parts())?;
         }
-        Ok(hasher)
+        Ok::<_, std::io::Error>(())
     });
-    (tx, done)
+    let (to_hasher, mut chunks) = tokio::sync::mpsc::channel::<Body>(JOBS);
+    let hashed = tokio::task::spawn_blocking(move || {
+        while let Some(body) = chunks.blocking_recv() {
+            for part in body.parts() {
+                hasher.update(part);
+            }
+        }
+        hasher
+    });
+    let done = async move {
+        let hasher = hashed.await.expect("hashing a file does not panic");
+        written.await.expect("writing a file does not panic")?;
+        Ok(hasher)
+    };
+    (
+        Assembly {
+            to_writer,
+            to_hasher,
+        },
+        done,
+    )
+}
+
+/// Writes the parts in order, as few calls as the system takes.
+fn write_parts(file: &mut fs::File, parts: &[bytes::Bytes]) -> std::io::Result<()> {
+    use std::io::{IoSlice, Write};
+    let mut slices: Vec<IoSlice> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        match file.write_vectored(left) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// One chunk's bytes: from this machine when a component of the same kind holds it (checked
@@ -404,41 +464,45 @@ async fn fetch_chunk(
     local: &HashMap<Digest, Source>,
     c: ChunkRef,
     file: &str,
-) -> Result<(bytes::Bytes, bool), ShareError> {
+) -> Result<(Body, bool), ShareError> {
     if let Some(src) = local.get(&c.blake3).cloned() {
         let read = tokio::task::spawn_blocking(move || src.read(c))
             .await
             .expect("reading a chunk does not panic");
         if let Ok(b) = read {
-            return Ok((bytes::Bytes::from(b), false));
+            return Ok((Body::from(bytes::Bytes::from(b)), false));
         }
     }
     let key = layout::chunk_key(&c.blake3);
     let what = format!("{file}: chunk {} ({key})", c.blake3.short());
-    let bytes = get(cache, &remote.hash, &key, Bound::chunk(c.size), &what)
+    let body = get_body(cache, &remote.hash, &key, Bound::chunk(c.size), &what)
         .await?
         .ok_or_else(|| remote.refused(&what, "missing from the cache"))?;
-    if bytes.len() as u64 != c.size {
+    if body.len() != c.size {
         return Err(remote.refused(
             &what,
-            format!("{} bytes where the chunk list says {}", bytes.len(), c.size),
+            format!("{} bytes where the chunk list says {}", body.len(), c.size),
         ));
     }
     // Hashed off this task: the chunks in flight are polled by one task, whose thread also
     // puts the file together.
-    let got = {
-        let b = bytes.clone();
-        tokio::task::spawn_blocking(move || Digest::of(&b))
-            .await
-            .expect("hashing does not panic")
-    };
+    let (body, got) = tokio::task::spawn_blocking(move || {
+        let mut h = blake3::Hasher::new();
+        for part in body.parts() {
+            h.update(part);
+        }
+        let got: Digest = h.finalize().into();
+        (body, got)
+    })
+    .await
+    .expect("hashing does not panic");
     if got != c.blake3 {
         return Err(remote.refused(
             &what,
             format!("its bytes hash to {}, not to its name", got.short()),
         ));
     }
-    Ok((bytes, true))
+    Ok((body, true))
 }
 
 /// Publishes the components put together under `local/pull/`, all or none (each is checked

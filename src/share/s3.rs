@@ -16,7 +16,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 
-use super::bound::{Bound, STALL, read_bounded};
+use super::bound::{Body, Bound, STALL, read_bounded};
 use super::error::{CacheError, CacheErrorKind};
 
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ impl S3Cache {
 
     /// The object's bytes, read as they arrive up to `bound`: an object whose listed size
     /// passes it is refused before its body is read.
-    pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Bytes>, CacheError> {
+    pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Body>, CacheError> {
         let r = match self.store.get(&self.path(key)).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
