@@ -4,11 +4,14 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (or
 //! `AWS_ENDPOINT`) for a server other than AWS, `AWS_ALLOW_HTTP=true` for a plain-HTTP one —
 //! with path-style requests, which every S3 server answers. object_store retries transient
-//! failures itself (with backoff), within [`STALL`] of a request's first try, so its errors
-//! here are final ([`CacheErrorKind::S3`]); each names its cause (a timeout, a redirect, a
-//! denial) with the whole chain of sources. Within [`STALL`], not object_store's three
-//! minutes: a server that takes a request and never answers is named when the first try's
-//! read bound passes (35 s), not after six more tries of 35 s each.
+//! failures itself (with backoff), within [`RETRIES_WITHIN`] of a request's first try, so its
+//! errors here are final ([`CacheErrorKind::S3`]); each names its cause (a timeout, a redirect,
+//! a denial, a 5xx) with the whole chain of sources. Within 20 s, not object_store's three
+//! minutes, and short of [`STALL`], so that a server failing every try is named by its own
+//! failure, not as a stall. A get or a head with no answer within [`STALL`] (object_store's tries included)
+//! is a stall ([`Stall::Answer`]), named then and tried again by the cache's own loop, as
+//! over HTTP: a server that takes a request and never answers is named after 30 s, not
+//! after a try's 35 s read bound.
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -17,7 +20,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 
 use super::bound::{Body, Bound, STALL, read_bounded};
-use super::error::{CacheError, CacheErrorKind};
+use super::error::{CacheError, CacheErrorKind, Stall};
 
 #[derive(Debug, Clone)]
 pub struct S3Cache {
@@ -55,7 +58,7 @@ impl S3Cache {
             .with_bucket_name(bucket)
             .with_http_connector(NoRedirects)
             .with_retry(object_store::RetryConfig {
-                retry_timeout: STALL,
+                retry_timeout: RETRIES_WITHIN,
                 ..Default::default()
             });
         // AWS's newer name for the endpoint, which object_store does not know.
@@ -89,10 +92,21 @@ impl S3Cache {
         CacheError::new(&self.url, key, CacheErrorKind::S3(Box::new(e)))
     }
 
+    /// `answer`, or a stall once [`STALL`] has passed without it.
+    async fn within<T>(&self, key: &str, answer: impl Future<Output = T>) -> Result<T, CacheError> {
+        tokio::time::timeout(STALL, answer).await.map_err(|_| {
+            CacheError::new(
+                &self.url,
+                key,
+                CacheErrorKind::Stalled(Stall::Answer(STALL)),
+            )
+        })
+    }
+
     /// The object's bytes, read as they arrive up to `bound`: an object whose listed size
     /// passes it is refused before its body is read.
     pub async fn get(&self, key: &str, bound: Bound) -> Result<Option<Body>, CacheError> {
-        let r = match self.store.get(&self.path(key)).await {
+        let r = match self.within(key, self.store.get(&self.path(key))).await? {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.err(key, e)),
@@ -113,7 +127,7 @@ impl S3Cache {
     }
 
     pub async fn head(&self, key: &str) -> Result<bool, CacheError> {
-        match self.store.head(&self.path(key)).await {
+        match self.within(key, self.store.head(&self.path(key))).await? {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err(key, e)),
@@ -150,6 +164,9 @@ impl S3Cache {
             .collect())
     }
 }
+
+/// How long object_store tries a request again, from its first try.
+const RETRIES_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// object_store's HTTP client (5 s to connect, a read bound just past [`STALL`]),
 /// following no redirect: a 3xx comes back to object_store, which names it,
