@@ -249,7 +249,7 @@ fn an_s3_server_never_answering_a_chunk_is_named_within_a_minute() {
 /// the pull's stderr holding `needle` (failing past it); that line must name the cache and a
 /// chunk. `name` tells this test's build contexts from the other's.
 fn pull_over_s3_until(mode: Mode, name: &str, needle: &str) {
-    // A name of each test's own: a build context's id is its name and the process's id.
+    // Names that tell this test's build contexts from the other's in messages and images.
     let src = TestContext::new(&format!("share-transfers-s3-{name}-src"));
     let hash = src.build(&src.recipe());
     let (key, public) = keygen(&src, "ci-1");

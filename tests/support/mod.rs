@@ -124,7 +124,8 @@ pub fn unique(prefix: &str) -> String {
 
 impl TestContext {
     /// A fresh context whose `r.toml` is [`recipe`]`(name, "")`, a docker guest for runs.
-    /// `name` must be unique among the tests: it makes the guest's build context unique.
+    /// `name` says whose resources these are; the guest's build context is the context's own
+    /// whatever the name (a number of this process's is added to it).
     pub fn new(name: &str) -> TestContext {
         let ctx = TestContext::bare(name);
         ctx.write_recipe("r.toml", &recipe(name, ""));
@@ -155,7 +156,10 @@ impl TestContext {
         )
         .unwrap();
         std::fs::write(recipes.join("guest/group"), "root:x:0:\nnode:x:1000:\n").unwrap();
-        let test_id_path = format!("/etc/bottle-test-id-{name}-{}", std::process::id());
+        // `name-PID-N.id`: the suffix ends the name, so no context's path is a part of
+        // another's (`…-1` of `…-12`), which the guard's search for its build chain relies on.
+        let id = unique(name);
+        let test_id_path = format!("/etc/bottle-test-id-{id}.id");
         std::fs::write(
             recipes.join("guest/Dockerfile"),
             dockerfile(true, &test_id_path),
@@ -165,7 +169,7 @@ impl TestContext {
         // tests from sharing (and removing under each other) one guest image.
         std::fs::write(
             recipes.join("guest/test-id"),
-            format!("{name} {}\n", std::process::id()),
+            format!("{id}\n"),
         )
         .unwrap();
         std::fs::create_dir_all(recipes.join("skills/one")).unwrap();
