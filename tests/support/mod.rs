@@ -167,11 +167,7 @@ impl TestContext {
         .unwrap();
         // The guest's key holds its build context, not the recipe's name: this file keeps
         // tests from sharing (and removing under each other) one guest image.
-        std::fs::write(
-            recipes.join("guest/test-id"),
-            format!("{id}\n"),
-        )
-        .unwrap();
+        std::fs::write(recipes.join("guest/test-id"), format!("{id}\n")).unwrap();
         std::fs::create_dir_all(recipes.join("skills/one")).unwrap();
         std::fs::write(recipes.join("skills/one/SKILL.md"), "a skill\n").unwrap();
         std::fs::write(recipes.join("prompt.md"), "be careful\n").unwrap();
