@@ -160,8 +160,9 @@ where
     let mut body = std::pin::pin!(body);
     let mut got = Body::default();
     // Small frames gathered here, copied: a part kept as it arrived holds on to the client's
-    // whole read buffer, so a server sending a byte at a time would make each byte cost a
-    // buffer. Kept as they are, frames hold at most about twice their bytes.
+    // read buffer, so a server sending a byte at a time would make each byte cost a buffer.
+    // A frame of KEEP_FRAME or more holds at most the client's largest buffer (408 KiB), and
+    // the client shrinks its buffer when its reads come in short.
     let mut small = BytesMut::new();
     loop {
         match tokio::time::timeout(STALL, body.next()).await {

@@ -8,10 +8,10 @@
 //! errors here are final ([`CacheErrorKind::S3`]); each names its cause (a timeout, a redirect,
 //! a denial, a 5xx) with the whole chain of sources. Within 20 s, not object_store's three
 //! minutes, and short of [`STALL`], so that a server failing every try is named by its own
-//! failure, not as a stall. A get or a head with no answer within [`STALL`] (object_store's tries included)
-//! is a stall ([`Stall::Answer`]), named then and tried again by the cache's own loop, as
-//! over HTTP: a server that takes a request and never answers is named after 30 s, not
-//! after a try's 35 s read bound.
+//! failure, not as a stall. A get or a head with no answer within [`STALL`] (object_store's
+//! tries included) is a stall ([`Stall::Answer`]), named then and tried again by the cache's
+//! own loop, as over HTTP: a server that takes a request and never answers is named after
+//! 30 s, not after a try's 35 s read bound.
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
