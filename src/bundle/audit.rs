@@ -6,7 +6,7 @@
 //!
 //! A line holds the time, the run, the method, host and port, the path with query *values*
 //! dropped (names kept), the decision and the rule behind it, the status, the bytes each way
-//! and the duration; a git-gate line also the ref update ([`GitUpdate`]). Never a header value,
+//! and the duration; a git-gate line also the ref update ([`GitUpdate`](crate::daemons::audit::GitUpdate)). Never a header value,
 //! a query value, a matched secret or a key: those are where credentials live. pipelock masks
 //! whatever a DLP rule matches in the host or path it logs — a path segment, a bare query, a
 //! parameter's name — whether or not the request was refused (`/p/ghp_…[redacted]`; see

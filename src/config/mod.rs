@@ -1,5 +1,5 @@
 //! The config component: the daemons' config files, the guest and bundle specs, and the
-//! provisioning files, all rendered from a [`ConfigKey`].
+//! provisioning files, all rendered from a [`ConfigKey`](crate::hash::ConfigKey).
 //!
 //! Rendering is a pure function of the key (and [`crate::hash::CONFIG_FORMAT`] versions its
 //! shape), so a config component is checked by rendering its key again: `verify` and `run`
@@ -13,7 +13,7 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`render`] | a key rendered: the specs, the guest's env, every file of the component |
+//! | [`render`](mod@render) | a key rendered: the specs, the guest's env, every file of the component |
 //! | [`daemon`] | one daemon's build-time half ([`daemon::Render`]): its config, files, mounts, env, secrets and guest files; each daemon's is its module ([`pipelock`], [`git_gate`], [`supervise`]) |
 //! | [`daemons`] | the running daemons' halves taken together, through the registry |
 //! | [`files`] | the component's file names and [`RenderedFile`] |

@@ -41,7 +41,7 @@
 //! The modules depend one way. At the bottom, importing no other module of `share`:
 //! [`bound`] (how much of an object a get reads), [`layout`] (the key of each object),
 //! [`sign`], [`url`], [`chunk`]; over them [`error`] (what a cache operation or a push, pull
-//! or gc stops on, and whether it is worth another try). The backends — [`file`], [`http`]
+//! or gc stops on, and whether it is worth another try). The backends — [`file`](mod@file), [`http`]
 //! (with [`tls`]), [`s3`] — build on those; [`cache`] dispatches to the backends and
 //! retries; [`lease`], [`local`], [`push`], [`pull`] and [`gc`] work through [`cache`] and
 //! the store. This file only declares the modules and re-exports their names.

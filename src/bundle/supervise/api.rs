@@ -15,7 +15,7 @@
 //! (`{"error": "..."}`), and the daemon serves on: a body that is not JSON, an unknown kind or
 //! field, a field too long or a host that is not a name (400), a body over [`MAX_BODY`]
 //! (413) or slower than [`BODY_TIMEOUT`] (408), more than
-//! [`MAX_PENDING`](super::service::MAX_PENDING) requests waiting
+//! [`MAX_PENDING`](crate::daemons::supervise::MAX_PENDING) requests waiting
 //! (429). A connection's head must arrive within [`HEAD_TIMEOUT`] and fit [`MAX_HEAD`];
 //! past [`MAX_CONNECTIONS`] open connections, a new one gets a 503 and is closed.
 
