@@ -2,9 +2,9 @@
 //! that bound ([`read_bounded`]): a chunk by the size its chunk list gives, the other objects
 //! by a fixed cap. The read stops the moment the body passes its bound, so what a pull holds
 //! in memory does not follow what a server sends; a body with no bytes for [`STALL`] is a
-//! stall. A body is kept as the parts it arrived in ([`Body`]): a chunk is hashed and written
-//! from them, never copied into one buffer first. Shared by every cache backend; imports none
-//! of them.
+//! stall. A body is kept as the parts it arrived in ([`Body`]; frames under 32 KiB gathered
+//! into one part): a chunk is hashed and written from them, never copied into one buffer
+//! first. Shared by every cache backend; imports none of them.
 
 use std::time::Duration;
 

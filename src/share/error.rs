@@ -269,7 +269,7 @@ fn timed_out(e: &(dyn Error + 'static)) -> bool {
 /// follow, a 403 it did not make a `PermissionDenied`) is a type of its own crate, so the
 /// status is read from the message. This names the error; it decides no retry.
 fn s3_by_text(chain: &str) -> Option<&'static str> {
-    // object_store says `retry_timeout: 30s` of every retried request, whatever failed it.
+    // object_store says `retry_timeout: 20s` of every retried request, whatever failed it.
     let lower = chain.to_lowercase().replace("retry_timeout", "");
     if lower.contains("timed out") || lower.contains("timeout") {
         Some("timeout")
