@@ -338,11 +338,21 @@ async fn fetch_component(
             .buffered(JOBS);
         let fetched = feed(arriving, &to_file, bar, report).await;
         // What was sent is written before this returns, also on an error: the file is left
-        // whole up to its last chunk for the next pull to resume from.
+        // whole up to its last good chunk for the next pull to resume from.
         drop(to_file);
-        let written = assembled.await;
-        fetched?;
-        let hasher = written.map_err(io)?;
+        // A refused chunk first (the pull cannot succeed from this cache), then what cut the
+        // download short, then a write error.
+        let hasher = match (assembled.await, fetched) {
+            (Err(Stop::BadChunk(c, got)), _) => {
+                return Err(remote.refused(
+                    chunk_what(&what, &c),
+                    format!("its bytes hash to {}, not to its name", got.short()),
+                ));
+            }
+            (_, Err(e)) => return Err(e),
+            (Err(Stop::Io(e)), Ok(())) => return Err(io(e)),
+            (Ok(hasher), Ok(())) => hasher,
+        };
         let digest: Digest = hasher.finalize().into();
         if digest != a.blake3 {
             return Err(remote.refused(
@@ -359,19 +369,19 @@ async fn fetch_component(
 }
 
 /// Sends the chunks to the assembler as they arrive, in order, counting them; stops at the
-/// first that cannot be had, or when the assembler stopped (on a write error, which it
-/// returns).
+/// first that cannot be had, or when the assembler stopped (on a write error or a chunk whose
+/// bytes are not its name's, which it returns).
 async fn feed(
-    arriving: impl futures_util::Stream<Item = Result<(Body, bool), ShareError>>,
+    arriving: impl futures_util::Stream<Item = Result<Piece, ShareError>>,
     to_file: &Assembly,
     bar: &ProgressBar,
     report: &mut PullReport,
 ) -> Result<(), ShareError> {
     let mut arriving = std::pin::pin!(arriving);
     while let Some(got) = arriving.next().await {
-        let (body, downloaded) = got?;
-        let len = body.len();
-        if !to_file.send(body).await {
+        let piece = got?;
+        let (len, downloaded) = (piece.body.len(), piece.check.is_some());
+        if !to_file.send(piece).await {
             break;
         }
         bar.inc(len);
@@ -385,36 +395,57 @@ async fn feed(
     Ok(())
 }
 
+/// One chunk on its way into a file: its bytes, and the chunk they must hash to when they
+/// came from the cache (those read on this machine were checked as they were read).
+struct Piece {
+    body: Body,
+    check: Option<ChunkRef>,
+}
+
+/// Why the writer stopped before the last chunk.
+enum Stop {
+    Io(std::io::Error),
+    /// A chunk from the cache whose bytes hash to this, not to its name: not written.
+    BadChunk(ChunkRef, Digest),
+}
+
 /// Where a file's chunks go, in order: to the thread writing them and to the thread hashing
-/// them (the same bytes, not copied).
+/// the file (the same bytes, not copied).
 struct Assembly {
-    to_writer: tokio::sync::mpsc::Sender<Body>,
+    to_writer: tokio::sync::mpsc::Sender<Piece>,
     to_hasher: tokio::sync::mpsc::Sender<Body>,
 }
 
 impl Assembly {
-    /// Whether the chunk went on: false once the writer stopped (on a write error).
-    async fn send(&self, body: Body) -> bool {
-        self.to_hasher.send(body.clone()).await.is_ok() && self.to_writer.send(body).await.is_ok()
+    /// Whether the chunk went on: false once the writer stopped (see [`Stop`]).
+    async fn send(&self, piece: Piece) -> bool {
+        self.to_hasher.send(piece.body.clone()).await.is_ok()
+            && self.to_writer.send(piece).await.is_ok()
     }
 }
 
-/// A file's chunks, in order, written on one thread and hashed on another, so that downloading
-/// the next chunks goes on while one is written and hashed: where to send the chunks, and the
-/// file's hasher once the [`Assembly`] is dropped and every chunk is written and hashed.
+/// A file's chunks, in order, each checked against its name and written on one thread, and
+/// the file hashed on another, so that downloading the next chunks goes on meanwhile: where
+/// to send the chunks, and the file's hasher once the [`Assembly`] is dropped and every chunk
+/// is written and hashed. A chunk is checked just before it is written, while its bytes are
+/// in this core's cache; one that fails is not written, so the file stays whole up to its
+/// last good chunk.
 fn assembler(
     mut file: fs::File,
     mut hasher: blake3::Hasher,
-) -> (
-    Assembly,
-    impl Future<Output = std::io::Result<blake3::Hasher>>,
-) {
-    let (to_writer, mut chunks) = tokio::sync::mpsc::channel::<Body>(JOBS);
+) -> (Assembly, impl Future<Output = Result<blake3::Hasher, Stop>>) {
+    let (to_writer, mut pieces) = tokio::sync::mpsc::channel::<Piece>(JOBS);
     let written = tokio::task::spawn_blocking(move || {
-        while let Some(body) = chunks.blocking_recv() {
-            write_parts(&mut file, body.parts())?;
+        while let Some(piece) = pieces.blocking_recv() {
+            if let Some(c) = piece.check {
+                let got = digest_of(&piece.body);
+                if got != c.blake3 {
+                    return Err(Stop::BadChunk(c, got));
+                }
+            }
+            write_parts(&mut file, piece.body.parts()).map_err(Stop::Io)?;
         }
-        Ok::<_, std::io::Error>(())
+        Ok(())
     });
     let (to_hasher, mut chunks) = tokio::sync::mpsc::channel::<Body>(JOBS);
     let hashed = tokio::task::spawn_blocking(move || {
@@ -439,6 +470,14 @@ fn assembler(
     )
 }
 
+fn digest_of(body: &Body) -> Digest {
+    let mut h = blake3::Hasher::new();
+    for part in body.parts() {
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
 /// Writes the parts in order, as few calls as the system takes.
 fn write_parts(file: &mut fs::File, parts: &[bytes::Bytes]) -> std::io::Result<()> {
     use std::io::{IoSlice, Write};
@@ -455,26 +494,38 @@ fn write_parts(file: &mut fs::File, parts: &[bytes::Bytes]) -> std::io::Result<(
     Ok(())
 }
 
+/// How a chunk of a file is named in messages: the file, the chunk, its key in the cache.
+fn chunk_what(file: &str, c: &ChunkRef) -> String {
+    format!(
+        "{file}: chunk {} ({})",
+        c.blake3.short(),
+        layout::chunk_key(&c.blake3)
+    )
+}
+
 /// One chunk's bytes: from this machine when a component of the same kind holds it (checked
-/// as it is read), else from the cache, checked against its name and size. Whether it was
-/// downloaded.
+/// as it is read), else from the cache, of the size its list gives; the writer checks those
+/// against the chunk's name (see [`assembler`]).
 async fn fetch_chunk(
     cache: &Cache,
     remote: &Remote,
     local: &HashMap<Digest, Source>,
     c: ChunkRef,
     file: &str,
-) -> Result<(Body, bool), ShareError> {
+) -> Result<Piece, ShareError> {
     if let Some(src) = local.get(&c.blake3).cloned() {
         let read = tokio::task::spawn_blocking(move || src.read(c))
             .await
             .expect("reading a chunk does not panic");
         if let Ok(b) = read {
-            return Ok((Body::from(bytes::Bytes::from(b)), false));
+            return Ok(Piece {
+                body: Body::from(bytes::Bytes::from(b)),
+                check: None,
+            });
         }
     }
     let key = layout::chunk_key(&c.blake3);
-    let what = format!("{file}: chunk {} ({key})", c.blake3.short());
+    let what = chunk_what(file, &c);
     let body = get_body(cache, &remote.hash, &key, Bound::chunk(c.size), &what)
         .await?
         .ok_or_else(|| remote.refused(&what, "missing from the cache"))?;
@@ -484,25 +535,10 @@ async fn fetch_chunk(
             format!("{} bytes where the chunk list says {}", body.len(), c.size),
         ));
     }
-    // Hashed off this task: the chunks in flight are polled by one task, whose thread also
-    // puts the file together.
-    let (body, got) = tokio::task::spawn_blocking(move || {
-        let mut h = blake3::Hasher::new();
-        for part in body.parts() {
-            h.update(part);
-        }
-        let got: Digest = h.finalize().into();
-        (body, got)
+    Ok(Piece {
+        body,
+        check: Some(c),
     })
-    .await
-    .expect("hashing does not panic");
-    if got != c.blake3 {
-        return Err(remote.refused(
-            &what,
-            format!("its bytes hash to {}, not to its name", got.short()),
-        ));
-    }
-    Ok((body, true))
 }
 
 /// Publishes the components put together under `local/pull/`, all or none (each is checked

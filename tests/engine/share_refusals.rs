@@ -63,11 +63,16 @@ fn a_pull_refuses_what_was_changed_in_the_cache_naming_it_and_changes_nothing() 
     let config = |m: &bottle::manifest::Manifest| {
         bottle::share::record_key(&m.components.get(bottle::hash::ComponentKind::Config))
     };
+    // The chunk is named, and refused as itself, before the file it belongs to.
+    let flipped = format!(
+        "guest/image.tar: chunk {} ({chunk}): its bytes hash to",
+        first.short()
+    );
     type Damage<'a> = Box<dyn Fn(&Path) + 'a>;
     let cases: Vec<(&str, &str, Damage)> = vec![
         (
             "flipped byte",
-            "hash to",
+            &flipped,
             Box::new(|c: &Path| flip(&c.join(&chunk))),
         ),
         (
