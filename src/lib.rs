@@ -33,6 +33,12 @@
 //! `digest` holds the typed blake3 values; `manifest` an entry's manifest, component records
 //! and specs; `runtime` talks to the engines (the Docker Engine API, the smolvm CLI);
 //! `console` serves the local web page over the run folders; `progress` draws.
+//!
+//! These docs are for people working on bottle: module docs name the private items a reader
+//! of the code meets, so read them with `cargo doc --document-private-items`.
+
+// The links above and in every module doc reach private items on purpose (see above).
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod builder;
 pub mod bundle;

@@ -284,7 +284,7 @@ pub enum Command {
     Push {
         /// A hash or unique prefix of a store entry
         hash: String,
-        /// The cache: file:///PATH, http(s)://HOST[:PORT]/PREFIX or s3://BUCKET/PREFIX
+        /// The cache: `file:///PATH`, `http(s)://HOST[:PORT]/PREFIX` or `s3://BUCKET/PREFIX`
         #[arg(long, value_name = "URL")]
         to: String,
         /// The secret key to sign with (`bottle key generate`) [default: BOTTLE_SECRET_KEY_FILE,
@@ -297,7 +297,7 @@ pub enum Command {
     Pull {
         /// The entry's full hash
         hash: String,
-        /// The cache: file:///PATH, http(s)://HOST[:PORT]/PREFIX or s3://BUCKET/PREFIX
+        /// The cache: `file:///PATH`, `http(s)://HOST[:PORT]/PREFIX` or `s3://BUCKET/PREFIX`
         #[arg(long, value_name = "URL")]
         from: String,
         /// A public key whose signature is accepted (NAME:BASE64, as `bottle key generate`

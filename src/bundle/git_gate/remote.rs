@@ -1,5 +1,5 @@
 //! One run of a git service (`git-upload-pack` or `git-receive-pack`) on an upstream, whichever
-//! way git-gate reaches it ([`Via`](crate::daemons::git_gate::Via)): over SSH ([`super::ssh`]) or through `bottle
+//! way git-gate reaches it ([`Via`]): over SSH ([`super::ssh`]) or through `bottle
 //! run`'s socket for a repository on the host ([`super::local`]). This module owns the
 //! [`Remote`] both give — its stdin written, its stdout read as pkt-lines or raw bytes, its
 //! stderr (bounded) and exit status kept to explain a failure — and the errors of either way.
