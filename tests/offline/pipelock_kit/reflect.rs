@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Response;
 
-use super::{TestBody, full};
+use super::upstreams::{TestBody, full};
 
 fn hex(token: &[u8], upper: bool) -> String {
     token
