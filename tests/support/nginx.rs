@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{signal_pid, stderr};
+use super::{stderr, stop};
 
 /// A running nginx serving a folder over HTTP on 127.0.0.1.
 pub struct Nginx {
@@ -190,15 +190,6 @@ http {{
 impl Drop for Nginx {
     fn drop(&mut self) {
         // SIGQUIT: nginx's graceful stop; its workers go with the master.
-        signal_pid(self.child.id(), libc::SIGQUIT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, libc::SIGQUIT, Duration::from_secs(10));
     }
 }

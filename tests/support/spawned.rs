@@ -144,19 +144,26 @@ impl Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            signal_pid(self.child.id(), libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        stop(&mut self.child, libc::SIGTERM, Duration::from_secs(30));
     }
+}
+
+/// Stops a child this test spawned, unless it has exited: `sig`, then up to `grace` for it
+/// to exit, then SIGKILL; reaped either way.
+pub fn stop(child: &mut std::process::Child, sig: i32, grace: Duration) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    signal_pid(child.id(), sig);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[allow(unsafe_code)] // kill(2)
