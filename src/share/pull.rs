@@ -429,13 +429,16 @@ impl Assembly {
 /// to send the chunks, and the file's hasher once the [`Assembly`] is dropped and every chunk
 /// is written and hashed. A chunk is checked just before it is written, while its bytes are
 /// in this core's cache; one that fails is not written, so the file stays whole up to its
-/// last good chunk.
+/// last good chunk. A large file is flushed to disk as it is written (see [`Syncer`]).
 fn assembler(
     mut file: fs::File,
     mut hasher: blake3::Hasher,
 ) -> (Assembly, impl Future<Output = Result<blake3::Hasher, Stop>>) {
     let (to_writer, mut pieces) = tokio::sync::mpsc::channel::<Piece>(JOBS);
     let written = tokio::task::spawn_blocking(move || {
+        // Started once the file passes SYNC_EVERY bytes: most files never need one.
+        let mut syncer: Option<Syncer> = None;
+        let mut unsynced = 0u64;
         while let Some(piece) = pieces.blocking_recv() {
             if let Some(c) = piece.check {
                 let got = digest_of(&piece.body);
@@ -444,8 +447,16 @@ fn assembler(
                 }
             }
             write_parts(&mut file, piece.body.parts()).map_err(Stop::Io)?;
+            unsynced += piece.body.len();
+            if unsynced >= SYNC_EVERY {
+                if syncer.is_none() {
+                    syncer = Some(Syncer::start(&file).map_err(Stop::Io)?);
+                }
+                syncer.as_ref().expect("started").nudge();
+                unsynced = 0;
+            }
         }
-        Ok(())
+        syncer.map_or(Ok(()), Syncer::finish).map_err(Stop::Io)
     });
     let (to_hasher, mut chunks) = tokio::sync::mpsc::channel::<Body>(JOBS);
     let hashed = tokio::task::spawn_blocking(move || {
@@ -468,6 +479,47 @@ fn assembler(
         },
         done,
     )
+}
+
+/// How many bytes of a file are written between two nudges of its [`Syncer`].
+const SYNC_EVERY: u64 = 8 << 20;
+
+/// Flushes a file to disk on a thread of its own while the rest of it is still being
+/// downloaded and written, so that the sync the store makes when it takes the file finds
+/// little left to write: the system would otherwise keep every byte of a large pull dirty in
+/// memory until then, and write it all out at the end, while the pull waits.
+struct Syncer {
+    nudge: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl Syncer {
+    fn start(file: &fs::File) -> std::io::Result<Syncer> {
+        let file = file.try_clone()?;
+        // One nudge waiting is enough: a sync writes everything written before it.
+        let (nudge, nudged) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("pull-sync".into())
+            .spawn(move || {
+                while nudged.recv().is_ok() {
+                    file.sync_data()?;
+                }
+                Ok(())
+            })?;
+        Ok(Syncer { nudge, thread })
+    }
+
+    /// Asks for a sync of what was written so far, unless one is already waiting.
+    fn nudge(&self) {
+        let _ = self.nudge.try_send(());
+    }
+
+    /// Waits for the sync under way, if any; the rest is synced by the store as it takes the
+    /// file (a file shorter than [`SYNC_EVERY`] only then).
+    fn finish(self) -> std::io::Result<()> {
+        drop(self.nudge);
+        self.thread.join().expect("syncing a file does not panic")
+    }
 }
 
 fn digest_of(body: &Body) -> Digest {
