@@ -402,7 +402,7 @@ struct Piece {
     check: Option<ChunkRef>,
 }
 
-/// Why the writer stopped before the last chunk.
+/// Why the writer failed: a write or a sync of the file, or a chunk it refused.
 enum Stop {
     Io(std::io::Error),
     /// A chunk from the cache whose bytes hash to this, not to its name: not written.
