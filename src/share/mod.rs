@@ -44,8 +44,10 @@
 //! or gc stops on, and whether it is worth another try). The backends — [`file`](mod@file), [`http`]
 //! (with [`tls`]), [`s3`] — build on those; [`cache`] dispatches to the backends and
 //! retries; [`lease`], [`local`], [`push`], [`pull`] and [`gc`] work through [`cache`] and
-//! the store. This file only declares the modules and re-exports their names.
+//! the store; [`pull`] puts each file together on disk through `assemble` (checked,
+//! written, hashed and flushed on threads of their own). This file only declares the modules and re-exports their names.
 
+mod assemble;
 pub mod bound;
 pub mod cache;
 pub mod chunk;
