@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::ports::free_port;
-use super::{TestContext, signal_pid, stderr};
+use super::{TestContext, stderr, stop};
 
 /// The cluster's RPC secret (32 bytes in hex, as garage wants it), new for each test process.
 fn rpc_secret() -> String {
@@ -147,16 +147,7 @@ api_bind_addr = "127.0.0.1:{admin}"
 
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            signal_pid(c.id(), libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            stop(&mut c, libc::SIGTERM, Duration::from_secs(10));
         }
     }
 }

@@ -90,7 +90,7 @@ mod spawned;
 
 pub use cleanup::{docker, docker_ok};
 pub use guest::{base_recipe, dockerfile, recipe, section, try_section};
-pub use spawned::{Spawned, signal_pid, stop};
+pub use spawned::{Spawned, stop};
 
 /// Held (read) by builds, (write) by image removal: see the module doc.
 static BUILDS: RwLock<()> = RwLock::new(());

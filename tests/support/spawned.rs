@@ -167,7 +167,7 @@ pub fn stop(child: &mut std::process::Child, sig: i32, grace: Duration) {
 }
 
 #[allow(unsafe_code)] // kill(2)
-pub fn signal_pid(pid: u32, sig: i32) {
+fn signal_pid(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a pid this test spawned.
     let r = unsafe { libc::kill(pid as i32, sig) };
     assert_eq!(r, 0, "kill failed");
